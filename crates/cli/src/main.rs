@@ -1,0 +1,2 @@
+//! The `fastables` command.
+fn main() {}

@@ -1,0 +1,2 @@
+//! fastables-conntrack: connection tracking and NAT bindings.
+#![deny(unsafe_code)]

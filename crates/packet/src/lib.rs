@@ -1,0 +1,2 @@
+//! fastables-packet: zero-copy header views over byte slices, checksums, flow keys.
+#![deny(unsafe_code)]

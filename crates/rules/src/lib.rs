@@ -1,0 +1,12 @@
+//! fastables-rules: the iptables rule language.
+//!
+//! Parses and prints the `iptables-save` / `iptables-restore` format, validates a
+//! ruleset the way the kernel and iptables do (table/chain restrictions, unknown
+//! chains, jump loops), and compiles it into per-hook programs that evaluate a
+//! packet without allocating. It knows nothing of frames, sockets or clocks: the
+//! data plane hands it a [`ctx::PacketCtx`] and a time, and gets a
+//! [`ctx::Verdict`] back.
+#![deny(unsafe_code)]
+
+pub mod ctx;
+pub mod model;
