@@ -8,5 +8,9 @@
 //! [`ctx::Verdict`] back.
 #![deny(unsafe_code)]
 
+pub mod compile;
 pub mod ctx;
+pub mod error;
 pub mod model;
+pub mod parse;
+pub mod print;
