@@ -4,13 +4,28 @@
 //!
 //! The core takes `now` and frames and returns verdicts; it never reads the clock
 //! or touches a socket.
+//!
+//! - [`config`]: the TOML configuration, validated as `ip addr` / `ip route` would.
+//! - [`iface`], [`route`], [`neigh`]: interfaces and addresses (primary/secondary,
+//!   source selection, address types), the routing table (local table + LPM),
+//!   neighbors and ARP, with the kernel's rules and default sysctls.
+//! - [`pipeline`]: one frame at a time through the netfilter hooks in kernel
+//!   order, with rule effects, REJECT, ICMP errors and the local stack's answers
+//!   ([`icmp`], [`log`]); every drop has a [`drop::DropReason`].
+//! - [`io`]: the [`io::PacketIo`] port trait and the [`io::Worker`] loop.
+//!
+//! Not here yet: conntrack and NAT (NAT targets drop the packet, counted), IP
+//! reassembly (forwarded datagrams are fragmented, [`frag`]), ICMP redirects, ARP hold queues, VLANs, IPv6.
+//! The pipeline's differences from the kernel are listed in [`pipeline`].
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod drop;
+pub mod frag;
 pub mod icmp;
 pub mod iface;
 pub mod io;
+pub mod log;
 pub mod neigh;
 pub mod offline;
 pub mod pcap;

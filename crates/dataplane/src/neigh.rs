@@ -1,1 +1,314 @@
-//! (in progress)
+//! Neighbors (the ARP table) and ARP processing.
+//!
+//! - Static entries come from `[[neighbor]]` and never change.
+//! - Dynamic entries are learned as the kernel's `arp_process` does with the
+//!   default sysctls (arp_ignore 0, arp_accept 0): an ARP request aimed at one
+//!   of our addresses creates or updates the requester's entry; an ARP reply
+//!   (or any ARP packet) only updates an entry that exists, which includes the
+//!   incomplete entry left by our own request. The table is bounded (oldest
+//!   entry evicted first), allocated once.
+//! - An unresolved next hop gets an ARP request ([`arp_request`]) and the packet
+//!   is dropped ([`crate::drop::DropReason::NeighborUnresolved`]). There is no
+//!   hold queue, no retransmission timer, no NUD state machine (REACHABLE/STALE/
+//!   PROBE) and no expiry yet: those come with the live data plane.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use ahash::AHashMap;
+use fastables_packet::arp::{ArpRepr, OP_REPLY, OP_REQUEST};
+use fastables_packet::ethernet::{EthernetRepr, ETHERTYPE_ARP};
+use fastables_packet::MacAddr;
+use fastables_rules::ctx::IfIndex;
+
+use crate::config::NeighborConfig;
+
+/// Default bound of the dynamic table (the kernel's gc_thresh3).
+pub const DEFAULT_DYNAMIC_MAX: usize = 1024;
+
+/// Length of an ARP frame as the kernel sends it (Ethernet 14 + ARP 28; the NIC pads).
+pub const ARP_FRAME_LEN: usize = 42;
+
+/// At most one ARP request per unresolved neighbor per this interval
+/// (the kernel's retrans_time, 1 s).
+pub const SOLICIT_INTERVAL_NS: u64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// `None`: incomplete (we asked, no answer yet).
+    mac: Option<MacAddr>,
+    /// When we last sent an ARP request for it.
+    asked_ns: Option<u64>,
+}
+
+/// The neighbor table.
+#[derive(Debug, Clone)]
+pub struct Neighbors {
+    statics: AHashMap<(IfIndex, u32), MacAddr>,
+    dynamic: AHashMap<(IfIndex, u32), Entry>,
+    order: VecDeque<(IfIndex, u32)>,
+    max: usize,
+}
+
+impl Neighbors {
+    /// A table with the configured static entries and room for `dynamic_max` learned ones.
+    pub fn new(statics: &[NeighborConfig], dynamic_max: usize) -> Neighbors {
+        let max = dynamic_max.max(1);
+        let mut s = AHashMap::with_capacity(statics.len());
+        for n in statics {
+            s.insert((n.dev, u32::from(n.ip)), n.mac);
+        }
+        Neighbors {
+            statics: s,
+            dynamic: AHashMap::with_capacity(max + 1),
+            order: VecDeque::with_capacity(max + 1),
+            max,
+        }
+    }
+
+    /// The MAC of `ip` (host order) on `dev`, if resolved.
+    #[inline]
+    pub fn lookup(&self, dev: IfIndex, ip: u32) -> Option<MacAddr> {
+        if let Some(m) = self.statics.get(&(dev, ip)) {
+            return Some(*m);
+        }
+        self.dynamic.get(&(dev, ip)).and_then(|e| e.mac)
+    }
+
+    /// Number of dynamic entries (complete or incomplete).
+    pub fn dynamic_len(&self) -> usize {
+        self.dynamic.len()
+    }
+
+    fn insert(&mut self, dev: IfIndex, ip: u32, mac: Option<MacAddr>, asked_ns: Option<u64>) {
+        if let Some(e) = self.dynamic.get_mut(&(dev, ip)) {
+            if mac.is_some() {
+                e.mac = mac;
+            }
+            if asked_ns.is_some() {
+                e.asked_ns = asked_ns;
+            }
+            return;
+        }
+        if self.dynamic.len() >= self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.dynamic.remove(&old);
+            }
+        }
+        self.dynamic.insert((dev, ip), Entry { mac, asked_ns });
+        self.order.push_back((dev, ip));
+    }
+
+    /// Whether to send an ARP request for `ip` now: not if one was sent less
+    /// than [`SOLICIT_INTERVAL_NS`] ago. When it says yes it records the request
+    /// (an incomplete entry, so that the reply is accepted).
+    pub fn solicit(&mut self, dev: IfIndex, ip: u32, now_ns: u64) -> bool {
+        if self.statics.contains_key(&(dev, ip)) {
+            return false;
+        }
+        if let Some(Entry {
+            asked_ns: Some(t), ..
+        }) = self.dynamic.get(&(dev, ip))
+        {
+            if now_ns.saturating_sub(*t) < SOLICIT_INTERVAL_NS && now_ns >= *t {
+                return false;
+            }
+        }
+        self.insert(dev, ip, None, Some(now_ns));
+        true
+    }
+
+    /// Learn `mac` for `ip` on `dev`: `create` as for a request aimed at us,
+    /// otherwise only an existing dynamic entry is updated. Static entries win.
+    pub fn learn(&mut self, dev: IfIndex, ip: u32, mac: MacAddr, create: bool) {
+        if self.statics.contains_key(&(dev, ip)) {
+            return;
+        }
+        if create || self.dynamic.contains_key(&(dev, ip)) {
+            self.insert(dev, ip, Some(mac), None);
+        }
+    }
+}
+
+/// What to do with a received ARP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArpOutcome {
+    /// Answer with this ARP reply (Ethernet destination = the requester).
+    Reply(ArpRepr),
+    /// Consumed (learned or ignored as the kernel would, e.g. a reply to our request).
+    Consumed,
+    /// Not for us (a request for an address that is not ours, or a bogus sender).
+    NotForUs,
+}
+
+/// Process a received ARP packet as `arp_process` does (arp_ignore 0: answer for
+/// any of our addresses, whatever the interface; arp_accept 0). `is_local` says
+/// whether an address (host order) is ours.
+pub fn process_arp(
+    neigh: &mut Neighbors,
+    dev: IfIndex,
+    dev_mac: MacAddr,
+    arp: &ArpRepr,
+    is_local: impl Fn(u32) -> bool,
+) -> ArpOutcome {
+    let sip = u32::from(arp.spa);
+    let tip = u32::from(arp.tpa);
+    // Multicast target or sender, loopback target: dropped.
+    if tip >> 28 == 0xe || tip >> 24 == 127 || sip >> 28 == 0xe {
+        return ArpOutcome::NotForUs;
+    }
+    if arp.op != OP_REQUEST && arp.op != OP_REPLY {
+        return ArpOutcome::NotForUs;
+    }
+    // Duplicate address detection probe: answer, learn nothing.
+    if sip == 0 {
+        if arp.op == OP_REQUEST && is_local(tip) {
+            return ArpOutcome::Reply(ArpRepr::reply_to(arp, dev_mac));
+        }
+        return ArpOutcome::NotForUs;
+    }
+    if arp.op == OP_REQUEST && is_local(tip) {
+        if !arp.sha.is_unicast() {
+            return ArpOutcome::NotForUs;
+        }
+        neigh.learn(dev, sip, arp.sha, true);
+        return ArpOutcome::Reply(ArpRepr::reply_to(arp, dev_mac));
+    }
+    if arp.sha.is_unicast() {
+        // Replies and other requests only refresh what we already have.
+        neigh.learn(dev, sip, arp.sha, false);
+    }
+    if arp.op == OP_REPLY {
+        ArpOutcome::Consumed
+    } else {
+        ArpOutcome::NotForUs
+    }
+}
+
+/// Write an Ethernet + ARP frame into `out`; returns its length (42), or `None`
+/// if `out` is too short.
+pub fn emit_arp(
+    out: &mut [u8],
+    eth_src: MacAddr,
+    eth_dst: MacAddr,
+    arp: &ArpRepr,
+) -> Option<usize> {
+    let eth = EthernetRepr {
+        src: eth_src,
+        dst: eth_dst,
+        vlan: None,
+        ethertype: ETHERTYPE_ARP,
+    };
+    let n = eth.emit(out).ok()?;
+    let m = arp.emit(out.get_mut(n..)?).ok()?;
+    Some(n + m)
+}
+
+/// An ARP request for `target` from `sender_ip` (broadcast), as `arp_solicit` sends it.
+pub fn arp_request(out: &mut [u8], dev_mac: MacAddr, sender_ip: u32, target: u32) -> Option<usize> {
+    let req = ArpRepr::request(dev_mac, Ipv4Addr::from(sender_ip), Ipv4Addr::from(target));
+    emit_arp(out, dev_mac, MacAddr::BROADCAST, &req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: u32 = 0x0a00_020f; // 10.0.2.15
+    const PEER: u32 = 0x0a00_0202; // 10.0.2.2
+    const MAC_US: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xc2, 0xbe, 0x11]);
+    const MAC_PEER: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x35, 0x02]);
+
+    fn req(spa: u32, tpa: u32) -> ArpRepr {
+        ArpRepr::request(MAC_PEER, Ipv4Addr::from(spa), Ipv4Addr::from(tpa))
+    }
+
+    #[test]
+    fn request_for_us_is_answered_and_learned() {
+        let mut n = Neighbors::new(&[], 4);
+        let out = process_arp(&mut n, 0, MAC_US, &req(PEER, OURS), |ip| ip == OURS);
+        let ArpOutcome::Reply(r) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (r.op, r.sha, r.spa, r.tha, r.tpa),
+            (
+                OP_REPLY,
+                MAC_US,
+                Ipv4Addr::from(OURS),
+                MAC_PEER,
+                Ipv4Addr::from(PEER)
+            )
+        );
+        assert_eq!(n.lookup(0, PEER), Some(MAC_PEER));
+        assert_eq!(n.lookup(1, PEER), None);
+    }
+
+    #[test]
+    fn request_for_other_is_not_learned() {
+        let mut n = Neighbors::new(&[], 4);
+        let out = process_arp(&mut n, 0, MAC_US, &req(PEER, 0x0a00_0209), |ip| ip == OURS);
+        assert_eq!(out, ArpOutcome::NotForUs);
+        assert_eq!(n.lookup(0, PEER), None);
+    }
+
+    #[test]
+    fn reply_updates_only_incomplete_or_existing() {
+        let mut n = Neighbors::new(&[], 4);
+        let mut rep = ArpRepr::reply_to(
+            &ArpRepr::request(MAC_US, Ipv4Addr::from(OURS), Ipv4Addr::from(PEER)),
+            MAC_PEER,
+        );
+        assert_eq!(
+            process_arp(&mut n, 0, MAC_US, &rep, |ip| ip == OURS),
+            ArpOutcome::Consumed
+        );
+        assert_eq!(
+            n.lookup(0, PEER),
+            None,
+            "unsolicited reply not learned (arp_accept 0)"
+        );
+        assert!(n.solicit(0, PEER, 5));
+        assert!(!n.solicit(0, PEER, 6), "one request per second");
+        assert!(n.solicit(0, PEER, 5 + SOLICIT_INTERVAL_NS));
+        assert_eq!(n.lookup(0, PEER), None);
+        process_arp(&mut n, 0, MAC_US, &rep, |ip| ip == OURS);
+        assert_eq!(n.lookup(0, PEER), Some(MAC_PEER));
+        rep.sha = MacAddr([2, 0, 0, 0, 0, 9]);
+        process_arp(&mut n, 0, MAC_US, &rep, |ip| ip == OURS);
+        assert_eq!(n.lookup(0, PEER), Some(MacAddr([2, 0, 0, 0, 0, 9])));
+    }
+
+    #[test]
+    fn static_entries_win_and_table_is_bounded() {
+        let st = [NeighborConfig {
+            ip: Ipv4Addr::from(PEER),
+            mac: MAC_PEER,
+            dev: 0,
+        }];
+        let mut n = Neighbors::new(&st, 2);
+        n.learn(0, PEER, MacAddr([2; 6]), true);
+        assert_eq!(n.lookup(0, PEER), Some(MAC_PEER));
+        for i in 0..5u32 {
+            n.learn(0, 100 + i, MacAddr([2; 6]), true);
+        }
+        assert_eq!(n.dynamic_len(), 2);
+        assert_eq!(n.lookup(0, 100), None);
+        assert_eq!(n.lookup(0, 104), Some(MacAddr([2; 6])));
+    }
+
+    #[test]
+    fn arp_request_bytes() {
+        let mut buf = [0u8; 64];
+        let len = arp_request(&mut buf, MAC_US, OURS, PEER).unwrap();
+        assert_eq!(len, 42);
+        let expect: [u8; 42] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0xc2, 0xbe, 0x11, 0x08,
+            0x06, // eth
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, // htype ptype hlen plen op
+            0x52, 0x54, 0x00, 0xc2, 0xbe, 0x11, 10, 0, 2, 15, // sha spa
+            0, 0, 0, 0, 0, 0, 10, 0, 2, 2, // tha tpa
+        ];
+        assert_eq!(&buf[..len], &expect[..]);
+    }
+}

@@ -1,1 +1,1167 @@
-//! (in progress)
+//! The packet's way through, in the kernel's order.
+//!
+//! ```text
+//! parse ─ L2 (ours / broadcast / multicast, else OTHERHOST drop) ─ ARP → arp_process
+//!   PREROUTING raw ─ [conntrack in: not yet] ─ mangle ─ nat (NAT not executed yet)
+//!   route_input (martians, local table, LPM)
+//!   ├─ local / broadcast → INPUT mangle ─ filter ─ nat → local delivery
+//!   │     ICMP echo → echo reply; TCP → RST; UDP → port unreachable;
+//!   │     other protocols → protocol unreachable; IGMP / other ICMP consumed
+//!   └─ forward (ip_forward): TTL <= 1 → time exceeded; DF and > MTU → frag needed;
+//!         TTL-1; FORWARD mangle ─ filter; POSTROUTING mangle ─ nat;
+//!         neighbor → L2 rewrite → (> MTU without DF: fragments) → tx
+//! generated (ICMP errors, RSTs, echo replies): OUTPUT raw ─ mangle ─ nat ─ filter,
+//!   POSTROUTING mangle ─ nat, neighbor (unresolved → ARP request instead) → tx
+//! ```
+//!
+//! As in `ip_forward`, the TTL check, the DF/MTU check and the TTL decrement come
+//! before the FORWARD hook (FORWARD rules and LOG see the decremented TTL, a
+//! REJECT in FORWARD quotes it). Rule effects are applied to the frame right
+//! after the table that produced them: `-j TTL` (header rewritten with an
+//! incremental checksum), `-j TCPMSS` (MSS option lowered on SYNs, never raised
+//! or added; `--clamp-mss-to-pmtu` uses min(egress MTU, MTU towards the source) - 40),
+//! `-j LOG` (a line into the [`LogQueue`]), `MARK` (kept in the context across
+//! hooks).
+//!
+//! Conntrack hook point: the conntrack crate comes next. Until then every packet
+//! is UNTRACKED for the rules (`ctx.ct = CtCtx::untracked()`), `NOTRACK` only
+//! marks that, and a NAT target that fires drops the packet
+//! ([`DropReason::NatNotSupported`]) rather than sending it untranslated. The
+//! places where conntrack will run are marked `CONNTRACK HOOK` below.
+//!
+//! Not done (and counted where it applies): reassembly (fragments to us are
+//! dropped), fragmentation of locally generated packets,
+//! ICMP redirects (`send_redirects`), IP options processing (forwarded as they
+//! are, not echoed in replies), ARP hold queues (one ARP request per neighbor
+//! per second, the packet is dropped), the ICMP rate limits are approximate (see [`icmp::IcmpRateLimiter`]), VLANs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fastables_packet::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use fastables_packet::parse::{l4_checksum_ok, Ipv4Info, L3, L4};
+use fastables_packet::tcp::{flags as tcpf, TcpPacket};
+use fastables_packet::{parse_frame, MacAddr, ParseError};
+use fastables_rules::compile::{CompiledRuleset, RuleState};
+use fastables_rules::ctx::{tcp_option_kinds, CtCtx, IfIndex, Needs, PacketCtx, Verdict};
+use fastables_rules::model::{Hook, RejectWith, Table, Target};
+
+use crate::config::Config;
+use crate::drop::{DropCounters, DropReason};
+use crate::frag;
+use crate::icmp::{self, codes};
+use crate::iface::{IfaceError, Interfaces};
+use crate::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
+use crate::log::{format_ipv4, LogQueue};
+use crate::neigh::{self, ArpOutcome, Neighbors};
+use crate::route::{Fib, RouteType};
+
+const ETH_LEN: usize = 14;
+
+/// Tunables of a pipeline (defaults are the kernel's where it has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineOptions {
+    /// LOG lines per second (token bucket rate).
+    pub log_rate_per_sec: u32,
+    /// LOG burst.
+    pub log_burst: u32,
+    /// LOG lines queued until drained.
+    pub log_queue: usize,
+    /// Bound of the learned neighbor table (gc_thresh3, 1024).
+    pub neigh_dynamic_max: usize,
+    /// Global ICMP error rate (net.ipv4.icmp_msgs_per_sec, 1000).
+    pub icmp_msgs_per_sec: u32,
+    /// Global ICMP error burst (net.ipv4.icmp_msgs_burst, 50).
+    pub icmp_msgs_burst: u32,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            log_rate_per_sec: 100,
+            log_burst: 100,
+            log_queue: 256,
+            neigh_dynamic_max: neigh::DEFAULT_DYNAMIC_MAX,
+            icmp_msgs_per_sec: 1000,
+            icmp_msgs_burst: 50,
+        }
+    }
+}
+
+/// Errors building a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// An interface cannot be used (e.g. no MAC address).
+    #[error(transparent)]
+    Iface(#[from] IfaceError),
+}
+
+/// Totals of one pipeline (per worker), `Relaxed` atomics for a stats reader.
+#[derive(Debug, Default)]
+pub struct PipelineCounters {
+    /// Frames received.
+    pub rx: AtomicU64,
+    /// Frames forwarded.
+    pub forwarded: AtomicU64,
+    /// Frames consumed by the local stack (answered ARP/echo, other ICMP, IGMP).
+    pub consumed: AtomicU64,
+    /// Frames dropped (sum of the drop counters for received frames).
+    pub dropped: AtomicU64,
+    /// Packets generated and handed to the port (ICMP, RST, ARP).
+    pub generated: AtomicU64,
+}
+
+impl PipelineCounters {
+    fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What to generate after a received frame has its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gen {
+    /// An ICMP error quoting the frame's datagram. `src`: the source address to
+    /// use (the original destination for locally delivered packets), else the
+    /// route's.
+    IcmpError {
+        ty: u8,
+        code: u8,
+        rest: u32,
+        src: Option<u32>,
+    },
+    /// A TCP reset; `reject`: from REJECT (TOS 0) rather than the stack (TOS copied).
+    TcpReset { reject: bool },
+    /// An echo reply.
+    EchoReply,
+    /// An ARP reply on the ingress port.
+    ArpReply(fastables_packet::arp::ArpRepr),
+    /// An ARP request for `target` on `dev`.
+    ArpRequest {
+        dev: IfIndex,
+        target: u32,
+        sender: u32,
+    },
+    /// Fragment the (forwarded, L2-rewritten) frame for `mtu`.
+    Fragment { mtu: u16 },
+}
+
+/// The pipeline of one worker.
+pub struct Pipeline {
+    ifs: Interfaces,
+    fib: Fib,
+    neigh: Neighbors,
+    rules: Arc<CompiledRuleset>,
+    state: RuleState,
+    needs: Needs,
+    drops: Arc<DropCounters>,
+    counters: Arc<PipelineCounters>,
+    logs: LogQueue,
+    opts: PipelineOptions,
+    icmp_rl: icmp::IcmpRateLimiter,
+    /// IP ID of the next generated packet that carries one.
+    next_ident: u16,
+}
+
+/// Two disjoint frame buffers of `mem`.
+fn frame_pair(mem: &mut [u8], a: usize, b: usize) -> Option<(&mut [u8], &mut [u8])> {
+    if a.abs_diff(b) < FRAME_SIZE || a.max(b) > mem.len() {
+        return None;
+    }
+    if a < b {
+        let (lo, hi) = mem.split_at_mut(b);
+        Some((lo.get_mut(a..a + FRAME_SIZE)?, hi.get_mut(..FRAME_SIZE)?))
+    } else {
+        let (lo, hi) = mem.split_at_mut(a);
+        let fb = lo.get_mut(b..b + FRAME_SIZE)?;
+        Some((hi.get_mut(..FRAME_SIZE)?, fb))
+    }
+}
+
+fn drop_of_parse(e: ParseError) -> DropReason {
+    match e {
+        ParseError::Truncated => DropReason::Truncated,
+        ParseError::BadHeaderChecksum => DropReason::BadIpChecksum,
+        ParseError::BadArp => DropReason::BadArp,
+        _ => DropReason::BadIpHeader,
+    }
+}
+
+fn reject_code(r: RejectWith) -> u8 {
+    match r {
+        RejectWith::IcmpNetUnreachable => codes::NET_UNREACH,
+        RejectWith::IcmpHostUnreachable => codes::HOST_UNREACH,
+        RejectWith::IcmpPortUnreachable => codes::PORT_UNREACH,
+        RejectWith::IcmpProtoUnreachable => codes::PROT_UNREACH,
+        RejectWith::IcmpNetProhibited => codes::NET_ANO,
+        RejectWith::IcmpHostProhibited => codes::HOST_ANO,
+        RejectWith::IcmpAdminProhibited => codes::PKT_FILTERED,
+        RejectWith::TcpReset => 0,
+    }
+}
+
+/// Fill the packet fields of `ctx` from a parsed datagram (`frame` is the whole frame).
+fn fill_ctx(ctx: &mut PacketCtx, info: &Ipv4Info, frame: &[u8], needs: Needs, ifs: &Interfaces) {
+    ctx.src = u32::from(info.src);
+    ctx.dst = u32::from(info.dst);
+    ctx.proto = info.protocol;
+    ctx.set_frag_offset(info.frag_offset >> 3);
+    ctx.ttl = info.ttl;
+    ctx.len = info.total_len;
+    ctx.has_l4 = info.l4_complete();
+    ctx.sport = 0;
+    ctx.dport = 0;
+    ctx.tcp_flags = 0;
+    ctx.icmp_type = 0;
+    ctx.icmp_code = 0;
+    match info.l4 {
+        L4::Tcp {
+            src_port,
+            dst_port,
+            flags,
+            header_len,
+        } => {
+            ctx.sport = src_port;
+            ctx.dport = dst_port;
+            ctx.tcp_flags = flags;
+            if needs.tcp_options {
+                let seg_end = ETH_LEN + usize::from(info.total_len);
+                let opts = frame.get(
+                    info.l4_offset + 20..(info.l4_offset + usize::from(header_len)).min(seg_end),
+                );
+                match opts {
+                    Some(o)
+                        if header_len >= 20
+                            && info.l4_offset + usize::from(header_len) <= seg_end =>
+                    {
+                        ctx.tcp_options = tcp_option_kinds(o);
+                        ctx.tcp_options_bad = false;
+                    }
+                    _ => {
+                        ctx.tcp_options = [0; 4];
+                        ctx.tcp_options_bad = true;
+                    }
+                }
+            }
+        }
+        L4::Udp {
+            src_port, dst_port, ..
+        } => {
+            ctx.sport = src_port;
+            ctx.dport = dst_port;
+        }
+        L4::Icmp {
+            icmp_type, code, ..
+        } => {
+            ctx.icmp_type = icmp_type;
+            ctx.icmp_code = code;
+        }
+        _ => {}
+    }
+    if needs.addrtype {
+        ctx.src_type = ifs.addr_type(ctx.src);
+        ctx.dst_type = ifs.addr_type(ctx.dst);
+    }
+}
+
+/// How a table run ended for the packet.
+enum Outcome {
+    Continue,
+    Drop(DropReason),
+    Reject(RejectWith),
+}
+
+impl Pipeline {
+    /// A pipeline for `config` with `rules` and default options.
+    pub fn new(config: &Config, rules: Arc<CompiledRuleset>) -> Result<Pipeline, PipelineError> {
+        Self::with_options(config, rules, PipelineOptions::default())
+    }
+
+    /// A pipeline for `config` with `rules` and `opts`. Every interface needs a MAC.
+    pub fn with_options(
+        config: &Config,
+        rules: Arc<CompiledRuleset>,
+        opts: PipelineOptions,
+    ) -> Result<Pipeline, PipelineError> {
+        let ifs = Interfaces::new(config)?;
+        let fib = Fib::new(&ifs, &config.routes);
+        let neigh = Neighbors::new(&config.neighbors, opts.neigh_dynamic_max);
+        let state = RuleState::new(&rules);
+        let needs = rules.needs();
+        Ok(Pipeline {
+            ifs,
+            fib,
+            neigh,
+            state,
+            needs,
+            rules,
+            drops: Arc::new(DropCounters::new()),
+            counters: Arc::new(PipelineCounters::default()),
+            logs: LogQueue::new(opts.log_queue, opts.log_rate_per_sec, opts.log_burst),
+            icmp_rl: icmp::IcmpRateLimiter::new(opts.icmp_msgs_per_sec, opts.icmp_msgs_burst),
+            next_ident: 1,
+            opts,
+        })
+    }
+
+    /// Replace the ruleset (between batches). Rule counters start from zero in
+    /// a fresh [`RuleState`]: to carry them over, fold the old ones into the
+    /// ruleset with `CompiledRuleset::counters_into` before compiling the new one.
+    pub fn set_ruleset(&mut self, rules: Arc<CompiledRuleset>) {
+        self.state = RuleState::new(&rules);
+        self.needs = rules.needs();
+        self.rules = rules;
+    }
+
+    /// The ruleset in use.
+    pub fn ruleset(&self) -> &Arc<CompiledRuleset> {
+        &self.rules
+    }
+
+    /// Rule counters and limit state (for `CompiledRuleset::counters_into`, `save -c`).
+    pub fn rule_state(&self) -> &RuleState {
+        &self.state
+    }
+
+    /// The interfaces.
+    pub fn interfaces(&self) -> &Interfaces {
+        &self.ifs
+    }
+
+    /// The routing table.
+    pub fn fib(&self) -> &Fib {
+        &self.fib
+    }
+
+    /// The neighbor table.
+    pub fn neighbors(&self) -> &Neighbors {
+        &self.neigh
+    }
+
+    /// Drop counters (shareable with a stats reader).
+    pub fn drops(&self) -> &Arc<DropCounters> {
+        &self.drops
+    }
+
+    /// Totals (shareable with a stats reader).
+    pub fn counters(&self) -> &Arc<PipelineCounters> {
+        &self.counters
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> PipelineOptions {
+        self.opts
+    }
+
+    /// Hand every queued LOG line to `f` (oldest first) and empty the queue.
+    pub fn drain_logs(&mut self, f: impl FnMut(&str)) {
+        self.logs.drain(f);
+    }
+
+    /// LOG lines lost to the rate limit or a full queue.
+    pub fn logs_dropped(&self) -> u64 {
+        self.logs.dropped()
+    }
+
+    /// Run every frame of `batch` through the pipeline. Each frame's `action` is
+    /// set (frames are rewritten in place, `len` may shrink: Ethernet padding
+    /// is removed); generated packets are written into buffers popped from
+    /// `batch.spare` and appended to `batch.generated`. `mem` is the port's frame
+    /// memory. Never allocates, never panics.
+    pub fn process_batch(&mut self, now_ns: u64, mem: &mut [u8], batch: &mut Batch) {
+        for i in 0..batch.frames.len() {
+            let Some(mut f) = batch.frames.get(i).copied() else {
+                break;
+            };
+            PipelineCounters::inc(&self.counters.rx);
+            let (mut action, mut gen) = self.process_rx(now_ns, mem, &mut f);
+            if let (Some(Gen::Fragment { mtu }), Action::Forward { port }) = (gen, action) {
+                gen = None;
+                if let Err(r) = self.fragment(
+                    mem,
+                    &mut f,
+                    mtu,
+                    port,
+                    &mut batch.spare,
+                    &mut batch.generated,
+                ) {
+                    action = Action::Drop(r);
+                }
+            }
+            match action {
+                Action::Forward { .. } => PipelineCounters::inc(&self.counters.forwarded),
+                Action::Consumed => PipelineCounters::inc(&self.counters.consumed),
+                Action::Drop(r) => {
+                    PipelineCounters::inc(&self.counters.dropped);
+                    self.drops.inc(r);
+                }
+            }
+            f.action = action;
+            if let Some(slot) = batch.frames.get_mut(i) {
+                *slot = f;
+            }
+            if let Some(g) = gen {
+                self.generate(now_ns, mem, &f, g, &mut batch.spare, &mut batch.generated);
+            }
+        }
+    }
+
+    /// Run one table, apply its effects to the frame, and say how it ended.
+    #[allow(clippy::too_many_arguments)]
+    fn run_table(
+        &mut self,
+        now_ns: u64,
+        table: Table,
+        hook: Hook,
+        ctx: &mut PacketCtx,
+        buf: &mut [u8],
+        ip_len: usize,
+        route_mtu: Option<u16>,
+    ) -> Outcome {
+        let v = self.rules.run(table, hook, ctx, &mut self.state, now_ns);
+        self.apply_effects(now_ns, ctx, buf, ip_len, route_mtu);
+        match v {
+            Verdict::Accept => Outcome::Continue,
+            Verdict::Drop => Outcome::Drop(DropReason::FilterDrop),
+            Verdict::Reject(r) => Outcome::Reject(r),
+            // CONNTRACK HOOK: NAT bindings are made here for NEW connections.
+            Verdict::Nat(_) => Outcome::Drop(DropReason::NatNotSupported),
+        }
+    }
+
+    fn apply_effects(
+        &mut self,
+        now_ns: u64,
+        ctx: &mut PacketCtx,
+        buf: &mut [u8],
+        ip_len: usize,
+        route_mtu: Option<u16>,
+    ) {
+        let e = &mut ctx.effects;
+        if e.ttl_changed {
+            e.ttl_changed = false;
+            if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
+                if let Ok(mut p) = Ipv4Packet::new_checked(ip) {
+                    p.set_ttl(ctx.ttl);
+                }
+            }
+        }
+        if let Some(mss) = e.tcpmss.take() {
+            let mss = if mss == 0 {
+                // --clamp-mss-to-pmtu: min(egress MTU, MTU of the route back) - 40.
+                let back = self.fib.route_output(&self.ifs, ctx.src).map(|r| r.mtu);
+                match (route_mtu, back) {
+                    (Some(a), Some(b)) => Some(a.min(b).saturating_sub(40)),
+                    (Some(a), None) => Some(a.saturating_sub(40)),
+                    _ => None,
+                }
+            } else {
+                Some(mss)
+            };
+            if let Some(mss) = mss {
+                if ctx.proto == PROTO_TCP && !ctx.fragment && ctx.tcp_flags & tcpf::SYN != 0 {
+                    if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
+                        let hl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+                        if let Some(seg) = ip.get_mut(hl..) {
+                            if let Ok(mut t) = TcpPacket::new_checked(seg) {
+                                t.clamp_mss(mss);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let e = &mut ctx.effects;
+        if e.log_overflow > 0 {
+            self.logs.add_dropped(u64::from(e.log_overflow));
+            e.log_overflow = 0;
+        }
+        let n = usize::from(e.log_count).min(e.logs.len());
+        let ids = e.logs;
+        e.log_count = 0;
+        for id in ids.iter().take(n) {
+            let Target::Log(lt) = self.rules.target(*id) else {
+                continue;
+            };
+            let prefix = lt.prefix.as_deref().unwrap_or("");
+            let in_name = ctx
+                .in_if
+                .and_then(|i| self.ifs.get(i))
+                .map_or("", |i| i.name.as_str());
+            let out_name = ctx
+                .out_if
+                .and_then(|i| self.ifs.get(i))
+                .map_or("", |i| i.name.as_str());
+            let mac = if ctx.in_if.is_some() {
+                buf.get(..ETH_LEN)
+            } else {
+                None
+            };
+            let ip = buf.get(ETH_LEN..ETH_LEN + ip_len).unwrap_or(&[]);
+            if let Some(line) = self.logs.slot(now_ns) {
+                format_ipv4(line, prefix, in_name, out_name, mac, ip, ctx.mark);
+            }
+        }
+    }
+
+    /// One received frame: its action, and what to generate.
+    fn process_rx(&mut self, now_ns: u64, mem: &mut [u8], f: &mut Frame) -> (Action, Option<Gen>) {
+        let start = usize::try_from(f.addr).unwrap_or(usize::MAX);
+        let len = usize::from(f.len);
+        if len > FRAME_SIZE {
+            return (Action::Drop(DropReason::InvalidFrame), None);
+        }
+        let Some(buf) = start
+            .checked_add(FRAME_SIZE)
+            .and_then(|end| mem.get_mut(start..end))
+        else {
+            return (Action::Drop(DropReason::InvalidFrame), None);
+        };
+        let in_if = f.port;
+        let Some(in_dev) = self.ifs.get(in_if) else {
+            return (Action::Drop(DropReason::InvalidFrame), None);
+        };
+        let in_mac = in_dev.mac;
+        let parsed = match parse_frame(buf.get(..len).unwrap_or(&[])) {
+            Ok(p) => p,
+            Err(e) => return (Action::Drop(drop_of_parse(e)), None),
+        };
+        // L2: the kernel's pkt_type.
+        let dst_mac = MacAddr([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]]);
+        let to_host = dst_mac == in_mac;
+        if !to_host && !dst_mac.is_multicast() {
+            return (Action::Drop(DropReason::OtherHost), None);
+        }
+        if parsed.vlan_id.is_some() {
+            return (Action::Drop(DropReason::NotIpv4), None);
+        }
+        let info = match parsed.l3 {
+            L3::Ipv4(i) => i,
+            L3::Arp(arp) => {
+                let fib = &self.fib;
+                let ifs = &self.ifs;
+                let out = neigh::process_arp(&mut self.neigh, in_if, in_mac, &arp, |tip| {
+                    matches!(
+                        fib.route_input(ifs, in_if, u32::from(arp.spa), tip),
+                        Ok(r) if r.kind == RouteType::Local
+                    )
+                });
+                return match out {
+                    ArpOutcome::Reply(r) => (Action::Consumed, Some(Gen::ArpReply(r))),
+                    ArpOutcome::Consumed => (Action::Consumed, None),
+                    ArpOutcome::NotForUs => (Action::Drop(DropReason::ArpNotForUs), None),
+                };
+            }
+            L3::Other => return (Action::Drop(DropReason::NotIpv4), None),
+        };
+        let ip_len = usize::from(info.total_len);
+        // Trim Ethernet padding, as the kernel trims the skb to the IP total length.
+        f.len = (ETH_LEN + ip_len) as u16;
+
+        let mut ctx = PacketCtx::new();
+        fill_ctx(&mut ctx, &info, buf, self.needs, &self.ifs);
+        ctx.in_if = Some(in_if);
+        ctx.ct = CtCtx::untracked();
+
+        // PREROUTING.
+        match self.run_table(
+            now_ns,
+            Table::Raw,
+            Hook::Prerouting,
+            &mut ctx,
+            buf,
+            ip_len,
+            None,
+        ) {
+            Outcome::Continue => {}
+            Outcome::Drop(r) => return (Action::Drop(r), None),
+            Outcome::Reject(_) => return (Action::Drop(DropReason::Rejected), None),
+        }
+        let notrack = ctx.effects.notrack;
+        // CONNTRACK HOOK (PREROUTING, after raw): look up / create the connection,
+        // fill ctx.ct, unless `notrack`.
+        match self.run_table(
+            now_ns,
+            Table::Mangle,
+            Hook::Prerouting,
+            &mut ctx,
+            buf,
+            ip_len,
+            None,
+        ) {
+            Outcome::Continue => {}
+            Outcome::Drop(r) => return (Action::Drop(r), None),
+            Outcome::Reject(_) => return (Action::Drop(DropReason::Rejected), None),
+        }
+        if !notrack {
+            match self.run_table(
+                now_ns,
+                Table::Nat,
+                Hook::Prerouting,
+                &mut ctx,
+                buf,
+                ip_len,
+                None,
+            ) {
+                Outcome::Continue => {}
+                Outcome::Drop(r) => return (Action::Drop(r), None),
+                Outcome::Reject(_) => return (Action::Drop(DropReason::Rejected), None),
+            }
+        }
+
+        // Routing (on the header as PREROUTING left it).
+        let src = ctx.src;
+        let dst = ctx.dst;
+        let route = match self.fib.route_input(&self.ifs, in_if, src, dst) {
+            Ok(r) => r,
+            Err(DropReason::NoRoute) => {
+                // ip_error: net unreachable (forwarding on), not for non-unicast frames.
+                let g = (to_host && icmp::icmp_error_allowed(&info)).then_some(Gen::IcmpError {
+                    ty: codes::DEST_UNREACH,
+                    code: codes::NET_UNREACH,
+                    rest: 0,
+                    src: None,
+                });
+                return (Action::Drop(DropReason::NoRoute), g);
+            }
+            Err(r) => return (Action::Drop(r), None),
+        };
+
+        if route.kind != RouteType::Unicast {
+            return self.local_in(
+                now_ns, buf, &info, &mut ctx, ip_len, route.kind, to_host, notrack,
+            );
+        }
+
+        // ip_forward.
+        if !to_host {
+            return (Action::Drop(DropReason::OtherHost), None);
+        }
+        if ctx.ttl <= 1 {
+            let g = icmp::icmp_error_allowed(&info).then_some(Gen::IcmpError {
+                ty: codes::TIME_EXCEEDED,
+                code: codes::EXC_TTL,
+                rest: 0,
+                src: None,
+            });
+            return (Action::Drop(DropReason::TtlExpired), g);
+        }
+        let mtu = route.mtu;
+        if ip_len > usize::from(mtu) && info.dont_frag {
+            let g = icmp::icmp_error_allowed(&info).then_some(Gen::IcmpError {
+                ty: codes::DEST_UNREACH,
+                code: codes::FRAG_NEEDED,
+                rest: u32::from(mtu),
+                src: None,
+            });
+            return (Action::Drop(DropReason::FragNeeded), g);
+        }
+        ctx.ttl -= 1;
+        if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
+            if let Ok(mut p) = Ipv4Packet::new_checked(ip) {
+                p.set_ttl(ctx.ttl);
+            }
+        }
+        ctx.out_if = Some(route.dev);
+        for (table, hook) in [
+            (Table::Mangle, Hook::Forward),
+            (Table::Filter, Hook::Forward),
+            (Table::Mangle, Hook::Postrouting),
+            (Table::Nat, Hook::Postrouting),
+        ] {
+            if table == Table::Nat && notrack {
+                continue;
+            }
+            match self.run_table(now_ns, table, hook, &mut ctx, buf, ip_len, Some(mtu)) {
+                Outcome::Continue => {}
+                Outcome::Drop(r) => return (Action::Drop(r), None),
+                Outcome::Reject(rw) => {
+                    return (
+                        Action::Drop(DropReason::Rejected),
+                        self.reject_gen(rw, &info, None),
+                    )
+                }
+            }
+        }
+        // CONNTRACK HOOK (POSTROUTING): confirm; apply the NAT rewrite.
+        let out_dev = route.dev;
+        let Some(out_mac) = self.ifs.get(out_dev).map(|i| i.mac) else {
+            return (Action::Drop(DropReason::InvalidFrame), None);
+        };
+        match self.neigh.lookup(out_dev, route.next_hop) {
+            Some(nh_mac) => {
+                buf[0..6].copy_from_slice(&nh_mac.0);
+                buf[6..12].copy_from_slice(&out_mac.0);
+                // Larger than the MTU without DF: ip_fragment after POSTROUTING.
+                let g = (ip_len > usize::from(mtu)).then_some(Gen::Fragment { mtu });
+                (Action::Forward { port: out_dev }, g)
+            }
+            None => {
+                // arp_solicit with arp_announce 0: the packet's source is not ours,
+                // so the device's address towards the target.
+                let sender = self.ifs.select_addr(out_dev, route.next_hop).unwrap_or(0);
+                (
+                    Action::Drop(DropReason::NeighborUnresolved),
+                    Some(Gen::ArpRequest {
+                        dev: out_dev,
+                        target: route.next_hop,
+                        sender,
+                    }),
+                )
+            }
+        }
+    }
+
+    /// The generated answer to a REJECT of this packet.
+    fn reject_gen(&self, rw: RejectWith, info: &Ipv4Info, local_src: Option<u32>) -> Option<Gen> {
+        if rw == RejectWith::TcpReset {
+            // nf_send_reset: complete TCP header, not a fragment, not a RST.
+            return match info.l4 {
+                L4::Tcp { flags, .. } if info.frag_offset == 0 && flags & tcpf::RST == 0 => {
+                    Some(Gen::TcpReset { reject: true })
+                }
+                _ => None,
+            };
+        }
+        icmp::icmp_error_allowed(info).then_some(Gen::IcmpError {
+            ty: codes::DEST_UNREACH,
+            code: reject_code(rw),
+            rest: 0,
+            src: local_src,
+        })
+    }
+
+    /// INPUT and local delivery.
+    #[allow(clippy::too_many_arguments)]
+    fn local_in(
+        &mut self,
+        now_ns: u64,
+        buf: &mut [u8],
+        info: &Ipv4Info,
+        ctx: &mut PacketCtx,
+        ip_len: usize,
+        kind: RouteType,
+        to_host: bool,
+        notrack: bool,
+    ) -> (Action, Option<Gen>) {
+        let unicast = kind == RouteType::Local && to_host;
+        let local_src = Some(ctx.dst);
+        if info.is_fragment() {
+            // ip_local_deliver reassembles before INPUT; we do not.
+            return (Action::Drop(DropReason::LocalFragment), None);
+        }
+        for (table, hook) in [
+            (Table::Mangle, Hook::Input),
+            (Table::Filter, Hook::Input),
+            (Table::Nat, Hook::Input),
+        ] {
+            if table == Table::Nat && notrack {
+                continue;
+            }
+            match self.run_table(now_ns, table, hook, ctx, buf, ip_len, None) {
+                Outcome::Continue => {}
+                Outcome::Drop(r) => return (Action::Drop(r), None),
+                Outcome::Reject(rw) => {
+                    let g = if kind == RouteType::Local && to_host {
+                        self.reject_gen(rw, info, local_src)
+                    } else {
+                        None
+                    };
+                    return (Action::Drop(DropReason::Rejected), g);
+                }
+            }
+        }
+        // CONNTRACK HOOK (INPUT): confirm.
+        let ok_csum = l4_checksum_ok(
+            buf.get(..ETH_LEN + ip_len).unwrap_or(&[]),
+            &parse_frame_lite(info),
+        );
+        match info.protocol {
+            PROTO_ICMP => {
+                let L4::Icmp { icmp_type, .. } = info.l4 else {
+                    return (Action::Drop(DropReason::Truncated), None);
+                };
+                if !ok_csum {
+                    return (Action::Drop(DropReason::BadL4Checksum), None);
+                }
+                // icmp_echo_ignore_broadcasts = 1.
+                if icmp_type == codes::ECHO_REQUEST && unicast {
+                    return (Action::Consumed, Some(Gen::EchoReply));
+                }
+                (Action::Consumed, None)
+            }
+            PROTO_TCP => {
+                let L4::Tcp {
+                    flags, header_len, ..
+                } = info.l4
+                else {
+                    return (Action::Drop(DropReason::Truncated), None);
+                };
+                if header_len < 20 || usize::from(header_len) > info.payload_len() {
+                    return (Action::Drop(DropReason::Truncated), None);
+                }
+                if !ok_csum {
+                    return (Action::Drop(DropReason::BadL4Checksum), None);
+                }
+                let g =
+                    (unicast && flags & tcpf::RST == 0).then_some(Gen::TcpReset { reject: false });
+                (Action::Drop(DropReason::NoSocket), g)
+            }
+            PROTO_UDP => {
+                let L4::Udp { len, .. } = info.l4 else {
+                    return (Action::Drop(DropReason::Truncated), None);
+                };
+                if usize::from(len) > info.payload_len() || len < 8 {
+                    return (Action::Drop(DropReason::Truncated), None);
+                }
+                if !ok_csum {
+                    return (Action::Drop(DropReason::BadL4Checksum), None);
+                }
+                let g = unicast.then_some(Gen::IcmpError {
+                    ty: codes::DEST_UNREACH,
+                    code: codes::PORT_UNREACH,
+                    rest: 0,
+                    src: local_src,
+                });
+                (Action::Drop(DropReason::NoSocket), g)
+            }
+            // IGMP is handled by the kernel's igmp_rcv: consumed.
+            2 => (Action::Consumed, None),
+            _ => {
+                let g = unicast.then_some(Gen::IcmpError {
+                    ty: codes::DEST_UNREACH,
+                    code: codes::PROT_UNREACH,
+                    rest: 0,
+                    src: local_src,
+                });
+                (Action::Drop(DropReason::NoSocket), g)
+            }
+        }
+    }
+
+    fn ident(&mut self) -> u16 {
+        let i = self.next_ident;
+        self.next_ident = self.next_ident.wrapping_add(1);
+        i
+    }
+
+    /// Split the forwarded frame `rx` (L2 already rewritten) into fragments for
+    /// `mtu`: the first stays in `rx`, the others go into spare buffers, in order.
+    /// Fails (nothing sent) when there are not enough spare buffers.
+    fn fragment(
+        &mut self,
+        mem: &mut [u8],
+        rx: &mut Frame,
+        mtu: u16,
+        port: IfIndex,
+        spare: &mut Vec<FrameAddr>,
+        generated: &mut Vec<Frame>,
+    ) -> Result<(), DropReason> {
+        let a = usize::try_from(rx.addr).map_err(|_| DropReason::InvalidFrame)?;
+        let ip_len = usize::from(rx.len).saturating_sub(ETH_LEN);
+        let head = mem
+            .get(a + ETH_LEN..a + ETH_LEN + 20)
+            .ok_or(DropReason::InvalidFrame)?;
+        let hl = usize::from(head[0] & 0x0f) * 4;
+        let ff = u16::from_be_bytes([head[6], head[7]]);
+        let orig_off = usize::from(ff & 0x1fff) * 8;
+        let orig_mf = ff & 0x2000 != 0;
+        let (chunk, count) =
+            frag::plan(hl, ip_len, usize::from(mtu)).ok_or(DropReason::FragmentationUnsupported)?;
+        if spare.len() < count - 1 {
+            return Err(DropReason::NoBuffer);
+        }
+        let payload = ip_len - hl;
+        let first_gen = generated.len();
+        for k in 1..count {
+            let Some(b) = spare.pop().and_then(|x| usize::try_from(x).ok()) else {
+                return Err(DropReason::NoBuffer);
+            };
+            let Some((rxb, out)) = frame_pair(mem, a, b) else {
+                spare.push(b as FrameAddr);
+                // Give back the buffers of the fragments already written.
+                while generated.len() > first_gen {
+                    if let Some(g) = generated.pop() {
+                        spare.push(g.addr);
+                    }
+                }
+                return Err(DropReason::InvalidFrame);
+            };
+            let off = k * chunk;
+            let len = chunk.min(payload - off);
+            out[..ETH_LEN + hl].copy_from_slice(&rxb[..ETH_LEN + hl]);
+            let data = ETH_LEN + hl + off..ETH_LEN + hl + off + len;
+            out[ETH_LEN + hl..ETH_LEN + hl + len].copy_from_slice(&rxb[data]);
+            let h = &mut out[ETH_LEN..ETH_LEN + hl];
+            frag::noop_uncopied_options(h);
+            let last = k == count - 1;
+            frag::set_fragment_header(h, hl + len, orig_off + off, !last || orig_mf);
+            generated.push(Frame {
+                addr: b as FrameAddr,
+                len: (ETH_LEN + hl + len) as u16,
+                port,
+                action: Action::Forward { port },
+            });
+        }
+        self.counters
+            .generated
+            .fetch_add((count - 1) as u64, Ordering::Relaxed);
+        let h = mem
+            .get_mut(a + ETH_LEN..a + ETH_LEN + hl)
+            .ok_or(DropReason::InvalidFrame)?;
+        frag::set_fragment_header(h, hl + chunk, orig_off, true);
+        rx.len = (ETH_LEN + hl + chunk) as u16;
+        Ok(())
+    }
+
+    /// Build a generated packet for the received frame `rx` into a spare buffer.
+    fn generate(
+        &mut self,
+        now_ns: u64,
+        mem: &mut [u8],
+        rx: &Frame,
+        g: Gen,
+        spare: &mut Vec<FrameAddr>,
+        generated: &mut Vec<Frame>,
+    ) {
+        let Some(addr) = spare.pop() else {
+            self.drops.inc(DropReason::NoBuffer);
+            return;
+        };
+        let (Ok(a), Ok(b)) = (usize::try_from(rx.addr), usize::try_from(addr)) else {
+            self.drops.inc(DropReason::InvalidFrame);
+            return;
+        };
+        let Some((rxb, out)) = frame_pair(mem, a, b) else {
+            spare.push(addr);
+            self.drops.inc(DropReason::InvalidFrame);
+            return;
+        };
+        let rx_len = usize::from(rx.len).min(FRAME_SIZE);
+        match self.build(now_ns, rxb.get(..rx_len).unwrap_or(&[]), rx.port, g, out) {
+            Ok((port, len)) => {
+                PipelineCounters::inc(&self.counters.generated);
+                generated.push(Frame {
+                    addr,
+                    len: len as u16,
+                    port,
+                    action: Action::Forward { port },
+                });
+            }
+            Err(r) => {
+                spare.push(addr);
+                self.drops.inc(r);
+            }
+        }
+    }
+
+    /// Write the generated packet into `out`; returns (egress port, frame length).
+    fn build(
+        &mut self,
+        now_ns: u64,
+        rx: &[u8],
+        in_port: IfIndex,
+        g: Gen,
+        out: &mut [u8],
+    ) -> Result<(IfIndex, usize), DropReason> {
+        match g {
+            Gen::ArpReply(r) => {
+                let mac = self.ifs.get(in_port).ok_or(DropReason::InvalidFrame)?.mac;
+                let n = neigh::emit_arp(out, mac, r.tha, &r).ok_or(DropReason::NoBuffer)?;
+                Ok((in_port, n))
+            }
+            Gen::ArpRequest {
+                dev,
+                target,
+                sender,
+            } => self.arp_request(now_ns, out, dev, target, sender),
+            // Handled in process_batch.
+            Gen::Fragment { .. } => Err(DropReason::InvalidFrame),
+            Gen::IcmpError {
+                ty,
+                code,
+                rest,
+                src,
+            } => {
+                let quoted = rx.get(ETH_LEN..).ok_or(DropReason::Truncated)?;
+                let orig_src = read_u32(quoted, 12);
+                let route = self
+                    .fib
+                    .route_output(&self.ifs, orig_src)
+                    .ok_or(DropReason::NoRoute)?;
+                if !self.icmp_rl.allow(now_ns, orig_src, ty, code) {
+                    return Err(DropReason::IcmpRateLimited);
+                }
+                let s = src.unwrap_or(route.src);
+                let ident = self.ident();
+                let tos = quoted.get(1).copied().unwrap_or(0);
+                let ip_out = out.get_mut(ETH_LEN..).ok_or(DropReason::NoBuffer)?;
+                let n =
+                    icmp::build_icmp_error(ip_out, s, orig_src, ident, tos, ty, code, rest, quoted)
+                        .ok_or(DropReason::NoBuffer)?;
+                self.output(now_ns, out, n, route.dev, route.next_hop, route.mtu)
+            }
+            Gen::EchoReply => {
+                let ip = rx.get(ETH_LEN..).ok_or(DropReason::Truncated)?;
+                let hl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([
+                    ip.get(2).copied().unwrap_or(0),
+                    ip.get(3).copied().unwrap_or(0),
+                ]));
+                let req = ip.get(hl..total).ok_or(DropReason::Truncated)?;
+                let (orig_src, orig_dst) = (read_u32(ip, 12), read_u32(ip, 16));
+                let route = self
+                    .fib
+                    .route_output(&self.ifs, orig_src)
+                    .ok_or(DropReason::NoRoute)?;
+                let ident = self.ident();
+                let tos = ip.get(1).copied().unwrap_or(0);
+                let ip_out = out.get_mut(ETH_LEN..).ok_or(DropReason::NoBuffer)?;
+                let n = icmp::build_echo_reply(ip_out, orig_dst, orig_src, tos, ident, req)
+                    .ok_or(DropReason::NoBuffer)?;
+                self.output(now_ns, out, n, route.dev, route.next_hop, route.mtu)
+            }
+            Gen::TcpReset { reject } => {
+                let ip = rx.get(ETH_LEN..).ok_or(DropReason::Truncated)?;
+                let hl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([
+                    ip.get(2).copied().unwrap_or(0),
+                    ip.get(3).copied().unwrap_or(0),
+                ]));
+                let seg = ip.get(hl..total).ok_or(DropReason::Truncated)?;
+                let doff = usize::from(seg.get(12).copied().unwrap_or(0) >> 4) * 4;
+                let payload = seg.len().saturating_sub(doff);
+                let (orig_src, orig_dst) = (read_u32(ip, 12), read_u32(ip, 16));
+                let route = self
+                    .fib
+                    .route_output(&self.ifs, orig_src)
+                    .ok_or(DropReason::NoRoute)?;
+                let tos = if reject {
+                    0
+                } else {
+                    ip.get(1).copied().unwrap_or(0)
+                };
+                let ip_out = out.get_mut(ETH_LEN..).ok_or(DropReason::NoBuffer)?;
+                let n = icmp::build_tcp_reset(ip_out, orig_dst, orig_src, tos, seg, payload)
+                    .ok_or(DropReason::NoBuffer)?;
+                self.output(now_ns, out, n, route.dev, route.next_hop, route.mtu)
+            }
+        }
+    }
+
+    fn arp_request(
+        &mut self,
+        now_ns: u64,
+        out: &mut [u8],
+        dev: IfIndex,
+        target: u32,
+        sender: u32,
+    ) -> Result<(IfIndex, usize), DropReason> {
+        let mac = self.ifs.get(dev).ok_or(DropReason::InvalidFrame)?.mac;
+        if !self.neigh.solicit(dev, target, now_ns) {
+            return Err(DropReason::ArpSolicitLimited);
+        }
+        let n = neigh::arp_request(out, mac, sender, target).ok_or(DropReason::NoBuffer)?;
+        Ok((dev, n))
+    }
+
+    /// The local output path of a generated IP datagram at `out[14..14 + ip_len]`:
+    /// OUTPUT raw, mangle, nat, filter; POSTROUTING mangle, nat; MTU; neighbor
+    /// (unresolved: the buffer is reused for an ARP request); Ethernet header.
+    fn output(
+        &mut self,
+        now_ns: u64,
+        out: &mut [u8],
+        ip_len: usize,
+        dev: IfIndex,
+        next_hop: u32,
+        mtu: u16,
+    ) -> Result<(IfIndex, usize), DropReason> {
+        let dev_mac = self.ifs.get(dev).ok_or(DropReason::InvalidFrame)?.mac;
+        // A provisional Ethernet header so that the frame parses.
+        out.get_mut(..ETH_LEN)
+            .ok_or(DropReason::NoBuffer)?
+            .copy_from_slice(&[
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                dev_mac.0[0],
+                dev_mac.0[1],
+                dev_mac.0[2],
+                dev_mac.0[3],
+                dev_mac.0[4],
+                dev_mac.0[5],
+                0x08,
+                0x00,
+            ]);
+        let info = match parse_frame(out.get(..ETH_LEN + ip_len).unwrap_or(&[])) {
+            Ok(p) => match p.l3 {
+                L3::Ipv4(i) => i,
+                _ => return Err(DropReason::BadIpHeader),
+            },
+            Err(e) => return Err(drop_of_parse(e)),
+        };
+        let mut ctx = PacketCtx::new();
+        fill_ctx(&mut ctx, &info, out, self.needs, &self.ifs);
+        ctx.in_if = None;
+        ctx.out_if = Some(dev);
+        ctx.ct = CtCtx::untracked();
+        let mut notrack = false;
+        for (table, hook) in [
+            (Table::Raw, Hook::Output),
+            (Table::Mangle, Hook::Output),
+            (Table::Nat, Hook::Output),
+            (Table::Filter, Hook::Output),
+            (Table::Mangle, Hook::Postrouting),
+            (Table::Nat, Hook::Postrouting),
+        ] {
+            if table == Table::Nat && notrack {
+                continue;
+            }
+            match self.run_table(now_ns, table, hook, &mut ctx, out, ip_len, Some(mtu)) {
+                Outcome::Continue => {}
+                Outcome::Drop(r) => return Err(r),
+                // No answer to an answer.
+                Outcome::Reject(_) => return Err(DropReason::Rejected),
+            }
+            if table == Table::Raw {
+                notrack = ctx.effects.notrack;
+                // CONNTRACK HOOK (OUTPUT, after raw).
+            }
+        }
+        if ip_len > usize::from(mtu) {
+            return Err(DropReason::FragmentationUnsupported);
+        }
+        match self.neigh.lookup(dev, next_hop) {
+            Some(m) => {
+                out[0..6].copy_from_slice(&m.0);
+                Ok((dev, ETH_LEN + ip_len))
+            }
+            None => {
+                // arp_solicit, arp_announce 0: our packet's source address is local.
+                self.drops.inc(DropReason::NeighborUnresolved);
+                let sender = u32::from(info.src);
+                self.arp_request(now_ns, out, dev, next_hop, sender)
+            }
+        }
+    }
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    match b.get(at..at + 4) {
+        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
+        None => 0,
+    }
+}
+
+/// A `ParsedFrame` for an untagged IPv4 frame with this header (for `l4_checksum_ok`).
+fn parse_frame_lite(info: &Ipv4Info) -> fastables_packet::ParsedFrame {
+    fastables_packet::ParsedFrame {
+        vlan_id: None,
+        ethertype: fastables_packet::ethernet::ETHERTYPE_IPV4,
+        l3_offset: ETH_LEN,
+        l3: L3::Ipv4(*info),
+    }
+}

@@ -1,0 +1,99 @@
+//! IPv4 fragmentation of forwarded datagrams, as the kernel's `ip_do_fragment`
+//! (slow path) does it: every fragment but the last carries
+//! `(mtu - header length) & !7` bytes of payload; all keep the ID, TOS and TTL;
+//! MF is set on all but the last (which keeps the original's MF); offsets add
+//! to the original's; options without the "copied" flag are replaced by NOOPs in
+//! later fragments (`ip_options_fragment`), so every header has the original
+//! length.
+
+use fastables_packet::checksum;
+
+/// How a datagram of `total` bytes with a `hl`-byte header splits for `mtu`:
+/// (payload bytes per fragment, number of fragments). `None` if the MTU leaves
+/// no room for 8 bytes of payload.
+pub fn plan(hl: usize, total: usize, mtu: usize) -> Option<(usize, usize)> {
+    let chunk = (mtu.checked_sub(hl)? / 8) * 8;
+    if chunk == 0 || total <= hl {
+        return None;
+    }
+    let payload = total - hl;
+    Some((chunk, payload.div_ceil(chunk)))
+}
+
+/// Replace the options of `header[20..]` that are not copied into fragments by NOOPs.
+pub fn noop_uncopied_options(header: &mut [u8]) {
+    let mut i = 20;
+    while i < header.len() {
+        let kind = header[i];
+        match kind {
+            0 => break,
+            1 => i += 1,
+            _ => {
+                let len = usize::from(header.get(i + 1).copied().unwrap_or(0));
+                if len < 2 || i + len > header.len() {
+                    break;
+                }
+                if kind & 0x80 == 0 {
+                    header[i..i + len].fill(1);
+                }
+                i += len;
+            }
+        }
+    }
+}
+
+/// Rewrite the header `h` for a fragment: total length `total`, fragment offset
+/// `offset_bytes` (absolute), MF; recompute the header checksum.
+pub fn set_fragment_header(h: &mut [u8], total: usize, offset_bytes: usize, mf: bool) {
+    if h.len() < 20 {
+        return;
+    }
+    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    let old = u16::from_be_bytes([h[6], h[7]]);
+    let mut ff = (old & 0x4000) | ((offset_bytes / 8) as u16 & 0x1fff);
+    if mf {
+        ff |= 0x2000;
+    }
+    h[6..8].copy_from_slice(&ff.to_be_bytes());
+    h[10] = 0;
+    h[11] = 0;
+    let c = checksum::checksum(h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_as_the_kernel() {
+        // 1500-byte datagram, MTU 1400: 1376 + 104 (kernel capture).
+        assert_eq!(plan(20, 1500, 1400), Some((1376, 2)));
+        assert_eq!(plan(24, 1500, 576), Some((552, 3)));
+        assert_eq!(plan(60, 100, 64), None);
+    }
+
+    #[test]
+    fn uncopied_options_become_noops() {
+        // Record route (7, not copied), then security-like copied option (0x82).
+        let mut h = [0u8; 32];
+        h[20..27].copy_from_slice(&[7, 7, 4, 0, 0, 0, 0]);
+        h[27..31].copy_from_slice(&[0x82, 4, 9, 9]);
+        noop_uncopied_options(&mut h);
+        assert_eq!(&h[20..31], &[1, 1, 1, 1, 1, 1, 1, 0x82, 4, 9, 9]);
+    }
+
+    #[test]
+    fn header_rewrite() {
+        let mut h = [0u8; 20];
+        h[0] = 0x45;
+        h[8] = 63;
+        h[9] = 17;
+        set_fragment_header(&mut h, 124, 1376, false);
+        assert_eq!(&h[2..4], &124u16.to_be_bytes());
+        assert_eq!(&h[6..8], &172u16.to_be_bytes());
+        assert!(checksum::verify(&h));
+        set_fragment_header(&mut h, 1396, 0, true);
+        assert_eq!(&h[6..8], &[0x20, 0]);
+    }
+}
