@@ -1,2 +1,148 @@
-//! The `fastables` command.
-fn main() {}
+//! The `fastables` command: the offline simulator (`sim`), configuration and
+//! rules validation (`check`, `restore --test`), and the canonical
+//! `iptables-save` printer (`save -r FILE`).
+//!
+//! The live data plane and the commands that talk to it (`run`, `conntrack`,
+//! `stats`, `trace`, `gen`, `lab`, `restore` without `--test`, `save` without
+//! `-r`) are not implemented yet: they exist only to say so, with exit code 2.
+
+mod error;
+mod rulescmd;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use error::CliError;
+
+/// Exit code of a command or option that is not supported yet.
+pub const EXIT_UNSUPPORTED: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fastables",
+    version,
+    about = "Poll-mode IPv4 forwarder with Linux netfilter semantics",
+    long_about = "Poll-mode IPv4 forwarder with Linux netfilter semantics.\n\n\
+                  Only the offline commands work today: sim, check, save -r, restore --test.\n\
+                  The live data plane (run) and the commands that talk to it are not supported yet."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline offline: packets from pcap files, egress frames to DIR/<iface>.pcap.
+    Sim(sim::SimArgs),
+    /// Validate the configuration and its rules file; errors name file:line.
+    Check(rulescmd::CheckArgs),
+    /// Print a rules file in canonical iptables-save form (offline, with -r).
+    Save(rulescmd::SaveArgs),
+    /// iptables-restore: only --test (parse and validate stdin) is supported yet.
+    Restore(rulescmd::RestoreArgs),
+    /// Live data plane (not supported yet).
+    Run(Unsupported),
+    /// conntrack-tools compatible listing (not supported yet).
+    Conntrack(Unsupported),
+    /// Counters and latency of the running instance (not supported yet).
+    Stats(Unsupported),
+    /// Per-packet trace of the running instance (not supported yet).
+    Trace(Unsupported),
+    /// AF_XDP traffic generator (not supported yet).
+    Gen(Unsupported),
+    /// Reference topology in network namespaces (not supported yet).
+    Lab(Unsupported),
+}
+
+/// Arguments of a command that is not implemented: accepted and ignored, so
+/// that the user gets the "not supported yet" message rather than a usage error.
+#[derive(Args, Debug)]
+struct Unsupported {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+fn not_supported(what: &str, why: &str) -> CliError {
+    CliError::Unsupported(format!("`fastables {what}` is not supported yet: {why}"))
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    const LIVE: &str = "it needs the live data plane (`fastables run`), which is not implemented; \
+                        use `fastables sim` to run the pipeline offline on pcap files";
+    match cli.cmd {
+        Command::Sim(a) => sim::run(&a),
+        Command::Check(a) => rulescmd::check(&a),
+        Command::Save(a) => rulescmd::save(&a),
+        Command::Restore(a) => rulescmd::restore(&a),
+        Command::Run(_) => Err(not_supported(
+            "run",
+            "the AF_XDP data plane is not implemented; use `fastables sim` to run the pipeline offline",
+        )),
+        Command::Conntrack(_) => Err(not_supported("conntrack", LIVE)),
+        Command::Stats(_) => Err(not_supported("stats", LIVE)),
+        Command::Trace(_) => Err(not_supported("trace", LIVE)),
+        Command::Gen(_) => Err(not_supported(
+            "gen",
+            "the AF_XDP traffic generator is not implemented",
+        )),
+        Command::Lab(_) => Err(not_supported(
+            "lab",
+            "the namespace lab needs the live data plane; run ./demo.sh for the offline seed demo",
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("fastables: {line}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Parses `IFACE=FILE` (the `--in` option).
+fn parse_in(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((i, f)) if !i.is_empty() && !f.is_empty() => Ok((i.to_string(), PathBuf::from(f))),
+        _ => Err(format!("`{s}`: expected IFACE=FILE, e.g. eth0=in.pcap")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parse_in_accepts_iface_eq_file() {
+        assert_eq!(
+            parse_in("eth0=a=b.pcap").unwrap(),
+            ("eth0".to_string(), PathBuf::from("a=b.pcap"))
+        );
+        assert!(parse_in("eth0").is_err());
+        assert!(parse_in("=x.pcap").is_err());
+        assert!(parse_in("eth0=").is_err());
+    }
+
+    #[test]
+    fn unsupported_commands_accept_any_arguments() {
+        let cli = Cli::try_parse_from(["fastables", "conntrack", "-L", "-p", "tcp"]).unwrap();
+        let e = run(cli).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_UNSUPPORTED);
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+    }
+}

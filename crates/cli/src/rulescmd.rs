@@ -1,0 +1,208 @@
+//! `fastables check`, `save -r`, `restore --test`: the offline rules commands.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use fastables_dataplane::config::Config;
+use fastables_rules::compile::CompiledRuleset;
+use fastables_rules::model::{IfaceName, Neg, Ruleset, Table};
+use fastables_rules::{parse, print};
+
+use crate::CliError;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The configuration file (TOML); its `rules` key names the rules file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// The rules file to print (iptables-save / iptables-restore format). Required
+    /// until the live data plane exists.
+    #[arg(short = 'r', long = "rules", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Print packet and byte counters (`[packets:bytes]`).
+    #[arg(short = 'c', long = "counters")]
+    pub counters: bool,
+    /// Print only this table (raw, mangle, nat, filter).
+    #[arg(short = 't', long = "table", value_name = "TABLE")]
+    pub table: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Only parse and validate the input; do not commit it.
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Do not flush the tables before restoring (as iptables-restore -n).
+    #[arg(short = 'n', long = "noflush")]
+    pub noflush: bool,
+    /// Restore packet and byte counters too.
+    #[arg(short = 'c', long = "counters")]
+    pub counters: bool,
+    /// Read the rules from FILE instead of standard input.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// Reads and parses a rules file; errors (all of them) name `file:line`.
+pub fn load_rules(path: &Path) -> Result<Ruleset, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadRules {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(parse::parse_restore_all(
+        &text,
+        &path.display().to_string(),
+    )?)
+}
+
+/// Loads the configuration and its rules (an empty ruleset when the config has no `rules`).
+pub fn load_config_and_rules(config: &Path) -> Result<(Config, Ruleset), CliError> {
+    let cfg = Config::load(config)?;
+    let rs = match &cfg.rules {
+        Some(p) => load_rules(p)?,
+        None => Ruleset::default(),
+    };
+    Ok((cfg, rs))
+}
+
+/// Compiles `rs` for an instance with these interfaces; errors name `file`.
+pub fn compile(rs: &Ruleset, ifaces: &[&str], file: &str) -> Result<CompiledRuleset, CliError> {
+    CompiledRuleset::compile(rs, ifaces).map_err(|source| CliError::Compile {
+        file: file.to_string(),
+        source,
+    })
+}
+
+/// `(rules, chains)` in a ruleset.
+pub fn count(rs: &Ruleset) -> (usize, usize) {
+    let chains = rs.tables.iter().map(|t| t.chains.len()).sum();
+    let rules = rs
+        .tables
+        .iter()
+        .flat_map(|t| t.chains.iter())
+        .map(|c| c.rules.len())
+        .sum();
+    (rules, chains)
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Warnings for interface names in rules that match no configured interface:
+/// such a rule can never match (`-i`) or always matches (`! -i`) in this instance.
+fn iface_warnings(rs: &Ruleset, cfg: &Config, rules_file: &str) -> Vec<String> {
+    let names = cfg.iface_names();
+    let known = |n: &IfaceName| match n.0.strip_suffix('+') {
+        Some(prefix) => names.iter().any(|x| x.starts_with(prefix)),
+        None => names.iter().any(|x| *x == n.0),
+    };
+    let mut out = Vec::new();
+    for t in &rs.tables {
+        for c in &t.chains {
+            for r in &c.rules {
+                for (opt, n) in [("-i", &r.in_iface), ("-o", &r.out_iface)] {
+                    if let Some(Neg { val, .. }) = n {
+                        if !known(val) {
+                            out.push(format!(
+                                "warning: {rules_file}:{}: {opt} {}: no configured interface has this name",
+                                r.line, val.0
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `fastables check -c CONFIG`.
+pub fn check(a: &CheckArgs) -> Result<(), CliError> {
+    let (cfg, rs) = load_config_and_rules(&a.config)?;
+    let rules_file = cfg
+        .rules
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(no rules file)".to_string());
+    compile(&rs, &cfg.iface_names(), &rules_file)?;
+    for w in iface_warnings(&rs, &cfg, &rules_file) {
+        eprintln!("{w}");
+    }
+    let (rules, chains) = count(&rs);
+    println!(
+        "ok: {}: {}, {}, {}; {}: {} in {}",
+        a.config.display(),
+        plural(cfg.interfaces.len(), "interface", "interfaces"),
+        plural(cfg.routes.len(), "route", "routes"),
+        plural(cfg.neighbors.len(), "neighbor", "neighbors"),
+        rules_file,
+        plural(rules, "rule", "rules"),
+        plural(chains, "chain", "chains"),
+    );
+    Ok(())
+}
+
+fn parse_table(s: &str) -> Result<Table, CliError> {
+    Table::ALL
+        .into_iter()
+        .find(|t| t.name() == s)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "-t {s}: unknown table; expected one of raw, mangle, nat, filter"
+            ))
+        })
+}
+
+/// `fastables save -r FILE [-c] [-t TABLE]`.
+pub fn save(a: &SaveArgs) -> Result<(), CliError> {
+    let Some(path) = &a.rules else {
+        return Err(CliError::Unsupported(
+            "`fastables save` without -r FILE needs a running instance (fastables run), \
+             which is not supported yet; use `fastables save -r rules.v4` to print a file canonically"
+                .to_string(),
+        ));
+    };
+    let mut rs = load_rules(path)?;
+    if let Some(t) = &a.table {
+        let t = parse_table(t)?;
+        rs.tables.retain(|x| x.table == t);
+    }
+    print!("{}", print::print_save(&rs, a.counters));
+    Ok(())
+}
+
+/// `fastables restore --test [-n] [-c] [FILE]`.
+pub fn restore(a: &RestoreArgs) -> Result<(), CliError> {
+    if !a.test {
+        return Err(CliError::Unsupported(
+            "`fastables restore` needs a running instance (fastables run), not supported yet; \
+             use `fastables restore --test` to parse and validate"
+                .to_string(),
+        ));
+    }
+    let (text, name) = match &a.file {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| CliError::ReadRules {
+                path: p.clone(),
+                source,
+            })?,
+            p.display().to_string(),
+        ),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(CliError::ReadStdin)?;
+            (s, "<stdin>".to_string())
+        }
+    };
+    let rs = parse::parse_restore_all(&text, &name)?;
+    compile(&rs, &[], &name)?;
+    Ok(())
+}

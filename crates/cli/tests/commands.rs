@@ -1,0 +1,235 @@
+//! `check`, `save`, `restore --test` and the commands that are not supported yet.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use common::seed::{CONFIG, DEMO_RULES};
+use common::{fastables, TmpDir};
+
+fn run(args: &[&str]) -> Output {
+    fastables().args(args).output().unwrap()
+}
+
+fn run_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = fastables()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A directory with the seed config and `rules` as rules.v4.
+fn setup(tag: &str, config: &str, rules: &str) -> TmpDir {
+    let d = TmpDir::new(tag);
+    std::fs::write(d.path("fastables.toml"), config).unwrap();
+    std::fs::write(d.path("rules.v4"), rules).unwrap();
+    d
+}
+
+#[test]
+fn check_accepts_the_demo_and_prints_a_summary() {
+    let d = setup("check-ok", CONFIG, DEMO_RULES);
+    let cfg = d.path("fastables.toml");
+    let o = run(&["check", "-c", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let rules = d.path("rules.v4");
+    assert_eq!(
+        out(&o),
+        format!(
+            "ok: {}: 2 interfaces, 2 routes, 3 neighbors; {}: 6 rules in 8 chains\n",
+            cfg.display(),
+            rules.display()
+        )
+    );
+    assert_eq!(err(&o), "");
+}
+
+#[test]
+fn check_names_file_and_line_of_every_bad_rule() {
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 -A INPUT -p tcp --dport 22 -j ACCEPT\n\
+                 -A INPUT -p tcp --dportx 22 -j ACCEPT\n\
+                 -A INPUT -s 300.1.1.1 -j DROP\n\
+                 COMMIT\n";
+    let d = setup("check-rules", CONFIG, rules);
+    let o = run(&["check", "-c", d.path("fastables.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = err(&o);
+    let file = d.path("rules.v4").display().to_string();
+    assert!(e.contains(&format!("{file}:6: ")), "{e}");
+    assert!(e.contains(&format!("{file}:7: ")), "{e}");
+    assert!(!e.contains(&format!("{file}:5: ")), "{e}");
+    assert_eq!(out(&o), "");
+}
+
+#[test]
+fn check_names_file_line_and_column_of_a_bad_config() {
+    let config = CONFIG.replace(
+        "addresses = [\"172.18.0.1/16\"]",
+        "addresses = [\"172.18.0.1/33\"]",
+    );
+    let line = config
+        .lines()
+        .position(|l| l.contains("/33"))
+        .map(|i| i + 1)
+        .unwrap();
+    let d = setup("check-config", &config, DEMO_RULES);
+    let cfg = d.path("fastables.toml");
+    let o = run(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = err(&o);
+    assert!(e.contains(&format!("{}:{line}:", cfg.display())), "{e}");
+
+    // A missing rules file names the path.
+    let config = CONFIG.replace("rules = \"rules.v4\"", "rules = \"nope.v4\"");
+    let d = setup("check-norules", &config, DEMO_RULES);
+    let o = run(&["check", "-c", d.path("fastables.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("nope.v4: cannot read the rules file"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn check_reports_compile_errors_and_warns_about_unknown_interfaces() {
+    // A jump loop parses line by line but cannot be compiled... unless the parser
+    // already rejects it; either way the error names the rules file.
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 :a - [0:0]\n:b - [0:0]\n-A INPUT -j a\n-A a -j b\n-A b -j a\nCOMMIT\n";
+    let d = setup("check-loop", CONFIG, rules);
+    let o = run(&["check", "-c", d.path("fastables.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let file = d.path("rules.v4").display().to_string();
+    assert!(err(&o).contains(&file), "{}", err(&o));
+
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 -A FORWARD -i eth1 -j DROP\n-A FORWARD -o docker+ -j ACCEPT\nCOMMIT\n";
+    let d = setup("check-warn", CONFIG, rules);
+    let o = run(&["check", "-c", d.path("fastables.toml").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let file = d.path("rules.v4").display().to_string();
+    assert_eq!(
+        err(&o),
+        format!("warning: {file}:5: -i eth1: no configured interface has this name\n")
+    );
+}
+
+#[test]
+fn save_prints_canonical_iptables_save() {
+    let rules = "*filter\n:INPUT ACCEPT [5:300]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 [2:120] -A INPUT -p tcp --dport 22 -s 1.2.3.4 -j ACCEPT\nCOMMIT\n";
+    let d = setup("save", CONFIG, rules);
+    let path = d.path("rules.v4");
+    let o = run(&["save", "-r", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    assert!(
+        text.contains("\n-A INPUT -s 1.2.3.4/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"),
+        "{text}"
+    );
+    // Policy counters are printed with or without -c, as iptables-save 1.8.9 does;
+    // rule counters only with -c.
+    assert!(text.contains("\n:INPUT ACCEPT [5:300]\n"), "{text}");
+    assert!(!text.contains("[2:120]"), "{text}");
+    let o = run(&["save", "-c", "-r", path.to_str().unwrap()]);
+    let text = out(&o);
+    assert!(text.contains("\n:INPUT ACCEPT [5:300]\n"), "{text}");
+    assert!(
+        text.contains("\n[2:120] -A INPUT -s 1.2.3.4/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"),
+        "{text}"
+    );
+    // Canonical output is a fixed point.
+    std::fs::write(d.path("canon.v4"), &text).unwrap();
+    let o2 = run(&["save", "-c", "-r", d.path("canon.v4").to_str().unwrap()]);
+    assert_eq!(out(&o2), text);
+    // -t keeps one table; a table the file lacks prints nothing.
+    let o = run(&["save", "-t", "nat", "-r", path.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert_eq!(out(&o), "");
+    let o = run(&["save", "-t", "bogus", "-r", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    // Without -r it would need a running instance.
+    let o = run(&["save"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("not supported yet"), "{}", err(&o));
+}
+
+#[test]
+fn restore_test_validates_stdin() {
+    let o = run_stdin(&["restore", "--test"], DEMO_RULES);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "");
+    let o = run_stdin(&["restore", "-t", "-n"], DEMO_RULES);
+    assert!(o.status.success(), "{}", err(&o));
+
+    let bad = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j NOSUCHCHAIN\nCOMMIT\n";
+    let o = run_stdin(&["restore", "--test"], bad);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("<stdin>:3: "), "{}", err(&o));
+
+    let o = run_stdin(&["restore", "--test"], "*filter\n:INPUT ACCEPT [0:0]\n");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("<stdin>:"), "{}", err(&o));
+
+    let o = run_stdin(&["restore"], DEMO_RULES);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("needs a running instance (fastables run), not supported yet"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn commands_of_the_live_data_plane_say_not_supported_yet() {
+    for args in [
+        &["run", "-c", "fastables.toml"][..],
+        &["conntrack", "-L"],
+        &["stats", "--json"],
+        &["trace", "-p", "tcp", "--dport", "80"],
+        &["gen"],
+        &["lab", "demo"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            err(&o).contains("is not supported yet"),
+            "{args:?}: {}",
+            err(&o)
+        );
+        assert_eq!(out(&o), "");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = run(&["sim", "-c", "x.toml", "--out-dir", "d"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("--in"), "{}", err(&o));
+    let o = run(&["sim", "-c", "x.toml", "--in", "eth0", "--out-dir", "d"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("expected IFACE=FILE"), "{}", err(&o));
+    let o = run(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+}
