@@ -52,10 +52,18 @@ pub struct PacketCtx {
     pub proto: u8,
     /// A non-first fragment (fragment offset != 0): `-f` matches, port matches do not.
     pub fragment: bool,
+    /// The IP fragment offset in 8-byte units (0 when not a non-first fragment).
+    /// Only the value 1 is consulted: like the kernel, a `-m tcp` match drops a
+    /// TCP fragment at offset 8 (a TCP flag overwrite attempt). Set it together
+    /// with `fragment` ([`PacketCtx::set_frag_offset`]).
+    pub frag_off: u16,
     pub ttl: u8,
     /// IP total length (`-m length`).
     pub len: u16,
-    /// The transport header was present and long enough to read ports / type / flags.
+    /// The transport header was present and long enough to read ports / type / flags:
+    /// the whole fixed header as the kernel's matches read it (TCP 20 bytes, UDP 8,
+    /// ICMP 8). On a packet that is not a fragment, a `-m tcp/udp/icmp/multiport`
+    /// match that finds `has_l4` false drops the packet, as in the kernel.
     pub has_l4: bool,
     pub sport: u16,
     pub dport: u16,
@@ -63,6 +71,10 @@ pub struct PacketCtx {
     /// Bit N set when TCP option kind N is present (filled only when the ruleset
     /// `needs().tcp_options`).
     pub tcp_options: [u64; 4],
+    /// The TCP data offset is below 5 or the options run past the end of the
+    /// packet: a `--tcp-option` match then drops the packet (kernel hotdrop).
+    /// Filled only when the ruleset `needs().tcp_options`.
+    pub tcp_options_bad: bool,
     pub icmp_type: u8,
     pub icmp_code: u8,
     /// Ingress interface (`None` for locally generated packets).
@@ -88,6 +100,7 @@ impl PacketCtx {
             dst: 0,
             proto: 0,
             fragment: false,
+            frag_off: 0,
             ttl: 0,
             len: 0,
             has_l4: false,
@@ -95,6 +108,7 @@ impl PacketCtx {
             dport: 0,
             tcp_flags: 0,
             tcp_options: [0; 4],
+            tcp_options_bad: false,
             icmp_type: 0,
             icmp_code: 0,
             in_if: None,
@@ -106,6 +120,40 @@ impl PacketCtx {
             effects: Effects::default(),
         }
     }
+}
+
+impl PacketCtx {
+    /// Set `frag_off` and `fragment` from the IP header's fragment offset field
+    /// (in 8-byte units, flags masked off).
+    pub fn set_frag_offset(&mut self, off: u16) {
+        self.frag_off = off & 0x1fff;
+        self.fragment = self.frag_off != 0;
+    }
+}
+
+/// The TCP option kinds present in `options` (the bytes after the fixed 20-byte
+/// TCP header, `doff * 4 - 20` of them), as the bitset of
+/// [`PacketCtx::tcp_options`]: bit `k % 64` of word `k / 64` for kind `k`.
+///
+/// Walks the options exactly as the kernel's `tcp_find_option` does: kinds 0
+/// (EOL) and 1 (NOP) are one byte long and the walk continues past EOL; any
+/// other kind is followed by its length byte (a length of 0 advances by 1).
+pub fn tcp_option_kinds(options: &[u8]) -> [u64; 4] {
+    let mut bits = [0u64; 4];
+    let mut i = 0usize;
+    while let Some(&kind) = options.get(i) {
+        bits[usize::from(kind >> 6)] |= 1u64 << (kind & 63);
+        if kind < 2 {
+            i += 1;
+        } else {
+            match options.get(i + 1) {
+                Some(&0) => i += 1,
+                Some(&l) => i += usize::from(l),
+                None => break,
+            }
+        }
+    }
+    bits
 }
 
 impl Default for PacketCtx {
