@@ -1,0 +1,106 @@
+//! Conntrack table benchmarks.
+//!
+//! cargo bench -p fastables-benches --bench conntrack -- --warm-up-time 1 --measurement-time 3
+//! FASTABLES_BENCH_10M=1 adds the 10-million-entry table (about 1.4 GB).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use fastables_conntrack::tcp_hdr::{ACK, SYN};
+use fastables_conntrack::{NatRange, PacketFacts, Table, TableConfig, Track, Tuple, IPPROTO_TCP};
+
+const SRV: u32 = 0x0808_0808;
+
+fn flow(i: u32) -> Tuple {
+    Tuple::new(IPPROTO_TCP, 0x0a00_0000 + i / 50_000, 1024 + (i % 50_000) as u16, SRV, 80)
+}
+
+/// A table holding `n` entries (one of them a fully established TCP flow) and
+/// `max` = `buckets` = `n` rounded up with some headroom.
+fn filled(n: u32) -> Table {
+    let cap = n + n / 8 + 1024;
+    let mut t = Table::new(TableConfig {
+        max: cap,
+        buckets: cap,
+        seed: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    for i in 1..n {
+        let o = flow(i);
+        t.insert(o, o.invert().unwrap(), 0).unwrap();
+    }
+    t
+}
+
+/// SYN, SYN/ACK, ACK of flow 0 (src 10.0.0.0:1024).
+fn establish(t: &mut Table) -> (PacketFacts<'static>, Tuple) {
+    let o = flow(0);
+    let syn = PacketFacts::tcp(o.src, o.sport, o.dst, o.dport, SYN, 1000, 0, 64240, 0, &[]);
+    let Track::New(n) = t.track(&syn, 0) else { panic!("SYN not new") };
+    t.confirm(n, None, None, 0).unwrap();
+    let sa = PacketFacts::tcp(o.dst, o.dport, o.src, o.sport, SYN | ACK, 5000, 1001, 65160, 0, &[]);
+    assert!(matches!(t.track(&sa, 0), Track::Tracked(_)));
+    let ack = PacketFacts::tcp(o.src, o.sport, o.dst, o.dport, ACK, 1001, 5001, 502, 0, &[]);
+    assert!(matches!(t.track(&ack, 0), Track::Tracked(_)));
+    (ack, o)
+}
+
+fn sizes() -> Vec<(u32, &'static str)> {
+    let mut v = vec![(1_000, "1k"), (1_000_000, "1m")];
+    if std::env::var_os("FASTABLES_BENCH_10M").is_some() {
+        v.push((10_000_000, "10m"));
+    }
+    v
+}
+
+fn bench(c: &mut Criterion) {
+    for (n, name) in sizes() {
+        let mut t = filled(n);
+        let (ack, o) = establish(&mut t);
+        let mut g = c.benchmark_group("conntrack");
+        g.bench_with_input(BenchmarkId::new("lookup_established", name), &o, |b, o| {
+            b.iter(|| black_box(t.lookup(black_box(o), 1)))
+        });
+        // Lookups spread over the whole table (cache misses at 1m+).
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let spread: Vec<Tuple> = (0..65_536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                flow((x % u64::from(n)) as u32)
+            })
+            .collect();
+        let mut k = 0usize;
+        g.bench_function(BenchmarkId::new("lookup_spread", name), |b| {
+            b.iter(|| {
+                k = (k + 1) & 65_535;
+                black_box(t.lookup(&spread[k], 1))
+            })
+        });
+        g.bench_function(BenchmarkId::new("track_established_ack", name), |b| {
+            b.iter(|| black_box(t.track(black_box(&ack), 1)))
+        });
+        // New connection: classify the SYN, choose a source port in a range
+        // (MASQUERADE --to-ports), insert; then remove to keep the size steady.
+        let nat = 0x0a00_020f;
+        let range = NatRange::addrs(nat, nat).with_ports(1024, 65535);
+        let mut i = 0u32;
+        g.bench_function(BenchmarkId::new("new_conn_snat_insert_remove", name), |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let p = PacketFacts::tcp(0xac12_0000 + (i >> 16), i as u16, SRV, 443, SYN, i, 0, 64240, 0, &[]);
+                if let Track::New(nc) = t.track(&p, 2) {
+                    if let Ok(id) = t.confirm(nc, None, Some(&range), 2) {
+                        black_box(t.remove(id));
+                    }
+                }
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,1132 @@
+//! The connection table of one worker (nf_conntrack_core.c): a chained hash
+//! over a preallocated slab, both directions indexed, kernel early drop,
+//! incremental expiry, and the per-packet classification (`nf_conntrack_in`).
+
+use std::hash::{BuildHasher, Hasher};
+
+use crate::entry::{status, Entry, ProtoInfo, NIL};
+use crate::tcp::{self, TcpCfg, TcpSeg, TcpVerdict};
+use crate::tuple::{
+    icmp_is_err, proto_has_ports, Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NR_ICMP_TYPES,
+};
+use crate::{ConfigError, Events, InsertError, Stats, TableConfig, Timeouts};
+
+const NS: u64 = 1_000_000_000;
+/// `NF_CT_EVICTION_RANGE`: buckets scanned by early drop.
+const EVICTION_RANGE: usize = 8;
+/// Hard cap on nodes visited in one chain walk (chains are kept far shorter).
+const CHAIN_WALK_CAP: usize = 1024;
+
+/// Handle of an entry; stale handles (entry removed) are detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EntryId {
+    idx: u32,
+    gen: u32,
+}
+
+impl EntryId {
+    /// Slot index (stable while the entry lives).
+    pub fn index(self) -> u32 {
+        self.idx
+    }
+}
+
+/// `ip_conntrack_info` as seen by `-m state` / `-m conntrack --ctstate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CtState {
+    New,
+    Established,
+    Related,
+    Invalid,
+}
+
+/// ICMP facts of a packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpFacts {
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Echo id (meaningful for echo/timestamp/info/address types).
+    pub id: u16,
+    /// For ICMP errors: the tuple of the quoted packet (`nf_ct_get_tuplepr` on
+    /// the inner header), `None` if it could not be read (too short, fragment).
+    pub inner: Option<Tuple>,
+}
+
+/// What conntrack needs to know of one IPv4 packet, in host byte order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PacketFacts<'a> {
+    pub src: u32,
+    pub dst: u32,
+    pub proto: u8,
+    /// Non-first fragment (offset != 0): the kernel cannot track it.
+    pub fragment: bool,
+    /// The transport header is present: 8 bytes for UDP/ICMP/ports, 20 for TCP.
+    pub l4_ok: bool,
+    /// The transport checksum was verified and is wrong (only on PREROUTING,
+    /// like `nf_conntrack_checksum`; UDP with checksum 0 is never bad).
+    pub csum_bad: bool,
+    /// Bytes from the transport header to the end of the IP payload.
+    pub l4_len: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP header facts (TCP only).
+    pub tcp: TcpSeg<'a>,
+    /// UDP length field (UDP only).
+    pub udp_len: u16,
+    /// ICMP facts (ICMP only).
+    pub icmp: IcmpFacts,
+}
+
+impl<'a> PacketFacts<'a> {
+    /// A TCP segment with `payload` data bytes and the given option bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp(
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        window: u16,
+        payload: u32,
+        options: &'a [u8],
+    ) -> Self {
+        let hdr_len = (20 + options.len()).min(60) as u16;
+        PacketFacts {
+            src,
+            dst,
+            proto: IPPROTO_TCP,
+            l4_ok: true,
+            l4_len: u32::from(hdr_len) + payload,
+            sport,
+            dport,
+            tcp: TcpSeg {
+                flags,
+                seq,
+                ack,
+                window,
+                hdr_len,
+                l4_len: u32::from(hdr_len) + payload,
+                options,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// A UDP datagram with `payload` data bytes.
+    pub fn udp(src: u32, sport: u16, dst: u32, dport: u16, payload: u16) -> Self {
+        PacketFacts {
+            src,
+            dst,
+            proto: IPPROTO_UDP,
+            l4_ok: true,
+            l4_len: 8 + u32::from(payload),
+            sport,
+            dport,
+            udp_len: 8 + payload,
+            ..Default::default()
+        }
+    }
+
+    /// An ICMP message (echo etc.).
+    pub fn icmp(src: u32, dst: u32, icmp_type: u8, code: u8, id: u16) -> Self {
+        PacketFacts {
+            src,
+            dst,
+            proto: IPPROTO_ICMP,
+            l4_ok: true,
+            l4_len: 8,
+            icmp: IcmpFacts {
+                icmp_type,
+                code,
+                id,
+                inner: None,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// An ICMP error quoting a packet whose tuple is `inner`.
+    pub fn icmp_error(src: u32, dst: u32, icmp_type: u8, code: u8, inner: Option<Tuple>) -> Self {
+        let mut p = Self::icmp(src, dst, icmp_type, code, 0);
+        p.icmp.inner = inner;
+        p
+    }
+
+    /// `nf_ct_get_tuple()`: `None` when the transport header cannot be read.
+    pub fn tuple(&self) -> Option<Tuple> {
+        if self.proto == IPPROTO_ICMP {
+            if !self.l4_ok {
+                return None;
+            }
+            return Some(Tuple::icmp(
+                self.src,
+                self.dst,
+                self.icmp.id,
+                self.icmp.icmp_type,
+                self.icmp.code,
+            ));
+        }
+        if proto_has_ports(self.proto) {
+            if !self.l4_ok {
+                return None;
+            }
+            return Some(Tuple::new(
+                self.proto, self.src, self.sport, self.dst, self.dport,
+            ));
+        }
+        Some(Tuple::new(self.proto, self.src, 0, self.dst, 0))
+    }
+}
+
+/// A connection seen for the first time, not yet in the table (the kernel's
+/// unconfirmed conntrack). Give it to [`Table::confirm`] when the packet
+/// leaves (or drop it with the packet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewConn {
+    /// The prospective entry; its `timeout` is relative until confirmed.
+    pub entry: Entry,
+}
+
+/// Rate-limited "table full" message: log "nf_conntrack: table full, dropping
+/// packet" (and `suppressed` more drops since the previous message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFullLog {
+    pub suppressed: u64,
+}
+
+impl TableFullLog {
+    /// The kernel's message text.
+    pub const MESSAGE: &'static str = "nf_conntrack: table full, dropping packet";
+}
+
+/// A packet of an existing connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    pub id: EntryId,
+    pub dir: Dir,
+    pub state: CtState,
+    /// Events for `conntrack -E` (`Events::kind`).
+    pub events: Events,
+}
+
+/// Result of [`Table::track`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Track {
+    /// The packet belongs to an entry in the table.
+    Tracked(Tracked),
+    /// The packet belongs to this connection, which was deleted just now (a RST
+    /// before any reply): NAT the packet with `entry`; a DESTROY event.
+    Killed {
+        entry: Entry,
+        dir: Dir,
+        state: CtState,
+    },
+    /// An ICMP error about this connection (RELATED).
+    Related { id: EntryId, dir: Dir },
+    /// First packet of a connection (NEW): confirm it when the packet leaves.
+    New(NewConn),
+    /// No connection: the packet is INVALID.
+    Invalid,
+    /// The table is full: drop the packet (counted in `drop`).
+    Drop { log: Option<TableFullLog> },
+}
+
+/// Small deterministic PRNG (splitmix64) owned by the table.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `get_random_u16()`.
+    pub(crate) fn u16(&mut self) -> u16 {
+        (self.next_u64() >> 48) as u16
+    }
+}
+
+/// Derived per-table settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Cfg {
+    pub tcp: TcpCfg,
+    pub udp: u64,
+    pub udp_stream: u64,
+    pub icmp: u64,
+    pub generic: u64,
+    pub max_chainlen: usize,
+}
+
+impl Cfg {
+    fn new(c: &TableConfig) -> Cfg {
+        let t: &Timeouts = &c.timeouts;
+        Cfg {
+            tcp: TcpCfg::from_timeouts(
+                t,
+                c.tcp_loose,
+                c.tcp_be_liberal,
+                c.tcp_ignore_invalid_rst,
+                c.tcp_max_retrans,
+            ),
+            udp: u64::from(t.udp) * NS,
+            udp_stream: u64::from(t.udp_stream) * NS,
+            icmp: u64::from(t.icmp) * NS,
+            generic: u64::from(t.generic) * NS,
+            max_chainlen: c.max_chainlen as usize,
+        }
+    }
+}
+
+/// Predicate on a source-NAT candidate's reply tuple; see [`Table::set_nat_reply_filter`].
+pub type ReplyFilter = Box<dyn Fn(&Tuple) -> bool + Send>;
+
+/// One worker's connection table.
+pub struct Table {
+    pub(crate) entries: Vec<Entry>,
+    free_head: u32,
+    pub(crate) heads: Vec<u32>,
+    pub(crate) src_heads: Vec<u32>,
+    len: u32,
+    max: u32,
+    pub(crate) cfg: Cfg,
+    hs: ahash::RandomState,
+    hs_src: ahash::RandomState,
+    pub(crate) rng: Rng,
+    pub(crate) stats: Stats,
+    sweep: usize,
+    gc_early_drop: bool,
+    full_log_at: Option<u64>,
+    full_suppressed: u64,
+    pub(crate) reserved: Box<[u64; 1024]>,
+    pub(crate) reply_filter: Option<ReplyFilter>,
+}
+
+/// Iterator over a hash chain: yields (slot index, direction of the node).
+struct Chain<'t> {
+    entries: &'t [Entry],
+    link: u32,
+    steps: usize,
+}
+
+impl Iterator for Chain<'_> {
+    type Item = (usize, Dir);
+    fn next(&mut self) -> Option<(usize, Dir)> {
+        if self.link == NIL || self.steps >= CHAIN_WALK_CAP {
+            return None;
+        }
+        let i = (self.link >> 1) as usize;
+        let d = Dir::from_bit(self.link);
+        self.link = self.entries.get(i).map_or(NIL, |e| e.next[d.idx()]);
+        self.steps += 1;
+        Some((i, d))
+    }
+}
+
+fn splitmix(x: &mut u64) -> u64 {
+    let mut r = Rng(*x);
+    let v = r.next_u64();
+    *x = r.0;
+    v
+}
+
+impl Table {
+    /// A table for `cfg.max` entries; memory for all of them is reserved now.
+    pub fn new(cfg: TableConfig) -> Result<Table, ConfigError> {
+        if cfg.max == 0 || cfg.max > (u32::MAX >> 1) {
+            return Err(ConfigError::Max(cfg.max));
+        }
+        if cfg.buckets == 0 {
+            return Err(ConfigError::Buckets);
+        }
+        let mut reserved = Box::new([0u64; 1024]);
+        for &(lo, hi) in &cfg.reserved_ports {
+            if lo > hi {
+                return Err(ConfigError::ReservedRange(lo, hi));
+            }
+            for p in lo..=hi {
+                reserved[usize::from(p >> 6)] |= 1u64 << (p & 63);
+            }
+        }
+        let mut s = cfg.seed;
+        let k: [u64; 8] = std::array::from_fn(|_| splitmix(&mut s));
+        let rng_seed = splitmix(&mut s);
+        Ok(Table {
+            entries: Vec::with_capacity(cfg.max as usize),
+            free_head: NIL,
+            heads: vec![NIL; cfg.buckets as usize],
+            src_heads: vec![NIL; cfg.buckets as usize],
+            len: 0,
+            max: cfg.max,
+            cfg: Cfg::new(&cfg),
+            hs: ahash::RandomState::with_seeds(k[0], k[1], k[2], k[3]),
+            hs_src: ahash::RandomState::with_seeds(k[4], k[5], k[6], k[7]),
+            rng: Rng(rng_seed),
+            stats: Stats::default(),
+            sweep: 0,
+            gc_early_drop: false,
+            full_log_at: None,
+            full_suppressed: 0,
+            reserved,
+            reply_filter: None,
+        })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `nf_conntrack_max`.
+    pub fn max(&self) -> usize {
+        self.max as usize
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Bytes reserved for `max` entries plus both bucket arrays.
+    pub fn reserved_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + (self.heads.len() + self.src_heads.len()) * 4
+    }
+
+    #[inline]
+    pub(crate) fn hash(&self, t: &Tuple) -> u64 {
+        let (a, b) = t.words();
+        let mut h = self.hs.build_hasher();
+        h.write_u64(a);
+        h.write_u64(b);
+        h.finish()
+    }
+
+    /// `reciprocal_scale()` of the hash's high 32 bits.
+    #[inline]
+    pub(crate) fn bucket_of_hash(&self, h: u64) -> usize {
+        (((h >> 32) * self.heads.len() as u64) >> 32) as usize
+    }
+
+    #[inline]
+    pub(crate) fn bucket(&self, t: &Tuple) -> usize {
+        self.bucket_of_hash(self.hash(t))
+    }
+
+    /// `hash_by_src()`: original source address, port/id and protocol.
+    pub(crate) fn src_bucket(&self, t: &Tuple) -> usize {
+        let mut h = self.hs_src.build_hasher();
+        h.write_u64((u64::from(t.src) << 32) | (u64::from(t.sport) << 8) | u64::from(t.proto));
+        let h = h.finish();
+        (((h >> 32) * self.src_heads.len() as u64) >> 32) as usize
+    }
+
+    fn chain(&self, b: usize) -> Chain<'_> {
+        Chain {
+            entries: &self.entries,
+            link: self.heads.get(b).copied().unwrap_or(NIL),
+            steps: 0,
+        }
+    }
+
+    /// Live entries in the chain of `t`'s bucket carrying `t` (either direction).
+    pub(crate) fn find(&self, t: &Tuple, now: u64) -> Option<(usize, Dir)> {
+        self.chain(self.bucket(t)).find(|&(i, d)| {
+            self.entries
+                .get(i)
+                .is_some_and(|e| e.tuple[d.idx()] == *t && !e.is_expired(now))
+        })
+    }
+
+    /// One walk of bucket `b` for tuple `t`: (chain length, live match, an
+    /// expired match).
+    fn scan(&self, b: usize, t: &Tuple, now: u64) -> (usize, Option<(usize, Dir)>, Option<usize>) {
+        let mut len = 0;
+        let mut live = None;
+        let mut dead = None;
+        for (i, d) in self.chain(b) {
+            len += 1;
+            if let Some(e) = self.entries.get(i) {
+                if e.tuple[d.idx()] == *t {
+                    if e.is_expired(now) {
+                        dead = Some(i);
+                    } else if live.is_none() {
+                        live = Some((i, d));
+                    }
+                }
+            }
+        }
+        (len, live, dead)
+    }
+
+    /// Remove expired entries carrying `t` (the kernel's `nf_ct_gc_expired` on lookup).
+    fn gc_tuple(&mut self, t: &Tuple, now: u64) {
+        for _ in 0..CHAIN_WALK_CAP {
+            let hit = self.chain(self.bucket(t)).find(|&(i, d)| {
+                self.entries
+                    .get(i)
+                    .is_some_and(|e| e.tuple[d.idx()] == *t && e.is_expired(now))
+            });
+            match hit {
+                Some((i, _)) => {
+                    self.remove_idx(i);
+                    self.stats.expired += 1;
+                }
+                None => return,
+            }
+        }
+    }
+
+    #[inline]
+    fn id_of(&self, i: usize) -> EntryId {
+        EntryId {
+            idx: i as u32,
+            gen: self.entries.get(i).map_or(0, |e| e.gen),
+        }
+    }
+
+    /// Find the live entry carrying `t` in either direction.
+    pub fn lookup(&self, t: &Tuple, now_ns: u64) -> Option<(EntryId, Dir)> {
+        self.find(t, now_ns).map(|(i, d)| (self.id_of(i), d))
+    }
+
+    /// The entry behind `id`, if it still exists.
+    pub fn entry(&self, id: EntryId) -> Option<&Entry> {
+        self.entries
+            .get(id.idx as usize)
+            .filter(|e| e.gen == id.gen && e.status & status::CONFIRMED != 0)
+    }
+
+    /// Mutable access to mark, status and timeout. Do not change `tuple`: the
+    /// index would no longer find the entry (remove and insert instead).
+    pub fn entry_mut(&mut self, id: EntryId) -> Option<&mut Entry> {
+        self.entries
+            .get_mut(id.idx as usize)
+            .filter(|e| e.gen == id.gen && e.status & status::CONFIRMED != 0)
+    }
+
+    /// Set the connection mark (CONNMARK); returns the MARK event when it changed.
+    pub fn set_mark(&mut self, id: EntryId, mark: u32) -> Events {
+        match self.entry_mut(id) {
+            Some(e) if e.mark != mark => {
+                e.mark = mark;
+                Events(Events::MARK)
+            }
+            _ => Events::default(),
+        }
+    }
+
+    /// All entries, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Entry)> + '_ {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.status & status::CONFIRMED != 0)
+            .map(|(i, e)| {
+                (
+                    EntryId {
+                        idx: i as u32,
+                        gen: e.gen,
+                    },
+                    e,
+                )
+            })
+    }
+
+    fn unlink_node(&mut self, i: usize, d: Dir) {
+        let Some(e) = self.entries.get(i) else { return };
+        let b = self.bucket(&e.tuple[d.idx()]);
+        let target = ((i as u32) << 1) | d as u32;
+        let after = e.next[d.idx()];
+        let Some(head) = self.heads.get_mut(b) else {
+            return;
+        };
+        if *head == target {
+            *head = after;
+            return;
+        }
+        let mut cur = *head;
+        for _ in 0..CHAIN_WALK_CAP {
+            if cur == NIL {
+                return;
+            }
+            let ci = (cur >> 1) as usize;
+            let cd = (cur & 1) as usize;
+            let Some(ce) = self.entries.get_mut(ci) else {
+                return;
+            };
+            if ce.next[cd] == target {
+                ce.next[cd] = after;
+                return;
+            }
+            cur = ce.next[cd];
+        }
+    }
+
+    fn unlink_src(&mut self, i: usize) {
+        let Some(e) = self.entries.get(i) else { return };
+        let b = self.src_bucket(&e.tuple[0]);
+        let after = e.src_next;
+        let Some(head) = self.src_heads.get_mut(b) else {
+            return;
+        };
+        if *head == i as u32 {
+            *head = after;
+            return;
+        }
+        let mut cur = *head;
+        for _ in 0..CHAIN_WALK_CAP {
+            if cur == NIL {
+                return;
+            }
+            let Some(ce) = self.entries.get_mut(cur as usize) else {
+                return;
+            };
+            if ce.src_next == i as u32 {
+                ce.src_next = after;
+                return;
+            }
+            cur = ce.src_next;
+        }
+    }
+
+    /// Unlink and free slot `i`, returning the entry as it was (DYING set).
+    pub(crate) fn remove_idx(&mut self, i: usize) -> Entry {
+        self.unlink_node(i, Dir::Original);
+        self.unlink_node(i, Dir::Reply);
+        if self
+            .entries
+            .get(i)
+            .is_some_and(|e| e.status & status::SRC_NAT_DONE != 0)
+        {
+            self.unlink_src(i);
+        }
+        let free_head = self.free_head;
+        let Some(e) = self.entries.get_mut(i) else {
+            return Entry::EMPTY;
+        };
+        let mut old = *e;
+        old.status |= status::DYING;
+        e.status = 0;
+        e.gen = e.gen.wrapping_add(1);
+        e.next = [free_head, NIL];
+        e.src_next = NIL;
+        self.free_head = i as u32;
+        self.len -= 1;
+        old
+    }
+
+    /// Remove an entry (`conntrack -D`); returns it for the DESTROY event.
+    pub fn remove(&mut self, id: EntryId) -> Option<Entry> {
+        self.entry(id)?;
+        Some(self.remove_idx(id.idx as usize))
+    }
+
+    /// Remove every entry (`conntrack -F`). Returns how many were removed.
+    pub fn clear(&mut self) -> usize {
+        let n = self.len();
+        let ids: Vec<usize> = self.iter().map(|(id, _)| id.idx as usize).collect();
+        for i in ids {
+            self.remove_idx(i);
+        }
+        n
+    }
+
+    fn chain_len(&self, b: usize) -> usize {
+        self.chain(b).count()
+    }
+
+    /// `early_drop_list()`: evict every non-assured entry of bucket `b`
+    /// (expired ones are collected without counting). Returns the drops.
+    fn early_drop_list(&mut self, b: usize, now: u64) -> u64 {
+        let mut drops = 0;
+        for _ in 0..CHAIN_WALK_CAP {
+            let victim = self.chain(b).find_map(|(i, _)| {
+                let e = self.entries.get(i)?;
+                if e.is_expired(now) {
+                    Some((i, true))
+                } else if e.status & (status::ASSURED | status::DYING) == 0 {
+                    Some((i, false))
+                } else {
+                    None
+                }
+            });
+            match victim {
+                Some((i, expired)) => {
+                    self.remove_idx(i);
+                    if expired {
+                        self.stats.expired += 1;
+                    } else {
+                        drops += 1;
+                    }
+                }
+                None => break,
+            }
+        }
+        drops
+    }
+
+    /// `early_drop()`: scan `NF_CT_EVICTION_RANGE` buckets from the new tuple's.
+    fn early_drop(&mut self, h: u64, now: u64) -> bool {
+        let n = self.heads.len();
+        let mut bucket = self.bucket_of_hash(h);
+        for i in 0..EVICTION_RANGE {
+            if i > 0 {
+                bucket = (bucket + 1) % n;
+            }
+            let drops = self.early_drop_list(bucket, now);
+            if drops > 0 {
+                self.stats.early_drop += drops;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn full_log(&mut self, now: u64) -> Option<TableFullLog> {
+        match self.full_log_at {
+            Some(t) if now < t.saturating_add(NS) => {
+                self.full_suppressed += 1;
+                None
+            }
+            _ => {
+                let suppressed = self.full_suppressed;
+                self.full_suppressed = 0;
+                self.full_log_at = Some(now);
+                Some(TableFullLog { suppressed })
+            }
+        }
+    }
+
+    /// `__nf_conntrack_alloc()`'s limit: make room for one more entry near `h`.
+    fn make_room(&mut self, h: u64, now: u64) -> Result<(), Option<TableFullLog>> {
+        if self.len < self.max {
+            return Ok(());
+        }
+        if self.early_drop(h, now) {
+            return Ok(());
+        }
+        self.gc_early_drop = true;
+        self.stats.drop += 1;
+        Err(self.full_log(now))
+    }
+
+    fn alloc_slot(&mut self) -> usize {
+        if self.free_head != NIL {
+            let i = self.free_head as usize;
+            self.free_head = self.entries.get(i).map_or(NIL, |e| e.next[0]);
+            i
+        } else {
+            self.entries.push(Entry::EMPTY);
+            self.entries.len() - 1
+        }
+    }
+
+    /// `__nf_conntrack_confirm()`: capacity, clash and chain checks, then link.
+    /// `e.timeout` is relative and becomes absolute here.
+    pub(crate) fn insert_entry(&mut self, e: Entry, now: u64) -> Result<EntryId, InsertError> {
+        let h0 = self.hash(&e.tuple[0]);
+        self.make_room(h0, now)
+            .map_err(|log| InsertError::TableFull { log })?;
+        let b0 = self.bucket_of_hash(h0);
+        let b1 = self.bucket(&e.tuple[1]);
+        let (mut len0, live0, dead0) = self.scan(b0, &e.tuple[0], now);
+        let (mut len1, live1, dead1) = self.scan(b1, &e.tuple[1], now);
+        if dead0.is_some() || dead1.is_some() {
+            self.gc_tuple(&e.tuple[0], now);
+            self.gc_tuple(&e.tuple[1], now);
+            len0 = self.chain_len(b0);
+            len1 = self.chain_len(b1);
+        }
+        if live0.is_some() {
+            self.stats.insert_failed += 1;
+            return Err(InsertError::Clash(Dir::Original));
+        }
+        if live1.is_some() {
+            self.stats.insert_failed += 1;
+            return Err(InsertError::Clash(Dir::Reply));
+        }
+        if len0 > self.cfg.max_chainlen || len1 > self.cfg.max_chainlen {
+            self.stats.chaintoolong += 1;
+            self.stats.insert_failed += 1;
+            return Err(InsertError::ChainTooLong);
+        }
+        let i = self.alloc_slot();
+        let sb = self.src_bucket(&e.tuple[0]);
+        let (Some(&h0v), Some(&h1v), Some(&sv)) = (
+            self.heads.get(b0),
+            self.heads.get(b1),
+            self.src_heads.get(sb),
+        ) else {
+            return Err(InsertError::ChainTooLong);
+        };
+        let Some(slot) = self.entries.get_mut(i) else {
+            return Err(InsertError::ChainTooLong);
+        };
+        let gen = slot.gen;
+        *slot = e;
+        slot.gen = gen;
+        // Timeout is relative to confirmation time.
+        slot.timeout = slot.timeout.saturating_add(now);
+        slot.status |= status::CONFIRMED;
+        slot.next = [h0v, NIL];
+        let link0 = (i as u32) << 1;
+        let link1 = ((i as u32) << 1) | 1;
+        // both tuples may hash to the same bucket
+        if b1 == b0 {
+            slot.next[1] = link0;
+        } else {
+            slot.next[1] = h1v;
+        }
+        let nat_src = slot.status & status::SRC_NAT_DONE != 0;
+        if nat_src {
+            slot.src_next = sv;
+        }
+        if let Some(h) = self.heads.get_mut(b0) {
+            *h = link0;
+        }
+        if let Some(h) = self.heads.get_mut(b1) {
+            *h = link1;
+        }
+        if nat_src {
+            if let Some(h) = self.src_heads.get_mut(sb) {
+                *h = i as u32;
+            }
+        }
+        self.len += 1;
+        self.stats.insert += 1;
+        Ok(EntryId { idx: i as u32, gen })
+    }
+
+    /// Insert a connection with the given tuples and an empty tracker state
+    /// (TCP state NONE), timing out after the protocol's "new" timeout.
+    pub fn insert(
+        &mut self,
+        orig: Tuple,
+        reply: Tuple,
+        now_ns: u64,
+    ) -> Result<EntryId, InsertError> {
+        let mut e = Entry::new(orig, reply);
+        e.timeout = match orig.proto {
+            IPPROTO_TCP => self.cfg.tcp.timeouts[0],
+            IPPROTO_UDP => self.cfg.udp,
+            IPPROTO_ICMP => self.cfg.icmp,
+            _ => self.cfg.generic,
+        };
+        if let ProtoInfo::Udp { stream_ts } = &mut e.proto {
+            *stream_ts = now_ns + 2 * NS;
+        }
+        self.insert_entry(e, now_ns)
+    }
+
+    /// Incremental expiry: examine at most `budget` slots from where the last
+    /// call stopped, removing expired entries. Returns the number removed.
+    pub fn expire(&mut self, now_ns: u64, budget: usize) -> usize {
+        self.expire_with(now_ns, budget, |_, _| {})
+    }
+
+    /// `expire`, calling `on_destroy` with each removed entry (DESTROY events).
+    /// After a failed early drop it also evicts non-assured and closing TCP
+    /// entries while the table is at least 95% full (`gc_worker`).
+    pub fn expire_with(
+        &mut self,
+        now_ns: u64,
+        budget: usize,
+        mut on_destroy: impl FnMut(EntryId, &Entry),
+    ) -> usize {
+        let n = self.entries.len();
+        if n == 0 {
+            return 0;
+        }
+        let max95 = u64::from(self.max) / 100 * 95;
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            if self.sweep >= n {
+                self.sweep = 0;
+                self.gc_early_drop = false;
+            }
+            let i = self.sweep;
+            self.sweep += 1;
+            let Some(e) = self.entries.get(i) else {
+                continue;
+            };
+            if e.status & status::CONFIRMED == 0 {
+                continue;
+            }
+            let id = EntryId {
+                idx: i as u32,
+                gen: e.gen,
+            };
+            let kill = if e.is_expired(now_ns) {
+                self.stats.expired += 1;
+                true
+            } else {
+                self.gc_early_drop
+                    && u64::from(self.len) >= max95
+                    && (e.status & status::ASSURED == 0
+                        || e.tcp_state().is_some_and(tcp::tcp_can_early_drop))
+            };
+            if kill {
+                let old = self.remove_idx(i);
+                on_destroy(id, &old);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Classify one packet and update its connection (`nf_conntrack_in`).
+    pub fn track(&mut self, p: &PacketFacts, now_ns: u64) -> Track {
+        if p.fragment {
+            // get_l4proto() fails for non-first fragments
+            self.stats.invalid += 1;
+            return Track::Invalid;
+        }
+        if p.proto == IPPROTO_ICMP {
+            // nf_conntrack_handle_icmp() -> nf_conntrack_icmpv4_error()
+            if !p.l4_ok || p.csum_bad || p.icmp.icmp_type > NR_ICMP_TYPES {
+                self.stats.error += 1;
+                return Track::Invalid;
+            }
+            if icmp_is_err(p.icmp.icmp_type) {
+                return self.icmp_error(p, now_ns);
+            }
+        }
+        let Some(tuple) = p.tuple() else {
+            self.stats.invalid += 1;
+            return Track::Invalid;
+        };
+        // At most one repeat (TCP reopen of a closed connection).
+        for _ in 0..2 {
+            let b = self.bucket(&tuple);
+            let (_, live, dead) = self.scan(b, &tuple, now_ns);
+            match live {
+                Some((i, dir)) => {
+                    let cfg = &self.cfg;
+                    let Some(e) = self.entries.get_mut(i) else {
+                        break;
+                    };
+                    let state = if dir == Dir::Reply || e.status & status::SEEN_REPLY != 0 {
+                        CtState::Established
+                    } else if e.status & status::EXPECTED != 0 {
+                        CtState::Related
+                    } else {
+                        CtState::New
+                    };
+                    let mut ev = Events::default();
+                    match l4_packet(cfg, e, dir, p, now_ns, &mut ev) {
+                        TcpVerdict::Accept => {
+                            if dir == Dir::Reply && e.status & status::SEEN_REPLY == 0 {
+                                e.status |= status::SEEN_REPLY;
+                                ev.0 |= Events::REPLY;
+                            }
+                            return Track::Tracked(Tracked {
+                                id: EntryId {
+                                    idx: i as u32,
+                                    gen: e.gen,
+                                },
+                                dir,
+                                state,
+                                events: ev,
+                            });
+                        }
+                        TcpVerdict::Invalid => {
+                            self.stats.invalid += 1;
+                            return Track::Invalid;
+                        }
+                        TcpVerdict::Kill => {
+                            let entry = self.remove_idx(i);
+                            return Track::Killed { entry, dir, state };
+                        }
+                        TcpVerdict::Repeat => {
+                            self.remove_idx(i);
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    if dead.is_some() {
+                        self.gc_tuple(&tuple, now_ns);
+                    }
+                    return self.track_new(p, tuple, now_ns);
+                }
+            }
+        }
+        self.stats.invalid += 1;
+        Track::Invalid
+    }
+
+    /// `init_conntrack()` + the protocol's first-packet handling.
+    fn track_new(&mut self, p: &PacketFacts, tuple: Tuple, now: u64) -> Track {
+        let Some(reply) = tuple.invert() else {
+            self.stats.invalid += 1;
+            return Track::Invalid;
+        };
+        let h = self.hash(&tuple);
+        if let Err(log) = self.make_room(h, now) {
+            return Track::Drop { log };
+        }
+        let mut e = Entry::new(tuple, reply);
+        let mut ev = Events::default();
+        match l4_packet(&self.cfg, &mut e, Dir::Original, p, now, &mut ev) {
+            TcpVerdict::Accept => Track::New(NewConn { entry: e }),
+            _ => {
+                self.stats.invalid += 1;
+                Track::Invalid
+            }
+        }
+    }
+
+    /// `nf_conntrack_inet_error()`: find the connection an ICMP error is about.
+    fn icmp_error(&mut self, p: &PacketFacts, now: u64) -> Track {
+        let found = p
+            .icmp
+            .inner
+            .and_then(|inner| inner.invert())
+            .and_then(|inv| self.find(&inv, now));
+        let Some((i, dir)) = found else {
+            self.stats.error += 1;
+            return Track::Invalid;
+        };
+        let Some(e) = self.entries.get(i) else {
+            self.stats.error += 1;
+            return Track::Invalid;
+        };
+        // The outer destination must be the connection's destination in that direction.
+        if e.tuple[dir.idx()].dst != p.dst {
+            self.stats.error += 1;
+            return Track::Invalid;
+        }
+        Track::Related {
+            id: EntryId {
+                idx: i as u32,
+                gen: e.gen,
+            },
+            dir,
+        }
+    }
+
+    /// Confirm a new connection when its first packet leaves: apply the
+    /// destination manip (`dnat`, PREROUTING/OUTPUT) then the source manip
+    /// (`snat`, POSTROUTING/INPUT) as `nf_nat_setup_info` does, then insert.
+    /// `None` means the nat table was not consulted for that manip; pass
+    /// [`NatRange::null_binding`] when it was and no rule matched.
+    pub fn confirm(
+        &mut self,
+        new: NewConn,
+        dnat: Option<&crate::NatRange>,
+        snat: Option<&crate::NatRange>,
+        now_ns: u64,
+    ) -> Result<EntryId, InsertError> {
+        let mut e = new.entry;
+        if let Some(r) = dnat {
+            self.nat_setup_info(&mut e, r, crate::Manip::Dst, now_ns);
+        }
+        if let Some(r) = snat {
+            self.nat_setup_info(&mut e, r, crate::Manip::Src, now_ns);
+            // The port search gave up on a reserved port: nothing clashes in
+            // the table, but the port may not be used.
+            if let Some(t) = e.tuple[1].invert() {
+                if self.reserved_hit(&t, &e, crate::Manip::Src) {
+                    self.stats.insert_failed += 1;
+                    return Err(InsertError::Clash(Dir::Reply));
+                }
+            }
+        }
+        self.insert_entry(e, now_ns)
+    }
+
+    /// Restrict source-NAT choices to candidates whose reply tuple passes `f`
+    /// (for RSS: replies must hash to this worker's queue). Rejected candidates
+    /// count as taken in the kernel's port search; `None` removes the filter.
+    pub fn set_nat_reply_filter(&mut self, f: Option<ReplyFilter>) {
+        self.reply_filter = f;
+    }
+
+    /// Whether NAT may hand out `port` (not in the reserved list).
+    pub(crate) fn port_reserved(&self, port: u16) -> bool {
+        self.reserved[usize::from(port >> 6)] & (1u64 << (port & 63)) != 0
+    }
+}
+
+/// Dispatch to the protocol tracker (`nf_conntrack_handle_packet`).
+fn l4_packet(
+    cfg: &Cfg,
+    e: &mut Entry,
+    dir: Dir,
+    p: &PacketFacts,
+    now: u64,
+    ev: &mut Events,
+) -> TcpVerdict {
+    let Entry {
+        status: st,
+        timeout,
+        proto,
+        tuple,
+        ..
+    } = e;
+    match tuple[0].proto {
+        IPPROTO_TCP => {
+            if p.csum_bad {
+                return TcpVerdict::Invalid;
+            }
+            tcp::tcp_packet(st, timeout, proto, dir, &p.tcp, &cfg.tcp, now, ev)
+        }
+        IPPROTO_UDP => {
+            // udp_error()
+            if !p.l4_ok || u32::from(p.udp_len) > p.l4_len || p.udp_len < 8 || p.csum_bad {
+                return TcpVerdict::Invalid;
+            }
+            // nf_conntrack_udp_packet()
+            let ProtoInfo::Udp { stream_ts } = proto else {
+                return TcpVerdict::Invalid;
+            };
+            if *st & status::CONFIRMED == 0 {
+                *stream_ts = now + 2 * NS;
+            }
+            if *st & status::SEEN_REPLY != 0 {
+                let mut extra = cfg.udp;
+                let mut stream = false;
+                // Still active after two seconds? Extend timeout.
+                if now > *stream_ts {
+                    extra = cfg.udp_stream;
+                    stream = *st & status::ASSURED == 0;
+                }
+                tcp::refresh(*st, timeout, extra, now);
+                if *st & status::NAT_CLASH != 0 {
+                    return TcpVerdict::Accept;
+                }
+                if stream {
+                    *st |= status::ASSURED;
+                    ev.0 |= Events::ASSURED;
+                }
+            } else {
+                tcp::refresh(*st, timeout, cfg.udp, now);
+            }
+            TcpVerdict::Accept
+        }
+        IPPROTO_ICMP => {
+            // nf_conntrack_icmp_packet(): only request types create connections.
+            if !matches!(tuple[0].icmp_type(), 8 | 13 | 15 | 17) {
+                return TcpVerdict::Invalid;
+            }
+            tcp::refresh(*st, timeout, cfg.icmp, now);
+            TcpVerdict::Accept
+        }
+        _ => {
+            // generic_packet()
+            tcp::refresh(*st, timeout, cfg.generic, now);
+            TcpVerdict::Accept
+        }
+    }
+}
