@@ -11,6 +11,16 @@
 pub mod compile;
 pub mod ctx;
 pub mod error;
+pub mod eval_ref;
 pub mod model;
+pub mod names;
 pub mod parse;
 pub mod print;
+mod validate;
+
+pub use error::{ErrorKind, RulesError, RulesErrors};
+pub use parse::{
+    apply_restore, apply_restore_opts, check_restore, parse_restore, parse_restore_all,
+    parse_rule_spec, RestoreOptions,
+};
+pub use print::{print_rule, print_save};

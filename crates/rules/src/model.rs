@@ -254,6 +254,8 @@ impl CtStatusSet {
     pub const DYING: u32 = 1 << 9;
 }
 
+/// `-m conntrack`. Unlike `-s`/`-d`, the `--ctorig*/--ctrepl*` addresses keep
+/// their host bits (iptables prints them as given); compare them under the mask.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConntrackMatch {
     pub state: Option<Neg<CtStateSet>>,
@@ -423,10 +425,22 @@ pub enum Target {
     /// `-j CT --notrack`.
     CtNotrack,
     Tcpmss(TcpmssTarget),
-    Snat { range: NatRange, flags: NatFlags },
-    Dnat { range: NatRange, flags: NatFlags },
-    Masquerade { ports: Option<PortRange>, flags: NatFlags },
-    Redirect { ports: Option<PortRange>, flags: NatFlags },
+    Snat {
+        range: NatRange,
+        flags: NatFlags,
+    },
+    Dnat {
+        range: NatRange,
+        flags: NatFlags,
+    },
+    Masquerade {
+        ports: Option<PortRange>,
+        flags: NatFlags,
+    },
+    Redirect {
+        ports: Option<PortRange>,
+        flags: NatFlags,
+    },
 }
 
 impl Ruleset {
