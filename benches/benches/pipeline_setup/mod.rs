@@ -1,0 +1,288 @@
+//! What the pipeline benchmarks run: the seed topology, generated filter
+//! rulesets, batches of 64 frames and a harness that restores the frames
+//! before each batch. Shared by `benches/pipeline.rs` (criterion) and
+//! `examples/pipeline_count.rs` (callgrind, see `perf/callgrind.sh`), so the
+//! two measure the same thing.
+//!
+//! The forwarded packet: from the container 172.18.0.2 on docker0 to
+//! 93.184.216.34 (a host behind the default gateway 10.0.2.2 on eth0), one flow
+//! per frame (source ports 40000..40064). Every frame is checked to come out
+//! forwarded on eth0 before anything is measured.
+
+// Each user (bench, example) uses a part of this module.
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use fastables_dataplane::config::Config;
+use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
+use fastables_dataplane::pipeline::Pipeline;
+use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
+use fastables_packet::MacAddr;
+use fastables_rules::compile::{CompiledRuleset, RuleState};
+use fastables_rules::ctx::{IfIndex, PacketCtx, Verdict};
+use fastables_rules::model::{Hook, Table};
+
+/// The seed topology: eth0 10.0.2.15/24 + 1.2.3.56/24, docker0 172.18.0.1/16,
+/// default via 10.0.2.2, 1.1.1.1/32 via 1.2.3.4, static neighbors.
+pub const SEED_CONFIG: &str = include_str!("../../../demo/fastables.toml");
+/// The seed's own rules (mangle PREROUTING TTL, filter INPUT); a forwarded
+/// packet from docker0 walks the one mangle rule and no filter rule.
+pub const SEED_RULES: &str = include_str!("../../../demo/rules.v4");
+
+/// Frames per batch, as the worker's default burst.
+pub const BATCH: usize = 64;
+
+const ETH0_IF: IfIndex = 0;
+const DOCKER0_IF: IfIndex = 1;
+const DOCKER0_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x12, 0x00, 0x01]);
+const CONTAINER_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x12, 0x00, 0x02]);
+const CONTAINER_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);
+
+/// The frame size of a benchmark case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// UDP to port 53, 60 bytes (64 on the wire with the FCS; the pipeline
+    /// trims the Ethernet padding).
+    Udp64,
+    /// TCP ACK|PSH to port 443 with 1460 bytes of data: a 1500-byte datagram,
+    /// a 1514-byte frame (eth0's MTU is 1500, DF set: no fragmentation).
+    Tcp1500,
+}
+
+impl FrameKind {
+    /// Name used in bench ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Udp64 => "udp_64B",
+            FrameKind::Tcp1500 => "tcp_1500B",
+        }
+    }
+}
+
+/// Frame `i` of a batch of `kind`.
+pub fn frame(kind: FrameKind, i: usize) -> Vec<u8> {
+    let eth = EthSpec {
+        src: CONTAINER_MAC,
+        dst: DOCKER0_MAC,
+        vlan: None,
+        pad: true,
+    };
+    let ip = IpSpec {
+        src: CONTAINER_IP,
+        dst: REMOTE_IP,
+        ident: i as u16,
+        ..IpSpec::default()
+    };
+    let sport = 40000 + i as u16;
+    match kind {
+        FrameKind::Udp64 => {
+            let f = builder::udp_frame(
+                &eth,
+                &ip,
+                &UdpSpec {
+                    src_port: sport,
+                    dst_port: 53,
+                },
+                &[0u8; 18],
+            );
+            assert_eq!(f.len(), 60, "64 bytes on the wire with the FCS");
+            f
+        }
+        FrameKind::Tcp1500 => {
+            let f = builder::tcp_frame(
+                &eth,
+                &ip,
+                &TcpSpec {
+                    src_port: sport,
+                    dst_port: 443,
+                    seq: 1_000_000,
+                    ack: 2_000_000,
+                    flags: 0x18, // ACK | PSH
+                    window: 502,
+                    ..TcpSpec::default()
+                },
+                &[0x5a; 1460],
+            );
+            assert_eq!(f.len(), 1514, "a 1500-byte datagram");
+            f
+        }
+    }
+}
+
+/// Rule `i` of the filler: realistic FORWARD rules (port forwards to
+/// containers, per-subnet service rules, a blocklist, per-host REJECTs) that
+/// the benchmark packets never match.
+fn filler(i: usize) -> String {
+    let a = (i / 250) % 250;
+    let b = i % 250;
+    let port = 2000 + (i % 3000);
+    let host = 10 + i % 240;
+    match i % 5 {
+        0 => format!(
+            "-A FORWARD -s 10.{a}.{b}.0/24 -d 172.18.{b}.0/24 -p tcp -m tcp --dport {port} -j ACCEPT"
+        ),
+        1 => format!(
+            "-A FORWARD -d 172.18.{a}.{host}/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport {port} -j ACCEPT"
+        ),
+        2 => format!("-A FORWARD -s 172.18.0.0/16 -p udp -m udp --dport {port} -j ACCEPT"),
+        3 => format!("-A FORWARD -d 198.51.{a}.{b}/32 -j DROP"),
+        _ => format!(
+            "-A FORWARD -s 172.18.{a}.{host}/32 -p tcp -m multiport --dports {port},{} -j REJECT --reject-with icmp-port-unreachable",
+            port + 1
+        ),
+    }
+}
+
+/// A filter table whose FORWARD chain (policy DROP) has `n >= 2` rules; the
+/// packets match rule `n - 1` (second to last), so they walk `n - 1` rules.
+pub fn filter_rules(n: usize) -> String {
+    assert!(n >= 2, "the hit rule is second to last");
+    let mut s =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for i in 0..n - 2 {
+        s.push_str(&filler(i));
+        s.push('\n');
+    }
+    s.push_str("-A FORWARD -s 172.18.0.0/16 -i docker0 -o eth0 -j ACCEPT\n");
+    s.push_str(&filler(n - 2));
+    s.push_str("\nCOMMIT\n");
+    s
+}
+
+/// The rule text of a case name: `empty`, `seed`, or a number of filter rules.
+pub fn rules_text(name: &str) -> String {
+    match name {
+        "empty" => String::new(),
+        "seed" => SEED_RULES.to_string(),
+        n => filter_rules(
+            n.parse()
+                .expect("a ruleset name: empty, seed or a rule count"),
+        ),
+    }
+}
+
+/// The seed configuration.
+pub fn seed_config() -> Config {
+    Config::parse(SEED_CONFIG, "demo/fastables.toml").expect("the seed config parses")
+}
+
+/// `text` compiled for the seed's interfaces.
+pub fn compile(text: &str) -> Arc<CompiledRuleset> {
+    let cfg = seed_config();
+    let rs = fastables_rules::parse::parse_restore(text, "bench.rules").expect("bench rules parse");
+    Arc::new(CompiledRuleset::compile(&rs, &cfg.iface_names()).expect("bench rules compile"))
+}
+
+/// A pipeline over a batch of 64 frames, with the pristine frames to put back
+/// before each run (the pipeline rewrites TTL, checksum and MACs in place and
+/// trims padding).
+pub struct Harness {
+    pipeline: Pipeline,
+    mem: Vec<u8>,
+    pristine: Vec<Vec<u8>>,
+    frames: Vec<Frame>,
+    spares: Vec<FrameAddr>,
+    batch: Batch,
+}
+
+impl Harness {
+    /// A pipeline for the seed topology with `rules`, and a batch of `kind` frames.
+    pub fn new(rules: &str, kind: FrameKind) -> Harness {
+        let pipeline = Pipeline::new(&seed_config(), compile(rules)).expect("pipeline");
+        let pristine: Vec<Vec<u8>> = (0..BATCH).map(|i| frame(kind, i)).collect();
+        let frames = pristine
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Frame::rx((i * FRAME_SIZE) as FrameAddr, f.len() as u16, DOCKER0_IF))
+            .collect();
+        // Spare buffers for generated packets (none expected when forwarding).
+        let spares = (BATCH..3 * BATCH)
+            .map(|i| (i * FRAME_SIZE) as FrameAddr)
+            .collect();
+        let mut h = Harness {
+            pipeline,
+            mem: vec![0u8; 3 * BATCH * FRAME_SIZE],
+            pristine,
+            frames,
+            spares,
+            batch: Batch::with_capacity(BATCH),
+        };
+        h.restore();
+        h.run(1);
+        h.check();
+        h
+    }
+
+    /// Put the pristine frames and descriptors back (no allocation).
+    pub fn restore(&mut self) {
+        for (f, p) in self.frames.iter().zip(&self.pristine) {
+            let at = f.addr as usize;
+            self.mem[at..at + p.len()].copy_from_slice(p);
+        }
+        self.batch.clear();
+        self.batch.frames.extend_from_slice(&self.frames);
+        self.batch.spare.extend_from_slice(&self.spares);
+    }
+
+    /// The measured part: one batch through the pipeline.
+    #[inline(always)]
+    pub fn run(&mut self, now_ns: u64) {
+        self.pipeline
+            .process_batch(black_box(now_ns), &mut self.mem, &mut self.batch);
+        black_box(&self.batch.frames);
+    }
+
+    /// Panics unless every frame of the last run was forwarded on eth0 with
+    /// nothing generated.
+    pub fn check(&self) {
+        assert_eq!(self.batch.frames.len(), BATCH);
+        for f in &self.batch.frames {
+            assert_eq!(
+                f.action,
+                Action::Forward { port: ETH0_IF },
+                "every bench frame must be forwarded on eth0"
+            );
+        }
+        assert!(self.batch.generated.is_empty(), "nothing generated");
+    }
+}
+
+/// The rule-evaluation part alone: filter FORWARD on the context the pipeline
+/// builds for frame `i` (after the TTL decrement).
+pub fn forward_ctx(kind: FrameKind, i: usize) -> PacketCtx {
+    let mut p = PacketCtx::new();
+    p.src = u32::from(CONTAINER_IP);
+    p.dst = u32::from(REMOTE_IP);
+    p.ttl = 63;
+    p.has_l4 = true;
+    p.sport = 40000 + i as u16;
+    match kind {
+        FrameKind::Udp64 => {
+            p.proto = 17;
+            p.len = 46;
+            p.dport = 53;
+        }
+        FrameKind::Tcp1500 => {
+            p.proto = 6;
+            p.len = 1500;
+            p.dport = 443;
+            p.tcp_flags = 0x18;
+        }
+    }
+    p.in_if = Some(DOCKER0_IF);
+    p.out_if = Some(ETH0_IF);
+    p
+}
+
+/// Panics unless filter FORWARD accepts `ctx` under `rules` (the hit rule or
+/// the empty ruleset's ACCEPT).
+pub fn check_forward_accept(rules: &CompiledRuleset, ctx: &PacketCtx) {
+    let mut state = RuleState::new(rules);
+    let mut c = *ctx;
+    let v = rules.run(Table::Filter, Hook::Forward, &mut c, &mut state, 0);
+    assert_eq!(v, Verdict::Accept, "the bench packet must be accepted");
+}
