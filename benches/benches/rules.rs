@@ -47,7 +47,7 @@ fn filler(i: usize) -> Rule {
             inv: false,
             val: Ipv4Net {
                 addr: Ipv4Addr::new(10, (i / 256) as u8, (i % 256) as u8, 0),
-                len: 24,
+                mask: 0xffff_ff00,
             },
         }),
         in_iface: i.is_multiple_of(3).then(|| Neg {
@@ -80,7 +80,7 @@ fn hit_rule() -> Rule {
             inv: false,
             val: Ipv4Net {
                 addr: Ipv4Addr::new(192, 168, 1, 0),
-                len: 24,
+                mask: 0xffff_ff00,
             },
         }),
         proto: Some(Neg { inv: false, val: 6 }),

@@ -310,7 +310,7 @@ struct Net {
 
 impl Net {
     fn from(n: &Neg<Ipv4Net>) -> Net {
-        let mask = prefix_mask(n.val.len);
+        let mask = n.val.mask;
         Net {
             addr: u32::from(n.val.addr) & mask,
             mask,
@@ -663,14 +663,6 @@ fn nft_limit_step(b: &mut Bucket, cost: u64, max: u64, now_ns: u64) -> bool {
 
 // ---------------------------------------------------------------------------
 // Helpers shared with the reference evaluator
-
-pub(crate) fn prefix_mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
-    }
-}
 
 /// The kernel's interface name comparison: exact, or prefix with a trailing `+`.
 pub(crate) fn iface_matches(pattern: &str, name: &str) -> bool {
@@ -1832,10 +1824,7 @@ mod tests {
     }
 
     fn net(a: [u8; 4], len: u8) -> Ipv4Net {
-        Ipv4Net {
-            addr: Ipv4Addr::from(a),
-            len,
-        }
+        Ipv4Net::prefix(Ipv4Addr::from(a), len)
     }
 
     fn pos<T>(val: T) -> Neg<T> {
@@ -1969,6 +1958,57 @@ mod tests {
         ));
         // An unmasked address is masked like iptables does.
         assert!(hit(r(Some(pos(net([10, 9, 9, 9], 8))), None), &p));
+    }
+
+    #[test]
+    fn non_contiguous_masks() {
+        let p = tcp_pkt([10, 1, 2, 3], [192, 168, 1, 1], 1000, 80);
+        let d = |a: [u8; 4], m: [u8; 4]| Ipv4Net {
+            addr: Ipv4Addr::from(a),
+            mask: u32::from(Ipv4Addr::from(m)),
+        };
+        let r = |src: Option<Neg<Ipv4Net>>, dst: Option<Neg<Ipv4Net>>| Rule {
+            src,
+            dst,
+            ..rule(Target::Accept)
+        };
+        // 10.1.2.3 & 255.0.255.0 == 10.0.2.0
+        assert!(hit(
+            r(Some(pos(d([10, 0, 2, 0], [255, 0, 255, 0]))), None),
+            &p
+        ));
+        assert!(!hit(
+            r(Some(neg(d([10, 0, 2, 0], [255, 0, 255, 0]))), None),
+            &p
+        ));
+        assert!(!hit(
+            r(Some(pos(d([10, 0, 1, 0], [255, 0, 255, 0]))), None),
+            &p
+        ));
+        assert!(hit(r(Some(pos(d([0, 0, 0, 3], [0, 0, 0, 255]))), None), &p));
+        assert!(!hit(
+            r(None, Some(pos(d([0, 0, 0, 2], [0, 0, 0, 255])))),
+            &p
+        ));
+        assert!(hit(r(None, Some(neg(d([0, 0, 0, 2], [0, 0, 0, 255])))), &p));
+        // Host bits outside the mask are ignored, as for prefixes.
+        assert!(hit(
+            r(Some(pos(d([10, 9, 2, 9], [255, 0, 255, 0]))), None),
+            &p
+        ));
+        // Conntrack tuple addresses too.
+        let mut p = p;
+        p.ct = tracked(CtStateSet::ESTABLISHED);
+        p.ct.orig_src = ip([10, 1, 2, 3]);
+        let ct = |n: Neg<Ipv4Net>| {
+            with_matches(vec![Match::Conntrack(ConntrackMatch {
+                orig_src: Some(n),
+                ..Default::default()
+            })])
+        };
+        assert!(hit(ct(pos(d([10, 7, 2, 7], [255, 0, 255, 0]))), &p));
+        assert!(!hit(ct(pos(d([10, 7, 3, 7], [255, 0, 255, 0]))), &p));
+        assert!(hit(ct(neg(d([10, 7, 3, 7], [255, 0, 255, 0]))), &p));
     }
 
     #[test]

@@ -496,11 +496,7 @@ fn set_ctmark(ctx: &mut PacketCtx, v: u32) {
 }
 
 fn net_has(n: &Ipv4Net, a: u32) -> bool {
-    let len = u32::from(n.len.min(32));
-    if len == 0 {
-        return true;
-    }
-    (a >> (32 - len)) == (u32::from(n.addr) >> (32 - len))
+    a & n.mask == u32::from(n.addr) & n.mask
 }
 
 fn port_ok(p: &Option<Neg<PortRange>>, v: u16) -> bool {

@@ -117,11 +117,57 @@ pub struct Neg<T> {
     pub val: T,
 }
 
-/// An IPv4 prefix; `addr` is already masked (iptables masks `-s 10.1.2.3/8` to `10.0.0.0/8`).
+/// An IPv4 address with a mask, which need not be a prefix (iptables accepts
+/// `-s 10.0.0.0/255.0.255.0`). For `-s`/`-d`, `addr` is already masked
+/// (iptables masks `-s 10.1.2.3/8` to `10.0.0.0/8`); conntrack addresses keep
+/// their host bits. A packet address `a` matches when `a & mask == addr & mask`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ipv4Net {
     pub addr: Ipv4Addr,
-    pub len: u8,
+    /// The mask in host byte order: `0xffff_ff00` for `/24`.
+    pub mask: u32,
+}
+
+impl Ipv4Net {
+    /// `addr/len`, with `addr` taken as given; a length above 32 means 32.
+    pub const fn prefix(addr: Ipv4Addr, len: u8) -> Ipv4Net {
+        Ipv4Net {
+            addr,
+            mask: Ipv4Net::prefix_mask(len),
+        }
+    }
+
+    /// The mask of a prefix length: `/24` is `0xffff_ff00`; above 32 means 32.
+    pub const fn prefix_mask(len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else if len >= 32 {
+            u32::MAX
+        } else {
+            u32::MAX << (32 - len as u32)
+        }
+    }
+
+    /// The prefix length when the mask is contiguous (`255.255.0.0` is 16),
+    /// `None` for a mask such as `255.0.255.0`.
+    pub const fn prefix_len(&self) -> Option<u8> {
+        let ones = self.mask.leading_ones();
+        if ones + self.mask.trailing_zeros() >= 32 {
+            Some(ones as u8)
+        } else {
+            None
+        }
+    }
+
+    /// The mask as a dotted quad.
+    pub const fn mask_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from_bits(self.mask)
+    }
+
+    /// Whether `a` (host byte order) matches: `a & mask == addr & mask`.
+    pub const fn contains(&self, a: u32) -> bool {
+        (a ^ self.addr.to_bits()) & self.mask == 0
+    }
 }
 
 /// An interface name as written, possibly ending in `+` (prefix wildcard).

@@ -19,7 +19,7 @@
 //!   REDIRECT.
 //!
 //! Not supported (an error names them): other matches and targets, hostnames
-//! (except `localhost`), non-contiguous masks, `-j CT` without `--notrack`,
+//! (except `localhost`), `-j CT` without `--notrack`,
 //! conntrack `--ctproto/--ctexpire/--ctdir/--ctrepl*port`.
 
 use std::collections::HashMap;
@@ -620,14 +620,6 @@ fn bad(tok: &str, msg: impl Into<String>) -> Problem {
     Problem::new(ErrorKind::BadValue, tok, msg)
 }
 
-fn prefix_to_mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    }
-}
-
 /// An address as iptables reads it: 1 to 4 dotted decimal parts (missing ones
 /// are 0), or `localhost`.
 fn parse_addr(s: &str) -> PResult<Ipv4Addr> {
@@ -666,38 +658,30 @@ fn parse_addr(s: &str) -> PResult<Ipv4Addr> {
 fn parse_net(s: &str) -> PResult<Ipv4Net> {
     let n = parse_net_raw(s)?;
     Ok(Ipv4Net {
-        addr: Ipv4Addr::from(u32::from(n.addr) & prefix_to_mask(n.len)),
-        len: n.len,
+        addr: Ipv4Addr::from(u32::from(n.addr) & n.mask),
+        mask: n.mask,
     })
 }
 
 /// `addr[/len|/dotted-mask]` with the host bits kept (conntrack addresses:
-/// iptables prints them as given; the compiler masks).
+/// iptables prints them as given; the compiler masks). A dotted mask need not
+/// be contiguous: iptables keeps `255.0.255.0` as it is.
 fn parse_net_raw(s: &str) -> PResult<Ipv4Net> {
     let (a, m) = match s.split_once('/') {
         Some((a, m)) => (a, Some(m)),
         None => (s, None),
     };
     let addr = parse_addr(a)?;
-    let len = match m {
-        None => 32,
-        Some(m) if m.contains('.') => {
-            let mask = u32::from(parse_addr(m).map_err(|_| {
-                bad(
-                    s,
-                    format!("invalid mask `{m}`: use a prefix length 0-32 or a dotted mask"),
-                )
-            })?);
-            if mask.leading_ones() + mask.trailing_zeros() != 32 {
-                return Err(bad(
-                    s,
-                    format!("non-contiguous mask `{m}` is not supported: use a prefix length 0-32"),
-                ));
-            }
-            mask.leading_ones() as u8
-        }
+    let mask = match m {
+        None => u32::MAX,
+        Some(m) if m.contains('.') => u32::from(parse_addr(m).map_err(|_| {
+            bad(
+                s,
+                format!("invalid mask `{m}`: use a prefix length 0-32 or a dotted mask"),
+            )
+        })?),
         Some(m) => match parse_c_uint(m) {
-            Some(v) if v <= 32 => v as u8,
+            Some(v) if v <= 32 => Ipv4Net::prefix_mask(v as u8),
             _ => {
                 return Err(bad(
                     s,
@@ -706,7 +690,7 @@ fn parse_net_raw(s: &str) -> PResult<Ipv4Net> {
             }
         },
     };
-    Ok(Ipv4Net { addr, len })
+    Ok(Ipv4Net { addr, mask })
 }
 
 /// `inet_aton`: 1 to 4 parts (`a`, `a.b` = a.0.0.b, `a.b.c` = a.b.0.c),
@@ -752,15 +736,12 @@ fn parse_ct_net(s: &str) -> PResult<Ipv4Net> {
                     format!("invalid mask `{m}`: use a prefix length 0-32 or a dotted mask"),
                 )
             })?;
-            Ok(Ipv4Net {
-                addr,
-                len: len.min(32) as u8,
-            })
+            Ok(Ipv4Net::prefix(addr, len.min(32) as u8))
         }
-        None => Ok(Ipv4Net { addr, len: 32 }),
+        None => Ok(Ipv4Net::prefix(addr, 32)),
         Some(m) => Ok(Ipv4Net {
             addr,
-            len: parse_net_raw(&format!("0.0.0.0/{m}"))?.len,
+            mask: parse_net_raw(&format!("0.0.0.0/{m}"))?.mask,
         }),
     }
 }
@@ -1481,6 +1462,13 @@ fn check_multiport_proto(proto: Option<Neg<u8>>) -> PResult<()> {
     }
 }
 
+/// A port test that iptables-nft turns into a payload expression: anything but
+/// the plain full range `0:65535`, which it leaves out (so that only the xtables
+/// match remains, which the kernel refuses after a negated `-p`).
+fn payload_port(p: &Option<Neg<PortRange>>) -> bool {
+    p.is_some_and(|p| p.inv || p.val.lo != 0 || p.val.hi != 65535)
+}
+
 fn finish_match(m: MState, proto: Option<Neg<u8>>) -> PResult<Match> {
     let name = m.kind.name();
     let need = |opt: &str| {
@@ -1500,7 +1488,8 @@ fn finish_match(m: MState, proto: Option<Neg<u8>>) -> PResult<Match> {
                 ));
             }
             if matches!(proto, Some(Neg { inv: true, .. }))
-                && (m.seen.is_empty() || t.option.is_some())
+                && (!(payload_port(&t.sport) || payload_port(&t.dport) || t.flags.is_some())
+                    || t.option.is_some())
             {
                 // iptables-nft turns these into the xtables tcp match, which the
                 // kernel refuses after `! -p tcp`.
@@ -1520,7 +1509,9 @@ fn finish_match(m: MState, proto: Option<Neg<u8>>) -> PResult<Match> {
                     "the udp match requires `-p udp`",
                 ));
             }
-            if matches!(proto, Some(Neg { inv: true, .. })) && m.seen.is_empty() {
+            if matches!(proto, Some(Neg { inv: true, .. }))
+                && !(payload_port(&u.sport) || payload_port(&u.dport))
+            {
                 return Err(Problem::new(
                     ErrorKind::NotAllowed,
                     "-m udp",
@@ -2420,7 +2411,7 @@ fn expand_addrs(a: &Option<(bool, String)>) -> PResult<Vec<Option<Neg<Ipv4Net>>>
             let mut v = Vec::new();
             for p in parts {
                 let n = parse_net(p)?;
-                if n.len == 0 {
+                if n.mask == 0 {
                     if *inv {
                         return Err(bad(s, "`! 0.0.0.0/0` would never match: remove it"));
                     }
@@ -3690,6 +3681,60 @@ mod tests {
         assert_eq!(limit_from_avg(10000 * 60 / 7), (7, LimitUnit::Minute));
         assert_eq!(limit_from_avg(10000 * 86400 / 24), (1, LimitUnit::Hour));
         assert_eq!(limit_from_avg(10000 * 3600 / 3), (3, LimitUnit::Hour));
+    }
+
+    #[test]
+    fn non_contiguous_masks() {
+        let n = |s: &str| parse_net(s).unwrap();
+        let m = |a: [u8; 4]| u32::from(Ipv4Addr::from(a));
+        // Kept as given, the address masked, as iptables does.
+        let x = n("10.20.30.40/0.0.0.255");
+        assert_eq!((x.addr, x.mask), (Ipv4Addr::new(0, 0, 0, 40), 0xff));
+        assert_eq!(x.prefix_len(), None);
+        let x = n("10.1.2.3/255.0.255.0");
+        assert_eq!(
+            (x.addr, x.mask),
+            (Ipv4Addr::new(10, 0, 2, 0), m([255, 0, 255, 0]))
+        );
+        // Contiguous dotted masks are prefixes.
+        assert_eq!(n("10.1.2.3/255.255.0.0"), n("10.1.0.0/16"));
+        assert_eq!(n("1.2.3.4/0.0.0.0").prefix_len(), Some(0));
+        assert_eq!(n("1.2.3.4").prefix_len(), Some(32));
+        // Printed dotted, as iptables-save does; prefixes stay `/len`.
+        let cases = [
+            (
+                "-A INPUT -s 10.0.0.0/255.0.255.0 -j ACCEPT",
+                "-A INPUT -s 10.0.0.0/255.0.255.0 -j ACCEPT",
+            ),
+            (
+                "-A INPUT -s 10.20.30.40/0.0.0.255 -j ACCEPT",
+                "-A INPUT -s 0.0.0.40/0.0.0.255 -j ACCEPT",
+            ),
+            (
+                "-A INPUT ! -d 172.16.5.5/255.255.0.255 -j DROP",
+                "-A INPUT ! -d 172.16.0.5/255.255.0.255 -j DROP",
+            ),
+            (
+                "-A INPUT -s 10.1.2.3/255.255.255.0 -j DROP",
+                "-A INPUT -s 10.1.2.0/24 -j DROP",
+            ),
+            (
+                "-A INPUT -s 1.2.3.4/255.255.255.255 -j DROP",
+                "-A INPUT -s 1.2.3.4/32 -j DROP",
+            ),
+            (
+                "-A INPUT -m conntrack --ctorigsrc 1.2.3.4/255.0.255.0 ! --ctrepldst 5.6.7.8/255.255.255.0 --ctorigdst 9.9.9.9/255.255.255.255",
+                "-A INPUT -m conntrack --ctorigsrc 1.2.3.4/255.0.255.0 --ctorigdst 9.9.9.9 ! --ctrepldst 5.6.7.8/24",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(one("filter", input).unwrap(), want, "`{input}`");
+            // The printed form reads back to the same rule.
+            assert_eq!(one("filter", want).unwrap(), want, "`{want}`");
+        }
+        // Masks that are not addresses are still refused.
+        assert!(one("filter", "-A INPUT -s 1.2.3.4/255.0.256.0").is_err());
+        assert!(one("filter", "-A INPUT -s 1.2.3.4/33").is_err());
     }
 
     /// Printing then re-parsing gives the same ruleset (save output is a fixed point).

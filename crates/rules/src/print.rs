@@ -163,7 +163,20 @@ fn bang(inv: bool) -> &'static str {
 }
 
 fn net(s: &mut String, flag: &str, n: &Neg<Ipv4Net>) {
-    let _ = write!(s, "{} {} {}/{}", bang(n.inv), flag, n.val.addr, n.val.len);
+    let _ = write!(s, "{} {} {}", bang(n.inv), flag, n.val.addr);
+    mask(s, &n.val);
+}
+
+/// `/len` for a prefix, the dotted mask otherwise (`xtables_ipmask_to_numeric`).
+fn mask(s: &mut String, n: &Ipv4Net) {
+    match n.prefix_len() {
+        Some(len) => {
+            let _ = write!(s, "/{len}");
+        }
+        None => {
+            let _ = write!(s, "/{}", n.mask_addr());
+        }
+    }
 }
 
 fn ports(r: &PortRange) -> String {
@@ -234,8 +247,8 @@ fn state_list(v: u8) -> String {
 fn ct_net(s: &mut String, name: &str, n: &Option<Neg<Ipv4Net>>) {
     if let Some(n) = n {
         let _ = write!(s, "{} --{} {}", bang(n.inv), name, n.val.addr);
-        if n.val.len != 32 {
-            let _ = write!(s, "/{}", n.val.len);
+        if n.val.mask != u32::MAX {
+            mask(s, &n.val);
         }
     }
 }

@@ -21,7 +21,7 @@ fn neg<T: std::fmt::Debug + Clone + 'static>(
 }
 
 fn net() -> impl Strategy<Value = Ipv4Net> {
-    prop_oneof![
+    let prefix = prop_oneof![
         Just(([10, 0, 0, 0], 8)),
         Just(([10, 0, 0, 0], 24)),
         Just(([10, 0, 0, 1], 32)),
@@ -29,10 +29,18 @@ fn net() -> impl Strategy<Value = Ipv4Net> {
         Just(([192, 168, 0, 0], 16)),
         Just(([0, 0, 0, 0], 0)),
     ]
-    .prop_map(|(a, len)| Ipv4Net {
+    .prop_map(|(a, len)| Ipv4Net::prefix(Ipv4Addr::from(a), len));
+    // Non-contiguous masks, as `-s 10.0.0.0/255.0.255.0` gives.
+    let dotted = prop_oneof![
+        Just(([10, 0, 0, 0], [255, 0, 255, 0])),
+        Just(([0, 0, 0, 1], [0, 0, 0, 255])),
+        Just(([0, 0, 1, 0], [0, 255, 255, 0])),
+    ]
+    .prop_map(|(a, m)| Ipv4Net {
         addr: Ipv4Addr::from(a),
-        len,
-    })
+        mask: u32::from(Ipv4Addr::from(m)),
+    });
+    prop_oneof![4 => prefix, 1 => dotted]
 }
 
 fn addr() -> impl Strategy<Value = u32> {

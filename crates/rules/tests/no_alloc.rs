@@ -86,10 +86,7 @@ fn ruleset() -> Ruleset {
     let everything = Rule {
         src: Some(Neg {
             inv: false,
-            val: Ipv4Net {
-                addr: Ipv4Addr::new(10, 0, 0, 0),
-                len: 8,
-            },
+            val: Ipv4Net::prefix(Ipv4Addr::new(10, 0, 0, 0), 8),
         }),
         in_iface: Some(Neg {
             inv: true,
@@ -109,10 +106,7 @@ fn ruleset() -> Ruleset {
                 }),
                 orig_src: Some(Neg {
                     inv: false,
-                    val: Ipv4Net {
-                        addr: Ipv4Addr::new(10, 0, 0, 0),
-                        len: 8,
-                    },
+                    val: Ipv4Net::prefix(Ipv4Addr::new(10, 0, 0, 0), 8),
                 }),
                 ..Default::default()
             }),
