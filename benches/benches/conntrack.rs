@@ -12,7 +12,13 @@ use fastables_conntrack::{NatRange, PacketFacts, Table, TableConfig, Track, Tupl
 const SRV: u32 = 0x0808_0808;
 
 fn flow(i: u32) -> Tuple {
-    Tuple::new(IPPROTO_TCP, 0x0a00_0000 + i / 50_000, 1024 + (i % 50_000) as u16, SRV, 80)
+    Tuple::new(
+        IPPROTO_TCP,
+        0x0a00_0000 + i / 50_000,
+        1024 + (i % 50_000) as u16,
+        SRV,
+        80,
+    )
 }
 
 /// A table holding `n` entries (one of them a fully established TCP flow) and
@@ -37,9 +43,22 @@ fn filled(n: u32) -> Table {
 fn establish(t: &mut Table) -> (PacketFacts<'static>, Tuple) {
     let o = flow(0);
     let syn = PacketFacts::tcp(o.src, o.sport, o.dst, o.dport, SYN, 1000, 0, 64240, 0, &[]);
-    let Track::New(n) = t.track(&syn, 0) else { panic!("SYN not new") };
+    let Track::New(n) = t.track(&syn, 0) else {
+        panic!("SYN not new")
+    };
     t.confirm(n, None, None, 0).unwrap();
-    let sa = PacketFacts::tcp(o.dst, o.dport, o.src, o.sport, SYN | ACK, 5000, 1001, 65160, 0, &[]);
+    let sa = PacketFacts::tcp(
+        o.dst,
+        o.dport,
+        o.src,
+        o.sport,
+        SYN | ACK,
+        5000,
+        1001,
+        65160,
+        0,
+        &[],
+    );
     assert!(matches!(t.track(&sa, 0), Track::Tracked(_)));
     let ack = PacketFacts::tcp(o.src, o.sport, o.dst, o.dport, ACK, 1001, 5001, 502, 0, &[]);
     assert!(matches!(t.track(&ack, 0), Track::Tracked(_)));
@@ -90,7 +109,18 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("new_conn_snat_insert_remove", name), |b| {
             b.iter(|| {
                 i = i.wrapping_add(1);
-                let p = PacketFacts::tcp(0xac12_0000 + (i >> 16), i as u16, SRV, 443, SYN, i, 0, 64240, 0, &[]);
+                let p = PacketFacts::tcp(
+                    0xac12_0000 + (i >> 16),
+                    i as u16,
+                    SRV,
+                    443,
+                    SYN,
+                    i,
+                    0,
+                    64240,
+                    0,
+                    &[],
+                );
                 if let Track::New(nc) = t.track(&p, 2) {
                     if let Ok(id) = t.confirm(nc, None, Some(&range), 2) {
                         black_box(t.remove(id));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use fastables_dataplane::io::Worker;
 use fastables_dataplane::offline::{self, OfflineInput, OfflinePort};
-use fastables_dataplane::pipeline::Pipeline;
+use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
 use fastables_rules::print;
 
 use crate::rulescmd::{compile, load_config_and_rules};
@@ -24,11 +24,13 @@ pub struct SimArgs {
     /// Where to write DIR/<iface>.pcap (created if missing; existing files are replaced).
     #[arg(long = "out-dir", value_name = "DIR")]
     pub out_dir: PathBuf,
-    /// Seed for the run's random choices. Nothing in the pipeline is random yet
-    /// (NAT port selection will be); the same inputs always give the same output.
+    /// Seed for the run's random choices (conntrack hash keys, NAT port choice
+    /// with --random/--random-fully); the same inputs and seed give the same output.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
-    /// Print the final connection table in `conntrack -L` format (not supported yet).
+    /// Print the final connection table in `conntrack -L` format, at the time of
+    /// the last frame (entries sorted by protocol and ORIGINAL tuple; the
+    /// kernel lists them in hash order). The summary line goes to stderr.
     #[arg(long)]
     pub conntrack: bool,
     /// Write the ruleset with its final counters to FILE, as `iptables-save -c` prints it.
@@ -38,14 +40,6 @@ pub struct SimArgs {
 
 /// `fastables sim ...`.
 pub fn run(a: &SimArgs) -> Result<(), CliError> {
-    if a.conntrack {
-        return Err(CliError::Unsupported(
-            "`fastables sim --conntrack`: conntrack is not implemented yet".to_string(),
-        ));
-    }
-    // Nothing consumes the seed yet; it is part of the interface so that runs
-    // stay reproducible once NAT port selection uses it.
-    let _ = a.seed;
     let (cfg, rs) = load_config_and_rules(&a.config)?;
     let rules_file = cfg
         .rules
@@ -54,9 +48,15 @@ pub fn run(a: &SimArgs) -> Result<(), CliError> {
         .unwrap_or_default();
     let names = cfg.iface_names();
     let compiled = Arc::new(compile(&rs, &names, &rules_file)?);
-    let pipeline = Pipeline::new(&cfg, Arc::clone(&compiled)).map_err(|e| CliError::Pipeline {
-        file: a.config.display().to_string(),
-        source: e,
+    let opts = PipelineOptions {
+        conntrack_seed: a.seed,
+        ..PipelineOptions::default()
+    };
+    let pipeline = Pipeline::with_options(&cfg, Arc::clone(&compiled), opts).map_err(|e| {
+        CliError::Pipeline {
+            file: a.config.display().to_string(),
+            source: e,
+        }
     })?;
     let batch = cfg.workers.batch;
     let mut worker = Worker::new(pipeline, batch);
@@ -80,6 +80,9 @@ pub fn run(a: &SimArgs) -> Result<(), CliError> {
         );
     }
     print!("{summary}");
+    if a.conntrack {
+        print_conntrack(worker.pipeline(), summary.last_ns);
+    }
 
     if let Some(path) = &a.save_counters {
         let with = compiled.counters_into(&rs, &[worker.pipeline().rule_state()]);
@@ -89,4 +92,27 @@ pub fn run(a: &SimArgs) -> Result<(), CliError> {
         })?;
     }
     Ok(())
+}
+
+/// `conntrack -L` of the pipeline's table at `now_ns`: lines on stdout, the
+/// tool's summary on stderr. Sorted by protocol and ORIGINAL tuple (stable
+/// across runs); the kernel's order is its hash order.
+fn print_conntrack(p: &Pipeline, now_ns: u64) {
+    let mut entries: Vec<_> = p
+        .conntrack()
+        .map(|t| {
+            t.iter()
+                .map(|(_, e)| e)
+                .filter(|e| !e.is_expired(now_ns))
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort_by_key(|e| {
+        let o = e.orig();
+        (o.proto, o.src, o.dst, o.sport, o.dport)
+    });
+    for e in &entries {
+        println!("{}", fastables_conntrack::format_entry(e, now_ns));
+    }
+    eprintln!("{}", fastables_conntrack::format_summary(entries.len()));
 }

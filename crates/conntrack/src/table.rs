@@ -1046,6 +1046,20 @@ impl Table {
         self.insert_entry(e, now_ns)
     }
 
+    /// Apply one manip to a new connection now (`nf_nat_setup_info`): the
+    /// destination manip in PREROUTING/OUTPUT, so that routing sees the new
+    /// destination before the source manip is chosen in POSTROUTING.
+    /// [`Table::confirm`] skips a manip that is already done.
+    pub fn nat_setup(
+        &mut self,
+        new: &mut NewConn,
+        range: &crate::NatRange,
+        manip: crate::Manip,
+        now_ns: u64,
+    ) {
+        self.nat_setup_info(&mut new.entry, range, manip, now_ns);
+    }
+
     /// Restrict source-NAT choices to candidates whose reply tuple passes `f`
     /// (for RSS: replies must hash to this worker's queue). Rejected candidates
     /// count as taken in the kernel's port search; `None` removes the filter.

@@ -68,9 +68,16 @@ drop_reasons! {
     FilterDrop => "filter_drop",
     /// A REJECT rule fired (the reply was generated).
     Rejected => "rejected",
-    /// A NAT target fired: NAT is not executed yet, the packet is dropped rather than
-    /// sent untranslated.
-    NatNotSupported => "nat_not_supported",
+    /// A NAT target could not run: MASQUERADE or REDIRECT found no address on the
+    /// device (the kernel drops the packet too).
+    NatNoAddress => "nat_no_address",
+    /// The conntrack table is full and no entry could be evicted ("nf_conntrack:
+    /// table full, dropping packet"): raise `[conntrack] max`.
+    ConntrackFull => "conntrack_full",
+    /// A new connection could not be inserted: its (NAT-chosen) tuple clashes with
+    /// another connection (NAT range exhausted) or a hash chain is too long
+    /// (the kernel's `insert_failed`).
+    ConntrackInsertFailed => "conntrack_insert_failed",
     /// DF set and the packet is larger than the egress MTU (an ICMP fragmentation needed was sent).
     FragNeeded => "frag_needed",
     /// Too large for the egress MTU and cannot be fragmented: a locally generated
@@ -78,6 +85,11 @@ drop_reasons! {
     FragmentationUnsupported => "fragmentation_unsupported",
     /// A fragment addressed to us: reassembly is not implemented.
     LocalFragment => "local_fragment",
+    /// A fragment while conntrack is loaded: the kernel reassembles it first
+    /// (nf_defrag_ipv4) so that conntrack and NAT see the whole datagram;
+    /// fastables does not reassemble yet, and drops it rather than forward it
+    /// untracked (and so untranslated).
+    FragmentNotReassembled => "fragment_not_reassembled",
     /// Addressed to us with a wrong TCP/UDP/ICMP checksum (the kernel's csum_error: no answer).
     BadL4Checksum => "bad_l4_checksum",
     /// Addressed to us, but nothing listens (TCP: RST sent, UDP: port unreachable sent,

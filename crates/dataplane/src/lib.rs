@@ -14,7 +14,9 @@
 //!   ([`icmp`], [`log`]); every drop has a [`drop::DropReason`].
 //! - [`io`]: the [`io::PacketIo`] port trait and the [`io::Worker`] loop.
 //!
-//! Not here yet: conntrack and NAT (NAT targets drop the packet, counted), IP
+//! - [`nat`]: conntrack and NAT glue (facts for the conntrack crate, packet rewrites).
+//!
+//! Not here yet: IP
 //! reassembly (forwarded datagrams are fragmented, [`frag`]), ICMP redirects, ARP hold queues, VLANs, IPv6.
 //! The pipeline's differences from the kernel are listed in [`pipeline`].
 #![deny(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod icmp;
 pub mod iface;
 pub mod io;
 pub mod log;
+pub mod nat;
 pub mod neigh;
 pub mod offline;
 pub mod pcap;

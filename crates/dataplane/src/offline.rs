@@ -113,6 +113,8 @@ pub struct Summary {
     pub interfaces: Vec<IfaceTotals>,
     /// Drop counters with a non-zero count, in [`DropReason::ALL`] order.
     pub drops: Vec<(DropReason, u64)>,
+    /// The capture time of the last frame, in nanoseconds (0 without frames).
+    pub last_ns: u64,
 }
 
 impl Summary {
@@ -439,6 +441,7 @@ pub fn run(
             });
         }
     }
+    let last_ns = port.now;
     let interfaces = port.finish()?;
     let drops = worker
         .pipeline()
@@ -447,7 +450,11 @@ pub fn run(
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect();
-    Ok(Summary { interfaces, drops })
+    Ok(Summary {
+        interfaces,
+        drops,
+        last_ns,
+    })
 }
 
 #[cfg(test)]

@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! parse ─ L2 (ours / broadcast / multicast, else OTHERHOST drop) ─ ARP → arp_process
-//!   PREROUTING raw ─ [conntrack in: not yet] ─ mangle ─ nat (NAT not executed yet)
+//!   (conntrack loaded: fragments dropped, no reassembly yet)
+//!   PREROUTING raw ─ conntrack in ─ mangle ─ nat (DNAT, first packet only)
 //!   route_input (martians, local table, LPM)
 //!   ├─ local / broadcast → INPUT mangle ─ filter ─ nat → local delivery
 //!   │     ICMP echo → echo reply; TCP → RST; UDP → port unreachable;
 //!   │     other protocols → protocol unreachable; IGMP / other ICMP consumed
 //!   └─ forward (ip_forward): TTL <= 1 → time exceeded; DF and > MTU → frag needed;
-//!         TTL-1; FORWARD mangle ─ filter; POSTROUTING mangle ─ nat;
-//!         neighbor → L2 rewrite → (> MTU without DF: fragments) → tx
+//!         TTL-1; FORWARD mangle ─ filter; POSTROUTING mangle ─ nat (SNAT) ─ confirm;
+//!         NAT rewrite ─ neighbor → L2 rewrite → (> MTU without DF: fragments) → tx
 //! generated (ICMP errors, RSTs, echo replies): OUTPUT raw ─ mangle ─ nat ─ filter,
 //!   POSTROUTING mangle ─ nat, neighbor (unresolved → ARP request instead) → tx
 //! ```
@@ -23,14 +24,15 @@
 //! `-j LOG` (a line into the [`LogQueue`]), `MARK` (kept in the context across
 //! hooks).
 //!
-//! Conntrack hook point: the conntrack crate comes next. Until then every packet
-//! is UNTRACKED for the rules (`ctx.ct = CtCtx::untracked()`), `NOTRACK` only
-//! marks that, and a NAT target that fires drops the packet
-//! ([`DropReason::NatNotSupported`]) rather than sending it untranslated. The
-//! places where conntrack will run are marked `CONNTRACK HOOK` below.
+//! Conntrack (the `fastables-conntrack` table) is loaded when the ruleset
+//! needs it (a state/conntrack match, a NAT target, ...; see [`Needs`]) and
+//! stays loaded, as the kernel module does. The nat table runs for a
+//! connection's first packet only; the binding it chose lives in the entry and
+//! every later packet of the connection (and ICMP errors RELATED to it, outer
+//! and quoted headers) is rewritten from it ([`crate::nat`]).
 //!
 //! Not done (and counted where it applies): reassembly (fragments to us are
-//! dropped), fragmentation of locally generated packets,
+//! dropped, and so is every fragment while conntrack is loaded), fragmentation of locally generated packets,
 //! ICMP redirects (`send_redirects`), IP options processing (forwarded as they
 //! are, not echoed in replies), ARP hold queues (one ARP request per neighbor
 //! per second, the packet is dropped), the ICMP rate limits are approximate (see [`icmp::IcmpRateLimiter`]), VLANs.
@@ -38,6 +40,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use fastables_conntrack::{
+    CtState, Dir, Entry, EntryId, InsertError, Manip, NatRange, NewConn, Table as CtTable,
+    TableConfig, TableFullLog, Track,
+};
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{l4_checksum_ok, Ipv4Info, L3, L4};
 use fastables_packet::tcp::{flags as tcpf, TcpPacket};
@@ -53,6 +59,7 @@ use crate::icmp::{self, codes};
 use crate::iface::{IfaceError, Interfaces};
 use crate::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use crate::log::{format_ipv4, LogQueue};
+use crate::nat;
 use crate::neigh::{self, ArpOutcome, Neighbors};
 use crate::route::{Fib, RouteType};
 
@@ -73,6 +80,11 @@ pub struct PipelineOptions {
     pub icmp_msgs_per_sec: u32,
     /// Global ICMP error burst (net.ipv4.icmp_msgs_burst, 50).
     pub icmp_msgs_burst: u32,
+    /// Seed of the conntrack table (hash keys, NAT port choice): `--seed` in
+    /// `sim`; a live instance should pass a random value.
+    pub conntrack_seed: u64,
+    /// Conntrack slots examined for expiry per batch.
+    pub conntrack_expire_budget: usize,
 }
 
 impl Default for PipelineOptions {
@@ -84,6 +96,8 @@ impl Default for PipelineOptions {
             neigh_dynamic_max: neigh::DEFAULT_DYNAMIC_MAX,
             icmp_msgs_per_sec: 1000,
             icmp_msgs_burst: 50,
+            conntrack_seed: 0,
+            conntrack_expire_budget: 1024,
         }
     }
 }
@@ -94,6 +108,9 @@ pub enum PipelineError {
     /// An interface cannot be used (e.g. no MAC address).
     #[error(transparent)]
     Iface(#[from] IfaceError),
+    /// The `[conntrack]` section is out of range.
+    #[error("[conntrack]: {0}")]
+    Conntrack(#[from] fastables_conntrack::ConfigError),
 }
 
 /// Totals of one pipeline (per worker), `Relaxed` atomics for a stats reader.
@@ -145,6 +162,21 @@ enum Gen {
     Fragment { mtu: u16 },
 }
 
+/// The connection of the packet being processed (the kernel's `skb->_nfct`).
+#[derive(Debug, Clone, Copy)]
+enum Ct {
+    /// Not tracked: conntrack off, NOTRACK, or INVALID.
+    None,
+    /// A packet of a confirmed connection, in `dir`.
+    Conn { id: EntryId, dir: Dir },
+    /// An ICMP error RELATED to a connection, travelling in `dir`.
+    Related { id: EntryId, dir: Dir },
+    /// The last packet of a connection deleted by it (a RST).
+    Killed { entry: Entry, dir: Dir },
+    /// The first packet of a connection, confirmed when it leaves.
+    New(NewConn),
+}
+
 /// The pipeline of one worker.
 pub struct Pipeline {
     ifs: Interfaces,
@@ -160,6 +192,9 @@ pub struct Pipeline {
     icmp_rl: icmp::IcmpRateLimiter,
     /// IP ID of the next generated packet that carries one.
     next_ident: u16,
+    /// The connection table, present while the ruleset needs conntrack.
+    ct: Option<CtTable>,
+    ct_cfg: TableConfig,
 }
 
 /// Two disjoint frame buffers of `mem`.
@@ -268,6 +303,8 @@ enum Outcome {
     Continue,
     Drop(DropReason),
     Reject(RejectWith),
+    /// A NAT target fired (nat table): the rule id holding the range.
+    Nat(u32),
 }
 
 impl Pipeline {
@@ -287,7 +324,22 @@ impl Pipeline {
         let neigh = Neighbors::new(&config.neighbors, opts.neigh_dynamic_max);
         let state = RuleState::new(&rules);
         let needs = rules.needs();
+        let ct_cfg = nat::table_config(&config.conntrack, opts.conntrack_seed);
+        // Validate `[conntrack]` even when the ruleset does not need conntrack yet.
+        if ct_cfg.max == 0 || ct_cfg.max > 0x7fff_ffff {
+            return Err(fastables_conntrack::ConfigError::Max(ct_cfg.max).into());
+        }
+        if ct_cfg.buckets == 0 {
+            return Err(fastables_conntrack::ConfigError::Buckets.into());
+        }
+        let ct = if needs.conntrack {
+            Some(CtTable::new(ct_cfg.clone())?)
+        } else {
+            None
+        };
         Ok(Pipeline {
+            ct,
+            ct_cfg,
             ifs,
             fib,
             neigh,
@@ -310,6 +362,21 @@ impl Pipeline {
         self.state = RuleState::new(&rules);
         self.needs = rules.needs();
         self.rules = rules;
+        // Conntrack is loaded when a ruleset first needs it and stays (as the
+        // kernel's module does); existing connections keep their NAT bindings.
+        if self.needs.conntrack && self.ct.is_none() {
+            self.ct = CtTable::new(self.ct_cfg.clone()).ok();
+        }
+    }
+
+    /// The connection table (`None` while no ruleset needed conntrack).
+    pub fn conntrack(&self) -> Option<&CtTable> {
+        self.ct.as_ref()
+    }
+
+    /// The connection table, mutable (flush, delete, NAT reply filter).
+    pub fn conntrack_mut(&mut self) -> Option<&mut CtTable> {
+        self.ct.as_mut()
     }
 
     /// The ruleset in use.
@@ -368,6 +435,9 @@ impl Pipeline {
     /// `batch.spare` and appended to `batch.generated`. `mem` is the port's frame
     /// memory. Never allocates, never panics.
     pub fn process_batch(&mut self, now_ns: u64, mem: &mut [u8], batch: &mut Batch) {
+        if let Some(t) = self.ct.as_mut() {
+            t.expire(now_ns, self.opts.conntrack_expire_budget);
+        }
         for i in 0..batch.frames.len() {
             let Some(mut f) = batch.frames.get(i).copied() else {
                 break;
@@ -413,18 +483,276 @@ impl Pipeline {
         table: Table,
         hook: Hook,
         ctx: &mut PacketCtx,
+        ct: &mut Ct,
         buf: &mut [u8],
         ip_len: usize,
         route_mtu: Option<u16>,
     ) -> Outcome {
         let v = self.rules.run(table, hook, ctx, &mut self.state, now_ns);
         self.apply_effects(now_ns, ctx, buf, ip_len, route_mtu);
+        if ctx.effects.ctmark_changed {
+            ctx.effects.ctmark_changed = false;
+            self.store_ctmark(ct, ctx.ct.mark);
+        }
         match v {
             Verdict::Accept => Outcome::Continue,
             Verdict::Drop => Outcome::Drop(DropReason::FilterDrop),
             Verdict::Reject(r) => Outcome::Reject(r),
-            // CONNTRACK HOOK: NAT bindings are made here for NEW connections.
-            Verdict::Nat(_) => Outcome::Drop(DropReason::NatNotSupported),
+            Verdict::Nat(id) => Outcome::Nat(id),
+        }
+    }
+
+    /// CONNMARK: the connection mark into the entry.
+    fn store_ctmark(&mut self, ct: &mut Ct, mark: u32) {
+        match ct {
+            Ct::New(nc) => nc.entry.mark = mark,
+            Ct::Conn { id, .. } | Ct::Related { id, .. } => {
+                if let Some(t) = self.ct.as_mut() {
+                    t.set_mark(*id, mark);
+                }
+            }
+            Ct::Killed { entry, .. } => entry.mark = mark,
+            Ct::None => {}
+        }
+    }
+
+    /// The entry of `ct` and the packet's direction.
+    fn ct_entry<'a>(&'a self, ct: &'a Ct) -> Option<(&'a Entry, Dir, CtState)> {
+        match ct {
+            Ct::None => None,
+            Ct::New(nc) => Some((&nc.entry, Dir::Original, CtState::New)),
+            Ct::Killed { entry, dir } => Some((entry, *dir, CtState::Established)),
+            Ct::Conn { id, dir } => {
+                let e = self.ct.as_ref()?.entry(*id)?;
+                let st = if *dir == Dir::Reply
+                    || e.status & fastables_conntrack::status::SEEN_REPLY != 0
+                {
+                    CtState::Established
+                } else {
+                    CtState::New
+                };
+                Some((e, *dir, st))
+            }
+            Ct::Related { id, dir } => {
+                Some((self.ct.as_ref()?.entry(*id)?, *dir, CtState::Related))
+            }
+        }
+    }
+
+    /// Conntrack in (`nf_conntrack_in`) for the datagram at `buf[14..]`:
+    /// classify, and set `ctx.ct`. `csum`: verify the transport checksum
+    /// (PREROUTING, as `nf_conntrack_checksum`).
+    fn ct_in(
+        &mut self,
+        now_ns: u64,
+        info: &Ipv4Info,
+        buf: &[u8],
+        ctx: &mut PacketCtx,
+        csum: bool,
+    ) -> Result<Ct, DropReason> {
+        let Some(table) = self.ct.as_mut() else {
+            ctx.ct = CtCtx::untracked();
+            return Ok(Ct::None);
+        };
+        let ip_len = usize::from(info.total_len);
+        let ip = buf.get(ETH_LEN..ETH_LEN + ip_len).unwrap_or(&[]);
+        let csum_bad = csum
+            && !info.is_fragment()
+            && matches!(info.protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
+            && !l4_checksum_ok(
+                buf.get(..ETH_LEN + ip_len).unwrap_or(&[]),
+                &parse_frame_lite(info),
+            );
+        let facts = nat::facts(info, ip, usize::from(info.header_len), csum_bad);
+        let (ct, state) = match table.track(&facts, now_ns) {
+            Track::Tracked(t) => (
+                Ct::Conn {
+                    id: t.id,
+                    dir: t.dir,
+                },
+                t.state,
+            ),
+            Track::Killed { entry, dir, state } => (Ct::Killed { entry, dir }, state),
+            Track::Related { id, dir } => (Ct::Related { id, dir }, CtState::Related),
+            Track::New(nc) => (Ct::New(nc), CtState::New),
+            Track::Invalid => {
+                ctx.ct = nat::invalid_ctx();
+                return Ok(Ct::None);
+            }
+            Track::Drop { log } => {
+                self.log_table_full(now_ns, log);
+                return Err(DropReason::ConntrackFull);
+            }
+        };
+        if let Some((e, _, _)) = self.ct_entry(&ct) {
+            ctx.ct = nat::ct_ctx(e, state);
+        }
+        Ok(ct)
+    }
+
+    fn log_table_full(&mut self, now_ns: u64, log: Option<TableFullLog>) {
+        if log.is_some() {
+            if let Some(line) = self.logs.slot(now_ns) {
+                line.push_str(TableFullLog::MESSAGE);
+            }
+        }
+    }
+
+    /// The nat table of `hook` for a NEW connection: the range of the NAT
+    /// target that fired, else the null binding. `dev`/`next_hop`: MASQUERADE's
+    /// output device and next hop; REDIRECT uses the input device.
+    #[allow(clippy::too_many_arguments)]
+    fn nat_rules(
+        &mut self,
+        now_ns: u64,
+        hook: Hook,
+        ctx: &mut PacketCtx,
+        ct: &mut Ct,
+        buf: &mut [u8],
+        ip_len: usize,
+        route: Option<(IfIndex, u32, u16)>,
+        manip: Manip,
+    ) -> Result<Option<NatRange>, (DropReason, Option<RejectWith>)> {
+        let Ct::New(nc) = ct else {
+            return Ok(None);
+        };
+        let null = match manip {
+            Manip::Src => NatRange::null_binding(nc.entry.reply().dst),
+            Manip::Dst => NatRange::null_binding(nc.entry.reply().src),
+        };
+        let mtu = route.map(|r| r.2);
+        let range = match self.run_table(now_ns, Table::Nat, hook, ctx, ct, buf, ip_len, mtu) {
+            Outcome::Continue => null,
+            Outcome::Drop(r) => return Err((r, None)),
+            Outcome::Reject(rw) => return Err((DropReason::Rejected, Some(rw))),
+            Outcome::Nat(id) => {
+                let target = self.rules.target(id);
+                let addr = match target {
+                    Target::Masquerade { .. } => {
+                        route.and_then(|(dev, nh, _)| self.ifs.select_addr(dev, nh))
+                    }
+                    Target::Redirect { .. } => ctx
+                        .in_if
+                        .and_then(|i| self.ifs.get(i))
+                        .and_then(|i| i.primaries().next().map(|a| a.addr))
+                        // OUTPUT: the loopback address.
+                        .or(ctx.in_if.is_none().then_some(0x7f00_0001)),
+                    _ => None,
+                };
+                match nat::range_of(target, addr) {
+                    Some(r) => r,
+                    None => return Err((DropReason::NatNoAddress, None)),
+                }
+            }
+        };
+        Ok(Some(range))
+    }
+
+    /// NAT of the destination for a NEW connection in PREROUTING/OUTPUT, then
+    /// the packet rewrite of `manip` for any tracked packet. Refreshes `ctx`.
+    fn nat_dst(
+        &mut self,
+        now_ns: u64,
+        ct: &mut Ct,
+        range: Option<NatRange>,
+        ctx: &mut PacketCtx,
+        buf: &mut [u8],
+        ip_len: usize,
+    ) {
+        if let (Ct::New(nc), Some(r)) = (&mut *ct, range) {
+            if let Some(t) = self.ct.as_mut() {
+                t.nat_setup(nc, &r, Manip::Dst, now_ns);
+            }
+            ctx.ct = nat::ct_ctx(&nc.entry, CtState::New);
+        }
+        self.nat_packet(ct, Manip::Dst, ctx, buf, ip_len);
+    }
+
+    /// Confirm a NEW connection (with its source manip) when the packet leaves
+    /// (POSTROUTING, INPUT), then rewrite the packet's source.
+    fn confirm_and_snat(
+        &mut self,
+        now_ns: u64,
+        ct: &mut Ct,
+        snat: Option<NatRange>,
+        ctx: &mut PacketCtx,
+        buf: &mut [u8],
+        ip_len: usize,
+    ) -> Result<(), DropReason> {
+        if let Ct::New(nc) = *ct {
+            let Some(t) = self.ct.as_mut() else {
+                return Ok(());
+            };
+            match t.confirm(nc, None, snat.as_ref(), now_ns) {
+                Ok(id) => {
+                    *ct = Ct::Conn {
+                        id,
+                        dir: Dir::Original,
+                    }
+                }
+                Err(InsertError::TableFull { log }) => {
+                    self.log_table_full(now_ns, log);
+                    return Err(DropReason::ConntrackFull);
+                }
+                Err(_) => return Err(DropReason::ConntrackInsertFailed),
+            }
+        }
+        self.nat_packet(ct, Manip::Src, ctx, buf, ip_len);
+        Ok(())
+    }
+
+    /// `nf_nat_packet` / `nf_nat_icmp_reply_translation` for `manip` on the
+    /// datagram at `buf[14..14 + ip_len]`; the context follows the rewrite.
+    fn nat_packet(
+        &mut self,
+        ct: &Ct,
+        manip: Manip,
+        ctx: &mut PacketCtx,
+        buf: &mut [u8],
+        ip_len: usize,
+    ) {
+        let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) else {
+            return;
+        };
+        let changed = match ct {
+            Ct::None => false,
+            Ct::Related { id, dir } => match self.ct.as_ref().and_then(|t| t.entry(*id)) {
+                Some(e) if nat::needs_manip(e, *dir, manip) => {
+                    nat::icmp_reply_translation(ip, e, *dir, manip)
+                }
+                _ => false,
+            },
+            _ => {
+                let Some((e, dir, _)) = self.ct_entry(ct) else {
+                    return;
+                };
+                if nat::needs_manip(e, dir, manip) {
+                    let target = e.nat_target(dir);
+                    nat::manip_pkt(ip, manip, &target);
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if changed {
+            ctx.src = read_u32(ip, 12);
+            ctx.dst = read_u32(ip, 16);
+            if matches!(ctx.proto, PROTO_TCP | PROTO_UDP) && ctx.has_l4 && !ctx.fragment {
+                let hl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+                ctx.sport = u16::from_be_bytes([
+                    ip.get(hl).copied().unwrap_or(0),
+                    ip.get(hl + 1).copied().unwrap_or(0),
+                ]);
+                ctx.dport = u16::from_be_bytes([
+                    ip.get(hl + 2).copied().unwrap_or(0),
+                    ip.get(hl + 3).copied().unwrap_or(0),
+                ]);
+            }
+            if self.needs.addrtype {
+                ctx.src_type = self.ifs.addr_type(ctx.src);
+                ctx.dst_type = self.ifs.addr_type(ctx.dst);
+            }
         }
     }
 
@@ -557,10 +885,22 @@ impl Pipeline {
         // Trim Ethernet padding, as the kernel trims the skb to the IP total length.
         f.len = (ETH_LEN + ip_len) as u16;
 
+        // nf_defrag_ipv4 runs before raw PREROUTING whenever conntrack is
+        // loaded; without reassembly, a fragment cannot be tracked or NATed.
+        if self.ct.is_some() && info.is_fragment() {
+            return (Action::Drop(DropReason::FragmentNotReassembled), None);
+        }
+
         let mut ctx = PacketCtx::new();
         fill_ctx(&mut ctx, &info, buf, self.needs, &self.ifs);
         ctx.in_if = Some(in_if);
-        ctx.ct = CtCtx::untracked();
+        // raw runs before conntrack: no connection yet, `-m state` says INVALID.
+        ctx.ct = if self.ct.is_some() {
+            nat::invalid_ctx()
+        } else {
+            CtCtx::untracked()
+        };
+        let mut ct = Ct::None;
 
         // PREROUTING.
         match self.run_table(
@@ -568,45 +908,53 @@ impl Pipeline {
             Table::Raw,
             Hook::Prerouting,
             &mut ctx,
+            &mut ct,
             buf,
             ip_len,
             None,
         ) {
-            Outcome::Continue => {}
+            Outcome::Continue | Outcome::Nat(_) => {}
             Outcome::Drop(r) => return (Action::Drop(r), None),
             Outcome::Reject(_) => return (Action::Drop(DropReason::Rejected), None),
         }
         let notrack = ctx.effects.notrack;
-        // CONNTRACK HOOK (PREROUTING, after raw): look up / create the connection,
-        // fill ctx.ct, unless `notrack`.
+        if notrack {
+            ctx.ct = CtCtx::untracked();
+        } else {
+            match self.ct_in(now_ns, &info, buf, &mut ctx, true) {
+                Ok(c) => ct = c,
+                Err(r) => return (Action::Drop(r), None),
+            }
+        }
         match self.run_table(
             now_ns,
             Table::Mangle,
             Hook::Prerouting,
             &mut ctx,
+            &mut ct,
             buf,
             ip_len,
             None,
         ) {
-            Outcome::Continue => {}
+            Outcome::Continue | Outcome::Nat(_) => {}
             Outcome::Drop(r) => return (Action::Drop(r), None),
             Outcome::Reject(_) => return (Action::Drop(DropReason::Rejected), None),
         }
-        if !notrack {
-            match self.run_table(
-                now_ns,
-                Table::Nat,
-                Hook::Prerouting,
-                &mut ctx,
-                buf,
-                ip_len,
-                None,
-            ) {
-                Outcome::Continue => {}
-                Outcome::Drop(r) => return (Action::Drop(r), None),
-                Outcome::Reject(_) => return (Action::Drop(DropReason::Rejected), None),
-            }
-        }
+        // nat PREROUTING (NEW only), then the destination rewrite before routing.
+        let dnat = match self.nat_rules(
+            now_ns,
+            Hook::Prerouting,
+            &mut ctx,
+            &mut ct,
+            buf,
+            ip_len,
+            None,
+            Manip::Dst,
+        ) {
+            Ok(r) => r,
+            Err((r, _)) => return (Action::Drop(r), None),
+        };
+        self.nat_dst(now_ns, &mut ct, dnat, &mut ctx, buf, ip_len);
 
         // Routing (on the header as PREROUTING left it).
         let src = ctx.src;
@@ -628,7 +976,7 @@ impl Pipeline {
 
         if route.kind != RouteType::Unicast {
             return self.local_in(
-                now_ns, buf, &info, &mut ctx, ip_len, route.kind, to_host, notrack,
+                now_ns, buf, &info, &mut ctx, &mut ct, ip_len, route.kind, to_host,
             );
         }
 
@@ -666,13 +1014,18 @@ impl Pipeline {
             (Table::Mangle, Hook::Forward),
             (Table::Filter, Hook::Forward),
             (Table::Mangle, Hook::Postrouting),
-            (Table::Nat, Hook::Postrouting),
         ] {
-            if table == Table::Nat && notrack {
-                continue;
-            }
-            match self.run_table(now_ns, table, hook, &mut ctx, buf, ip_len, Some(mtu)) {
-                Outcome::Continue => {}
+            match self.run_table(
+                now_ns,
+                table,
+                hook,
+                &mut ctx,
+                &mut ct,
+                buf,
+                ip_len,
+                Some(mtu),
+            ) {
+                Outcome::Continue | Outcome::Nat(_) => {}
                 Outcome::Drop(r) => return (Action::Drop(r), None),
                 Outcome::Reject(rw) => {
                     return (
@@ -682,7 +1035,26 @@ impl Pipeline {
                 }
             }
         }
-        // CONNTRACK HOOK (POSTROUTING): confirm; apply the NAT rewrite.
+        // nat POSTROUTING (NEW only), confirm, the source rewrite.
+        let snat = match self.nat_rules(
+            now_ns,
+            Hook::Postrouting,
+            &mut ctx,
+            &mut ct,
+            buf,
+            ip_len,
+            Some((route.dev, route.next_hop, mtu)),
+            Manip::Src,
+        ) {
+            Ok(r) => r,
+            Err((r, rw)) => {
+                let g = rw.and_then(|rw| self.reject_gen(rw, &info, None));
+                return (Action::Drop(r), g);
+            }
+        };
+        if let Err(r) = self.confirm_and_snat(now_ns, &mut ct, snat, &mut ctx, buf, ip_len) {
+            return (Action::Drop(r), None);
+        }
         let out_dev = route.dev;
         let Some(out_mac) = self.ifs.get(out_dev).map(|i| i.mac) else {
             return (Action::Drop(DropReason::InvalidFrame), None);
@@ -738,10 +1110,10 @@ impl Pipeline {
         buf: &mut [u8],
         info: &Ipv4Info,
         ctx: &mut PacketCtx,
+        ct: &mut Ct,
         ip_len: usize,
         kind: RouteType,
         to_host: bool,
-        notrack: bool,
     ) -> (Action, Option<Gen>) {
         let unicast = kind == RouteType::Local && to_host;
         let local_src = Some(ctx.dst);
@@ -749,16 +1121,9 @@ impl Pipeline {
             // ip_local_deliver reassembles before INPUT; we do not.
             return (Action::Drop(DropReason::LocalFragment), None);
         }
-        for (table, hook) in [
-            (Table::Mangle, Hook::Input),
-            (Table::Filter, Hook::Input),
-            (Table::Nat, Hook::Input),
-        ] {
-            if table == Table::Nat && notrack {
-                continue;
-            }
-            match self.run_table(now_ns, table, hook, ctx, buf, ip_len, None) {
-                Outcome::Continue => {}
+        for (table, hook) in [(Table::Mangle, Hook::Input), (Table::Filter, Hook::Input)] {
+            match self.run_table(now_ns, table, hook, ctx, ct, buf, ip_len, None) {
+                Outcome::Continue | Outcome::Nat(_) => {}
                 Outcome::Drop(r) => return (Action::Drop(r), None),
                 Outcome::Reject(rw) => {
                     let g = if kind == RouteType::Local && to_host {
@@ -770,10 +1135,22 @@ impl Pipeline {
                 }
             }
         }
-        // CONNTRACK HOOK (INPUT): confirm.
+        // nat INPUT (NEW only), confirm, the source rewrite.
+        let snat = match self.nat_rules(now_ns, Hook::Input, ctx, ct, buf, ip_len, None, Manip::Src)
+        {
+            Ok(r) => r,
+            Err((r, _)) => return (Action::Drop(r), None),
+        };
+        if let Err(r) = self.confirm_and_snat(now_ns, ct, snat, ctx, buf, ip_len) {
+            return (Action::Drop(r), None);
+        }
+        // The checksum over the header as NAT left it.
+        let mut cur = *info;
+        cur.src = std::net::Ipv4Addr::from(ctx.src);
+        cur.dst = std::net::Ipv4Addr::from(ctx.dst);
         let ok_csum = l4_checksum_ok(
             buf.get(..ETH_LEN + ip_len).unwrap_or(&[]),
-            &parse_frame_lite(info),
+            &parse_frame_lite(&cur),
         );
         match info.protocol {
             PROTO_ICMP => {
@@ -1107,8 +1484,12 @@ impl Pipeline {
         fill_ctx(&mut ctx, &info, out, self.needs, &self.ifs);
         ctx.in_if = None;
         ctx.out_if = Some(dev);
-        ctx.ct = CtCtx::untracked();
-        let mut notrack = false;
+        ctx.ct = if self.ct.is_some() {
+            nat::invalid_ctx()
+        } else {
+            CtCtx::untracked()
+        };
+        let mut ct = Ct::None;
         for (table, hook) in [
             (Table::Raw, Hook::Output),
             (Table::Mangle, Hook::Output),
@@ -1117,18 +1498,50 @@ impl Pipeline {
             (Table::Mangle, Hook::Postrouting),
             (Table::Nat, Hook::Postrouting),
         ] {
-            if table == Table::Nat && notrack {
-                continue;
-            }
-            match self.run_table(now_ns, table, hook, &mut ctx, out, ip_len, Some(mtu)) {
-                Outcome::Continue => {}
+            let outcome = if table == Table::Nat {
+                let (manip, route) = if hook == Hook::Output {
+                    (Manip::Dst, None)
+                } else {
+                    (Manip::Src, Some((dev, next_hop, mtu)))
+                };
+                let range = match self
+                    .nat_rules(now_ns, hook, &mut ctx, &mut ct, out, ip_len, route, manip)
+                {
+                    Ok(r) => r,
+                    Err((r, _)) => return Err(r),
+                };
+                if manip == Manip::Dst {
+                    // The route is not looked up again after a DNAT in OUTPUT
+                    // (our generated packets answer their source).
+                    self.nat_dst(now_ns, &mut ct, range, &mut ctx, out, ip_len);
+                } else {
+                    self.confirm_and_snat(now_ns, &mut ct, range, &mut ctx, out, ip_len)?;
+                }
+                Outcome::Continue
+            } else {
+                self.run_table(
+                    now_ns,
+                    table,
+                    hook,
+                    &mut ctx,
+                    &mut ct,
+                    out,
+                    ip_len,
+                    Some(mtu),
+                )
+            };
+            match outcome {
+                Outcome::Continue | Outcome::Nat(_) => {}
                 Outcome::Drop(r) => return Err(r),
                 // No answer to an answer.
                 Outcome::Reject(_) => return Err(DropReason::Rejected),
             }
             if table == Table::Raw {
-                notrack = ctx.effects.notrack;
-                // CONNTRACK HOOK (OUTPUT, after raw).
+                if ctx.effects.notrack {
+                    ctx.ct = CtCtx::untracked();
+                } else {
+                    ct = self.ct_in(now_ns, &info, out, &mut ctx, false)?;
+                }
             }
         }
         if ip_len > usize::from(mtu) {

@@ -608,28 +608,46 @@ fn tcpmss_clamp_to_pmtu() {
 }
 
 #[test]
-fn nat_is_not_executed_yet_and_notrack_skips_nat() {
+fn masquerade_translates_and_notrack_skips_nat() {
     let nat = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 172.18.0.0/16 ! -o docker0 -j MASQUERADE\nCOMMIT\n";
     let mut p = pipeline(nat);
+    let o = run(&mut p, DOCKER0_IF, &udp_out(64));
+    assert_eq!(o.action, Action::Forward { port: ETH0_IF });
     assert_eq!(
-        run(&mut p, DOCKER0_IF, &udp_out(64)).action,
-        Action::Drop(DropReason::NatNotSupported)
+        &o.frame[26..30],
+        &[10, 0, 2, 15],
+        "source is eth0's address"
     );
+    assert!(ip_ok(&o.frame));
     let with_notrack = format!("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -j NOTRACK\nCOMMIT\n{nat}");
     let mut p = pipeline(&with_notrack);
+    let o = run(&mut p, DOCKER0_IF, &udp_out(64));
+    assert_eq!(o.action, Action::Forward { port: ETH0_IF });
     assert_eq!(
-        run(&mut p, DOCKER0_IF, &udp_out(64)).action,
-        Action::Forward { port: ETH0_IF }
+        &o.frame[26..30],
+        &[172, 18, 0, 2],
+        "untracked: not translated"
     );
+    assert_eq!(p.conntrack().map(|t| t.len()), Some(0));
 }
 
 #[test]
-fn untracked_state_matches_before_conntrack() {
-    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -m state --state UNTRACKED -j ACCEPT\nCOMMIT\n";
+fn raw_sees_invalid_and_notrack_gives_untracked() {
+    // In raw PREROUTING conntrack has not run: `-m state` sees INVALID (the
+    // kernel's xt_state with no ct attached); after NOTRACK, UNTRACKED.
+    let rules = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -m state --state INVALID -j NOTRACK\nCOMMIT\n\
+                 *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -m state --state UNTRACKED -j ACCEPT\nCOMMIT\n";
     let mut p = pipeline(rules);
     assert_eq!(
         run(&mut p, DOCKER0_IF, &udp_out(64)).action,
         Action::Forward { port: ETH0_IF }
+    );
+    // Without the NOTRACK the packet is NEW in FORWARD: the policy drops it.
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -m state --state UNTRACKED -j ACCEPT\nCOMMIT\n";
+    let mut p = pipeline(rules);
+    assert_eq!(
+        run(&mut p, DOCKER0_IF, &udp_out(64)).action,
+        Action::Drop(DropReason::FilterDrop)
     );
 }
 
