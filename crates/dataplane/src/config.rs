@@ -264,7 +264,7 @@ impl Default for ConntrackTimeouts {
 }
 
 /// `[conntrack]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConntrackConfig {
     /// nf_conntrack_max (default 262144).
@@ -277,6 +277,55 @@ pub struct ConntrackConfig {
     pub tcp_be_liberal: bool,
     /// Timeouts in seconds.
     pub timeouts: ConntrackTimeouts,
+    /// Source ports that SNAT/MASQUERADE never hand out when they move a
+    /// connection to another address (not in the kernel): `[22, "8000-8100"]`.
+    #[serde(deserialize_with = "de_port_ranges")]
+    pub reserved_ports: Vec<(u16, u16)>,
+}
+
+/// `[conntrack] reserved_ports`: ports (integers) and inclusive ranges
+/// (`"lo-hi"` strings, or a single port as a string).
+fn de_port_ranges<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(u16, u16)>, D::Error> {
+    use serde::de::Error as _;
+    let port = |v: i64| {
+        u16::try_from(v)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| D::Error::custom(format!("port {v} is out of range [1, 65535]")))
+    };
+    let items = Vec::<toml::Value>::deserialize(d)?;
+    items
+        .into_iter()
+        .map(|it| match it {
+            toml::Value::Integer(v) => port(v).map(|p| (p, p)),
+            toml::Value::String(s) => {
+                let num = |t: &str| {
+                    t.trim().parse::<i64>().map_err(|_| {
+                        D::Error::custom(format!(
+                            "`{s}` is not a port or a port range such as \"8000-8100\""
+                        ))
+                    })
+                };
+                let (lo, hi) = match s.split_once('-') {
+                    Some((a, b)) => (port(num(a)?)?, port(num(b)?)?),
+                    None => {
+                        let p = port(num(&s)?)?;
+                        (p, p)
+                    }
+                };
+                if lo > hi {
+                    return Err(D::Error::custom(format!(
+                        "port range `{s}` ends before it starts"
+                    )));
+                }
+                Ok((lo, hi))
+            }
+            other => Err(D::Error::custom(format!(
+                "expected a port or a port range string, found {}",
+                other.type_str()
+            ))),
+        })
+        .collect()
 }
 
 impl Default for ConntrackConfig {
@@ -287,6 +336,7 @@ impl Default for ConntrackConfig {
             tcp_loose: true,
             tcp_be_liberal: false,
             timeouts: ConntrackTimeouts::default(),
+            reserved_ports: Vec::new(),
         }
     }
 }
@@ -960,6 +1010,28 @@ socket = "/run/fastables.sock"
         assert_eq!(c.workers.cores, vec![1]);
         assert_eq!(c.stats.listen.as_deref(), Some("127.0.0.1:9464"));
         assert_eq!(c.iface_names(), vec!["eth0", "docker0"]);
+    }
+
+    #[test]
+    fn reserved_ports_parse_and_bad_ones_are_located() {
+        let c = Config::parse(
+            "[conntrack]\nreserved_ports = [22, \"8000-8100\", \"443\"]\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.conntrack.reserved_ports,
+            vec![(22, 22), (8000, 8100), (443, 443)]
+        );
+        let e = err("[conntrack]\nreserved_ports = [70000]\n");
+        assert!(
+            e.starts_with("/etc/fastables/f.toml:2:") && e.contains("port 70000 is out of range"),
+            "{e}"
+        );
+        let e = err("[conntrack]\nreserved_ports = [\"9-3\"]\n");
+        assert!(e.contains("ends before it starts"), "{e}");
+        let e = err("[conntrack]\nreserved_ports = [\"http\"]\n");
+        assert!(e.contains("`http` is not a port"), "{e}");
     }
 
     #[test]

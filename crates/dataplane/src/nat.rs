@@ -45,6 +45,7 @@ pub fn table_config(c: &ConntrackConfig, seed: u64) -> TableConfig {
         },
         tcp_loose: c.tcp_loose,
         tcp_be_liberal: c.tcp_be_liberal,
+        reserved_ports: c.reserved_ports.clone(),
         ..TableConfig::default()
     }
 }

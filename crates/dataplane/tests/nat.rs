@@ -571,3 +571,30 @@ fn fragments_are_dropped_while_conntrack_is_loaded() {
     assert_eq!(o.action, Action::Forward { port: ETH0 });
     assert_eq!(p.conntrack().unwrap().len(), 1);
 }
+
+#[test]
+fn masquerade_never_hands_out_reserved_ports() {
+    let rules = nat(
+        "-A POSTROUTING -s 172.18.0.0/16 -o eth0 -p udp -j MASQUERADE --to-ports 55666-55669\n",
+    );
+    let mut p = pipeline_with(
+        &rules,
+        "[conntrack]\nreserved_ports = [55667, \"55668-55669\"]\n",
+    );
+    // Port 55666 is the only one left: the first flow gets it, the second
+    // finds the range exhausted (insert_failed), whatever its source port.
+    let o = run(&mut p, DOCKER0, &udp(from_ctr(), CTR, 55667, DNS, 53, 64));
+    assert_eq!(o.action, Action::Forward { port: ETH0 });
+    assert_eq!(
+        hdr(&o.frame),
+        Hdr {
+            src: ETH0_IP,
+            dst: DNS,
+            sport: 55666,
+            dport: 53
+        }
+    );
+    let o = run(&mut p, DOCKER0, &udp(from_ctr(), CTR, 40001, DNS, 53, 64));
+    assert_eq!(o.action, Action::Drop(DropReason::ConntrackInsertFailed));
+    assert_eq!(p.conntrack().unwrap().len(), 1);
+}
