@@ -2,7 +2,9 @@
 # The offline seed demo: builds fastables, writes the demo's input pcaps
 # (target/demo/in/*.pcap), checks demo/fastables.toml and demo/rules.v4, runs
 # `fastables sim` over the inputs and shows what came in, what went out
-# (target/demo/<iface>.pcap, decoded with tcpdump) and the rule counters.
+# (target/demo/<iface>.pcap, decoded with tcpdump), the connection table in
+# `conntrack -L` format (the container's DNS query MASQUERADEd out of eth0 and
+# its answer translated back) and the rule counters.
 #
 # This is the offline data path only. The live demo (`fastables lab demo`,
 # real hosts in network namespaces) needs the AF_XDP data plane, which is not
@@ -38,7 +40,7 @@ echo
 echo "== fastables sim -c demo/fastables.toml --in eth0=... --in docker0=... --out-dir $out"
 fastables sim -c demo/fastables.toml \
     --in "eth0=$out/in/eth0.pcap" --in "docker0=$out/in/docker0.pcap" \
-    --out-dir "$out" --save-counters "$out/counters.v4"
+    --out-dir "$out" --save-counters "$out/counters.v4" --conntrack
 show "out of eth0 ($out/eth0.pcap)" "$out/eth0.pcap"
 show "out of docker0 ($out/docker0.pcap)" "$out/docker0.pcap"
 echo

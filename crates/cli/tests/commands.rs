@@ -56,7 +56,7 @@ fn check_accepts_the_demo_and_prints_a_summary() {
     assert_eq!(
         out(&o),
         format!(
-            "ok: {}: 2 interfaces, 2 routes, 3 neighbors; {}: 6 rules in 8 chains\n",
+            "ok: {}: 2 interfaces, 2 routes, 3 neighbors; {}: 8 rules in 12 chains\n",
             cfg.display(),
             rules.display()
         )

@@ -325,6 +325,8 @@ fn same_inputs_give_the_same_bytes() {
     );
 }
 
+const DNS_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(8, 8, 8, 8);
+
 #[test]
 fn the_demo_does_what_the_readme_says() {
     let mut s = Scenario::new("demo", DEMO_RULES);
@@ -345,21 +347,43 @@ fn the_demo_does_what_the_readme_says() {
         (eth0[1].proto, eth0[1].ttl, eth0[1].ports()),
         (17, 63, (33894, 53))
     );
+    assert_eq!((eth0[1].src, eth0[1].dst), (ETH0_IP, DNS_IP), "MASQUERADE");
     assert_eq!((eth0[2].proto, eth0[2].ports()), (6, (23, 40003)));
     assert_eq!((eth0[3].proto, eth0[3].icmp_type_code()), (1, (3, 3)));
-    let d: Vec<_> = docker0.iter().map(|d| (d.proto, d.ttl)).collect();
-    assert_eq!(d[..2], [(17, 64), (17, 1)]);
-    assert_eq!(docker0[2].icmp_type_code(), (11, 0));
-    assert_eq!(docker0.len(), 3);
+    // docker0 out: the DNS answer translated back (t=7ms), the two forwarded
+    // datagrams (TTL 64 and 1: the mangle rule cancels the decrement), the
+    // time exceeded for the container's TTL-1 query.
+    assert_eq!(docker0.len(), 4, "{docker0:?}");
+    assert_eq!(
+        (docker0[0].src, docker0[0].dst, docker0[0].ports()),
+        (DNS_IP, CONTAINER_IP, (53, 33894))
+    );
+    let d: Vec<_> = docker0[1..3].iter().map(|d| (d.proto, d.ttl)).collect();
+    assert_eq!(d, [(17, 64), (17, 1)]);
+    assert_eq!(docker0[3].icmp_type_code(), (11, 0));
+    // The conntrack table at the end: the DNS flow, replied (the kernel's
+    // line, timeout aside).
+    let r = s.run_into("ct", &["--conntrack"]);
+    r.assert_ok();
+    assert!(
+        r.stdout().lines().any(|l| l.starts_with("udp      17 ")
+            && l.ends_with(
+                " src=172.18.0.2 dst=8.8.8.8 sport=33894 dport=53 src=8.8.8.8 dst=10.0.2.15 sport=53 dport=33894 mark=0 use=1"
+            )),
+        "{}",
+        r.stdout()
+    );
     // SSH from elsewhere was dropped by the filter.
     assert!(r.stdout().contains("filter_drop"), "{}", r.stdout());
 }
 
 #[test]
 fn conntrack_option_without_conntrack_shows_no_entries() {
-    // The demo rules need no conntrack: the table is empty, as `conntrack -L`
+    // Rules that need no conntrack: the table is empty, as `conntrack -L`
     // on a host where nothing loaded it.
-    let mut s = Scenario::new("ct", DEMO_RULES);
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 -A INPUT -s 1.2.3.99/32 -j DROP\nCOMMIT\n";
+    let mut s = Scenario::new("ct", rules);
     s.input("eth0", &[]);
     let r = s.run_into("out", &["--conntrack"]);
     r.assert_ok();

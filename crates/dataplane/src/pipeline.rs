@@ -147,7 +147,13 @@ enum Gen {
         src: Option<u32>,
     },
     /// A TCP reset; `reject`: from REJECT (TOS 0) rather than the stack (TOS copied).
-    TcpReset { reject: bool },
+    /// `related_new`: REJECT's reset carries the rejected packet's connection
+    /// (`nf_ct_attach`, RELATED in the reply direction); when that connection
+    /// is still unconfirmed, this is its context for the rules.
+    TcpReset {
+        reject: bool,
+        related_new: Option<CtCtx>,
+    },
     /// An echo reply.
     EchoReply,
     /// An ARP reply on the ingress port.
@@ -1030,7 +1036,7 @@ impl Pipeline {
                 Outcome::Reject(rw) => {
                     return (
                         Action::Drop(DropReason::Rejected),
-                        self.reject_gen(rw, &info, None),
+                        self.reject_gen(rw, &info, None, &ct),
                     )
                 }
             }
@@ -1048,7 +1054,7 @@ impl Pipeline {
         ) {
             Ok(r) => r,
             Err((r, rw)) => {
-                let g = rw.and_then(|rw| self.reject_gen(rw, &info, None));
+                let g = rw.and_then(|rw| self.reject_gen(rw, &info, None, &ct));
                 return (Action::Drop(r), g);
             }
         };
@@ -1084,12 +1090,25 @@ impl Pipeline {
     }
 
     /// The generated answer to a REJECT of this packet.
-    fn reject_gen(&self, rw: RejectWith, info: &Ipv4Info, local_src: Option<u32>) -> Option<Gen> {
+    fn reject_gen(
+        &self,
+        rw: RejectWith,
+        info: &Ipv4Info,
+        local_src: Option<u32>,
+        ct: &Ct,
+    ) -> Option<Gen> {
         if rw == RejectWith::TcpReset {
             // nf_send_reset: complete TCP header, not a fragment, not a RST.
+            let related_new = match ct {
+                Ct::New(nc) => Some(nat::ct_ctx(&nc.entry, CtState::Related)),
+                _ => None,
+            };
             return match info.l4 {
                 L4::Tcp { flags, .. } if info.frag_offset == 0 && flags & tcpf::RST == 0 => {
-                    Some(Gen::TcpReset { reject: true })
+                    Some(Gen::TcpReset {
+                        reject: true,
+                        related_new,
+                    })
                 }
                 _ => None,
             };
@@ -1127,7 +1146,7 @@ impl Pipeline {
                 Outcome::Drop(r) => return (Action::Drop(r), None),
                 Outcome::Reject(rw) => {
                     let g = if kind == RouteType::Local && to_host {
-                        self.reject_gen(rw, info, local_src)
+                        self.reject_gen(rw, info, local_src, ct)
                     } else {
                         None
                     };
@@ -1179,8 +1198,10 @@ impl Pipeline {
                 if !ok_csum {
                     return (Action::Drop(DropReason::BadL4Checksum), None);
                 }
-                let g =
-                    (unicast && flags & tcpf::RST == 0).then_some(Gen::TcpReset { reject: false });
+                let g = (unicast && flags & tcpf::RST == 0).then_some(Gen::TcpReset {
+                    reject: false,
+                    related_new: None,
+                });
                 (Action::Drop(DropReason::NoSocket), g)
             }
             PROTO_UDP => {
@@ -1375,7 +1396,7 @@ impl Pipeline {
                 let n =
                     icmp::build_icmp_error(ip_out, s, orig_src, ident, tos, ty, code, rest, quoted)
                         .ok_or(DropReason::NoBuffer)?;
-                self.output(now_ns, out, n, route.dev, route.next_hop, route.mtu)
+                self.output_attached(now_ns, out, n, (route.dev, route.next_hop, route.mtu), None)
             }
             Gen::EchoReply => {
                 let ip = rx.get(ETH_LEN..).ok_or(DropReason::Truncated)?;
@@ -1395,9 +1416,12 @@ impl Pipeline {
                 let ip_out = out.get_mut(ETH_LEN..).ok_or(DropReason::NoBuffer)?;
                 let n = icmp::build_echo_reply(ip_out, orig_dst, orig_src, tos, ident, req)
                     .ok_or(DropReason::NoBuffer)?;
-                self.output(now_ns, out, n, route.dev, route.next_hop, route.mtu)
+                self.output_attached(now_ns, out, n, (route.dev, route.next_hop, route.mtu), None)
             }
-            Gen::TcpReset { reject } => {
+            Gen::TcpReset {
+                reject,
+                related_new,
+            } => {
                 let ip = rx.get(ETH_LEN..).ok_or(DropReason::Truncated)?;
                 let hl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
                 let total = usize::from(u16::from_be_bytes([
@@ -1420,7 +1444,13 @@ impl Pipeline {
                 let ip_out = out.get_mut(ETH_LEN..).ok_or(DropReason::NoBuffer)?;
                 let n = icmp::build_tcp_reset(ip_out, orig_dst, orig_src, tos, seg, payload)
                     .ok_or(DropReason::NoBuffer)?;
-                self.output(now_ns, out, n, route.dev, route.next_hop, route.mtu)
+                self.output_attached(
+                    now_ns,
+                    out,
+                    n,
+                    (route.dev, route.next_hop, route.mtu),
+                    related_new,
+                )
             }
         }
     }
@@ -1444,14 +1474,21 @@ impl Pipeline {
     /// The local output path of a generated IP datagram at `out[14..14 + ip_len]`:
     /// OUTPUT raw, mangle, nat, filter; POSTROUTING mangle, nat; MTU; neighbor
     /// (unresolved: the buffer is reused for an ARP request); Ethernet header.
-    fn output(
+    ///
+    /// `related_new`: the packet carries an unconfirmed connection as RELATED
+    /// (REJECT's reset, see [`Gen::TcpReset`]): no conntrack lookup; nat OUTPUT
+    /// is skipped (that connection's destination manip was set in
+    /// PREROUTING) and nat POSTROUTING runs, as `nf_nat_inet_fn` does for a
+    /// manip not yet initialised. Its choice binds nothing: the connection is
+    /// never confirmed, and a source binding does not rewrite the reply
+    /// direction.
+    fn output_attached(
         &mut self,
         now_ns: u64,
         out: &mut [u8],
         ip_len: usize,
-        dev: IfIndex,
-        next_hop: u32,
-        mtu: u16,
+        (dev, next_hop, mtu): (IfIndex, u32, u16),
+        related_new: Option<CtCtx>,
     ) -> Result<(IfIndex, usize), DropReason> {
         let dev_mac = self.ifs.get(dev).ok_or(DropReason::InvalidFrame)?.mac;
         // A provisional Ethernet header so that the frame parses.
@@ -1484,10 +1521,11 @@ impl Pipeline {
         fill_ctx(&mut ctx, &info, out, self.needs, &self.ifs);
         ctx.in_if = None;
         ctx.out_if = Some(dev);
-        ctx.ct = if self.ct.is_some() {
-            nat::invalid_ctx()
-        } else {
-            CtCtx::untracked()
+        let related_new = related_new.filter(|_| self.ct.is_some());
+        ctx.ct = match related_new {
+            Some(c) => c,
+            None if self.ct.is_some() => nat::invalid_ctx(),
+            None => CtCtx::untracked(),
         };
         let mut ct = Ct::None;
         for (table, hook) in [
@@ -1498,7 +1536,24 @@ impl Pipeline {
             (Table::Mangle, Hook::Postrouting),
             (Table::Nat, Hook::Postrouting),
         ] {
-            let outcome = if table == Table::Nat {
+            let outcome = if table == Table::Nat && related_new.is_some() {
+                if hook == Hook::Output {
+                    continue;
+                }
+                match self.run_table(
+                    now_ns,
+                    table,
+                    hook,
+                    &mut ctx,
+                    &mut ct,
+                    out,
+                    ip_len,
+                    Some(mtu),
+                ) {
+                    Outcome::Drop(r) => return Err(r),
+                    _ => Outcome::Continue,
+                }
+            } else if table == Table::Nat {
                 let (manip, route) = if hook == Hook::Output {
                     (Manip::Dst, None)
                 } else {
@@ -1536,7 +1591,7 @@ impl Pipeline {
                 // No answer to an answer.
                 Outcome::Reject(_) => return Err(DropReason::Rejected),
             }
-            if table == Table::Raw {
+            if table == Table::Raw && related_new.is_none() {
                 if ctx.effects.notrack {
                     ctx.ct = CtCtx::untracked();
                 } else {

@@ -14,7 +14,7 @@ use fastables_packet::MacAddr;
 
 /// The seed configuration, `rules = "rules.v4"`.
 pub const CONFIG: &str = include_str!("../../../../demo/fastables.toml");
-/// The demo rules (the seed's filter and mangle rules).
+/// The demo rules (the seed's nat, filter and mangle rules).
 pub const DEMO_RULES: &str = include_str!("../../../../demo/rules.v4");
 
 pub const ETH0_MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xc2, 0xbe, 0x11]);
@@ -131,13 +131,20 @@ pub fn demo_input() -> DemoInput {
             (t(20), syn(&gw, REMOTE_IP, 40003, ETH0_IP, 23)),
             // SNMP: REJECT --reject-with icmp-port-unreachable.
             (t(30), udp(&gw, REMOTE_IP, 40004, ETH0_IP, 161, 64)),
+            // The DNS answer to the container's query (t=5ms), to the NATed
+            // address: translated back to 172.18.0.2:33894.
+            (
+                t(7),
+                udp(&gw, Ipv4Addr::new(8, 8, 8, 8), 53, ETH0_IP, 33894, 64),
+            ),
             // Forwarded to the container: TTL 64 in, 64 out (mangle TTL --ttl-inc 1).
             (t(40), udp(&gw, REMOTE_IP, 40005, CONTAINER_IP, 8080, 64)),
             // Forwarded with TTL 1: still delivered, as the kernel does with this rule.
             (t(50), udp(&gw, REMOTE_IP, 40006, CONTAINER_IP, 8080, 1)),
         ],
         docker0: vec![
-            // The container queries a DNS server: forwarded out of eth0 via 10.0.2.2, TTL 63.
+            // The container queries a DNS server: MASQUERADEd out of eth0 via
+            // 10.0.2.2 as 10.0.2.15:33894 (the port is kept), TTL 63.
             (
                 t(5),
                 udp(&ctr, CONTAINER_IP, 33894, Ipv4Addr::new(8, 8, 8, 8), 53, 64),
