@@ -55,6 +55,12 @@ pub enum CliError {
     /// The offline run failed (pcap input or output, unknown interface, ...).
     #[error("{0}")]
     Offline(#[from] OfflineError),
+    /// The AF_XDP port could not be opened.
+    #[error("{0}")]
+    Xdp(#[from] fastables_xdp::XdpError),
+    /// `fastables run` cannot start (not root, ...).
+    #[error("{0}")]
+    Start(String),
     /// A command-line value is not acceptable (clap could not check it).
     #[error("{0}")]
     Usage(String),

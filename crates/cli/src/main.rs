@@ -2,12 +2,14 @@
 //! rules validation (`check`, `restore --test`), and the canonical
 //! `iptables-save` printer (`save -r FILE`).
 //!
-//! The live data plane and the commands that talk to it (`run`, `conntrack`,
-//! `stats`, `trace`, `gen`, `lab`, `restore` without `--test`, `save` without
-//! `-r`) are not implemented yet: they exist only to say so, with exit code 2.
+//! `run` is the live data plane on AF_XDP. The commands that talk to a
+//! running instance (`conntrack`, `stats`, `trace`, `restore` without
+//! `--test`, `save` without `-r`) and `gen` are not implemented yet: they
+//! exist only to say so, with exit code 2.
 
 mod error;
 mod rulescmd;
+mod run;
 mod sim;
 
 use std::path::PathBuf;
@@ -26,8 +28,8 @@ pub const EXIT_UNSUPPORTED: u8 = 2;
     version,
     about = "Poll-mode IPv4 forwarder with Linux netfilter semantics",
     long_about = "Poll-mode IPv4 forwarder with Linux netfilter semantics.\n\n\
-                  Only the offline commands work today: sim, check, save -r, restore --test.\n\
-                  The live data plane (run) and the commands that talk to it are not supported yet."
+                  Working today: run (the AF_XDP data plane), sim, check, save -r, restore --test.\n\
+                  The commands that talk to a running instance are not supported yet."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,8 +46,8 @@ enum Command {
     Save(rulescmd::SaveArgs),
     /// iptables-restore: only --test (parse and validate stdin) is supported yet.
     Restore(rulescmd::RestoreArgs),
-    /// Live data plane (not supported yet).
-    Run(Unsupported),
+    /// The live data plane on AF_XDP (root): SIGTERM stops, SIGHUP reloads the rules.
+    Run(run::RunArgs),
     /// conntrack-tools compatible listing (not supported yet).
     Conntrack(Unsupported),
     /// Counters and latency of the running instance (not supported yet).
@@ -71,17 +73,14 @@ fn not_supported(what: &str, why: &str) -> CliError {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    const LIVE: &str = "it needs the live data plane (`fastables run`), which is not implemented; \
-                        use `fastables sim` to run the pipeline offline on pcap files";
+    const LIVE: &str = "it talks to a running `fastables run` over the control socket, \
+                        which is not implemented yet";
     match cli.cmd {
         Command::Sim(a) => sim::run(&a),
         Command::Check(a) => rulescmd::check(&a),
         Command::Save(a) => rulescmd::save(&a),
         Command::Restore(a) => rulescmd::restore(&a),
-        Command::Run(_) => Err(not_supported(
-            "run",
-            "the AF_XDP data plane is not implemented; use `fastables sim` to run the pipeline offline",
-        )),
+        Command::Run(a) => run::run(&a),
         Command::Conntrack(_) => Err(not_supported("conntrack", LIVE)),
         Command::Stats(_) => Err(not_supported("stats", LIVE)),
         Command::Trace(_) => Err(not_supported("trace", LIVE)),

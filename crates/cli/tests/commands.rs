@@ -205,8 +205,7 @@ fn restore_test_validates_stdin() {
 #[test]
 fn commands_of_the_live_data_plane_say_not_supported_yet() {
     for args in [
-        &["run", "-c", "fastables.toml"][..],
-        &["conntrack", "-L"],
+        &["conntrack", "-L"][..],
         &["stats", "--json"],
         &["trace", "-p", "tcp", "--dport", "80"],
         &["gen"],
@@ -221,6 +220,21 @@ fn commands_of_the_live_data_plane_say_not_supported_yet() {
         );
         assert_eq!(out(&o), "");
     }
+}
+
+#[test]
+fn run_names_what_keeps_it_from_starting() {
+    let config = "[[interface]]\nname = \"nosuchif9\"\naddresses = [\"10.9.0.1/24\"]\n";
+    let d = setup("run-nodev", config, "");
+    let cfg = d.path("fastables.toml");
+    let o = run(&["run", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(
+        e.contains("interface `nosuchif9` does not exist") || e.contains("needs root"),
+        "{e}"
+    );
+    assert_eq!(out(&o), "");
 }
 
 #[test]

@@ -95,9 +95,13 @@ drop_reasons! {
     /// Addressed to us, but nothing listens (TCP: RST sent, UDP: port unreachable sent,
     /// other protocols: protocol unreachable sent), as the kernel stack answers.
     NoSocket => "no_socket",
-    /// The next hop has no neighbor entry: an ARP request was sent, the packet dropped
-    /// (no hold queue yet).
+    /// The next hop did not answer ARP: a held packet given up after the last
+    /// request (an ICMP host unreachable was sent), or a packet the router
+    /// generated itself, which is not held.
     NeighborUnresolved => "neighbor_unresolved",
+    /// The hold queue of an unresolved neighbor was full: its oldest packet
+    /// was dropped to make room.
+    NeighborHoldFull => "neighbor_hold_full",
     /// An ARP request for an unresolved neighbor was not sent: one went out less
     /// than a second ago (the kernel's retrans_time).
     ArpSolicitLimited => "arp_solicit_limited",

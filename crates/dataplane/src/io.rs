@@ -36,6 +36,10 @@ pub enum Action {
     Drop(DropReason),
     /// Taken by the local stack (ARP, ICMP echo answered, ICMP to us): free the frame.
     Consumed,
+    /// Waiting in the pipeline's hold queue for the MAC of its next hop: the
+    /// pipeline keeps the buffer, and hands it back later in
+    /// [`Batch::generated`] (sent) or [`Batch::spare`] (given up).
+    Held,
 }
 
 /// A frame descriptor: where the frame is, how long, which port it came in on
@@ -188,7 +192,23 @@ impl Worker {
         for port in 0..ports {
             total += self.poll_port(io, port as IfIndex);
         }
+        self.service(io);
         total
+    }
+
+    /// Between bursts: the pipeline's hold queue (frames waiting for ARP),
+    /// when it is not empty: released frames and repeated ARP requests go
+    /// out, given-up frames are freed.
+    pub fn service<P: PacketIo + ?Sized>(&mut self, io: &mut P) {
+        if self.pipeline.held() == 0 {
+            return;
+        }
+        self.batch.clear();
+        io.alloc(&mut self.batch.spare, self.batch_size);
+        let now = io.now_ns();
+        self.pipeline
+            .service_held(now, io.memory(), &mut self.batch);
+        self.send_and_free(io);
     }
 
     /// One burst from one port through the pipeline and out.
@@ -206,7 +226,13 @@ impl Worker {
         let now = io.now_ns();
         self.pipeline
             .process_batch(now, io.memory(), &mut self.batch);
+        self.send_and_free(io);
+        n
+    }
 
+    /// Sends what the pipeline forwarded or generated in `self.batch` and
+    /// gives every other buffer back to the port.
+    fn send_and_free<P: PacketIo + ?Sized>(&mut self, io: &mut P) {
         for f in self.batch.frames.iter().chain(self.batch.generated.iter()) {
             match f.action {
                 Action::Forward { port: out } => match self.tx.get_mut(out as usize) {
@@ -214,6 +240,7 @@ impl Worker {
                     None => self.free.push(f.addr),
                 },
                 Action::Drop(_) | Action::Consumed => self.free.push(f.addr),
+                Action::Held => {}
             }
         }
         self.free.extend_from_slice(&self.batch.spare);
@@ -238,6 +265,5 @@ impl Worker {
             self.free.clear();
         }
         self.batch.clear();
-        n
     }
 }

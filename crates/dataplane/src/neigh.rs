@@ -7,10 +7,16 @@
 //!   (or any ARP packet) only updates an entry that exists, which includes the
 //!   incomplete entry left by our own request. The table is bounded (oldest
 //!   entry evicted first), allocated once.
-//! - An unresolved next hop gets an ARP request ([`arp_request`]) and the packet
-//!   is dropped ([`crate::drop::DropReason::NeighborUnresolved`]). There is no
-//!   hold queue, no retransmission timer, no NUD state machine (REACHABLE/STALE/
-//!   PROBE) and no expiry yet: those come with the live data plane.
+//! - A forwarded packet whose next hop is unresolved waits in a bounded hold
+//!   queue ([`Neighbors::hold`]; the kernel's arp_queue) while ARP requests go
+//!   out, one a second, [`SOLICIT_TRIES`] in all (mcast_solicit). The reply
+//!   releases the packets; when the last request goes unanswered for a second
+//!   they are dropped ([`crate::drop::DropReason::NeighborUnresolved`]) with an
+//!   ICMP host unreachable each, as `neigh_invalidate` does. Packets the
+//!   router generates itself are not held: they are dropped while the request
+//!   goes out.
+//! - There is no NUD state machine (REACHABLE/STALE/PROBE) and no expiry of
+//!   learned entries yet.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -33,12 +39,54 @@ pub const ARP_FRAME_LEN: usize = 42;
 /// (the kernel's retrans_time, 1 s).
 pub const SOLICIT_INTERVAL_NS: u64 = 1_000_000_000;
 
+/// ARP requests sent for a neighbor before its held packets are given up
+/// (the kernel's mcast_solicit).
+pub const SOLICIT_TRIES: u8 = 3;
+
+/// Packets held for one unresolved neighbor; beyond it the oldest is dropped
+/// (the kernel bounds its arp_queue by bytes, unres_qlen_bytes).
+pub const HOLD_PER_NEIGHBOR: usize = 32;
+
+/// Packets held in all.
+pub const HOLD_MAX: usize = 256;
+
+/// A forwarded frame waiting for the MAC of its next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Egress interface.
+    pub dev: IfIndex,
+    /// Next hop (host order).
+    pub ip: u32,
+    /// The frame's buffer.
+    pub addr: u64,
+    /// Its length.
+    pub len: u16,
+}
+
+/// What became of held frames ([`Neighbors::service`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldEvent {
+    /// The neighbor answered: send the frame to this MAC.
+    Resolved(Held, MacAddr),
+    /// Ask again (an ARP request for `ip` on `dev`).
+    Solicit {
+        /// Interface.
+        dev: IfIndex,
+        /// Neighbor.
+        ip: u32,
+    },
+    /// Nobody answered: drop it (and say host unreachable).
+    Failed(Held),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     /// `None`: incomplete (we asked, no answer yet).
     mac: Option<MacAddr>,
     /// When we last sent an ARP request for it.
     asked_ns: Option<u64>,
+    /// ARP requests sent since it was last resolved.
+    probes: u8,
 }
 
 /// The neighbor table.
@@ -48,6 +96,8 @@ pub struct Neighbors {
     dynamic: AHashMap<(IfIndex, u32), Entry>,
     order: VecDeque<(IfIndex, u32)>,
     max: usize,
+    /// The hold queue, oldest first (at most [`HOLD_MAX`]).
+    held: Vec<Held>,
 }
 
 impl Neighbors {
@@ -63,6 +113,90 @@ impl Neighbors {
             dynamic: AHashMap::with_capacity(max + 1),
             order: VecDeque::with_capacity(max + 1),
             max,
+            held: Vec::with_capacity(HOLD_MAX),
+        }
+    }
+
+    /// Frames in the hold queue.
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Holds `h` until its neighbor answers. Returns a frame that had to go
+    /// to make room (the oldest of the same neighbor, else the oldest of
+    /// all), to be dropped.
+    pub fn hold(&mut self, h: Held) -> Option<Held> {
+        let mut same = 0;
+        let mut first_same = None;
+        for (i, x) in self.held.iter().enumerate() {
+            if x.dev == h.dev && x.ip == h.ip {
+                same += 1;
+                first_same.get_or_insert(i);
+            }
+        }
+        let evicted = if same >= HOLD_PER_NEIGHBOR {
+            first_same.map(|i| self.held.remove(i))
+        } else if self.held.len() >= HOLD_MAX {
+            Some(self.held.remove(0))
+        } else {
+            None
+        };
+        self.held.push(h);
+        evicted
+    }
+
+    /// The hold queue at `now_ns`: frames whose neighbor answered, requests
+    /// to send again, frames given up. Bounded by the queue's length; does
+    /// nothing when it is empty.
+    pub fn service(&mut self, now_ns: u64, mut f: impl FnMut(HeldEvent)) {
+        if self.held.is_empty() {
+            return;
+        }
+        // Each neighbor with held frames, once: resend or give up.
+        let mut failed = false;
+        let mut i = 0;
+        while i < self.held.len() {
+            let h = self.held[i];
+            if let Some(mac) = self.lookup(h.dev, h.ip) {
+                self.held.remove(i);
+                f(HeldEvent::Resolved(h, mac));
+                continue;
+            }
+            let first = !self.held[..i]
+                .iter()
+                .any(|x| x.dev == h.dev && x.ip == h.ip);
+            let e = self.dynamic.get(&(h.dev, h.ip)).copied();
+            let due = match e.and_then(|e| e.asked_ns) {
+                None => true,
+                Some(t) => now_ns.saturating_sub(t) >= SOLICIT_INTERVAL_NS || now_ns < t,
+            };
+            let probes = e.map_or(0, |e| e.probes);
+            if due && probes >= SOLICIT_TRIES {
+                self.held.remove(i);
+                failed = true;
+                f(HeldEvent::Failed(h));
+                continue;
+            }
+            if due && first {
+                // The request itself records the probe (`solicit`).
+                f(HeldEvent::Solicit {
+                    dev: h.dev,
+                    ip: h.ip,
+                });
+            }
+            i += 1;
+        }
+        // A neighbor given up starts afresh with its next packet.
+        if failed {
+            let held = &self.held;
+            for (k, e) in self.dynamic.iter_mut() {
+                if e.mac.is_none()
+                    && e.probes >= SOLICIT_TRIES
+                    && !held.iter().any(|x| (x.dev, x.ip) == *k)
+                {
+                    e.probes = 0;
+                }
+            }
         }
     }
 
@@ -84,9 +218,11 @@ impl Neighbors {
         if let Some(e) = self.dynamic.get_mut(&(dev, ip)) {
             if mac.is_some() {
                 e.mac = mac;
+                e.probes = 0;
             }
             if asked_ns.is_some() {
                 e.asked_ns = asked_ns;
+                e.probes = e.probes.saturating_add(1);
             }
             return;
         }
@@ -95,7 +231,14 @@ impl Neighbors {
                 self.dynamic.remove(&old);
             }
         }
-        self.dynamic.insert((dev, ip), Entry { mac, asked_ns });
+        self.dynamic.insert(
+            (dev, ip),
+            Entry {
+                mac,
+                asked_ns,
+                probes: u8::from(asked_ns.is_some()),
+            },
+        );
         self.order.push_back((dev, ip));
     }
 

@@ -55,12 +55,13 @@ use fastables_rules::model::{Hook, RejectWith, Table, Target};
 use crate::config::Config;
 use crate::drop::{DropCounters, DropReason};
 use crate::frag;
+
 use crate::icmp::{self, codes};
 use crate::iface::{IfaceError, Interfaces};
 use crate::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use crate::log::{format_ipv4, LogQueue};
 use crate::nat;
-use crate::neigh::{self, ArpOutcome, Neighbors};
+use crate::neigh::{self, ArpOutcome, HeldEvent, Neighbors};
 use crate::route::{Fib, RouteType};
 
 const ETH_LEN: usize = 14;
@@ -198,6 +199,11 @@ pub struct Pipeline {
     icmp_rl: icmp::IcmpRateLimiter,
     /// IP ID of the next generated packet that carries one.
     next_ident: u16,
+    /// Set by `process_rx` when it returns [`Action::Held`]: the frame's
+    /// interface and next hop.
+    pending_hold: Option<(IfIndex, u32)>,
+    /// Scratch for [`Neighbors::service`] (capacity allocated once).
+    held_events: Vec<HeldEvent>,
     /// The connection table, present while the ruleset needs conntrack.
     ct: Option<CtTable>,
     ct_cfg: TableConfig,
@@ -344,6 +350,8 @@ impl Pipeline {
             None
         };
         Ok(Pipeline {
+            pending_hold: None,
+            held_events: Vec::with_capacity(2 * neigh::HOLD_MAX),
             ct,
             ct_cfg,
             ifs,
@@ -463,6 +471,25 @@ impl Pipeline {
                     action = Action::Drop(r);
                 }
             }
+            if action == Action::Held {
+                match self.pending_hold.take() {
+                    Some((dev, ip)) => {
+                        let h = neigh::Held {
+                            dev,
+                            ip,
+                            addr: f.addr,
+                            len: f.len,
+                        };
+                        if let Some(old) = self.neigh.hold(h) {
+                            // Its buffer is given back with the spares.
+                            batch.spare.push(old.addr);
+                            PipelineCounters::inc(&self.counters.dropped);
+                            self.drops.inc(DropReason::NeighborHoldFull);
+                        }
+                    }
+                    None => action = Action::Drop(DropReason::InvalidFrame),
+                }
+            }
             match action {
                 Action::Forward { .. } => PipelineCounters::inc(&self.counters.forwarded),
                 Action::Consumed => PipelineCounters::inc(&self.counters.consumed),
@@ -470,6 +497,7 @@ impl Pipeline {
                     PipelineCounters::inc(&self.counters.dropped);
                     self.drops.inc(r);
                 }
+                Action::Held => {}
             }
             f.action = action;
             if let Some(slot) = batch.frames.get_mut(i) {
@@ -479,6 +507,103 @@ impl Pipeline {
                 self.generate(now_ns, mem, &f, g, &mut batch.spare, &mut batch.generated);
             }
         }
+        self.service_held(now_ns, mem, batch);
+    }
+
+    /// Frames waiting for a neighbor ([`Action::Held`]).
+    pub fn held(&self) -> usize {
+        self.neigh.held_len()
+    }
+
+    /// The hold queue at `now_ns` (also run at the end of every batch):
+    /// frames whose neighbor answered go out in `batch.generated`, ARP
+    /// requests are repeated once a second, and frames whose neighbor never
+    /// answered are dropped with an ICMP host unreachable each, their buffers
+    /// given back in `batch.spare`. Call it between batches while
+    /// [`Pipeline::held`] is not zero, with spare buffers in `batch`.
+    pub fn service_held(&mut self, now_ns: u64, mem: &mut [u8], batch: &mut Batch) {
+        if self.neigh.held_len() == 0 {
+            return;
+        }
+        let mut events = std::mem::take(&mut self.held_events);
+        events.clear();
+        self.neigh.service(now_ns, |e| {
+            if events.len() < events.capacity() {
+                events.push(e);
+            }
+        });
+        for e in events.iter().copied() {
+            match e {
+                HeldEvent::Resolved(h, mac) => {
+                    let at = usize::try_from(h.addr).unwrap_or(usize::MAX);
+                    match mem.get_mut(at..at.saturating_add(6)) {
+                        Some(d) => {
+                            d.copy_from_slice(&mac.0);
+                            PipelineCounters::inc(&self.counters.forwarded);
+                            batch.generated.push(Frame {
+                                addr: h.addr,
+                                len: h.len,
+                                port: h.dev,
+                                action: Action::Forward { port: h.dev },
+                            });
+                        }
+                        None => {
+                            batch.spare.push(h.addr);
+                            self.drops.inc(DropReason::InvalidFrame);
+                        }
+                    }
+                }
+                HeldEvent::Solicit { dev, ip } => {
+                    let sender = self.ifs.select_addr(dev, ip).unwrap_or(0);
+                    let rx = Frame::rx(0, 0, dev);
+                    self.generate(
+                        now_ns,
+                        mem,
+                        &rx,
+                        Gen::ArpRequest {
+                            dev,
+                            target: ip,
+                            sender,
+                        },
+                        &mut batch.spare,
+                        &mut batch.generated,
+                    );
+                }
+                HeldEvent::Failed(h) => {
+                    PipelineCounters::inc(&self.counters.dropped);
+                    self.drops.inc(DropReason::NeighborUnresolved);
+                    // ip_forward's error report for a failed neighbor.
+                    let rx = Frame::rx(h.addr, h.len, h.dev);
+                    let info = parse_frame(
+                        mem.get(usize::try_from(h.addr).unwrap_or(usize::MAX)..)
+                            .and_then(|m| m.get(..usize::from(h.len)))
+                            .unwrap_or(&[]),
+                    )
+                    .ok()
+                    .and_then(|p| match p.l3 {
+                        L3::Ipv4(i) => Some(i),
+                        _ => None,
+                    });
+                    if info.is_some_and(|i| icmp::icmp_error_allowed(&i)) {
+                        self.generate(
+                            now_ns,
+                            mem,
+                            &rx,
+                            Gen::IcmpError {
+                                ty: codes::DEST_UNREACH,
+                                code: codes::HOST_UNREACH,
+                                rest: 0,
+                                src: None,
+                            },
+                            &mut batch.spare,
+                            &mut batch.generated,
+                        );
+                    }
+                    batch.spare.push(h.addr);
+                }
+            }
+        }
+        self.held_events = events;
     }
 
     /// Run one table, apply its effects to the frame, and say how it ended.
@@ -1077,14 +1202,18 @@ impl Pipeline {
                 // arp_solicit with arp_announce 0: the packet's source is not ours,
                 // so the device's address towards the target.
                 let sender = self.ifs.select_addr(out_dev, route.next_hop).unwrap_or(0);
-                (
-                    Action::Drop(DropReason::NeighborUnresolved),
-                    Some(Gen::ArpRequest {
-                        dev: out_dev,
-                        target: route.next_hop,
-                        sender,
-                    }),
-                )
+                let arp = Some(Gen::ArpRequest {
+                    dev: out_dev,
+                    target: route.next_hop,
+                    sender,
+                });
+                if ip_len > usize::from(mtu) {
+                    // Held frames are sent as they are: not one that needs fragments.
+                    return (Action::Drop(DropReason::NeighborUnresolved), arp);
+                }
+                buf[6..12].copy_from_slice(&out_mac.0);
+                self.pending_hold = Some((out_dev, route.next_hop));
+                (Action::Held, arp)
             }
         }
     }

@@ -414,24 +414,68 @@ fn no_route_sends_net_unreachable() {
     assert_eq!(&g[26..30], &[10, 1, 0, 1]);
 }
 
+/// Frame memory that lives across batches (held frames stay in it).
+struct Mem {
+    mem: Vec<u8>,
+}
+
+impl Mem {
+    fn new() -> Mem {
+        Mem {
+            mem: vec![0u8; FRAME_SIZE * 16],
+        }
+    }
+
+    /// One batch: `frame` (if any) in slot `slot`, spares in slots 8..16.
+    fn batch(&mut self, p: &mut Pipeline, now: u64, rx: Option<(IfIndex, usize, &[u8])>) -> Batch {
+        let mut b = Batch::with_capacity(4);
+        if let Some((port, slot, f)) = rx {
+            let a = slot * FRAME_SIZE;
+            self.mem[a..a + f.len()].copy_from_slice(f);
+            b.frames
+                .push(Frame::rx(a as FrameAddr, f.len() as u16, port));
+        }
+        for i in 8..16 {
+            b.spare.push((i * FRAME_SIZE) as FrameAddr);
+        }
+        if rx.is_some() {
+            p.process_batch(now, &mut self.mem, &mut b);
+        } else {
+            p.service_held(now, &mut self.mem, &mut b);
+        }
+        b
+    }
+
+    fn bytes(&self, f: &Frame) -> &[u8] {
+        &self.mem[f.addr as usize..f.addr as usize + f.len as usize]
+    }
+}
+
+const SEC: u64 = 1_000_000_000;
+
 #[test]
-fn unresolved_neighbor_sends_arp_then_learns_the_reply() {
+fn unresolved_neighbor_holds_the_packet_until_arp_answers() {
     let mut p = pipeline(ACCEPT_ALL);
+    let mut m = Mem::new();
     let f = builder::udp_frame(
         &from_host(),
         &ip("172.18.0.2", "192.168.5.9"),
         &UdpSpec::default(),
         b"x",
     );
-    let o = run(&mut p, DOCKER0_IF, &f);
-    assert_eq!(o.action, Action::Drop(DropReason::NeighborUnresolved));
-    let (port, a) = &o.generated[0];
-    assert_eq!(*port, 2);
+    let b = m.batch(&mut p, 0, Some((DOCKER0_IF, 0, &f)));
+    assert_eq!(b.frames[0].action, Action::Held);
+    assert_eq!(p.held(), 1);
+    let a = m.bytes(&b.generated[0]).to_vec();
+    assert_eq!(b.generated[0].port, 2);
     assert_eq!(a.len(), 42);
     assert_eq!(&a[0..6], &[0xff; 6]);
     assert_eq!(&a[28..32], &[192, 168, 5, 1], "sender: our address on lan2");
     assert_eq!(&a[38..42], &[192, 168, 5, 9]);
-    // The neighbor answers.
+    // Half a second on: no second request yet.
+    let b = m.batch(&mut p, SEC / 2, None);
+    assert!(b.generated.is_empty());
+    // The neighbor answers: the held packet goes out to it, TTL decremented.
     let peer = MacAddr([2, 0, 0, 0, 5, 9]);
     let reply = builder::arp_reply(
         peer,
@@ -439,11 +483,74 @@ fn unresolved_neighbor_sends_arp_then_learns_the_reply() {
         MacAddr([0x02, 0x42, 0xac, 0x13, 0x00, 0x01]),
         Ipv4Addr::new(192, 168, 5, 1),
     );
-    let o = run(&mut p, 2, &reply);
-    assert_eq!(o.action, Action::Consumed);
-    let o = run(&mut p, DOCKER0_IF, &f);
-    assert_eq!(o.action, Action::Forward { port: 2 });
-    assert_eq!(&o.frame[0..6], &peer.0);
+    let b = m.batch(&mut p, SEC * 6 / 10, Some((2, 1, &reply)));
+    assert_eq!(b.frames[0].action, Action::Consumed);
+    assert_eq!(p.held(), 0);
+    let out = b.generated[0];
+    assert_eq!((out.addr, out.action), (0, Action::Forward { port: 2 }));
+    let o = m.bytes(&out);
+    assert_eq!(&o[0..6], &peer.0);
+    assert_eq!(&o[6..12], &[0x02, 0x42, 0xac, 0x13, 0x00, 0x01]);
+    assert_eq!(o[22], 63);
+    // And the next one is forwarded at once.
+    let b = m.batch(&mut p, SEC, Some((DOCKER0_IF, 0, &f)));
+    assert_eq!(b.frames[0].action, Action::Forward { port: 2 });
+}
+
+#[test]
+fn unanswered_arp_gives_up_after_three_requests_with_host_unreachable() {
+    let mut p = pipeline(ACCEPT_ALL);
+    let mut m = Mem::new();
+    let f = builder::udp_frame(
+        &from_host(),
+        &ip("172.18.0.2", "192.168.5.9"),
+        &UdpSpec::default(),
+        b"x",
+    );
+    let b = m.batch(&mut p, 0, Some((DOCKER0_IF, 0, &f)));
+    assert_eq!(b.frames[0].action, Action::Held);
+    // Requests two and three, a second apart.
+    for t in [1, 2] {
+        let b = m.batch(&mut p, t * SEC, None);
+        assert_eq!(b.generated.len(), 1, "ARP request at {t} s");
+        assert_eq!(m.bytes(&b.generated[0])[12..14], [0x08, 0x06]);
+        assert_eq!(p.held(), 1);
+    }
+    // A second after the third: given up.
+    let b = m.batch(&mut p, 3 * SEC, None);
+    assert_eq!(p.held(), 0);
+    assert_eq!(p.drops().get(DropReason::NeighborUnresolved), 1);
+    assert!(b.spare.contains(&0), "the held buffer is given back");
+    let g = b.generated[0];
+    assert_eq!(g.port, DOCKER0_IF);
+    let icmp = m.bytes(&g);
+    assert_eq!(&icmp[30..34], &[172, 18, 0, 2]);
+    assert_eq!((icmp[34], icmp[35]), (3, 1), "host unreachable");
+}
+
+#[test]
+fn the_hold_queue_is_bounded_per_neighbor() {
+    let mut p = pipeline(ACCEPT_ALL);
+    let mut m = Mem::new();
+    let f = builder::udp_frame(
+        &from_host(),
+        &ip("172.18.0.2", "192.168.5.9"),
+        &UdpSpec::default(),
+        b"x",
+    );
+    for k in 0..40 {
+        // Each in its own buffer address (slots 0..8 reused: the address is
+        // what the queue keeps, the bytes do not matter here).
+        let mut b = Batch::with_capacity(4);
+        let a = (k % 8) * FRAME_SIZE;
+        m.mem[a..a + f.len()].copy_from_slice(&f);
+        b.frames
+            .push(Frame::rx(a as FrameAddr, f.len() as u16, DOCKER0_IF));
+        p.process_batch(k as u64, &mut m.mem, &mut b);
+        assert_eq!(b.frames[0].action, Action::Held);
+    }
+    assert_eq!(p.held(), fastables_dataplane::neigh::HOLD_PER_NEIGHBOR);
+    assert_eq!(p.drops().get(DropReason::NeighborHoldFull), 8);
 }
 
 #[test]
