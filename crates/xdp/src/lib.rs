@@ -292,34 +292,56 @@ pub struct XdpPort {
     area: Mmap,
 }
 
-fn sysfs(name: &str, what: &str) -> Option<String> {
-    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join(what))
-        .ok()
-        .map(|s| s.trim().to_string())
+/// An `ifreq` ioctl on `name` in the calling thread's network namespace
+/// (sysfs shows the namespace it was mounted in, which may be another).
+fn ifreq(name: &str, req: libc::c_ulong) -> Option<libc::ifreq> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return None;
+    }
+    // SAFETY: an all-zero ifreq is valid (a C struct of integers and a union).
+    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, &b) in r.ifr_name.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `r` is a valid ifreq for these read-only interface requests.
+    let ok = unsafe { libc::ioctl(fd, req as _, &mut r) } == 0;
+    // SAFETY: `fd` was opened above and is not used after this.
+    unsafe { libc::close(fd) };
+    ok.then_some(r)
 }
 
 /// Whether the device exists.
 pub fn device_exists(name: &str) -> bool {
-    !name.is_empty() && !name.contains('/') && Path::new("/sys/class/net").join(name).exists()
+    ifreq(name, libc::SIOCGIFINDEX).is_some()
 }
 
-/// The device's MAC address, from sysfs.
+/// The device's MAC address.
 pub fn device_mac(name: &str) -> Option<[u8; 6]> {
-    let s = sysfs(name, "address")?;
+    let r = ifreq(name, libc::SIOCGIFHWADDR)?;
+    // SAFETY: SIOCGIFHWADDR fills the `ifru_hwaddr` member of the union.
+    let sa = unsafe { r.ifr_ifru.ifru_hwaddr };
     let mut m = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut m {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    for (d, &b) in m.iter_mut().zip(sa.sa_data.iter()) {
+        *d = b as u8;
     }
-    parts.next().is_none().then_some(m)
+    Some(m)
 }
 
-/// The device's MTU, from sysfs.
+/// The device's MTU.
 pub fn device_mtu(name: &str) -> Option<u32> {
-    sysfs(name, "mtu")?.parse().ok()
+    let r = ifreq(name, libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU fills the `ifru_mtu` member of the union.
+    u32::try_from(unsafe { r.ifr_ifru.ifru_mtu }).ok()
 }
 
-/// The number of RX queues of the device.
+/// The number of RX queues of the device (from sysfs, which must be the
+/// device's namespace's: `ip netns exec` sees to that; 1 when unknown).
 pub fn device_rx_queues(name: &str) -> u32 {
     std::fs::read_dir(Path::new("/sys/class/net").join(name).join("queues"))
         .map(|d| {
