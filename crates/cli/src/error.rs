@@ -58,6 +58,10 @@ pub enum CliError {
     /// The AF_XDP port could not be opened.
     #[error("{0}")]
     Xdp(#[from] fastables_xdp::XdpError),
+    /// The command printed its own messages (a reply of the running
+    /// instance); exit with this code.
+    #[error("")]
+    Exit(u8),
     /// `fastables run` cannot start (not root, ...).
     #[error("{0}")]
     Start(String),
@@ -74,6 +78,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Unsupported(_) | CliError::Usage(_) => crate::EXIT_UNSUPPORTED,
+            CliError::Exit(c) => *c,
             _ => 1,
         }
     }

@@ -7,6 +7,7 @@
 //! `--test`, `save` without `-r`) and `gen` are not implemented yet: they
 //! exist only to say so, with exit code 2.
 
+mod control;
 mod error;
 mod rulescmd;
 mod run;
@@ -48,16 +49,79 @@ enum Command {
     Restore(rulescmd::RestoreArgs),
     /// The live data plane on AF_XDP (root): SIGTERM stops, SIGHUP reloads the rules.
     Run(run::RunArgs),
-    /// conntrack-tools compatible listing (not supported yet).
-    Conntrack(Unsupported),
-    /// Counters and latency of the running instance (not supported yet).
-    Stats(Unsupported),
+    /// conntrack-tools on the running instance: -L, -C, -F, -D, -S with -s -d -p --sport --dport.
+    Conntrack(ConntrackArgs),
+    /// Counters of the running instance (rx/tx, drops by reason, conntrack fill).
+    Stats(StatsArgs),
     /// Per-packet trace of the running instance (not supported yet).
     Trace(Unsupported),
     /// AF_XDP traffic generator (not supported yet).
     Gen(Unsupported),
     /// Reference topology in network namespaces (not supported yet).
     Lab(Unsupported),
+}
+
+/// Where a command finds the running instance.
+#[derive(Args, Debug)]
+struct InstanceArgs {
+    /// The running instance's control socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Find the control socket in this configuration (`[control] socket`).
+    #[arg(long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// `fastables conntrack [--socket PATH] -L|-C|-F|-D|-S [filters]`.
+#[derive(Args, Debug)]
+struct ConntrackArgs {
+    #[command(flatten)]
+    instance: InstanceArgs,
+    /// conntrack-tools arguments: -L, -C, -F, -D, -S; -s ADDR, -d ADDR, -p PROTO, --sport N, --dport N.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<String>,
+}
+
+/// `fastables stats [--json] [--watch]`.
+#[derive(Args, Debug)]
+struct StatsArgs {
+    #[command(flatten)]
+    instance: InstanceArgs,
+    /// JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Refresh every second, in place, until interrupted.
+    #[arg(long)]
+    watch: bool,
+}
+
+fn instance_call(i: &InstanceArgs, args: Vec<String>) -> Result<(), CliError> {
+    let sock = control::socket_path(i.socket.as_deref(), i.config.as_deref())?;
+    control::exit(control::print(&control::call(&sock, &args, "")?))
+}
+
+fn stats(a: &StatsArgs) -> Result<(), CliError> {
+    let mut args = vec!["stats".to_string()];
+    if a.json {
+        args.push("--json".into());
+    }
+    if !a.watch {
+        return instance_call(&a.instance, args);
+    }
+    let sock = control::socket_path(a.instance.socket.as_deref(), a.instance.config.as_deref())?;
+    loop {
+        let r = control::call(&sock, &args, "")?;
+        // Home, clear the screen, then the table.
+        print!("\x1b[H\x1b[2J");
+        if control::print(&r) != 0 {
+            return control::exit(r.code);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// Arguments of a command that is not implemented: accepted and ignored, so
@@ -73,16 +137,19 @@ fn not_supported(what: &str, why: &str) -> CliError {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    const LIVE: &str = "it talks to a running `fastables run` over the control socket, \
-                        which is not implemented yet";
+    const LIVE: &str = "per-packet tracing of a running instance is not implemented yet";
     match cli.cmd {
         Command::Sim(a) => sim::run(&a),
         Command::Check(a) => rulescmd::check(&a),
         Command::Save(a) => rulescmd::save(&a),
         Command::Restore(a) => rulescmd::restore(&a),
         Command::Run(a) => run::run(&a),
-        Command::Conntrack(_) => Err(not_supported("conntrack", LIVE)),
-        Command::Stats(_) => Err(not_supported("stats", LIVE)),
+        Command::Conntrack(a) => {
+            let mut args = vec!["conntrack".to_string()];
+            args.extend(a.args);
+            instance_call(&a.instance, args)
+        }
+        Command::Stats(a) => stats(&a),
         Command::Trace(_) => Err(not_supported("trace", LIVE)),
         Command::Gen(_) => Err(not_supported(
             "gen",

@@ -9,7 +9,7 @@ use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::model::{IfaceName, Neg, Ruleset, Table};
 use fastables_rules::{parse, print};
 
-use crate::CliError;
+use crate::{control, CliError};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -20,10 +20,15 @@ pub struct CheckArgs {
 
 #[derive(Args, Debug)]
 pub struct SaveArgs {
-    /// The rules file to print (iptables-save / iptables-restore format). Required
-    /// until the live data plane exists.
+    /// Print this rules file (offline) instead of the running instance's ruleset.
     #[arg(short = 'r', long = "rules", value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    /// The running instance's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Find the control socket in this configuration (`[control] socket`).
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print packet and byte counters (`[packets:bytes]`).
     #[arg(short = 'c', long = "counters")]
     pub counters: bool,
@@ -46,6 +51,12 @@ pub struct RestoreArgs {
     /// Read the rules from FILE instead of standard input.
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// The running instance's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Find the control socket in this configuration (`[control] socket`).
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Reads and parses a rules file; errors (all of them) name `file:line`.
@@ -162,11 +173,16 @@ fn parse_table(s: &str) -> Result<Table, CliError> {
 /// `fastables save -r FILE [-c] [-t TABLE]`.
 pub fn save(a: &SaveArgs) -> Result<(), CliError> {
     let Some(path) = &a.rules else {
-        return Err(CliError::Unsupported(
-            "`fastables save` without -r FILE needs a running instance (fastables run), \
-             which is not supported yet; use `fastables save -r rules.v4` to print a file canonically"
-                .to_string(),
-        ));
+        let mut args = vec!["save".to_string()];
+        if a.counters {
+            args.push("-c".into());
+        }
+        if let Some(t) = &a.table {
+            parse_table(t)?;
+            args.extend(["-t".to_string(), t.clone()]);
+        }
+        let sock = control::socket_path(a.socket.as_deref(), a.config.as_deref())?;
+        return control::exit(control::print(&control::call(&sock, &args, "")?));
     };
     let mut rs = load_rules(path)?;
     if let Some(t) = &a.table {
@@ -179,13 +195,6 @@ pub fn save(a: &SaveArgs) -> Result<(), CliError> {
 
 /// `fastables restore --test [-n] [-c] [FILE]`.
 pub fn restore(a: &RestoreArgs) -> Result<(), CliError> {
-    if !a.test {
-        return Err(CliError::Unsupported(
-            "`fastables restore` needs a running instance (fastables run), not supported yet; \
-             use `fastables restore --test` to parse and validate"
-                .to_string(),
-        ));
-    }
     let (text, name) = match &a.file {
         Some(p) => (
             std::fs::read_to_string(p).map_err(|source| CliError::ReadRules {
@@ -202,6 +211,17 @@ pub fn restore(a: &RestoreArgs) -> Result<(), CliError> {
             (s, "<stdin>".to_string())
         }
     };
+    if !a.test {
+        let mut args = vec!["restore".to_string(), "--name".to_string(), name];
+        if a.counters {
+            args.push("-c".into());
+        }
+        if a.noflush {
+            args.push("-n".into());
+        }
+        let sock = control::socket_path(a.socket.as_deref(), a.config.as_deref())?;
+        return control::exit(control::print(&control::call(&sock, &args, &text)?));
+    }
     let rs = parse::parse_restore_all(&text, &name)?;
     compile(&rs, &[], &name)?;
     Ok(())

@@ -15,13 +15,18 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use fastables_dataplane::config::{Config, Queues};
-use fastables_dataplane::io::Worker;
+use fastables_dataplane::io::{PacketIo, Worker};
 use fastables_dataplane::offline::{IfaceTotals, Summary};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
 use fastables_packet::MacAddr;
 use fastables_rules::ctx::IfIndex;
 use fastables_xdp::{Options, PortSpec, XdpPort};
 
+use fastables_rules::compile::CompiledRuleset;
+use fastables_rules::model::{Ruleset, Table};
+use fastables_rules::print;
+
+use crate::control;
 use crate::rulescmd::{compile, load_config_and_rules, load_rules};
 use crate::CliError;
 
@@ -172,8 +177,15 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
 
+    let server = control::serve(&cfg.control.socket)?;
+    let mut live = Live {
+        rs,
+        compiled,
+        names: names.iter().map(|s| s.to_string()).collect(),
+    };
     pin(&cfg.workers.cores);
     let mut worker = Worker::new(pipeline, cfg.workers.batch);
+    println!("control socket: {}", cfg.control.socket.display());
     println!("running");
     let _ = std::io::stdout().flush();
 
@@ -191,32 +203,43 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         } else {
             idle = 0;
         }
-        if last_service.elapsed() >= Duration::from_millis(100) {
+        if last_service.elapsed() >= Duration::from_millis(2) {
             last_service = Instant::now();
             worker.pipeline_mut().drain_logs(|l| eprintln!("log: {l}"));
             if hup.swap(false, Ordering::Relaxed) {
-                reload(&mut worker, rules_file.as_ref(), &names);
+                reload(&mut worker, &mut live, rules_file.as_ref());
+            }
+            // Control requests, between two batches.
+            while let Ok(req) = server.requests.try_recv() {
+                let r = answer(&req, &mut live, &mut worker, &port, &cfg);
+                let _ = req.reply.send(r);
             }
         }
     }
     worker.pipeline_mut().drain_logs(|l| eprintln!("log: {l}"));
     let summary = summary(&port, &worker, &cfg);
+    drop(server);
     drop(port);
     eprintln!("stopped");
     eprint!("{summary}");
     Ok(())
 }
 
-/// SIGHUP: the rules file again, all or nothing.
-fn reload(worker: &mut Worker, file: Option<&PathBuf>, names: &[&str]) {
+/// SIGHUP: the rules file again, all or nothing (counters start afresh, as
+/// after `iptables-restore` without `-c`).
+fn reload(worker: &mut Worker, live: &mut Live, file: Option<&PathBuf>) {
     let Some(file) = file else {
         eprintln!("reload: the configuration names no rules file; nothing to reload");
         return;
     };
-    let res = load_rules(file).and_then(|rs| compile(&rs, names, &file.display().to_string()));
+    let res = load_rules(file)
+        .and_then(|rs| compile(&rs, &live.names(), &file.display().to_string()).map(|c| (rs, c)));
     match res {
-        Ok(c) => {
-            worker.pipeline_mut().set_ruleset(Arc::new(c));
+        Ok((rs, c)) => {
+            let c = Arc::new(c);
+            worker.pipeline_mut().set_ruleset(Arc::clone(&c));
+            live.rs = rs;
+            live.compiled = c;
             eprintln!("reload: {} loaded", file.display());
         }
         Err(e) => eprintln!("reload: {e}\nreload: the running ruleset is unchanged"),
@@ -252,4 +275,343 @@ fn summary(port: &XdpPort, worker: &Worker, cfg: &Config) -> Summary {
         drops,
         last_ns: 0,
     }
+}
+
+/// What the worker keeps to answer control requests.
+struct Live {
+    /// The ruleset as loaded (counters: the base that live counters add to).
+    rs: Ruleset,
+    compiled: Arc<CompiledRuleset>,
+    names: Vec<String>,
+}
+
+impl Live {
+    fn names(&self) -> Vec<&str> {
+        self.names.iter().map(String::as_str).collect()
+    }
+
+    /// The ruleset with the live counters folded in.
+    fn with_counters(&self, p: &Pipeline) -> Ruleset {
+        self.compiled.counters_into(&self.rs, &[p.rule_state()])
+    }
+}
+
+fn answer(
+    req: &control::Request,
+    live: &mut Live,
+    worker: &mut Worker,
+    port: &XdpPort,
+    cfg: &Config,
+) -> control::Reply {
+    let args: Vec<&str> = req.args.iter().map(String::as_str).collect();
+    match args.split_first() {
+        Some((&"save", rest)) => save_cmd(rest, live, worker.pipeline()),
+        Some((&"restore", rest)) => restore_cmd(rest, &req.body, live, worker),
+        Some((&"conntrack", rest)) => conntrack_cmd(rest, worker.pipeline_mut(), port.now_ns()),
+        Some((&"stats", rest)) => stats_cmd(rest, worker, port, cfg),
+        _ => control::Reply::fail(format!("fastables: unknown request {:?}", req.args)),
+    }
+}
+
+fn save_cmd(args: &[&str], live: &Live, p: &Pipeline) -> control::Reply {
+    let mut counters = false;
+    let mut table = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "-c" | "--counters" => counters = true,
+            "-t" | "--table" => match it
+                .next()
+                .and_then(|t| Table::ALL.into_iter().find(|x| x.name() == *t))
+            {
+                Some(t) => table = Some(t),
+                None => {
+                    return control::Reply::fail(
+                        "fastables: -t: expected one of raw, mangle, nat, filter\n",
+                    )
+                }
+            },
+            other => {
+                return control::Reply::fail(format!("fastables: save: unknown option `{other}`\n"))
+            }
+        }
+    }
+    let mut rs = live.with_counters(p);
+    if let Some(t) = table {
+        rs.tables.retain(|x| x.table == t);
+    }
+    control::Reply::ok(print::print_save(&rs, counters))
+}
+
+/// iptables-restore on the running instance: the tables in the input replace
+/// theirs, the others stay (with their counters); all or nothing.
+fn restore_cmd(args: &[&str], body: &str, live: &mut Live, worker: &mut Worker) -> control::Reply {
+    let (mut test, mut counters) = (false, false);
+    let mut name = "<stdin>";
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--name" => name = it.next().copied().unwrap_or(name),
+            "-t" | "--test" => test = true,
+            "-c" | "--counters" => counters = true,
+            "-n" | "--noflush" => return control::Reply {
+                code: crate::EXIT_UNSUPPORTED,
+                out: String::new(),
+                err:
+                    "fastables: restore -n (--noflush) on a running instance is not supported yet\n"
+                        .into(),
+            },
+            other => {
+                return control::Reply::fail(format!(
+                    "fastables: restore: unknown option `{other}`\n"
+                ))
+            }
+        }
+    }
+    let mut new = match fastables_rules::parse::parse_restore_all(body, name) {
+        Ok(rs) => rs,
+        Err(e) => return control::Reply::fail(format!("{e}\n")),
+    };
+    if !counters {
+        for t in &mut new.tables {
+            for c in &mut t.chains {
+                c.counters = Default::default();
+                for r in &mut c.rules {
+                    r.counters = Default::default();
+                }
+            }
+        }
+    }
+    let mut merged = live.with_counters(worker.pipeline());
+    for t in new.tables {
+        match merged.tables.iter_mut().find(|x| x.table == t.table) {
+            Some(slot) => *slot = t,
+            None => merged.tables.push(t),
+        }
+    }
+    merged
+        .tables
+        .sort_by_key(|t| Table::ALL.iter().position(|x| *x == t.table));
+    let compiled = match compile(&merged, &live.names(), name) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return control::Reply::fail(format!("{e}\n")),
+    };
+    if !test {
+        worker.pipeline_mut().set_ruleset(Arc::clone(&compiled));
+        live.rs = merged;
+        live.compiled = compiled;
+    }
+    control::Reply::ok(String::new())
+}
+
+/// An entry's ORIGINAL tuple as a sort key (protocol, addresses, ports).
+type OrigKey = (u8, u32, u32, u16, u16);
+
+/// `conntrack -L/-C/-F/-D/-S` with the `-s -d -p --sport --dport` filters
+/// (on the ORIGINAL tuple, as conntrack-tools has them).
+fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply {
+    #[derive(PartialEq, Clone, Copy)]
+    enum Op {
+        List,
+        Count,
+        Flush,
+        Delete,
+        Stats,
+    }
+    let mut op = None;
+    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, None, None);
+    let bad = |m: String| control::Reply {
+        code: 2,
+        out: String::new(),
+        err: format!("conntrack v1.4.7 (conntrack-tools): {m}\n"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .copied()
+                .ok_or_else(|| format!("option `{name}' requires an argument"))
+        };
+        let set = |o: Op, op: &mut Option<Op>| match op {
+            Some(x) if *x != o => Err("only one command at a time".to_string()),
+            _ => {
+                *op = Some(o);
+                Ok(())
+            }
+        };
+        let r: Result<(), String> = match *a {
+            "-L" | "--dump" => set(Op::List, &mut op),
+            "-C" | "--count" => set(Op::Count, &mut op),
+            "-F" | "--flush" => set(Op::Flush, &mut op),
+            "-D" | "--delete" => set(Op::Delete, &mut op),
+            "-S" | "--stats" => set(Op::Stats, &mut op),
+            "-E" | "--event" => Err("-E (events) is not supported yet".to_string()),
+            "-s" | "--src" | "--orig-src" => value(a).and_then(|v| {
+                v.parse::<std::net::Ipv4Addr>()
+                    .map(|x| src = Some(u32::from(x)))
+                    .map_err(|_| format!("bad address `{v}'"))
+            }),
+            "-d" | "--dst" | "--orig-dst" => value(a).and_then(|v| {
+                v.parse::<std::net::Ipv4Addr>()
+                    .map(|x| dst = Some(u32::from(x)))
+                    .map_err(|_| format!("bad address `{v}'"))
+            }),
+            "-p" | "--proto" => value(a).and_then(|v| {
+                let n = match v {
+                    "tcp" => Some(6),
+                    "udp" => Some(17),
+                    "icmp" => Some(1),
+                    _ => v.parse::<u8>().ok(),
+                };
+                n.map(|n| proto = Some(n))
+                    .ok_or_else(|| format!("unknown protocol `{v}'"))
+            }),
+            "--sport" | "--orig-port-src" => value(a).and_then(|v| {
+                v.parse::<u16>()
+                    .map(|x| sport = Some(x))
+                    .map_err(|_| format!("bad port `{v}'"))
+            }),
+            "--dport" | "--orig-port-dst" => value(a).and_then(|v| {
+                v.parse::<u16>()
+                    .map(|x| dport = Some(x))
+                    .map_err(|_| format!("bad port `{v}'"))
+            }),
+            other => Err(format!("unknown option `{other}'")),
+        };
+        if let Err(m) = r {
+            return bad(m);
+        }
+    }
+    let Some(op) = op else {
+        return bad("no command specified (use -L, -C, -F, -D or -S)".to_string());
+    };
+    let matches = |e: &fastables_conntrack::Entry| {
+        let o = e.orig();
+        src.is_none_or(|x| o.src == x)
+            && dst.is_none_or(|x| o.dst == x)
+            && proto.is_none_or(|x| o.proto == x)
+            && sport.is_none_or(|x| {
+                fastables_conntrack::tuple::proto_has_ports(o.proto) && o.sport == x
+            })
+            && dport.is_none_or(|x| {
+                fastables_conntrack::tuple::proto_has_ports(o.proto) && o.dport == x
+            })
+    };
+    let mut ids: Vec<(fastables_conntrack::EntryId, OrigKey)> = p
+        .conntrack()
+        .map(|t| {
+            t.iter()
+                .filter(|(_, e)| !e.is_expired(now_ns) && matches(e))
+                .map(|(id, e)| {
+                    let o = e.orig();
+                    (id, (o.proto, o.src, o.dst, o.sport, o.dport))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_by_key(|x| x.1);
+    let mut out = String::new();
+    match op {
+        Op::List => {
+            if let Some(t) = p.conntrack() {
+                for (id, _) in &ids {
+                    if let Some(e) = t.entry(*id) {
+                        out.push_str(&fastables_conntrack::format_entry(e, now_ns));
+                        out.push('\n');
+                    }
+                }
+            }
+            control::Reply {
+                code: 0,
+                out,
+                err: format!("{}\n", fastables_conntrack::format_summary(ids.len())),
+            }
+        }
+        Op::Count => control::Reply::ok(format!(
+            "{}\n",
+            fastables_conntrack::format_count(ids.len())
+        )),
+        Op::Flush => {
+            if let Some(t) = p.conntrack_mut() {
+                t.clear();
+            }
+            control::Reply {
+                code: 0,
+                out,
+                err: "conntrack v1.4.7 (conntrack-tools): connection tracking table has been emptied.\n".into(),
+            }
+        }
+        Op::Delete => {
+            if let Some(t) = p.conntrack_mut() {
+                for (id, _) in &ids {
+                    if let Some(e) = t.remove(*id) {
+                        out.push_str(&fastables_conntrack::format_entry(&e, now_ns));
+                        out.push('\n');
+                    }
+                }
+            }
+            control::Reply {
+                code: 0,
+                out,
+                err: format!(
+                    "conntrack v1.4.7 (conntrack-tools): {} flow entries have been deleted.\n",
+                    ids.len()
+                ),
+            }
+        }
+        Op::Stats => {
+            let st = p.conntrack().map(|t| t.stats()).unwrap_or_default();
+            control::Reply::ok(format!("{}\n", fastables_conntrack::format_stats(0, &st)))
+        }
+    }
+}
+
+fn stats_cmd(args: &[&str], worker: &Worker, port: &XdpPort, cfg: &Config) -> control::Reply {
+    let json = match args {
+        [] => false,
+        ["--json"] => true,
+        _ => return control::Reply::fail(format!("fastables: stats: unknown options {args:?}\n")),
+    };
+    let s = summary(port, worker, cfg);
+    let (entries, max) = worker
+        .pipeline()
+        .conntrack()
+        .map_or((0, 0), |t| (t.len(), t.max()));
+    if json {
+        let mut o = String::from("{\"interfaces\":[");
+        for (i, x) in s.interfaces.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            o.push_str(&format!(
+                "{{\"name\":\"{}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}}}",
+                x.name, x.rx_packets, x.rx_bytes, x.tx_packets, x.tx_bytes
+            ));
+        }
+        o.push_str("],\"drops\":{");
+        for (i, (r, n)) in s.drops.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            o.push_str(&format!("\"{}\":{n}", r.name()));
+        }
+        o.push_str(&format!(
+            "}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}}}}\n"
+        ));
+        return control::Reply::ok(o);
+    }
+    let mut o = s.to_string();
+    if max > 0 {
+        let fill = entries as f64 * 100.0 / max as f64;
+        o.push_str(&format!(
+            "conntrack: {entries} entries of {max} ({fill:.1}%)"
+        ));
+        if fill > 90.0 {
+            o.push_str("  WARNING: above 90%, new connections will soon be dropped");
+        }
+        o.push('\n');
+    } else {
+        o.push_str("conntrack: not loaded (no rule needs it)\n");
+    }
+    control::Reply::ok(o)
 }

@@ -170,10 +170,15 @@ fn save_prints_canonical_iptables_save() {
     assert_eq!(out(&o), "");
     let o = run(&["save", "-t", "bogus", "-r", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    // Without -r it would need a running instance.
-    let o = run(&["save"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("not supported yet"), "{}", err(&o));
+    // Without -r it asks a running instance; none answers on this socket.
+    let sock = d.path("none.sock");
+    let o = run(&["save", "--socket", sock.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("none.sock: no running instance answers"),
+        "{}",
+        err(&o)
+    );
 }
 
 #[test]
@@ -193,10 +198,13 @@ fn restore_test_validates_stdin() {
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("<stdin>:"), "{}", err(&o));
 
-    let o = run_stdin(&["restore"], DEMO_RULES);
-    assert_eq!(o.status.code(), Some(2));
+    let o = run_stdin(
+        &["restore", "--socket", "/nonexistent/fastables.sock"],
+        DEMO_RULES,
+    );
+    assert_eq!(o.status.code(), Some(1));
     assert!(
-        err(&o).contains("needs a running instance (fastables run), not supported yet"),
+        err(&o).contains("/nonexistent/fastables.sock: no running instance answers"),
         "{}",
         err(&o)
     );
@@ -205,9 +213,7 @@ fn restore_test_validates_stdin() {
 #[test]
 fn commands_of_the_live_data_plane_say_not_supported_yet() {
     for args in [
-        &["conntrack", "-L"][..],
-        &["stats", "--json"],
-        &["trace", "-p", "tcp", "--dport", "80"],
+        &["trace", "-p", "tcp", "--dport", "80"][..],
         &["gen"],
         &["lab", "demo"],
     ] {
@@ -219,6 +225,22 @@ fn commands_of_the_live_data_plane_say_not_supported_yet() {
             err(&o)
         );
         assert_eq!(out(&o), "");
+    }
+}
+
+#[test]
+fn instance_commands_say_when_no_instance_answers() {
+    for args in [
+        &["conntrack", "--socket", "/nonexistent/f.sock", "-L"][..],
+        &["stats", "--socket", "/nonexistent/f.sock", "--json"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            err(&o).contains("no running instance answers"),
+            "{args:?}: {}",
+            err(&o)
+        );
     }
 }
 

@@ -436,8 +436,8 @@ impl RefRuleset {
                     let inr = |n: &Neg<(std::net::Ipv4Addr, std::net::Ipv4Addr)>, a: u32| {
                         (u32::from(n.val.0)..=u32::from(n.val.1)).contains(&a) != n.inv
                     };
-                    ir.src.as_ref().map_or(true, |n| inr(n, ctx.src))
-                        && ir.dst.as_ref().map_or(true, |n| inr(n, ctx.dst))
+                    ir.src.as_ref().is_none_or(|n| inr(n, ctx.src))
+                        && ir.dst.as_ref().is_none_or(|n| inr(n, ctx.dst))
                 }
                 Match::Limit(l) => {
                     let key = (pos.0, pos.1, pos.2, mi);
@@ -457,12 +457,8 @@ impl RefRuleset {
                     .unwrap_or(false)
                 }
                 Match::Addrtype(a) => {
-                    let s = a
-                        .src
-                        .map_or(true, |s| (s.val.0 & ctx.src_type != 0) != s.inv);
-                    let d = a
-                        .dst
-                        .map_or(true, |d| (d.val.0 & ctx.dst_type != 0) != d.inv);
+                    let s = a.src.is_none_or(|s| (s.val.0 & ctx.src_type != 0) != s.inv);
+                    let d = a.dst.is_none_or(|d| (d.val.0 & ctx.dst_type != 0) != d.inv);
                     s && d
                 }
             };
@@ -501,7 +497,7 @@ fn net_has(n: &Ipv4Net, a: u32) -> bool {
 
 fn port_ok(p: &Option<Neg<PortRange>>, v: u16) -> bool {
     p.as_ref()
-        .map_or(true, |p| (p.val.lo..=p.val.hi).contains(&v) != p.inv)
+        .is_none_or(|p| (p.val.lo..=p.val.hi).contains(&v) != p.inv)
 }
 
 /// xt_limit (or nft_limit for `nft`) written out with 64-bit arithmetic and

@@ -894,7 +894,7 @@ pub fn mask_line(
             if let Some((_, _, lo, hi)) = masks
                 .0
                 .iter()
-                .find(|(p, a, _, _)| *p == ct.proto && a.map_or(true, |a| Some(a) == rdst))
+                .find(|(p, a, _, _)| *p == ct.proto && a.is_none_or(|a| Some(a) == rdst))
             {
                 if rdp < *lo || rdp > *hi {
                     errors.push(format!("{side}: port {rdp} outside {lo}-{hi}: {l}"));
