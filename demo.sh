@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# The offline seed demo: builds fastables, writes the demo's input pcaps
-# (target/demo/in/*.pcap), checks demo/fastables.toml and demo/rules.v4, runs
-# `fastables sim` over the inputs and shows what came in, what went out
-# (target/demo/<iface>.pcap, decoded with tcpdump), the connection table in
-# `conntrack -L` format (the container's DNS query MASQUERADEd out of eth0 and
-# its answer translated back) and the rule counters.
+# The seed demo. As root on a fresh Debian machine: installs what is missing
+# (.ci/setup), builds fastables, then
 #
-# This is the offline data path only. The live demo (`fastables lab demo`,
-# real hosts in network namespaces) needs the AF_XDP data plane, which is not
-# implemented yet.
+#   ./demo.sh           the live demo: `fastables lab demo` builds the seed
+#                       topology in network namespaces (a container, the
+#                       router running `fastables run` on AF_XDP, an internet
+#                       with HTTP and DNS servers), runs curl, a DNS query and
+#                       ping from the container, shows what the servers saw
+#                       (the NATed source), the ruleset counters and the
+#                       conntrack table of the running instance, and removes
+#                       the lab again (also on failure or Ctrl-C);
+#   ./demo.sh offline   the offline demo: builds the demo's input pcaps
+#                       (target/demo/in/*.pcap), runs `fastables sim` over them
+#                       and shows what came in, what went out
+#                       (target/demo/<iface>.pcap, decoded with tcpdump), the
+#                       connection table in `conntrack -L` format and the rule
+#                       counters.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +23,14 @@ cd "$(dirname "$0")"
 if [[ -f "$HOME/.cargo/env" ]]; then
     # shellcheck disable=SC1091
     . "$HOME/.cargo/env"
+fi
+
+if [[ "${1:-live}" == live ]]; then
+    cargo build -q --release -p fastables-cli --bin fastables
+    exec target/release/fastables lab demo
+elif [[ "$1" != offline ]]; then
+    echo "usage: $0 [live|offline]" >&2
+    exit 2
 fi
 
 out=target/demo

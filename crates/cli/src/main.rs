@@ -57,8 +57,8 @@ enum Command {
     Trace(Unsupported),
     /// AF_XDP traffic generator (not supported yet).
     Gen(Unsupported),
-    /// Reference topology in network namespaces (not supported yet).
-    Lab(Unsupported),
+    /// The seed topology in network namespaces with real hosts around `fastables run` (root).
+    Lab(LabArgs),
 }
 
 /// Where a command finds the running instance.
@@ -124,6 +124,43 @@ fn stats(a: &StatsArgs) -> Result<(), CliError> {
     }
 }
 
+/// `fastables lab up|demo|down`.
+#[derive(Args, Debug)]
+struct LabArgs {
+    /// up: build the lab and start fastables; demo: up, curl/DNS/ping from the
+    /// container, show the NAT, then down; down: remove everything.
+    #[arg(value_parser = ["up", "demo", "down"])]
+    what: String,
+    /// Work directory (config, rules, logs).
+    #[arg(long, value_name = "DIR", default_value = "/tmp/fastables-lab")]
+    dir: PathBuf,
+}
+
+/// The lab script (crates/cli/lab/lab.sh), run with bash.
+const LAB_SH: &str = include_str!("../lab/lab.sh");
+
+fn lab(a: &LabArgs) -> Result<(), CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Start(format!("cannot find the fastables binary: {e}")))?;
+    std::fs::create_dir_all(&a.dir).map_err(|source| CliError::Write {
+        path: a.dir.clone(),
+        source,
+    })?;
+    let script = a.dir.join("lab.sh");
+    std::fs::write(&script, LAB_SH).map_err(|source| CliError::Write {
+        path: script.clone(),
+        source,
+    })?;
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&a.what)
+        .env("FASTABLES", exe)
+        .env("LAB_DIR", &a.dir)
+        .status()
+        .map_err(|e| CliError::Start(format!("cannot run bash: {e}")))?;
+    control::exit(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)))
+}
+
 /// Arguments of a command that is not implemented: accepted and ignored, so
 /// that the user gets the "not supported yet" message rather than a usage error.
 #[derive(Args, Debug)]
@@ -155,10 +192,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             "gen",
             "the AF_XDP traffic generator is not implemented",
         )),
-        Command::Lab(_) => Err(not_supported(
-            "lab",
-            "the namespace lab needs the live data plane; run ./demo.sh for the offline seed demo",
-        )),
+        Command::Lab(a) => lab(&a),
     }
 }
 
@@ -206,9 +240,31 @@ mod tests {
 
     #[test]
     fn unsupported_commands_accept_any_arguments() {
-        let cli = Cli::try_parse_from(["fastables", "conntrack", "-L", "-p", "tcp"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["fastables", "trace", "-p", "tcp", "--dport", "80"]).unwrap();
         let e = run(cli).unwrap_err();
         assert_eq!(e.exit_code(), EXIT_UNSUPPORTED);
         assert!(e.to_string().contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn conntrack_passes_its_arguments_through() {
+        let cli = Cli::try_parse_from([
+            "fastables",
+            "conntrack",
+            "--socket",
+            "/x.sock",
+            "-L",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+        ])
+        .unwrap();
+        let Command::Conntrack(a) = cli.cmd else {
+            panic!("not conntrack")
+        };
+        assert_eq!(a.instance.socket, Some(PathBuf::from("/x.sock")));
+        assert_eq!(a.args, ["-L", "-p", "tcp", "--dport", "80"]);
     }
 }

@@ -438,14 +438,18 @@ pub fn ensure_bpffs() -> io::Result<bool> {
     Ok(true)
 }
 
-/// Silences libbpf's own messages (it warns about every ELF section of
-/// libxdp's embedded programs that it does not know); failures are reported
-/// through the errors of [`XdpPort::open`].
+/// Silences libbpf's and libxdp's own messages: libbpf warns about every ELF
+/// section of libxdp's embedded programs that it does not know, and libxdp
+/// says "failed" when it only falls back from its multi-program dispatcher
+/// to a single program (which is all fastables needs). Failures are reported
+/// through the errors of [`XdpPort::open`], and what each interface got
+/// through [`XdpPort::info`].
 fn quiet_libbpf() {
-    // SAFETY: installs no callback (NULL), which libbpf documents as
-    // "print nothing"; called before any other libbpf use in this process.
+    // SAFETY: installs no callback (NULL), which both libraries document as
+    // "print nothing"; called before the sockets are created.
     unsafe {
         libbpf_sys::libbpf_set_print(None);
+        sys::libxdp_set_print(None);
     }
 }
 
