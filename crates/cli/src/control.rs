@@ -62,6 +62,18 @@ pub struct Request {
     pub body: String,
     /// Where the answer goes.
     pub reply: SyncSender<Reply>,
+    /// For a streaming request (`conntrack -E`): where its lines go, after
+    /// a reply with code 0 said it is accepted.
+    pub stream: Option<SyncSender<String>>,
+}
+
+/// Lines of a stream that may wait for a slow client; more are dropped.
+pub const STREAM_QUEUE: usize = 8192;
+
+/// A request that streams lines until the client goes (`conntrack -E`).
+fn is_stream(args: &[String]) -> bool {
+    args.first().is_some_and(|a| a == "conntrack")
+        && args.iter().any(|a| a == "-E" || a == "--event")
 }
 
 /// The listening side: a thread accepting connections, and the receiving
@@ -133,21 +145,47 @@ fn handle(mut conn: UnixStream, tx: &SyncSender<Request>) {
     if (&mut conn).take(MAX_REQUEST).read_to_end(&mut raw).is_err() {
         return;
     }
+    if raw.is_empty() {
+        // A probe (another instance checking whether this socket is alive).
+        return;
+    }
     let text = String::from_utf8_lossy(&raw);
     let (line, body) = text.split_once('\n').unwrap_or((&text, ""));
     let args: Vec<String> = line.split(SEP).map(str::to_string).collect();
     let (rtx, rrx) = mpsc::sync_channel(1);
+    let (stream, lines) = if is_stream(&args) {
+        let (t, r) = mpsc::sync_channel::<String>(STREAM_QUEUE);
+        (Some(t), Some(r))
+    } else {
+        (None, None)
+    };
     let reply = match tx.send(Request {
         args,
         body: body.to_string(),
         reply: rtx,
+        stream,
     }) {
         Ok(()) => rrx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| Reply::fail("fastables: the worker did not answer")),
         Err(_) => Reply::fail("fastables: the instance is stopping"),
     };
-    let _ = write_reply(&mut conn, &reply);
+    match lines {
+        Some(lines) if reply.code == 0 => {
+            // Accepted: stream until the client or the instance goes.
+            if conn.write_all(b"stream\n").is_err() {
+                return;
+            }
+            for l in lines {
+                if conn.write_all(l.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+        _ => {
+            let _ = write_reply(&mut conn, &reply);
+        }
+    }
 }
 
 fn write_reply(w: &mut impl Write, r: &Reply) -> std::io::Result<()> {
@@ -187,6 +225,10 @@ pub fn call(path: &Path, args: &[String], body: &str) -> Result<Reply, CliError>
     s.shutdown(std::net::Shutdown::Write).map_err(unreachable)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(unreachable)?;
+    parse_reply(path, &raw)
+}
+
+fn parse_reply(path: &Path, raw: &[u8]) -> Result<Reply, CliError> {
     let bad = || {
         CliError::Start(format!(
             "{}: malformed answer from the instance",
@@ -208,6 +250,80 @@ pub fn call(path: &Path, args: &[String], body: &str) -> Result<Reply, CliError>
         out: String::from_utf8_lossy(&rest[..no]).into_owned(),
         err: String::from_utf8_lossy(&rest[no..]).into_owned(),
     })
+}
+
+/// Sends a streaming request (`conntrack -E`) and prints its lines as they
+/// come, until the instance closes the stream or `stop` is set (SIGINT,
+/// SIGTERM). Returns the number of lines, or the reply if it was refused.
+pub fn call_stream(
+    path: &Path,
+    args: &[String],
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Result<usize, Reply>, CliError> {
+    use std::io::BufRead as _;
+    use std::sync::atomic::Ordering;
+    let unreachable = |e: std::io::Error| {
+        CliError::Start(format!(
+            "{}: no running instance answers ({e}); start one with `fastables run -c CONFIG`, \
+             or name its socket with --socket PATH or --config FILE",
+            path.display()
+        ))
+    };
+    let timed_out = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    let mut s = UnixStream::connect(path).map_err(unreachable)?;
+    let mut req = args.join(&SEP.to_string());
+    req.push('\n');
+    s.write_all(req.as_bytes()).map_err(unreachable)?;
+    s.shutdown(std::net::Shutdown::Write).map_err(unreachable)?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(unreachable)?;
+    let mut r = std::io::BufReader::new(s);
+    let mut first = String::new();
+    loop {
+        match r.read_line(&mut first) {
+            Ok(_) => break,
+            Err(e) if timed_out(&e) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(Ok(0));
+                }
+            }
+            Err(e) => return Err(unreachable(e)),
+        }
+    }
+    if first != "stream\n" {
+        // A refusal: the ordinary reply.
+        let mut rest = Vec::new();
+        let _ = r.get_mut().set_read_timeout(Some(Duration::from_secs(10)));
+        r.read_to_end(&mut rest).map_err(unreachable)?;
+        let mut raw = first.into_bytes();
+        raw.extend(rest);
+        return parse_reply(path, &raw).map(Err);
+    }
+    let mut n = 0;
+    let mut line = String::new();
+    let out = std::io::stdout();
+    while !stop.load(Ordering::Relaxed) {
+        match r.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    let mut o = out.lock();
+                    let _ = o.write_all(line.as_bytes());
+                    let _ = o.flush();
+                    n += 1;
+                    line.clear();
+                }
+            }
+            Err(e) if timed_out(&e) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(Ok(n))
 }
 
 /// The command's result for exit code `code` (its output already printed).

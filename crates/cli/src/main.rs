@@ -104,6 +104,25 @@ fn instance_call(i: &InstanceArgs, args: Vec<String>) -> Result<(), CliError> {
     control::exit(control::print(&control::call(&sock, &args, "")?))
 }
 
+/// `conntrack -E`: events as they happen until Ctrl-C, then the summary.
+fn conntrack_events(i: &InstanceArgs, args: &[String]) -> Result<(), CliError> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let sock = control::socket_path(i.socket.as_deref(), i.config.as_deref())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
+    }
+    match control::call_stream(&sock, args, &stop)? {
+        Ok(n) => {
+            eprintln!("{}", fastables_conntrack::format_events_summary(n));
+            Ok(())
+        }
+        Err(refused) => control::exit(control::print(&refused)),
+    }
+}
+
 fn stats(a: &StatsArgs) -> Result<(), CliError> {
     let mut args = vec!["stats".to_string()];
     if a.json {
@@ -183,8 +202,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(a) => run::run(&a),
         Command::Conntrack(a) => {
             let mut args = vec!["conntrack".to_string()];
+            let events = a.args.iter().any(|x| x == "-E" || x == "--event");
             args.extend(a.args);
-            instance_call(&a.instance, args)
+            if events {
+                conntrack_events(&a.instance, &args)
+            } else {
+                instance_call(&a.instance, args)
+            }
         }
         Command::Stats(a) => stats(&a),
         Command::Trace(_) => Err(not_supported("trace", LIVE)),

@@ -182,6 +182,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         rs,
         compiled,
         names: names.iter().map(|s| s.to_string()).collect(),
+        subs: Vec::new(),
     };
     pin(&cfg.workers.cores);
     let mut worker = Worker::new(pipeline, cfg.workers.batch);
@@ -214,6 +215,9 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
                 let r = answer(&req, &mut live, &mut worker, &port, &cfg);
                 let _ = req.reply.send(r);
             }
+            if !live.subs.is_empty() {
+                publish_events(&mut live, worker.pipeline_mut());
+            }
         }
     }
     worker.pipeline_mut().drain_logs(|l| eprintln!("log: {l}"));
@@ -223,6 +227,37 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     eprintln!("stopped");
     eprint!("{summary}");
     Ok(())
+}
+
+/// `conntrack -E`: the events collected since last time to each listener
+/// whose filters they pass. A listener that is gone is dropped; when none is
+/// left the pipeline stops collecting.
+fn publish_events(live: &mut Live, p: &mut Pipeline) {
+    let subs = &mut live.subs;
+    let mut gone = vec![false; subs.len()];
+    p.drain_ct_events(|kind, e, at| {
+        let line = format!("{}\n", fastables_conntrack::format_event(kind, e, at));
+        for (i, (tx, f)) in subs.iter().enumerate() {
+            if !gone[i] && f.matches(e) {
+                match tx.try_send(line.clone()) {
+                    Ok(()) | Err(std::sync::mpsc::TrySendError::Full(_)) => {}
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => gone[i] = true,
+                }
+            }
+        }
+    });
+    // A listener goes when its client does: its control thread stops
+    // reading the channel at the first failed write, and the next send here
+    // finds it disconnected.
+    let mut i = 0;
+    subs.retain(|_| {
+        let keep = !gone[i];
+        i += 1;
+        keep
+    });
+    if subs.is_empty() {
+        p.set_ct_events(false);
+    }
 }
 
 /// SIGHUP: the rules file again, all or nothing (counters start afresh, as
@@ -283,6 +318,8 @@ struct Live {
     rs: Ruleset,
     compiled: Arc<CompiledRuleset>,
     names: Vec<String>,
+    /// `conntrack -E` listeners.
+    subs: Vec<(std::sync::mpsc::SyncSender<String>, CtFilter)>,
 }
 
 impl Live {
@@ -307,7 +344,14 @@ fn answer(
     match args.split_first() {
         Some((&"save", rest)) => save_cmd(rest, live, worker.pipeline()),
         Some((&"restore", rest)) => restore_cmd(rest, &req.body, live, worker),
-        Some((&"conntrack", rest)) => conntrack_cmd(rest, worker.pipeline_mut(), port.now_ns()),
+        Some((&"conntrack", rest)) => match (&req.stream, parse_ct_args(rest)) {
+            (Some(tx), Ok((CtOp::Events, f))) => {
+                live.subs.push((tx.clone(), f));
+                worker.pipeline_mut().set_ct_events(true);
+                control::Reply::ok(String::new())
+            }
+            _ => conntrack_cmd(rest, worker.pipeline_mut(), port.now_ns()),
+        },
         Some((&"stats", rest)) => stats_cmd(rest, worker, port, cfg),
         _ => control::Reply::fail(format!("fastables: unknown request {:?}", req.args)),
     }
@@ -409,22 +453,51 @@ type OrigKey = (u8, u32, u32, u16, u16);
 
 /// `conntrack -L/-C/-F/-D/-S` with the `-s -d -p --sport --dport` filters
 /// (on the ORIGINAL tuple, as conntrack-tools has them).
-fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply {
-    #[derive(PartialEq, Clone, Copy)]
-    enum Op {
-        List,
-        Count,
-        Flush,
-        Delete,
-        Stats,
+/// A conntrack-tools command.
+#[derive(PartialEq, Clone, Copy, Debug)]
+enum CtOp {
+    List,
+    Count,
+    Flush,
+    Delete,
+    Stats,
+    Events,
+}
+
+/// The `-s -d -p --sport --dport` filters, on the ORIGINAL tuple.
+#[derive(Default, Clone, Copy, Debug)]
+struct CtFilter {
+    src: Option<u32>,
+    dst: Option<u32>,
+    proto: Option<u8>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+}
+
+impl CtFilter {
+    fn matches(&self, e: &fastables_conntrack::Entry) -> bool {
+        let o = e.orig();
+        let ports = fastables_conntrack::tuple::proto_has_ports(o.proto);
+        self.src.is_none_or(|x| o.src == x)
+            && self.dst.is_none_or(|x| o.dst == x)
+            && self.proto.is_none_or(|x| o.proto == x)
+            && self.sport.is_none_or(|x| ports && o.sport == x)
+            && self.dport.is_none_or(|x| ports && o.dport == x)
     }
-    let mut op = None;
-    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, None, None);
-    let bad = |m: String| control::Reply {
+}
+
+/// A conntrack-tools usage error, as the tool words it (exit 2).
+fn ct_usage(m: &str) -> control::Reply {
+    control::Reply {
         code: 2,
         out: String::new(),
         err: format!("conntrack v1.4.7 (conntrack-tools): {m}\n"),
-    };
+    }
+}
+
+fn parse_ct_args(args: &[&str]) -> Result<(CtOp, CtFilter), String> {
+    let mut op = None;
+    let mut f = CtFilter::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -432,71 +505,60 @@ fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply
                 .copied()
                 .ok_or_else(|| format!("option `{name}' requires an argument"))
         };
-        let set = |o: Op, op: &mut Option<Op>| match op {
-            Some(x) if *x != o => Err("only one command at a time".to_string()),
+        let mut set = |o: CtOp| match op {
+            Some(x) if x != o => Err("only one command at a time".to_string()),
             _ => {
-                *op = Some(o);
+                op = Some(o);
                 Ok(())
             }
         };
-        let r: Result<(), String> = match *a {
-            "-L" | "--dump" => set(Op::List, &mut op),
-            "-C" | "--count" => set(Op::Count, &mut op),
-            "-F" | "--flush" => set(Op::Flush, &mut op),
-            "-D" | "--delete" => set(Op::Delete, &mut op),
-            "-S" | "--stats" => set(Op::Stats, &mut op),
-            "-E" | "--event" => Err("-E (events) is not supported yet".to_string()),
-            "-s" | "--src" | "--orig-src" => value(a).and_then(|v| {
-                v.parse::<std::net::Ipv4Addr>()
-                    .map(|x| src = Some(u32::from(x)))
-                    .map_err(|_| format!("bad address `{v}'"))
-            }),
-            "-d" | "--dst" | "--orig-dst" => value(a).and_then(|v| {
-                v.parse::<std::net::Ipv4Addr>()
-                    .map(|x| dst = Some(u32::from(x)))
-                    .map_err(|_| format!("bad address `{v}'"))
-            }),
-            "-p" | "--proto" => value(a).and_then(|v| {
-                let n = match v {
-                    "tcp" => Some(6),
-                    "udp" => Some(17),
-                    "icmp" => Some(1),
-                    _ => v.parse::<u8>().ok(),
-                };
-                n.map(|n| proto = Some(n))
-                    .ok_or_else(|| format!("unknown protocol `{v}'"))
-            }),
-            "--sport" | "--orig-port-src" => value(a).and_then(|v| {
-                v.parse::<u16>()
-                    .map(|x| sport = Some(x))
-                    .map_err(|_| format!("bad port `{v}'"))
-            }),
-            "--dport" | "--orig-port-dst" => value(a).and_then(|v| {
-                v.parse::<u16>()
-                    .map(|x| dport = Some(x))
-                    .map_err(|_| format!("bad port `{v}'"))
-            }),
-            other => Err(format!("unknown option `{other}'")),
+        let addr = |v: &str| {
+            v.parse::<std::net::Ipv4Addr>()
+                .map(u32::from)
+                .map_err(|_| format!("bad address `{v}'"))
         };
-        if let Err(m) = r {
-            return bad(m);
+        let port = |v: &str| v.parse::<u16>().map_err(|_| format!("bad port `{v}'"));
+        match *a {
+            "-L" | "--dump" => set(CtOp::List)?,
+            "-C" | "--count" => set(CtOp::Count)?,
+            "-F" | "--flush" => set(CtOp::Flush)?,
+            "-D" | "--delete" => set(CtOp::Delete)?,
+            "-S" | "--stats" => set(CtOp::Stats)?,
+            "-E" | "--event" => set(CtOp::Events)?,
+            "-s" | "--src" | "--orig-src" => f.src = Some(addr(value(a)?)?),
+            "-d" | "--dst" | "--orig-dst" => f.dst = Some(addr(value(a)?)?),
+            "-p" | "--proto" => {
+                let v = value(a)?;
+                f.proto = Some(match v {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "icmp" => 1,
+                    _ => v
+                        .parse::<u8>()
+                        .map_err(|_| format!("unknown protocol `{v}'"))?,
+                });
+            }
+            "--sport" | "--orig-port-src" => f.sport = Some(port(value(a)?)?),
+            "--dport" | "--orig-port-dst" => f.dport = Some(port(value(a)?)?),
+            other => return Err(format!("unknown option `{other}'")),
         }
     }
-    let Some(op) = op else {
-        return bad("no command specified (use -L, -C, -F, -D or -S)".to_string());
+    let op = op.ok_or("no command specified (use -L, -C, -F, -D, -S or -E)")?;
+    Ok((op, f))
+}
+
+/// `conntrack -L/-C/-F/-D/-S` with the `-s -d -p --sport --dport` filters
+/// (on the ORIGINAL tuple, as conntrack-tools has them). `-E` is
+/// [`subscribe`]'s.
+fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply {
+    let (op, filter) = match parse_ct_args(args) {
+        Ok(x) => x,
+        Err(m) => return ct_usage(&m),
     };
-    let matches = |e: &fastables_conntrack::Entry| {
-        let o = e.orig();
-        src.is_none_or(|x| o.src == x)
-            && dst.is_none_or(|x| o.dst == x)
-            && proto.is_none_or(|x| o.proto == x)
-            && sport.is_none_or(|x| {
-                fastables_conntrack::tuple::proto_has_ports(o.proto) && o.sport == x
-            })
-            && dport.is_none_or(|x| {
-                fastables_conntrack::tuple::proto_has_ports(o.proto) && o.dport == x
-            })
-    };
+    if op == CtOp::Events {
+        return ct_usage("-E needs a streaming connection");
+    }
+    let matches = |e: &fastables_conntrack::Entry| filter.matches(e);
     let mut ids: Vec<(fastables_conntrack::EntryId, OrigKey)> = p
         .conntrack()
         .map(|t| {
@@ -512,7 +574,7 @@ fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply
     ids.sort_by_key(|x| x.1);
     let mut out = String::new();
     match op {
-        Op::List => {
+        CtOp::List => {
             if let Some(t) = p.conntrack() {
                 for (id, _) in &ids {
                     if let Some(e) = t.entry(*id) {
@@ -527,13 +589,18 @@ fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply
                 err: format!("{}\n", fastables_conntrack::format_summary(ids.len())),
             }
         }
-        Op::Count => control::Reply::ok(format!(
+        CtOp::Count => control::Reply::ok(format!(
             "{}\n",
             fastables_conntrack::format_count(ids.len())
         )),
-        Op::Flush => {
+        CtOp::Flush => {
+            let mut gone = Vec::new();
             if let Some(t) = p.conntrack_mut() {
+                gone = t.iter().map(|(_, e)| *e).collect();
                 t.clear();
+            }
+            for e in &gone {
+                p.note_destroyed(e, now_ns);
             }
             control::Reply {
                 code: 0,
@@ -541,14 +608,19 @@ fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply
                 err: "conntrack v1.4.7 (conntrack-tools): connection tracking table has been emptied.\n".into(),
             }
         }
-        Op::Delete => {
+        CtOp::Delete => {
+            let mut gone = Vec::new();
             if let Some(t) = p.conntrack_mut() {
                 for (id, _) in &ids {
                     if let Some(e) = t.remove(*id) {
                         out.push_str(&fastables_conntrack::format_entry(&e, now_ns));
                         out.push('\n');
+                        gone.push(e);
                     }
                 }
+            }
+            for e in &gone {
+                p.note_destroyed(e, now_ns);
             }
             control::Reply {
                 code: 0,
@@ -559,7 +631,8 @@ fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply
                 ),
             }
         }
-        Op::Stats => {
+        CtOp::Events => ct_usage("-E needs a streaming connection"),
+        CtOp::Stats => {
             let st = p.conntrack().map(|t| t.stats()).unwrap_or_default();
             control::Reply::ok(format!("{}\n", fastables_conntrack::format_stats(0, &st)))
         }

@@ -41,8 +41,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fastables_conntrack::{
-    CtState, Dir, Entry, EntryId, InsertError, Manip, NatRange, NewConn, Table as CtTable,
-    TableConfig, TableFullLog, Track,
+    CtState, Dir, Entry, EntryId, EventKind, InsertError, Manip, NatRange, NewConn,
+    Table as CtTable, TableConfig, TableFullLog, Track,
 };
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{l4_checksum_ok, Ipv4Info, L3, L4};
@@ -204,6 +204,11 @@ pub struct Pipeline {
     pending_hold: Option<(IfIndex, u32)>,
     /// Scratch for [`Neighbors::service`] (capacity allocated once).
     held_events: Vec<HeldEvent>,
+    /// Conntrack events for `conntrack -E`, collected only while someone
+    /// listens ([`Pipeline::set_ct_events`]); bounded, the excess counted.
+    ct_events: Vec<(EventKind, Entry, u64)>,
+    ct_events_on: bool,
+    ct_events_lost: u64,
     /// The connection table, present while the ruleset needs conntrack.
     ct: Option<CtTable>,
     ct_cfg: TableConfig,
@@ -352,6 +357,9 @@ impl Pipeline {
         Ok(Pipeline {
             pending_hold: None,
             held_events: Vec::with_capacity(2 * neigh::HOLD_MAX),
+            ct_events: Vec::new(),
+            ct_events_on: false,
+            ct_events_lost: 0,
             ct,
             ct_cfg,
             ifs,
@@ -450,7 +458,14 @@ impl Pipeline {
     /// memory. Never allocates, never panics.
     pub fn process_batch(&mut self, now_ns: u64, mem: &mut [u8], batch: &mut Batch) {
         if let Some(t) = self.ct.as_mut() {
-            t.expire(now_ns, self.opts.conntrack_expire_budget);
+            if self.ct_events_on {
+                let (q, lost) = (&mut self.ct_events, &mut self.ct_events_lost);
+                t.expire_with(now_ns, self.opts.conntrack_expire_budget, |_, e| {
+                    push_event(q, lost, EventKind::Destroy, e, now_ns)
+                });
+            } else {
+                t.expire(now_ns, self.opts.conntrack_expire_budget);
+            }
         }
         for i in 0..batch.frames.len() {
             let Some(mut f) = batch.frames.get(i).copied() else {
@@ -513,6 +528,48 @@ impl Pipeline {
     /// Frames waiting for a neighbor ([`Action::Held`]).
     pub fn held(&self) -> usize {
         self.neigh.held_len()
+    }
+
+    /// Collect conntrack events (NEW at confirmation, UPDATE, DESTROY) for
+    /// `conntrack -E`, or stop. While off the cost is one branch per tracked
+    /// packet; while on, at most [`CT_EVENT_QUEUE`] wait to be drained, more
+    /// are counted as lost.
+    pub fn set_ct_events(&mut self, on: bool) {
+        self.ct_events_on = on;
+        if on && self.ct_events.capacity() == 0 {
+            self.ct_events.reserve_exact(CT_EVENT_QUEUE);
+        }
+        if !on {
+            self.ct_events.clear();
+        }
+    }
+
+    /// Hands the collected conntrack events to `f`, oldest first, each with
+    /// the time it happened.
+    pub fn drain_ct_events(&mut self, mut f: impl FnMut(EventKind, &Entry, u64)) {
+        for (k, e, t) in &self.ct_events {
+            f(*k, e, *t);
+        }
+        self.ct_events.clear();
+    }
+
+    /// Events that did not fit the queue.
+    pub fn ct_events_lost(&self) -> u64 {
+        self.ct_events_lost
+    }
+
+    /// Records a DESTROY event for an entry removed from outside the data
+    /// path (`conntrack -D`, `-F`).
+    pub fn note_destroyed(&mut self, e: &Entry, now_ns: u64) {
+        if self.ct_events_on {
+            push_event(
+                &mut self.ct_events,
+                &mut self.ct_events_lost,
+                EventKind::Destroy,
+                e,
+                now_ns,
+            );
+        }
     }
 
     /// The hold queue at `now_ns` (also run at the end of every batch):
@@ -696,14 +753,38 @@ impl Pipeline {
             );
         let facts = nat::facts(info, ip, usize::from(info.header_len), csum_bad);
         let (ct, state) = match table.track(&facts, now_ns) {
-            Track::Tracked(t) => (
-                Ct::Conn {
-                    id: t.id,
-                    dir: t.dir,
-                },
-                t.state,
-            ),
-            Track::Killed { entry, dir, state } => (Ct::Killed { entry, dir }, state),
+            Track::Tracked(t) => {
+                if self.ct_events_on {
+                    if let (Some(kind), Some(e)) = (t.events.kind(), table.entry(t.id)) {
+                        push_event(
+                            &mut self.ct_events,
+                            &mut self.ct_events_lost,
+                            kind,
+                            e,
+                            now_ns,
+                        );
+                    }
+                }
+                (
+                    Ct::Conn {
+                        id: t.id,
+                        dir: t.dir,
+                    },
+                    t.state,
+                )
+            }
+            Track::Killed { entry, dir, state } => {
+                if self.ct_events_on {
+                    push_event(
+                        &mut self.ct_events,
+                        &mut self.ct_events_lost,
+                        EventKind::Destroy,
+                        &entry,
+                        now_ns,
+                    );
+                }
+                (Ct::Killed { entry, dir }, state)
+            }
             Track::Related { id, dir } => (Ct::Related { id, dir }, CtState::Related),
             Track::New(nc) => (Ct::New(nc), CtState::New),
             Track::Invalid => {
@@ -816,6 +897,17 @@ impl Pipeline {
             };
             match t.confirm(nc, None, snat.as_ref(), now_ns) {
                 Ok(id) => {
+                    if self.ct_events_on {
+                        if let Some(e) = t.entry(id) {
+                            push_event(
+                                &mut self.ct_events,
+                                &mut self.ct_events_lost,
+                                EventKind::New,
+                                e,
+                                now_ns,
+                            );
+                        }
+                    }
                     *ct = Ct::Conn {
                         id,
                         dir: Dir::Original,
@@ -1743,6 +1835,23 @@ impl Pipeline {
                 self.arp_request(now_ns, out, dev, next_hop, sender)
             }
         }
+    }
+}
+
+/// Conntrack events kept between two drains (`conntrack -E`).
+pub const CT_EVENT_QUEUE: usize = 4096;
+
+fn push_event(
+    q: &mut Vec<(EventKind, Entry, u64)>,
+    lost: &mut u64,
+    kind: EventKind,
+    e: &Entry,
+    now_ns: u64,
+) {
+    if q.len() < q.capacity() {
+        q.push((kind, *e, now_ns));
+    } else {
+        *lost += 1;
     }
 }
 

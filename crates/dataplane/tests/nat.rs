@@ -598,3 +598,64 @@ fn masquerade_never_hands_out_reserved_ports() {
     assert_eq!(o.action, Action::Drop(DropReason::ConntrackInsertFailed));
     assert_eq!(p.conntrack().unwrap().len(), 1);
 }
+
+#[test]
+fn conntrack_events_while_someone_listens() {
+    use fastables_conntrack::{format_event, EventKind};
+    let mut p = pipeline(&nat(MASQ));
+    // Nobody listens: nothing is collected.
+    let o = run(&mut p, DOCKER0, &udp(from_ctr(), CTR, 33000, DNS, 53, 64));
+    assert_eq!(o.action, Action::Forward { port: ETH0 });
+    let mut n = 0;
+    p.drain_ct_events(|_, _, _| n += 1);
+    assert_eq!(n, 0);
+
+    p.set_ct_events(true);
+    let t0 = 2_000_000_000;
+    let o = run_at(
+        &mut p,
+        DOCKER0,
+        &udp(from_ctr(), CTR, 33894, DNS, 53, 64),
+        t0,
+    );
+    assert_eq!(o.action, Action::Forward { port: ETH0 });
+    let o = run_at(
+        &mut p,
+        ETH0,
+        &udp(from_gw(), DNS, 53, ETH0_IP, 33894, 64),
+        t0 + 1000,
+    );
+    assert_eq!(o.action, Action::Forward { port: DOCKER0 });
+    // Both flows expire (30 s unreplied / replied, no stream).
+    let mut later = Batch::with_capacity(1);
+    let mut mem = vec![0u8; FRAME_SIZE];
+    p.process_batch(t0 + 40_000_000_000, &mut mem, &mut later);
+    let mut lines = vec![];
+    p.drain_ct_events(|k, e, at| lines.push((k, format_event(k, e, at))));
+    let kinds: Vec<EventKind> = lines.iter().map(|l| l.0).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::New,
+            EventKind::Update,
+            EventKind::Destroy,
+            EventKind::Destroy
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines[0].1,
+        "    [NEW] udp      17 30 src=172.18.0.2 dst=8.8.8.8 sport=33894 dport=53 [UNREPLIED] src=8.8.8.8 dst=10.0.2.15 sport=53 dport=33894"
+    );
+    assert_eq!(
+        lines[1].1,
+        " [UPDATE] udp      17 30 src=172.18.0.2 dst=8.8.8.8 sport=33894 dport=53 src=8.8.8.8 dst=10.0.2.15 sport=53 dport=33894"
+    );
+    assert!(
+        lines[2].1.starts_with("[DESTROY] udp      17 src="),
+        "{}",
+        lines[2].1
+    );
+    p.set_ct_events(false);
+    assert_eq!(p.ct_events_lost(), 0);
+}
