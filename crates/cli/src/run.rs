@@ -186,6 +186,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     };
     pin(&cfg.workers.cores);
     let mut worker = Worker::new(pipeline, cfg.workers.batch);
+    announce(&mut port, worker.pipeline());
     println!("control socket: {}", cfg.control.socket.display());
     println!("running");
     let _ = std::io::stdout().flush();
@@ -257,6 +258,41 @@ fn publish_events(live: &mut Live, p: &mut Pipeline) {
     });
     if subs.is_empty() {
         p.set_ct_events(false);
+    }
+}
+
+/// A gratuitous ARP request for every primary address of every interface
+/// (as `arping -U`), so that neighbors that knew another MAC for our
+/// addresses learn ours at start.
+fn announce(port: &mut XdpPort, p: &Pipeline) {
+    let mut bufs = Vec::with_capacity(64);
+    for (i, dev) in p.interfaces().iter().enumerate() {
+        let addrs: Vec<u32> = dev.primaries().map(|a| a.addr).collect();
+        for addr in addrs {
+            bufs.clear();
+            port.alloc(&mut bufs, 1);
+            let Some(&b) = bufs.first() else { return };
+            let at = b as usize;
+            let frame = port
+                .memory()
+                .get_mut(at..at + fastables_dataplane::io::FRAME_SIZE);
+            let n =
+                frame.and_then(|f| fastables_dataplane::neigh::arp_request(f, dev.mac, addr, addr));
+            match n {
+                Some(n) => {
+                    let f = fastables_dataplane::io::Frame {
+                        addr: b,
+                        len: n as u16,
+                        port: i as IfIndex,
+                        action: fastables_dataplane::io::Action::Forward { port: i as IfIndex },
+                    };
+                    if port.tx_burst(i as IfIndex, &[f]) == 0 {
+                        port.free(&[b]);
+                    }
+                }
+                None => port.free(&[b]),
+            }
+        }
     }
 }
 
