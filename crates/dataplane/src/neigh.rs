@@ -15,8 +15,12 @@
 //!   ICMP host unreachable each, as `neigh_invalidate` does. Packets the
 //!   router generates itself are not held: they are dropped while the request
 //!   goes out.
-//! - There is no NUD state machine (REACHABLE/STALE/PROBE) and no expiry of
-//!   learned entries yet.
+//! - Learned entries age as [`Neighbors::resolve`] says: used freely for 35 s
+//!   after the neighbor last confirmed its MAC, then probed by unicast ARP
+//!   while in use, and forgotten when three probes go unanswered (the
+//!   kernel's REACHABLE, STALE/DELAY, PROBE and FAILED, simplified: no
+//!   upper-layer confirmations, which a router does not get for forwarded
+//!   traffic anyway).
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -87,6 +91,32 @@ struct Entry {
     asked_ns: Option<u64>,
     /// ARP requests sent since it was last resolved.
     probes: u8,
+    /// When an ARP packet from it last confirmed the MAC.
+    confirmed_ns: u64,
+    /// Unicast probes sent since then (once it went stale).
+    ucast: u8,
+    /// When the last unicast probe went out.
+    probe_ns: u64,
+}
+
+/// A learned entry is used without question this long after an ARP packet
+/// from the neighbor confirmed it (the kernel's base_reachable_time, 30 s,
+/// plus delay_first_probe_time, 5 s); then each use may send a unicast probe.
+pub const REACHABLE_NS: u64 = 35_000_000_000;
+
+/// Unicast probes of a stale entry before it is given up (ucast_solicit).
+pub const UCAST_PROBES: u8 = 3;
+
+/// What the next hop's entry says ([`Neighbors::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// Send to this MAC.
+    Mac(MacAddr),
+    /// Send to this MAC, and probe it with a unicast ARP request (the entry
+    /// is stale).
+    Probe(MacAddr),
+    /// No MAC (never learned, or the stale entry went unanswered).
+    Unresolved,
 }
 
 /// The neighbor table.
@@ -98,6 +128,8 @@ pub struct Neighbors {
     max: usize,
     /// The hold queue, oldest first (at most [`HOLD_MAX`]).
     held: Vec<Held>,
+    /// The time of the batch being processed ([`Neighbors::set_now`]).
+    now_ns: u64,
 }
 
 impl Neighbors {
@@ -114,7 +146,49 @@ impl Neighbors {
             order: VecDeque::with_capacity(max + 1),
             max,
             held: Vec::with_capacity(HOLD_MAX),
+            now_ns: 0,
         }
+    }
+
+    /// The current time, for the entries learned from now on.
+    pub fn set_now(&mut self, now_ns: u64) {
+        self.now_ns = now_ns;
+    }
+
+    /// The next hop `ip` on `dev` at `now_ns`, with the kernel's aging in
+    /// brief: a learned entry is used for [`REACHABLE_NS`] after its last
+    /// confirmation; after that, uses probe it by unicast ARP, one a second,
+    /// [`UCAST_PROBES`] in all, and an entry still unconfirmed a second after
+    /// the last probe is forgotten (its packets then wait for a broadcast
+    /// request, [`Neighbors::hold`]). Static entries never age.
+    #[inline]
+    pub fn resolve(&mut self, dev: IfIndex, ip: u32, now_ns: u64) -> Resolve {
+        if let Some(m) = self.statics.get(&(dev, ip)) {
+            return Resolve::Mac(*m);
+        }
+        let Some(e) = self.dynamic.get_mut(&(dev, ip)) else {
+            return Resolve::Unresolved;
+        };
+        let Some(mac) = e.mac else {
+            return Resolve::Unresolved;
+        };
+        if now_ns.saturating_sub(e.confirmed_ns) < REACHABLE_NS {
+            return Resolve::Mac(mac);
+        }
+        let since_probe = now_ns.saturating_sub(e.probe_ns);
+        if e.ucast > 0 && since_probe < SOLICIT_INTERVAL_NS {
+            return Resolve::Mac(mac);
+        }
+        if e.ucast >= UCAST_PROBES {
+            e.mac = None;
+            e.ucast = 0;
+            e.probes = 0;
+            e.asked_ns = None;
+            return Resolve::Unresolved;
+        }
+        e.ucast += 1;
+        e.probe_ns = now_ns;
+        Resolve::Probe(mac)
     }
 
     /// Frames in the hold queue.
@@ -219,6 +293,8 @@ impl Neighbors {
             if mac.is_some() {
                 e.mac = mac;
                 e.probes = 0;
+                e.confirmed_ns = self.now_ns;
+                e.ucast = 0;
             }
             if asked_ns.is_some() {
                 e.asked_ns = asked_ns;
@@ -237,6 +313,9 @@ impl Neighbors {
                 mac,
                 asked_ns,
                 probes: u8::from(asked_ns.is_some()),
+                confirmed_ns: self.now_ns,
+                ucast: 0,
+                probe_ns: 0,
             },
         );
         self.order.push_back((dev, ip));

@@ -165,6 +165,14 @@ enum Gen {
         target: u32,
         sender: u32,
     },
+    /// A unicast ARP request to `mac` for `target` on `dev` (probing a
+    /// stale entry).
+    ArpProbe {
+        dev: IfIndex,
+        target: u32,
+        sender: u32,
+        mac: MacAddr,
+    },
     /// Fragment the (forwarded, L2-rewritten) frame for `mtu`.
     Fragment { mtu: u16 },
 }
@@ -457,6 +465,7 @@ impl Pipeline {
     /// `batch.spare` and appended to `batch.generated`. `mem` is the port's frame
     /// memory. Never allocates, never panics.
     pub fn process_batch(&mut self, now_ns: u64, mem: &mut [u8], batch: &mut Batch) {
+        self.neigh.set_now(now_ns);
         if let Some(t) = self.ct.as_mut() {
             if self.ct_events_on {
                 let (q, lost) = (&mut self.ct_events, &mut self.ct_events_lost);
@@ -1282,15 +1291,39 @@ impl Pipeline {
         let Some(out_mac) = self.ifs.get(out_dev).map(|i| i.mac) else {
             return (Action::Drop(DropReason::InvalidFrame), None);
         };
-        match self.neigh.lookup(out_dev, route.next_hop) {
-            Some(nh_mac) => {
+        match self.neigh.resolve(out_dev, route.next_hop, now_ns) {
+            neigh::Resolve::Mac(nh_mac) | neigh::Resolve::Probe(nh_mac)
+                if ip_len > usize::from(mtu) =>
+            {
                 buf[0..6].copy_from_slice(&nh_mac.0);
                 buf[6..12].copy_from_slice(&out_mac.0);
-                // Larger than the MTU without DF: ip_fragment after POSTROUTING.
-                let g = (ip_len > usize::from(mtu)).then_some(Gen::Fragment { mtu });
-                (Action::Forward { port: out_dev }, g)
+                // Larger than the MTU without DF: ip_fragment after POSTROUTING
+                // (a due probe waits for the next packet).
+                (
+                    Action::Forward { port: out_dev },
+                    Some(Gen::Fragment { mtu }),
+                )
             }
-            None => {
+            neigh::Resolve::Mac(nh_mac) => {
+                buf[0..6].copy_from_slice(&nh_mac.0);
+                buf[6..12].copy_from_slice(&out_mac.0);
+                (Action::Forward { port: out_dev }, None)
+            }
+            neigh::Resolve::Probe(nh_mac) => {
+                buf[0..6].copy_from_slice(&nh_mac.0);
+                buf[6..12].copy_from_slice(&out_mac.0);
+                let sender = self.ifs.select_addr(out_dev, route.next_hop).unwrap_or(0);
+                (
+                    Action::Forward { port: out_dev },
+                    Some(Gen::ArpProbe {
+                        dev: out_dev,
+                        target: route.next_hop,
+                        sender,
+                        mac: nh_mac,
+                    }),
+                )
+            }
+            neigh::Resolve::Unresolved => {
                 // arp_solicit with arp_announce 0: the packet's source is not ours,
                 // so the device's address towards the target.
                 let sender = self.ifs.select_addr(out_dev, route.next_hop).unwrap_or(0);
@@ -1593,6 +1626,21 @@ impl Pipeline {
                 target,
                 sender,
             } => self.arp_request(now_ns, out, dev, target, sender),
+            Gen::ArpProbe {
+                dev,
+                target,
+                sender,
+                mac,
+            } => {
+                let us = self.ifs.get(dev).ok_or(DropReason::InvalidFrame)?.mac;
+                let req = fastables_packet::arp::ArpRepr::request(
+                    us,
+                    std::net::Ipv4Addr::from(sender),
+                    std::net::Ipv4Addr::from(target),
+                );
+                let n = neigh::emit_arp(out, us, mac, &req).ok_or(DropReason::NoBuffer)?;
+                Ok((dev, n))
+            }
             // Handled in process_batch.
             Gen::Fragment { .. } => Err(DropReason::InvalidFrame),
             Gen::IcmpError {

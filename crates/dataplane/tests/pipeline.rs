@@ -947,3 +947,64 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn learned_neighbors_age_probe_and_are_forgotten_when_silent() {
+    let mut p = pipeline(ACCEPT_ALL);
+    let mut m = Mem::new();
+    let peer = MacAddr([2, 0, 0, 0, 5, 9]);
+    let lan2 = MacAddr([0x02, 0x42, 0xac, 0x13, 0x00, 0x01]);
+    // The neighbor asks for us: its entry is created (and confirmed) at t=0.
+    let req = builder::arp_request(
+        peer,
+        Ipv4Addr::new(192, 168, 5, 9),
+        Ipv4Addr::new(192, 168, 5, 1),
+    );
+    let b = m.batch(&mut p, 0, Some((2, 1, &req)));
+    assert_eq!(b.frames[0].action, Action::Consumed);
+    let f = builder::udp_frame(
+        &from_host(),
+        &ip("172.18.0.2", "192.168.5.9"),
+        &UdpSpec::default(),
+        b"x",
+    );
+    let fwd = |m: &mut Mem, p: &mut Pipeline, t: u64| {
+        let b = m.batch(p, t, Some((DOCKER0_IF, 0, &f)));
+        let probes: Vec<Vec<u8>> = b.generated.iter().map(|g| m.bytes(g).to_vec()).collect();
+        (b.frames[0].action, probes)
+    };
+    // Fresh for 35 s: forwarded, nothing else.
+    let (a, g) = fwd(&mut m, &mut p, SEC);
+    assert_eq!((a, g.len()), (Action::Forward { port: 2 }, 0));
+    let (a, g) = fwd(&mut m, &mut p, 34 * SEC);
+    assert_eq!((a, g.len()), (Action::Forward { port: 2 }, 0));
+    // Stale: still forwarded, and a unicast probe goes to the known MAC.
+    let (a, g) = fwd(&mut m, &mut p, 36 * SEC);
+    assert_eq!((a, g.len()), (Action::Forward { port: 2 }, 1));
+    assert_eq!(&g[0][0..6], &peer.0, "unicast");
+    assert_eq!(&g[0][12..14], &[0x08, 0x06]);
+    assert_eq!(&g[0][38..42], &[192, 168, 5, 9]);
+    // At most one probe a second.
+    let (_, g) = fwd(&mut m, &mut p, 36 * SEC + SEC / 2);
+    assert!(g.is_empty());
+    // The neighbor answers: confirmed again, no more probes.
+    let reply = builder::arp_reply(
+        peer,
+        Ipv4Addr::new(192, 168, 5, 9),
+        lan2,
+        Ipv4Addr::new(192, 168, 5, 1),
+    );
+    m.batch(&mut p, 37 * SEC, Some((2, 1, &reply)));
+    let (a, g) = fwd(&mut m, &mut p, 38 * SEC);
+    assert_eq!((a, g.len()), (Action::Forward { port: 2 }, 0));
+    // Silent from now on: probes at 73, 74, 75 s, forgotten at 76 s (the
+    // packet then waits for a broadcast request).
+    for t in [73, 74, 75] {
+        let (a, g) = fwd(&mut m, &mut p, t * SEC);
+        assert_eq!((a, g.len()), (Action::Forward { port: 2 }, 1), "at {t} s");
+        assert_eq!(&g[0][0..6], &peer.0);
+    }
+    let (a, g) = fwd(&mut m, &mut p, 76 * SEC);
+    assert_eq!(a, Action::Held);
+    assert_eq!(&g[0][0..6], &[0xff; 6], "broadcast request");
+}
