@@ -71,6 +71,23 @@ fn random_seed() -> u64 {
 
 /// Fills in what `run` reads from the devices (MACs) and checks the devices.
 fn complete_config(cfg: &mut Config) -> Result<(), CliError> {
+    // One address on two interfaces: ARP and the local table would answer
+    // for it on both; a configuration mistake here.
+    for (i, a) in cfg.interfaces.iter().enumerate() {
+        for b in &cfg.interfaces[i + 1..] {
+            for x in &a.addresses {
+                if b.addresses.iter().any(|y| y.addr == x.addr) {
+                    return Err(CliError::Start(format!(
+                        "{}: address {} is configured on both `{}` and `{}`",
+                        cfg.path.display(),
+                        x.addr,
+                        a.name,
+                        b.name
+                    )));
+                }
+            }
+        }
+    }
     for i in &mut cfg.interfaces {
         if !fastables_xdp::device_exists(&i.name) {
             return Err(CliError::Start(format!(
@@ -92,6 +109,17 @@ fn complete_config(cfg: &mut Config) -> Result<(), CliError> {
                 )))
             }
             _ => {}
+        }
+        let kernel = fastables_xdp::device_ipv4_addrs(&i.name);
+        if !kernel.is_empty() {
+            let list: Vec<String> = kernel.iter().map(|a| a.to_string()).collect();
+            eprintln!(
+                "warning: {}: the kernel also has {} on it; fastables takes all its traffic, \
+                 so the kernel's stack will not hear from that network (`ip addr flush dev {}`)",
+                i.name,
+                list.join(", "),
+                i.name
+            );
         }
         if let Some(mtu) = fastables_xdp::device_mtu(&i.name) {
             if mtu != u32::from(i.mtu) {

@@ -256,6 +256,22 @@ fn run_names_what_keeps_it_from_starting() {
 }
 
 #[test]
+fn run_refuses_one_address_on_two_interfaces() {
+    let config = "[[interface]]\nname = \"nosuchA\"\naddresses = [\"10.9.0.1/24\"]\n\
+                  [[interface]]\nname = \"nosuchB\"\naddresses = [\"10.9.0.1/16\"]\n";
+    let d = setup("run-dupaddr", config, "");
+    let cfg = d.path("fastables.toml");
+    let o = run(&["run", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(
+        e.contains("address 10.9.0.1 is configured on both `nosuchA` and `nosuchB`")
+            || e.contains("needs root"),
+        "{e}"
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let o = run(&["sim", "-c", "x.toml", "--out-dir", "d"]);
     assert_eq!(o.status.code(), Some(2));

@@ -340,6 +340,38 @@ pub fn device_mtu(name: &str) -> Option<u32> {
     u32::try_from(unsafe { r.ifr_ifru.ifru_mtu }).ok()
 }
 
+/// The IPv4 addresses the kernel has on the device (`getifaddrs`, in the
+/// calling thread's namespace).
+pub fn device_ipv4_addrs(name: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive
+        // until freeifaddrs; its name is a NUL-terminated string and its
+        // address, when not NULL and AF_INET, a sockaddr_in.
+        unsafe {
+            let ifa = &*cur;
+            let n = std::ffi::CStr::from_ptr(ifa.ifa_name);
+            if !ifa.ifa_addr.is_null()
+                && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+                && n.to_bytes() == name.as_bytes()
+            {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            cur = ifa.ifa_next;
+        }
+    }
+    // SAFETY: frees the list from getifaddrs, once; not used afterwards.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 /// The number of RX queues of the device (from sysfs, which must be the
 /// device's namespace's: `ip netns exec` sees to that; 1 when unknown).
 pub fn device_rx_queues(name: &str) -> u32 {
