@@ -30,6 +30,9 @@
 #   LAB_PREFIX    namespace name prefix (default fl-), so that several labs can coexist
 #   LAB_SERVERS   servers up starts in <P>net: any of "http dns" (default both)
 #   LAB_TIMEOUT   seconds up waits for fastables to say `running` (default 5)
+#   LAB_EXTRA_NAT, LAB_EXTRA_FILTER
+#                 extra lines for the nat / filter table of rules.v4, after the
+#                 seed's (iptables-save syntax, one per line; default none)
 #   KERNEL_ROUTER=1  the same topology with the Linux kernel as the router
 #                 (addresses on the router's veths, forwarding, the same rules
 #                 loaded with iptables-restore) instead of fastables: the reference
@@ -45,6 +48,8 @@ LAB_DIR="${LAB_DIR:-/tmp/fastables-lab}"
 LAB_PREFIX="${LAB_PREFIX:-fl-}"
 LAB_SERVERS="${LAB_SERVERS:-http dns}"
 LAB_TIMEOUT="${LAB_TIMEOUT:-5}"
+LAB_EXTRA_NAT="${LAB_EXTRA_NAT:-}"
+LAB_EXTRA_FILTER="${LAB_EXTRA_FILTER:-}"
 KERNEL_ROUTER="${KERNEL_ROUTER:-0}"
 FASTABLES="${FASTABLES:-fastables}"
 
@@ -189,7 +194,8 @@ dev = "docker0"
 [control]
 socket = "$LAB_DIR/fastables.sock"
 EOF
-    cat >"$LAB_DIR/rules.v4" <<'EOF'
+    {
+        cat <<'EOF'
 # The seed's nat table: the container network MASQUERADEd out of eth0.
 *nat
 :PREROUTING ACCEPT [0:0]
@@ -198,13 +204,27 @@ EOF
 :POSTROUTING ACCEPT [0:0]
 -A POSTROUTING -s 172.18.0.0/16 ! -o docker0 -p tcp -j MASQUERADE --to-ports 55666-55680
 -A POSTROUTING -s 172.18.0.0/16 ! -o docker0 -j MASQUERADE
+EOF
+        extra_lines "$LAB_EXTRA_NAT"
+        cat <<'EOF'
 COMMIT
 *filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
-COMMIT
 EOF
+        extra_lines "$LAB_EXTRA_FILTER"
+        say COMMIT
+    } >"$LAB_DIR/rules.v4"
+}
+
+# extra_lines TEXT: the non-empty lines of TEXT (LAB_EXTRA_*), each ended.
+extra_lines() {
+    local line
+    while IFS= read -r line; do
+        [[ -n "$line" ]] && say "$line"
+    done <<<"$1"
+    return 0
 }
 
 # veth_end NS DEV: brings DEV up with IPv6 and the offloads off: a veth leaves
@@ -509,7 +529,7 @@ case "${1:-}" in
     demo) lab_demo ;;
     down) lab_down ;;
     *)
-        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, KERNEL_ROUTER)" >&2
+        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
         exit 2
         ;;
 esac

@@ -200,10 +200,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Save(a) => rulescmd::save(&a),
         Command::Restore(a) => rulescmd::restore(&a),
         Command::Run(a) => run::run(&a),
-        Command::Conntrack(a) => {
+        Command::Conntrack(mut a) => {
+            // `--socket`/`--config` may also come after the conntrack
+            // arguments (`conntrack -L --socket PATH`).
+            let mut rest = Vec::with_capacity(a.args.len());
+            let mut it = std::mem::take(&mut a.args).into_iter();
+            while let Some(x) = it.next() {
+                match x.as_str() {
+                    "--socket" => a.instance.socket = it.next().map(PathBuf::from),
+                    "--config" => a.instance.config = it.next().map(PathBuf::from),
+                    _ => match (x.strip_prefix("--socket="), x.strip_prefix("--config=")) {
+                        (Some(v), _) => a.instance.socket = Some(PathBuf::from(v)),
+                        (_, Some(v)) => a.instance.config = Some(PathBuf::from(v)),
+                        _ => rest.push(x),
+                    },
+                }
+            }
             let mut args = vec!["conntrack".to_string()];
-            let events = a.args.iter().any(|x| x == "-E" || x == "--event");
-            args.extend(a.args);
+            let events = rest.iter().any(|x| x == "-E" || x == "--event");
+            args.extend(rest);
             if events {
                 conntrack_events(&a.instance, &args)
             } else {

@@ -228,12 +228,22 @@ fn commands_of_the_live_data_plane_say_not_supported_yet() {
 fn instance_commands_say_when_no_instance_answers() {
     for args in [
         &["conntrack", "--socket", "/nonexistent/f.sock", "-L"][..],
+        // The socket option also after the conntrack arguments.
+        &[
+            "conntrack",
+            "-L",
+            "-p",
+            "tcp",
+            "--socket",
+            "/nonexistent/f.sock",
+        ],
+        &["conntrack", "-E", "--socket=/nonexistent/f.sock"],
         &["stats", "--socket", "/nonexistent/f.sock", "--json"],
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(
-            err(&o).contains("no running instance answers"),
+            err(&o).contains("/nonexistent/f.sock: no running instance answers"),
             "{args:?}: {}",
             err(&o)
         );

@@ -12,13 +12,18 @@
 //! Needs root and ip, ss, ethtool, python3, curl, ping, timeout, and a
 //! `fastables run`; skipped with a note otherwise, except under CI (env `CI`
 //! set), where that is a failure. `FASTABLES_LIVE_KERNEL=1` runs the same
-//! tests with the Linux kernel as the router (lab.sh's `KERNEL_ROUTER=1`):
-//! the reference they were written against.
+//! tests with the Linux kernel as the router (lab.sh's `KERNEL_ROUTER=1`;
+//! also needs iptables and conntrack): the reference they were written
+//! against. What the tests ask of the router's control plane goes to the
+//! control socket (`fastables restore|save|conntrack --socket`), or to
+//! `iptables-restore|iptables-save|conntrack` in the router's namespace.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The lab script (`fastables lab` runs the same script).
 const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/lab.sh");
@@ -61,7 +66,7 @@ fn can_run() -> bool {
         "bash", "ip", "ss", "ethtool", "python3", "curl", "ping", "timeout",
     ];
     if kernel_router() {
-        tools.push("iptables-restore");
+        tools.extend(["iptables-restore", "iptables-save", "conntrack"]);
     }
     for tool in tools {
         if !have(tool) {
@@ -100,6 +105,8 @@ fn describe(out: &Output) -> String {
 struct Lab {
     prefix: String,
     dir: PathBuf,
+    /// Extra environment for lab.sh (`LAB_EXTRA_NAT`, `LAB_EXTRA_FILTER`).
+    env: Vec<(&'static str, String)>,
     /// Test servers started in the lab's namespaces.
     children: Vec<Child>,
 }
@@ -108,6 +115,11 @@ impl Lab {
     /// Builds the lab for the test `tag` (one or two characters), or returns
     /// None when the live tests cannot run here.
     fn start(tag: &str) -> Option<Lab> {
+        Lab::start_with(tag, &[])
+    }
+
+    /// As `start`, with extra environment for lab.sh (the extra rules).
+    fn start_with(tag: &str, env: &[(&'static str, &str)]) -> Option<Lab> {
         if !can_run() {
             return None;
         }
@@ -119,6 +131,7 @@ impl Lab {
         let lab = Lab {
             prefix: format!("fl{pid}{tag}-"),
             dir,
+            env: env.iter().map(|&(k, v)| (k, v.to_string())).collect(),
             children: Vec::new(),
         };
         let out = lab.lab_sh("up");
@@ -140,6 +153,7 @@ impl Lab {
             .env("LAB_TIMEOUT", "15")
             .env("FASTABLES", FASTABLES)
             .env("KERNEL_ROUTER", if kernel_router() { "1" } else { "0" })
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c.output().unwrap()
     }
@@ -176,11 +190,17 @@ impl Lab {
     /// Starts a python3 server in the internet namespace that prints one line
     /// when it is ready (its stderr goes to `name.log` in the lab directory).
     fn python_server(&mut self, name: &str, src: &str) {
+        self.server("net", name, &["python3", "-u", "-c", src]);
+    }
+
+    /// Starts the server `args` in the namespace `which`; it prints a line
+    /// with `listening` when it is ready (its stderr goes to `name.log`).
+    fn server(&mut self, which: &str, name: &str, args: &[&str]) {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
         let mut child = Command::new("ip")
             .args(["netns", "exec"])
-            .arg(self.ns("net"))
-            .args(["python3", "-u", "-c", src])
+            .arg(self.ns(which))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -195,6 +215,61 @@ impl Lab {
             "{name} did not start: {line:?}{}",
             self.logs()
         );
+    }
+
+    /// `fastables CMD --socket <the lab's> ARGS...`: a command on the running
+    /// instance, killed after 10 s.
+    fn control(&self, cmd: &str, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .args(["-k", "2", "10", FASTABLES, cmd, "--socket"])
+            .arg(self.dir.join("fastables.sock"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The router's connection table: `conntrack -L` lines.
+    fn conntrack_list(&self) -> String {
+        let out = if kernel_router() {
+            self.exec("rtr", 10, &["conntrack", "-L"])
+        } else {
+            self.control("conntrack", &["-L"])
+        };
+        assert!(
+            out.status.success(),
+            "conntrack -L on the router failed: {}{}",
+            describe(&out),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `iptables-restore FILE` on the router: the tables of FILE replace the
+    /// running ones.
+    fn restore(&self, file: &Path) -> Output {
+        let file = file.to_str().unwrap();
+        if kernel_router() {
+            self.exec("rtr", 10, &["iptables-restore", "-w", "5", file])
+        } else {
+            self.control("restore", &[file])
+        }
+    }
+
+    /// The router's `iptables-save`, by table.
+    fn save(&self) -> Tables {
+        let out = if kernel_router() {
+            self.exec("rtr", 10, &["iptables-save"])
+        } else {
+            self.control("save", &[])
+        };
+        assert!(
+            out.status.success(),
+            "iptables-save on the router failed: {}{}",
+            describe(&out),
+            self.logs()
+        );
+        tables(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// The router's log and the servers' logs, for failure messages.
@@ -363,16 +438,17 @@ fn ping_through_nat() {
     );
 }
 
-/// 20 MB of pseudo-random bytes (xorshift64), the same on every run.
-fn big_file() -> Vec<u8> {
+/// `len` pseudo-random bytes (xorshift64), the same on every run.
+fn big_file(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut v = Vec::with_capacity(20 << 20);
-    while v.len() < 20 << 20 {
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         v.extend_from_slice(&x.to_le_bytes());
     }
+    v.truncate(len);
     v
 }
 
@@ -381,7 +457,7 @@ fn download_20mb_over_http_through_nat() {
     let Some(lab) = Lab::start("d") else {
         return;
     };
-    let data = big_file();
+    let data = big_file(20 << 20);
     std::fs::write(lab.dir.join("www/big.bin"), &data).unwrap();
     let got_path = lab.dir.join("got.bin");
     let speed = lab.ctr_ok(
@@ -409,4 +485,450 @@ fn download_20mb_over_http_through_nat() {
             lab.logs()
         );
     }
+}
+
+/// An `iptables-save` listing by table: its chain lines (without counters)
+/// and rules in order; comments left out.
+type Tables = BTreeMap<String, Vec<String>>;
+
+fn tables(text: &str) -> Tables {
+    let mut t = Tables::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('*') {
+            cur = Some(name.to_string());
+            t.entry(name.to_string()).or_default();
+        } else if line == "COMMIT" {
+            cur = None;
+        } else {
+            let table = cur.clone().unwrap_or_default();
+            let line = match line.strip_prefix(':') {
+                // `:CHAIN POLICY [packets:bytes]`
+                Some(_) => line
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => line.to_string(),
+            };
+            t.entry(table).or_default().push(line);
+        }
+    }
+    t
+}
+
+/// The lab's HTTP server (lab.sh's httpd.py) without the reverse lookup of
+/// its own address that http.server makes when it binds: in the container,
+/// that query would leave through the router for a resolver that is not there.
+const HTTPD_NO_FQDN: &str = "import runpy, socket, sys; \
+    socket.getfqdn = lambda name='': name; \
+    sys.argv = sys.argv[1:]; \
+    runpy.run_path(sys.argv[0], run_name='__main__')";
+
+/// The `src=`, `dst=`, `sport=`, `dport=` fields of a `conntrack -L` line:
+/// the ORIGINAL tuple's, then the REPLY's.
+fn ct_tuples(line: &str) -> String {
+    line.split_whitespace()
+        .filter(|w| {
+            ["src=", "dst=", "sport=", "dport="]
+                .iter()
+                .any(|k| w.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn dnat_forwards_a_port_from_outside_to_the_container() {
+    let dnat = "-A PREROUTING -i eth0 -p tcp -m tcp --dport 8088 \
+                -j DNAT --to-destination 172.18.0.2:80";
+    let Some(mut lab) = Lab::start_with("n", &[("LAB_EXTRA_NAT", dnat)]) else {
+        return;
+    };
+    let httpd = lab.dir.join("httpd.py");
+    let www = lab.dir.join("www");
+    lab.server(
+        "ctr",
+        "http-172.18.0.2",
+        &[
+            "python3",
+            "-u",
+            "-c",
+            HTTPD_NO_FQDN,
+            httpd.to_str().unwrap(),
+            "172.18.0.2",
+            "80",
+            www.to_str().unwrap(),
+        ],
+    );
+    // From the internet as 10.0.2.2: the page (the client address the server
+    // saw), then curl's own port.
+    let out = lab.exec(
+        "net",
+        10,
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "--interface",
+            "10.0.2.2",
+            "-w",
+            "%{local_port}\n",
+            "http://10.0.2.15:8088/whoami",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "curl http://10.0.2.15:8088/whoami from 10.0.2.2 failed: {}{}",
+        describe(&out),
+        lab.logs()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let [seen, port] = lines[..] else {
+        panic!("unexpected answer {text:?}{}", lab.logs());
+    };
+    assert_eq!(
+        seen,
+        format!("10.0.2.2:{port}"),
+        "the server in the container saw the client (10.0.2.2:{port}) as {seen}: no SNAT expected{}",
+        lab.logs()
+    );
+    let table = lab.conntrack_list();
+    let entry = table
+        .lines()
+        .find(|l| l.starts_with("tcp ") && l.contains(&format!(" sport={port} dport=8088 ")))
+        .unwrap_or_else(|| {
+            panic!(
+                "no conntrack entry for 10.0.2.2:{port} -> :8088:\n{table}{}",
+                lab.logs()
+            )
+        });
+    assert_eq!(
+        ct_tuples(entry),
+        format!(
+            "src=10.0.2.2 dst=10.0.2.15 sport={port} dport=8088 \
+             src=172.18.0.2 dst=10.0.2.2 sport=80 dport={port}"
+        ),
+        "the DNAT connection's tuples (ORIGINAL, REPLY) in `{entry}`{}",
+        lab.logs()
+    );
+}
+
+/// Servers in the internet namespace: TCP on 1.1.1.1:81-83 (an HTTP answer
+/// `ok`), UDP echo on 8.8.8.8:5353-5354; each connection and datagram logged.
+const LISTENERS: &str = r#"
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+for port in (81, 82, 83):
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind(("1.1.1.1", port))
+    t.listen(16)
+    sel.register(t, selectors.EVENT_READ, ("tcp", port))
+for port in (5353, 5354):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("8.8.8.8", port))
+    sel.register(u, selectors.EVENT_READ, ("udp", port))
+print("listening", flush=True)
+while True:
+    for key, _ in sel.select():
+        proto, port = key.data
+        if proto == "tcp":
+            c, peer = key.fileobj.accept()
+            sys.stderr.write("tcp %d from %s:%d\n" % (port, peer[0], peer[1]))
+            sys.stderr.flush()
+            c.settimeout(2)
+            try:
+                c.recv(4096)
+                c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            except OSError:
+                pass
+            c.close()
+        else:
+            data, peer = key.fileobj.recvfrom(2048)
+            sys.stderr.write("udp %d from %s:%d\n" % (port, peer[0], peer[1]))
+            sys.stderr.flush()
+            key.fileobj.sendto(data, peer)
+"#;
+
+/// One datagram to 8.8.8.8:PORT on a connected UDP socket; prints the answer,
+/// `timeout` (2 s), or the ICMP error that came back (ECONNREFUSED, and from
+/// the socket's error queue who sent it).
+const UDP_CONNECTED: &str = r#"
+import socket, struct, sys
+IP_RECVERR = 11
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+s.settimeout(2)
+s.connect(("8.8.8.8", int(sys.argv[1])))
+s.send(b"hello")
+try:
+    print("answer %s" % s.recv(2048).decode())
+except ConnectionRefusedError:
+    _, anc, _, _ = s.recvmsg(2048, 512, socket.MSG_ERRQUEUE)
+    _, _, d = anc[0]
+    errno, origin, itype, icode = struct.unpack("=IBBB", d[:7])
+    print("ECONNREFUSED from %s (icmp type %d code %d)" % (socket.inet_ntoa(d[20:24]), itype, icode))
+except socket.timeout:
+    print("timeout")
+"#;
+
+#[test]
+fn filter_reject_and_drop_as_the_client_sees_them() {
+    let rules = "-A FORWARD -d 1.1.1.1/32 -p tcp -m tcp --dport 81 -j REJECT --reject-with tcp-reset\n\
+                 -A FORWARD -d 1.1.1.1/32 -p tcp -m tcp --dport 82 -j DROP\n\
+                 -A FORWARD -d 8.8.8.8/32 -p udp -m udp --dport 5353 -j REJECT --reject-with icmp-port-unreachable";
+    let Some(mut lab) = Lab::start_with("f", &[("LAB_EXTRA_FILTER", rules)]) else {
+        return;
+    };
+    lab.python_server("listen", LISTENERS);
+    // The ports next to them are open: only the rules stand in the way.
+    let body = lab.ctr_ok(10, &["curl", "-sS", "-m", "5", "http://1.1.1.1:83/"]);
+    assert_eq!(body, "ok\n", "{}", lab.logs());
+    let got = lab.ctr_ok(10, &["python3", "-c", UDP_CONNECTED, "5354"]);
+    assert_eq!(got.trim(), "answer hello", "{}", lab.logs());
+
+    // REJECT --reject-with tcp-reset: refused at once.
+    let t = Instant::now();
+    let out = lab.exec(
+        "ctr",
+        10,
+        &["curl", "-sS", "-v", "-m", "5", "http://1.1.1.1:81/"],
+    );
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(7)
+            && err.contains("Connection refused")
+            && took < Duration::from_secs(3),
+        "curl to 1.1.1.1:81 (REJECT tcp-reset) after {took:?}: {}{}",
+        describe(&out),
+        lab.logs()
+    );
+
+    // DROP: nothing comes back, curl gives up.
+    let out = lab.exec("ctr", 10, &["curl", "-sS", "-m", "2", "http://1.1.1.1:82/"]);
+    assert_eq!(
+        out.status.code(),
+        Some(28),
+        "curl -m 2 to 1.1.1.1:82 (DROP): {}{}",
+        describe(&out),
+        lab.logs()
+    );
+
+    // REJECT --reject-with icmp-port-unreachable, from the router.
+    let got = lab.ctr_ok(10, &["python3", "-c", UDP_CONNECTED, "5353"]);
+    assert_eq!(
+        got.trim(),
+        "ECONNREFUSED from 172.18.0.1 (icmp type 3 code 3)",
+        "UDP to 8.8.8.8:5353 (REJECT icmp-port-unreachable){}",
+        lab.logs()
+    );
+
+    let log = std::fs::read_to_string(lab.dir.join("listen.log")).unwrap_or_default();
+    for what in ["tcp 81 ", "tcp 82 ", "udp 5353 "] {
+        assert!(
+            !log.contains(what),
+            "the server got what the rules stop ({what}):\n{log}{}",
+            lab.logs()
+        );
+    }
+}
+
+#[test]
+fn icmp_time_exceeded_comes_back_through_nat() {
+    let Some(lab) = Lab::start("x") else {
+        return;
+    };
+    // 10.0.2.2 forwards towards a next hop that is not there; with TTL 2 the
+    // ping reaches it with TTL 1 (the router took one), and it answers with
+    // time exceeded to 10.0.2.15, which the router must translate back.
+    for args in [
+        &["sysctl", "-qw", "net.ipv4.ip_forward=1"][..],
+        &[
+            "ip",
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            "10.0.2.99",
+            "dev",
+            "up0",
+            "onlink",
+        ],
+    ] {
+        let out = lab.exec("net", 10, args);
+        assert!(out.status.success(), "{}: {}", short(args), describe(&out));
+    }
+    let out = lab.exec(
+        "ctr",
+        10,
+        &["ping", "-n", "-c", "1", "-t", "2", "-W", "2", "203.0.113.1"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.0.2.2 icmp_seq=1 Time to live exceeded"),
+        "ping -t 2 203.0.113.1 from the container: {}{}",
+        describe(&out),
+        lab.logs()
+    );
+}
+
+/// The lab's rules (lab.sh's rules.v4) with `filter` appended to the filter
+/// table.
+fn seed_rules(filter: &str) -> String {
+    format!(
+        "*nat\n\
+         :PREROUTING ACCEPT [0:0]\n\
+         :INPUT ACCEPT [0:0]\n\
+         :OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n\
+         -A POSTROUTING -s 172.18.0.0/16 ! -o docker0 -p tcp -j MASQUERADE --to-ports 55666-55680\n\
+         -A POSTROUTING -s 172.18.0.0/16 ! -o docker0 -j MASQUERADE\n\
+         COMMIT\n\
+         *filter\n\
+         :INPUT ACCEPT [0:0]\n\
+         :FORWARD ACCEPT [0:0]\n\
+         :OUTPUT ACCEPT [0:0]\n\
+         {filter}\
+         COMMIT\n"
+    )
+}
+
+#[test]
+fn rule_reloads_during_a_transfer_lose_no_connection() {
+    let Some(lab) = Lab::start("r") else {
+        return;
+    };
+    // Two valid rulesets (the seed's, and with a filter rule that matches
+    // nothing of the transfer), and an invalid one.
+    let extra = "-A FORWARD -d 192.0.2.1/32 -p tcp -m tcp --dport 9 -j DROP\n";
+    let rules = [seed_rules(""), seed_rules(extra)];
+    let paths = [lab.dir.join("a.v4"), lab.dir.join("b.v4")];
+    for (p, r) in paths.iter().zip(&rules) {
+        std::fs::write(p, r).unwrap();
+    }
+    let bad = lab.dir.join("bad.v4");
+    std::fs::write(
+        &bad,
+        format!(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             {extra}-A NOSUCHCHAIN -j DROP\nCOMMIT\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        lab.save(),
+        tables(&rules[0]),
+        "the lab's rules are the seed's"
+    );
+
+    let data = big_file(30 << 20);
+    std::fs::write(lab.dir.join("www/big30.bin"), &data).unwrap();
+    let got_path = lab.dir.join("got30.bin");
+    let _ = std::fs::remove_file(&got_path);
+    // About 5 s at 6 MiB/s.
+    let mut curl = Command::new("timeout")
+        .args(["-k", "2", "40", "ip", "netns", "exec"])
+        .arg(lab.ns("ctr"))
+        .args(["curl", "-sS", "-m", "30", "--limit-rate", "6M", "-o"])
+        .arg(&got_path)
+        .args([
+            "-w",
+            "%{size_download} bytes, %{speed_download} bytes/s",
+            "http://8.8.8.8/big30.bin",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = || std::fs::metadata(&got_path).map_or(0, |m| m.len());
+    // The connection is established and data flows before the first reload.
+    let t = Instant::now();
+    while received() == 0 && curl.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no byte of the download within 10 s{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // 50 reloads, alternating (the last one is b.v4), spread over the first
+    // half of the transfer (by the bytes received: curl keeps its rate limit
+    // only on average, in bursts); halfway, the invalid file.
+    let t0 = Instant::now();
+    let mut done = 0;
+    'reloads: for i in 0..50u64 {
+        while received() < data.len() as u64 / 2 * i / 50 {
+            if curl.try_wait().unwrap().is_some() {
+                break 'reloads;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if curl.try_wait().unwrap().is_some() {
+            break;
+        }
+        let path = &paths[i as usize % 2];
+        let out = lab.restore(path);
+        assert!(
+            out.status.success(),
+            "reload {i} ({}) failed: {}{}",
+            path.display(),
+            describe(&out),
+            lab.logs()
+        );
+        if i == 24 {
+            let before = lab.save();
+            let out = lab.restore(&bad);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "restoring the invalid file: {}",
+                describe(&out)
+            );
+            assert_eq!(lab.save(), before, "the invalid file changed the rules");
+        }
+        done += 1;
+    }
+    let reloads = t0.elapsed();
+    let at = received();
+    let out = curl.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the download failed ({done} reloads in {reloads:?}): {}{}",
+        describe(&out),
+        lab.logs()
+    );
+    assert_eq!(
+        done,
+        50,
+        "the download was over after {done} reloads ({reloads:?}): {}",
+        describe(&out)
+    );
+    eprintln!(
+        "download during 50 reloads ({reloads:?}, {at} bytes received by then): {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let got = std::fs::read(&got_path).unwrap();
+    if got != data {
+        let first = got.iter().zip(&data).position(|(a, b)| a != b);
+        panic!(
+            "the download differs: {} bytes received of {}, first difference at {first:?}{}",
+            got.len(),
+            data.len(),
+            lab.logs()
+        );
+    }
+    assert_eq!(
+        lab.save(),
+        tables(&rules[1]),
+        "the running rules are not the last valid ruleset (b.v4)"
+    );
 }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Forwarding rate of the live data plane against the kernel, on this
+# machine's lab topology (fastables lab: container -> router -> internet over
+# veth): trafgen in the container sends 64-byte UDP frames (one flow,
+# 172.18.0.2:33894 -> 8.8.8.8:9) as fast as it can for DURATION seconds,
+# pinned to CPU 1; the router NATs them with the seed rules (MASQUERADE) and
+# the internet side counts what arrives on up0 (and drops it in raw
+# PREROUTING, so that no ICMP comes back). The router is (a) `fastables run`
+# (release build, the worker pinned to CPU 0, generic XDP, copy mode: what
+# veth offers) and (b) the Linux kernel with the same rules (lab.sh
+# KERNEL_ROUTER=1). Prints delivered packets per second for each and the
+# ratio. Root; the lab's packages (.ci/setup) and netsniff-ng.
+#
+# Usage: perf/live-forward.sh [DURATION]      (default 5 s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration="${1:-5}"
+cargo build -q --release -p fastables-cli --bin fastables
+bin="$PWD/target/release/fastables"
+work="$(mktemp -d /tmp/fastables-perf.XXXXXX)"
+lab=crates/cli/lab/lab.sh
+export LAB_PREFIX=fp-
+cleanup() {
+    LAB_DIR="$work/lab" bash "$lab" down >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+cat >"$work/udp.cfg" <<'CFG'
+{
+  eth(da=02:42:ac:12:00:01, sa=02:42:ac:12:00:02),
+  ipv4(saddr=172.18.0.2, daddr=8.8.8.8, ttl=64),
+  udp(sp=33894, dp=9),
+  fill(0x00, 18)
+}
+CFG
+
+rx() { ip netns exec fp-net cat /sys/class/net/up0/statistics/rx_packets; }
+
+measure() {
+    local mode="$1"
+    if [[ "$mode" == kernel ]]; then
+        KERNEL_ROUTER=1 LAB_DIR="$work/lab" LAB_SERVERS=http bash "$lab" up >"$work/up.log" 2>&1
+    else
+        FASTABLES="$bin" LAB_DIR="$work/lab" LAB_SERVERS=http bash "$lab" up >"$work/up.log" 2>&1
+    fi
+    ip netns exec fp-net iptables -t raw -A PREROUTING -p udp --dport 9 -j DROP
+    local before after
+    before="$(rx)"
+    ip netns exec fp-ctr timeout "$duration" taskset -c 1 \
+        trafgen --dev eth0 --conf "$work/udp.cfg" --cpus 1 >/dev/null 2>&1 || true
+    sleep 0.5
+    after="$(rx)"
+    LAB_DIR="$work/lab" bash "$lab" down >/dev/null 2>&1
+    echo $(( (after - before) / duration ))
+}
+
+k="$(measure kernel)"
+f="$(measure fastables)"
+echo "machine: nproc $(nproc), $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
+printf '%-28s %12s\n' "router" "delivered pps"
+printf '%-28s %12d\n' "kernel (iptables, seed nat)" "$k"
+printf '%-28s %12d\n' "fastables run (generic XDP)" "$f"
+awk -v f="$f" -v k="$k" 'BEGIN { if (k > 0) printf "ratio fastables/kernel: %.2f\n", f / k }'
