@@ -30,6 +30,7 @@
 #   LAB_PREFIX    namespace name prefix (default fl-), so that several labs can coexist
 #   LAB_SERVERS   servers up starts in <P>net: any of "http dns" (default both)
 #   LAB_TIMEOUT   seconds up waits for fastables to say `running` (default 5)
+#   LAB_CORE      the core the fastables worker is pinned to (default 0)
 #   LAB_EXTRA_NAT, LAB_EXTRA_FILTER
 #                 extra lines for the nat / filter table of rules.v4, after the
 #                 seed's (iptables-save syntax, one per line; default none)
@@ -50,6 +51,7 @@ LAB_SERVERS="${LAB_SERVERS:-http dns}"
 LAB_TIMEOUT="${LAB_TIMEOUT:-5}"
 LAB_EXTRA_NAT="${LAB_EXTRA_NAT:-}"
 LAB_EXTRA_FILTER="${LAB_EXTRA_FILTER:-}"
+LAB_CORE="${LAB_CORE:-0}"
 KERNEL_ROUTER="${KERNEL_ROUTER:-0}"
 FASTABLES="${FASTABLES:-fastables}"
 
@@ -190,6 +192,9 @@ dev = "eth0"
 ip = "172.18.0.2"
 mac = "$MAC_CTR"
 dev = "docker0"
+
+[workers]
+cores = [$LAB_CORE]
 
 [control]
 socket = "$LAB_DIR/fastables.sock"
@@ -529,7 +534,7 @@ case "${1:-}" in
     demo) lab_demo ;;
     down) lab_down ;;
     *)
-        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
+        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_CORE, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
         exit 2
         ;;
 esac
