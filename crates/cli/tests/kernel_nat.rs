@@ -862,11 +862,7 @@ fn icmp_ids_udp_streams_and_stray_errors_match_the_kernel() {
 /// 11. Fragments through NAT: the kernel reassembles (conntrack needs the
 ///     whole datagram), translates, and fragments again to the largest
 ///     fragment size received; a lone first fragment is held back.
-///     fastables does not reassemble yet (it drops fragments while conntrack
-///     is loaded, README "Not supported"): this comparison is the
-///     specification for that work, run with `--ignored`.
 #[test]
-#[ignore = "IPv4 reassembly for conntrack is not implemented yet"]
 fn fragments_through_nat_match_the_kernel() {
     use fastables_packet::builder::ipv4_frame;
     let ctr = eth_from_container();

@@ -85,11 +85,17 @@ drop_reasons! {
     FragmentationUnsupported => "fragmentation_unsupported",
     /// A fragment addressed to us: reassembly is not implemented.
     LocalFragment => "local_fragment",
-    /// A fragment while conntrack is loaded: the kernel reassembles it first
-    /// (nf_defrag_ipv4) so that conntrack and NAT see the whole datagram;
-    /// fastables does not reassemble yet, and drops it rather than forward it
-    /// untracked (and so untranslated).
-    FragmentNotReassembled => "fragment_not_reassembled",
+    /// A datagram whose fragments did not all arrive within 30 s
+    /// (ipfrag_time): its fragments are dropped.
+    FragmentTimeout => "fragment_timeout",
+    /// Overlapping fragments: the whole datagram is dropped (as Linux does).
+    FragmentOverlap => "fragment_overlap",
+    /// A fragment received twice: the copy is dropped.
+    FragmentDuplicate => "fragment_duplicate",
+    /// A fragment beyond 65535 bytes or past 64 fragments.
+    FragmentTooLong => "fragment_too_long",
+    /// A datagram under reassembly dropped to make room for a newer one.
+    FragmentEvicted => "fragment_evicted",
     /// Addressed to us with a wrong TCP/UDP/ICMP checksum (the kernel's csum_error: no answer).
     BadL4Checksum => "bad_l4_checksum",
     /// Addressed to us, but nothing listens (TCP: RST sent, UDP: port unreachable sent,

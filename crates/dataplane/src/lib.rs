@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod defrag;
 pub mod drop;
 pub mod frag;
 pub mod icmp;

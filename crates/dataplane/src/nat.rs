@@ -276,6 +276,9 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
     };
     let proto = p.protocol();
     let first = p.frag_offset() == 0;
+    // The first fragment of a reassembled datagram: its L4 header is whole,
+    // its payload is not.
+    let more_frags = p.more_frags();
     let (hl, total) = (p.header_len(), usize::from(p.total_len()));
     match manip {
         Manip::Src => p.set_src(new),
@@ -298,7 +301,12 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
             }
         }
         IPPROTO_UDP => {
-            if let Ok(mut u) = UdpPacket::new_checked(l4) {
+            let u = if more_frags {
+                UdpPacket::new_first_fragment(l4)
+            } else {
+                UdpPacket::new_checked(l4)
+            };
+            if let Ok(mut u) = u {
                 u.update_pseudo_addr(old, new);
                 match manip {
                     Manip::Src => u.set_src_port(port),

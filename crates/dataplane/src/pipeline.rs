@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! parse ─ L2 (ours / broadcast / multicast, else OTHERHOST drop) ─ ARP → arp_process
-//!   (conntrack loaded: fragments dropped, no reassembly yet)
+//!   (conntrack loaded: fragments held until their datagram is whole, crate::defrag)
 //!   PREROUTING raw ─ conntrack in ─ mangle ─ nat (DNAT, first packet only)
 //!   route_input (martians, local table, LPM)
 //!   ├─ local / broadcast → INPUT mangle ─ filter ─ nat → local delivery
@@ -31,8 +31,8 @@
 //! every later packet of the connection (and ICMP errors RELATED to it, outer
 //! and quoted headers) is rewritten from it ([`crate::nat`]).
 //!
-//! Not done (and counted where it applies): reassembly (fragments to us are
-//! dropped, and so is every fragment while conntrack is loaded), fragmentation of locally generated packets,
+//! Not done (and counted where it applies): reassembly for local delivery
+//! (fragments to us are dropped), fragmentation of locally generated packets,
 //! ICMP redirects (`send_redirects`), IP options processing (forwarded as they
 //! are, not echoed in replies), ARP hold queues (one ARP request per neighbor
 //! per second, the packet is dropped), the ICMP rate limits are approximate (see [`icmp::IcmpRateLimiter`]), VLANs.
@@ -53,6 +53,7 @@ use fastables_rules::ctx::{tcp_option_kinds, CtCtx, IfIndex, Needs, PacketCtx, V
 use fastables_rules::model::{Hook, RejectWith, Table, Target};
 
 use crate::config::Config;
+use crate::defrag::{self, Defrag};
 use crate::drop::{DropCounters, DropReason};
 use crate::frag;
 
@@ -212,6 +213,15 @@ pub struct Pipeline {
     pending_hold: Option<(IfIndex, u32)>,
     /// Scratch for [`Neighbors::service`] (capacity allocated once).
     held_events: Vec<HeldEvent>,
+    /// Datagrams under reassembly (while conntrack is loaded).
+    defrag: Defrag,
+    /// Set by `process_rx` when it holds a fragment.
+    pending_frag: Option<(defrag::Key, defrag::Piece)>,
+    /// While the first fragment of a reassembled datagram goes through
+    /// `process_rx`: the datagram's length.
+    reasm: Option<u16>,
+    /// Scratch for the pieces of a reassembled datagram.
+    frag_scratch: Vec<defrag::Piece>,
     /// Conntrack events for `conntrack -E`, collected only while someone
     /// listens ([`Pipeline::set_ct_events`]); bounded, the excess counted.
     ct_events: Vec<(EventKind, Entry, u64)>,
@@ -365,6 +375,10 @@ impl Pipeline {
         Ok(Pipeline {
             pending_hold: None,
             held_events: Vec::with_capacity(2 * neigh::HOLD_MAX),
+            defrag: Defrag::new(),
+            pending_frag: None,
+            reasm: None,
+            frag_scratch: Vec::with_capacity(defrag::MAX_FRAGS),
             ct_events: Vec::new(),
             ct_events_on: false,
             ct_events_lost: 0,
@@ -466,6 +480,7 @@ impl Pipeline {
     /// memory. Never allocates, never panics.
     pub fn process_batch(&mut self, now_ns: u64, mem: &mut [u8], batch: &mut Batch) {
         self.neigh.set_now(now_ns);
+        self.defrag_expire(now_ns, batch);
         if let Some(t) = self.ct.as_mut() {
             if self.ct_events_on {
                 let (q, lost) = (&mut self.ct_events, &mut self.ct_events_lost);
@@ -496,6 +511,14 @@ impl Pipeline {
                 }
             }
             if action == Action::Held {
+                if let Some((key, piece)) = self.pending_frag.take() {
+                    f.action = action;
+                    if let Some(slot) = batch.frames.get_mut(i) {
+                        *slot = f;
+                    }
+                    self.defrag_add(now_ns, mem, batch, key, piece, f.port);
+                    continue;
+                }
                 match self.pending_hold.take() {
                     Some((dev, ip)) => {
                         let h = neigh::Held {
@@ -532,6 +555,144 @@ impl Pipeline {
             }
         }
         self.service_held(now_ns, mem, batch);
+    }
+
+    /// Drops the datagram of defrag slot `n` (its buffers back with the spares).
+    fn defrag_drop(&mut self, n: usize, batch: &mut Batch, r: DropReason) {
+        for p in self.defrag.pieces(n) {
+            batch.spare.push(p.addr);
+        }
+        self.defrag.release(n);
+        PipelineCounters::inc(&self.counters.dropped);
+        self.drops.inc(r);
+    }
+
+    /// Datagrams that waited too long for their fragments (no ICMP: the
+    /// kernel sends none for conntrack's reassembly, `frag_expire_skip_icmp`).
+    fn defrag_expire(&mut self, now_ns: u64, batch: &mut Batch) {
+        for _ in 0..defrag::MAX_DATAGRAMS {
+            match self.defrag.expired(now_ns) {
+                Some(n) => self.defrag_drop(n, batch, DropReason::FragmentTimeout),
+                None => break,
+            }
+        }
+    }
+
+    fn defrag_add(
+        &mut self,
+        now_ns: u64,
+        mem: &mut [u8],
+        batch: &mut Batch,
+        key: defrag::Key,
+        piece: defrag::Piece,
+        in_if: IfIndex,
+    ) {
+        if let Some(n) = self.defrag.must_evict(&key) {
+            self.defrag_drop(n, batch, DropReason::FragmentEvicted);
+        }
+        match self.defrag.add(key, in_if, now_ns, piece) {
+            defrag::Added::Held => {}
+            defrag::Added::Rejected(why) => {
+                batch.spare.push(piece.addr);
+                PipelineCounters::inc(&self.counters.dropped);
+                self.drops.inc(match why {
+                    defrag::DefragDrop::Duplicate => DropReason::FragmentDuplicate,
+                    defrag::DefragDrop::TooLong => DropReason::FragmentTooLong,
+                });
+            }
+            defrag::Added::Overlap(n) => {
+                batch.spare.push(piece.addr);
+                self.defrag_drop(n, batch, DropReason::FragmentOverlap);
+            }
+            defrag::Added::Complete(n) => self.reassembled(now_ns, mem, batch, n),
+        }
+    }
+
+    /// A complete datagram: its first fragment through the pipeline for the
+    /// whole datagram, then every fragment the way the first went.
+    fn reassembled(&mut self, now_ns: u64, mem: &mut [u8], batch: &mut Batch, n: usize) {
+        let mut pieces = std::mem::take(&mut self.frag_scratch);
+        pieces.clear();
+        pieces.extend_from_slice(self.defrag.pieces(n));
+        let in_if = self.defrag.in_if(n);
+        self.defrag.release(n);
+        let Some(first) = pieces.first().copied() else {
+            self.frag_scratch = pieces;
+            return;
+        };
+        let at = usize::try_from(first.addr).unwrap_or(usize::MAX);
+        let hl = mem
+            .get(at.saturating_add(ETH_LEN))
+            .map_or(20, |b| u32::from(b & 0x0f) * 4);
+        let total = hl + pieces.iter().map(|p| u32::from(p.plen)).sum::<u32>();
+        let mut f = Frame::rx(first.addr, first.len, in_if);
+        self.reasm = Some(u16::try_from(total).unwrap_or(u16::MAX));
+        let (mut action, mut gen) = self.process_rx(now_ns, mem, &mut f);
+        self.reasm = None;
+        if let (Some(Gen::Fragment { mtu }), Action::Forward { port }) = (gen, action) {
+            gen = None;
+            if let Err(r) = self.fragment(
+                mem,
+                &mut f,
+                mtu,
+                port,
+                &mut batch.spare,
+                &mut batch.generated,
+            ) {
+                action = Action::Drop(r);
+            }
+        }
+        let rest = pieces.get(1..).unwrap_or(&[]);
+        match action {
+            Action::Forward { port } => {
+                PipelineCounters::inc(&self.counters.forwarded);
+                batch.generated.push(Frame { action, port, ..f });
+                for p in rest {
+                    copy_rewritten_header(mem, first.addr, p.addr);
+                    batch.generated.push(Frame {
+                        addr: p.addr,
+                        len: p.len,
+                        port,
+                        action,
+                    });
+                }
+            }
+            Action::Held => {
+                // Waiting for the next hop's MAC, all of them.
+                if let Some((dev, ip)) = self.pending_hold.take() {
+                    for (k, (addr, len)) in std::iter::once((f.addr, f.len))
+                        .chain(rest.iter().map(|p| (p.addr, p.len)))
+                        .enumerate()
+                    {
+                        if k > 0 {
+                            copy_rewritten_header(mem, first.addr, addr);
+                        }
+                        if let Some(old) = self.neigh.hold(neigh::Held { dev, ip, addr, len }) {
+                            batch.spare.push(old.addr);
+                            self.drops.inc(DropReason::NeighborHoldFull);
+                        }
+                    }
+                } else {
+                    batch.spare.push(f.addr);
+                    batch.spare.extend(rest.iter().map(|p| p.addr));
+                }
+            }
+            Action::Drop(r) => {
+                PipelineCounters::inc(&self.counters.dropped);
+                self.drops.inc(r);
+                batch.spare.push(f.addr);
+                batch.spare.extend(rest.iter().map(|p| p.addr));
+            }
+            Action::Consumed => {
+                PipelineCounters::inc(&self.counters.consumed);
+                batch.spare.push(f.addr);
+                batch.spare.extend(rest.iter().map(|p| p.addr));
+            }
+        }
+        if let Some(g) = gen {
+            self.generate(now_ns, mem, &f, g, &mut batch.spare, &mut batch.generated);
+        }
+        self.frag_scratch = pieces;
     }
 
     /// Frames waiting for a neighbor ([`Action::Held`]).
@@ -760,7 +921,14 @@ impl Pipeline {
                 buf.get(..ETH_LEN + ip_len).unwrap_or(&[]),
                 &parse_frame_lite(info),
             );
-        let facts = nat::facts(info, ip, usize::from(info.header_len), csum_bad);
+        let mut facts = nat::facts(info, ip, usize::from(info.header_len), csum_bad);
+        if let Some(total) = self.reasm {
+            // The first fragment of a reassembled datagram: conntrack sees
+            // the whole datagram's length.
+            let l4 = u32::from(total).saturating_sub(u32::from(info.header_len));
+            facts.l4_len = l4;
+            facts.tcp.l4_len = l4;
+        }
         let (ct, state) = match table.track(&facts, now_ns) {
             Track::Tracked(t) => {
                 if self.ct_events_on {
@@ -1118,13 +1286,33 @@ impl Pipeline {
         f.len = (ETH_LEN + ip_len) as u16;
 
         // nf_defrag_ipv4 runs before raw PREROUTING whenever conntrack is
-        // loaded; without reassembly, a fragment cannot be tracked or NATed.
-        if self.ct.is_some() && info.is_fragment() {
-            return (Action::Drop(DropReason::FragmentNotReassembled), None);
+        // loaded: a fragment waits for the rest of its datagram.
+        if self.ct.is_some() && info.is_fragment() && self.reasm.is_none() {
+            let hl = u16::from(info.header_len);
+            self.pending_frag = Some((
+                defrag::Key {
+                    src: u32::from(info.src),
+                    dst: u32::from(info.dst),
+                    proto: info.protocol,
+                    id: info.ident,
+                },
+                defrag::Piece {
+                    addr: f.addr,
+                    len: f.len,
+                    off: info.frag_offset,
+                    plen: info.total_len.saturating_sub(hl),
+                    mf: info.more_frags,
+                },
+            ));
+            return (Action::Held, None);
         }
 
         let mut ctx = PacketCtx::new();
         fill_ctx(&mut ctx, &info, buf, self.needs, &self.ifs);
+        if let Some(total) = self.reasm {
+            // The first fragment stands for the reassembled datagram.
+            ctx.len = total;
+        }
         ctx.in_if = Some(in_if);
         // raw runs before conntrack: no connection yet, `-m state` says INVALID.
         ctx.ct = if self.ct.is_some() {
@@ -1900,6 +2088,30 @@ fn push_event(
         q.push((kind, *e, now_ns));
     } else {
         *lost += 1;
+    }
+}
+
+/// Gives the fragment at `to` the header fields the pipeline rewrote in the
+/// first fragment at `from`: the Ethernet addresses, TOS, TTL, IP addresses;
+/// then its header checksum.
+fn copy_rewritten_header(mem: &mut [u8], from: FrameAddr, to: FrameAddr) {
+    let (Ok(a), Ok(b)) = (usize::try_from(from), usize::try_from(to)) else {
+        return;
+    };
+    let Some((src, dst)) = frame_pair(mem, a, b) else {
+        return;
+    };
+    dst[..12].copy_from_slice(&src[..12]);
+    let (si, di) = (&src[ETH_LEN..], &mut dst[ETH_LEN..]);
+    di[1] = si[1];
+    di[8] = si[8];
+    di[12..20].copy_from_slice(&si[12..20]);
+    let hl = usize::from(di[0] & 0x0f) * 4;
+    if (20..=60).contains(&hl) {
+        di[10] = 0;
+        di[11] = 0;
+        let c = fastables_packet::checksum::checksum(&di[..hl]);
+        di[10..12].copy_from_slice(&c.to_be_bytes());
     }
 }
 

@@ -538,38 +538,109 @@ fn full_table_drops_new_connections_and_keeps_established_ones() {
 }
 
 #[test]
-fn fragments_are_dropped_while_conntrack_is_loaded() {
-    // The kernel reassembles before conntrack; we do not reassemble yet, so a
-    // fragment must not leave untranslated: it is dropped with its own reason.
+fn fragments_are_reassembled_tracked_and_translated() {
+    // As nf_defrag_ipv4: the fragments wait until the datagram is whole, the
+    // datagram is tracked and NATed once, every fragment leaves translated.
     let mut p = pipeline(&nat(MASQ));
-    let first = builder::ipv4_frame(
+    let mut mem = vec![0u8; FRAME_SIZE * 12];
+    // A UDP datagram of 8 + 72 bytes, cut after 40 bytes of IP payload.
+    let whole = builder::udp_frame(
         &from_ctr(),
         &IpSpec {
-            more_frags: true,
+            dont_frag: false,
             ..ip(CTR, DNS, 64)
         },
-        17,
-        &[0x42; 64],
-    );
-    let o = run(&mut p, DOCKER0, &first);
-    assert_eq!(o.action, Action::Drop(DropReason::FragmentNotReassembled));
-    let last = builder::ipv4_frame(
-        &from_ctr(),
-        &IpSpec {
-            frag_offset: 64,
-            ..ip(CTR, DNS, 64)
+        &UdpSpec {
+            src_port: 35000,
+            dst_port: 53,
         },
-        17,
-        &[0x42; 16],
+        &[0x42; 72],
     );
-    let o = run(&mut p, DOCKER0, &last);
-    assert_eq!(o.action, Action::Drop(DropReason::FragmentNotReassembled));
-    assert_eq!(p.drops().get(DropReason::FragmentNotReassembled), 2);
+    let l4 = whole[34..].to_vec();
+    let frag = |off: usize, end: usize, more: bool| {
+        builder::ipv4_frame(
+            &from_ctr(),
+            &IpSpec {
+                dont_frag: false,
+                more_frags: more,
+                frag_offset: off as u16,
+                ..ip(CTR, DNS, 64)
+            },
+            17,
+            &l4[off..end],
+        )
+    };
+    let batch = |p: &mut Pipeline, mem: &mut Vec<u8>, slot: usize, f: &[u8], now: u64| {
+        let a = slot * FRAME_SIZE;
+        mem[a..a + f.len()].copy_from_slice(f);
+        let mut b = Batch::with_capacity(4);
+        b.frames
+            .push(Frame::rx(a as FrameAddr, f.len() as u16, DOCKER0));
+        for i in 8..12 {
+            b.spare.push((i * FRAME_SIZE) as FrameAddr);
+        }
+        p.process_batch(now, mem, &mut b);
+        b
+    };
+    // The last fragment first: held.
+    let b = batch(&mut p, &mut mem, 1, &frag(40, l4.len(), false), 1_000);
+    assert_eq!(b.frames[0].action, Action::Held);
+    assert!(b.generated.is_empty());
     assert_eq!(p.conntrack().unwrap().len(), 0);
-    // An unfragmented datagram of the same flow is tracked and translated.
-    let o = run(&mut p, DOCKER0, &udp(from_ctr(), CTR, 35000, DNS, 53, 64));
-    assert_eq!(o.action, Action::Forward { port: ETH0 });
+    // The first completes it: both leave, the first as itself, translated.
+    let b = batch(&mut p, &mut mem, 0, &frag(0, 40, true), 2_000);
+    assert_eq!(b.frames[0].action, Action::Held);
+    let out: Vec<(u64, Vec<u8>)> = b
+        .generated
+        .iter()
+        .map(|g| {
+            assert_eq!(g.action, Action::Forward { port: ETH0 });
+            (
+                g.addr,
+                mem[g.addr as usize..g.addr as usize + g.len as usize].to_vec(),
+            )
+        })
+        .collect();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].0, 0, "the first fragment");
+    assert_eq!(out[1].0, FRAME_SIZE as u64, "then the last");
+    for (_, f) in &out {
+        assert!(checksum::verify(&f[14..34]), "IP header checksum");
+        assert_eq!(&f[26..30], &[10, 0, 2, 15], "MASQUERADEd source");
+        assert_eq!(&f[30..34], &[8, 8, 8, 8]);
+        assert_eq!(f[22], 63, "TTL decremented");
+        assert_eq!(&f[0..6], &GW_MAC.0);
+    }
+    // The UDP checksum over the reassembled payload is still right.
+    let mut dg = out[0].1[34..].to_vec();
+    dg.extend_from_slice(&out[1].1[34..]);
+    let ph = checksum::pseudo_header_sum(ETH0_IP, DNS, 17, dg.len() as u32);
+    assert_eq!(
+        checksum::finish(checksum::combine(ph, checksum::sum(&dg))),
+        0
+    );
     assert_eq!(p.conntrack().unwrap().len(), 1);
+    // A lone fragment of another datagram waits, then times out after 30 s.
+    let lone = builder::ipv4_frame(
+        &from_ctr(),
+        &IpSpec {
+            dont_frag: false,
+            more_frags: true,
+            ident: 0x4322,
+            ..ip(CTR, DNS, 64)
+        },
+        17,
+        &l4[..40],
+    );
+    let b = batch(&mut p, &mut mem, 2, &lone, 3_000);
+    assert_eq!(b.frames[0].action, Action::Held);
+    let mut later = Batch::with_capacity(1);
+    p.process_batch(3_000 + 30_000_000_000, &mut mem, &mut later);
+    assert!(
+        later.spare.contains(&(2 * FRAME_SIZE as u64)),
+        "buffer given back"
+    );
+    assert_eq!(p.drops().get(DropReason::FragmentTimeout), 1);
 }
 
 #[test]

@@ -47,6 +47,17 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         Ok(UdpPacket { buffer })
     }
 
+    /// The UDP header at the start of a datagram's first fragment: only the
+    /// 8 header bytes must be there (the length field counts the whole
+    /// datagram). Header accessors and setters work; what reads the payload
+    /// sees only this fragment's part.
+    pub fn new_first_fragment(buffer: T) -> Result<Self, ParseError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(ParseError::Truncated);
+        }
+        Ok(UdpPacket { buffer })
+    }
+
     /// The wrapped buffer.
     pub fn into_inner(self) -> T {
         self.buffer
