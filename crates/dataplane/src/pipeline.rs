@@ -700,6 +700,11 @@ impl Pipeline {
         self.neigh.held_len()
     }
 
+    /// Fragments waiting for the rest of their datagram ([`Action::Held`]).
+    pub fn reassembling(&self) -> usize {
+        self.defrag.held()
+    }
+
     /// Collect conntrack events (NEW at confirmation, UPDATE, DESTROY) for
     /// `conntrack -E`, or stop. While off the cost is one branch per tracked
     /// packet; while on, at most [`CT_EVENT_QUEUE`] wait to be drained, more
