@@ -732,12 +732,42 @@ fn stats_cmd(args: &[&str], worker: &Worker, port: &XdpPort, cfg: &Config) -> co
             }
             o.push_str(&format!("\"{}\":{n}", r.name()));
         }
+        o.push_str("},\"xdp\":{");
+        for (i, c) in cfg.interfaces.iter().enumerate() {
+            let k = port.kernel_stats(i as IfIndex).unwrap_or_default();
+            if i > 0 {
+                o.push(',');
+            }
+            o.push_str(&format!(
+                "\"{}\":{{\"rx_dropped\":{},\"rx_ring_full\":{},\"fill_ring_empty\":{},\"rx_invalid\":{},\"tx_invalid\":{}}}",
+                c.name,
+                k.rx_dropped,
+                k.rx_ring_full,
+                k.rx_fill_ring_empty_descs,
+                k.rx_invalid_descs,
+                k.tx_invalid_descs
+            ));
+        }
         o.push_str(&format!(
             "}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}}}}\n"
         ));
         return control::Reply::ok(o);
     }
     let mut o = s.to_string();
+    // What the kernel side of each AF_XDP socket dropped (XDP_STATISTICS).
+    for (i, c) in cfg.interfaces.iter().enumerate() {
+        if let Ok(k) = port.kernel_stats(i as IfIndex) {
+            o.push_str(&format!(
+                "xdp {}: rx_dropped {} rx_ring_full {} fill_ring_empty {} rx_invalid {} tx_invalid {}\n",
+                c.name,
+                k.rx_dropped,
+                k.rx_ring_full,
+                k.rx_fill_ring_empty_descs,
+                k.rx_invalid_descs,
+                k.tx_invalid_descs
+            ));
+        }
+    }
     if max > 0 {
         let fill = entries as f64 * 100.0 / max as f64;
         o.push_str(&format!(
