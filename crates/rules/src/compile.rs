@@ -1523,6 +1523,24 @@ impl CompiledRuleset {
         let Some((start, policy)) = self.hooks[table as usize][hook as usize] else {
             return Verdict::Accept;
         };
+        // A built-in chain without rules: only its policy (counted).
+        if start == policy {
+            if let (Some(c), Some(e)) = (
+                state.counters.get_mut(policy as usize),
+                self.cold.get(policy as usize),
+            ) {
+                let v = match e.act {
+                    Act::Accept => Some(Verdict::Accept),
+                    Act::Drop => Some(Verdict::Drop),
+                    _ => None,
+                };
+                if let Some(v) = v {
+                    c.packets = c.packets.wrapping_add(1);
+                    c.bytes = c.bytes.wrapping_add(u64::from(ctx.len));
+                    return v;
+                }
+            }
+        }
         let key = Key {
             in_bit: if_key(ctx.in_if, self.n_ifaces),
             out_bit: if_key(ctx.out_if, self.n_ifaces),
