@@ -196,6 +196,10 @@ dev = "docker0"
 [workers]
 cores = [$LAB_CORE]
 
+[stats]
+listen = "127.0.0.1:9464"           # the router namespace's own loopback
+interval_ms = 200
+
 [control]
 socket = "$LAB_DIR/fastables.sock"
 EOF

@@ -211,6 +211,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         compiled,
         names: names.iter().map(|s| s.to_string()).collect(),
         subs: Vec::new(),
+        latency: None,
     };
     pin(&cfg.workers.cores);
     let mut worker = Worker::new(pipeline, cfg.workers.batch);
@@ -219,10 +220,33 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     println!("running");
     let _ = std::io::stdout().flush();
 
+    // Observability: this worker's histograms (recorded without allocating),
+    // merged into the published snapshot once per interval.
+    let started = Instant::now();
+    let shared = Arc::new(std::sync::Mutex::new(fastables_stats::Snapshot::default()));
+    if let Some(addr) = &cfg.stats.listen {
+        let l = std::net::TcpListener::bind(addr).map_err(|e| {
+            CliError::Start(format!("[stats] listen = \"{addr}\": cannot listen: {e}"))
+        })?;
+        fastables_stats::serve(l, Arc::clone(&shared))
+            .map_err(|e| CliError::Start(format!("cannot start the stats thread: {e}")))?;
+        println!("metrics: http://{addr}/metrics");
+    }
+    let interval = Duration::from_millis(cfg.stats.interval_ms.max(10));
+    let mut last_publish = Instant::now();
+    let mut batch_lat = fastables_stats::Latency::new();
+    let mut pkt_lat = fastables_stats::Latency::new();
+
     let mut idle = 0u32;
     let mut last_service = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
         let n = worker.poll(&mut port);
+        if n > 0 {
+            let ns = t0.elapsed().as_nanos() as u64;
+            batch_lat.record(ns);
+            pkt_lat.record(ns / n as u64);
+        }
         if n == 0 {
             idle = idle.saturating_add(1);
             // Poll mode while there is traffic; an idle worker sleeps in
@@ -246,6 +270,22 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             }
             if !live.subs.is_empty() {
                 publish_events(&mut live, worker.pipeline_mut());
+            }
+            if last_publish.elapsed() >= interval {
+                last_publish = Instant::now();
+                publish(
+                    &shared,
+                    &port,
+                    &worker,
+                    &cfg,
+                    started,
+                    &mut batch_lat,
+                    &mut pkt_lat,
+                );
+                live.latency = shared
+                    .lock()
+                    .ok()
+                    .map(|s| (s.batch_latency.summary(), s.packet_latency.summary()));
             }
         }
     }
@@ -324,6 +364,72 @@ fn announce(port: &mut XdpPort, p: &Pipeline) {
     }
 }
 
+/// Merges this interval's histograms into the published snapshot and
+/// refreshes its counters (once per `[stats] interval_ms`, off the data path).
+fn publish(
+    shared: &std::sync::Mutex<fastables_stats::Snapshot>,
+    port: &XdpPort,
+    worker: &Worker,
+    cfg: &Config,
+    started: Instant,
+    batch_lat: &mut fastables_stats::Latency,
+    pkt_lat: &mut fastables_stats::Latency,
+) {
+    let p = worker.pipeline();
+    let interfaces = cfg
+        .interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let k = port.counters(i as IfIndex);
+            let x = port.kernel_stats(i as IfIndex).unwrap_or_default();
+            fastables_stats::IfaceSample {
+                name: c.name.clone(),
+                rx_packets: k.rx,
+                rx_bytes: k.rx_bytes,
+                tx_packets: k.tx,
+                tx_bytes: k.tx_bytes,
+                xdp_rx_dropped: x.rx_dropped,
+                xdp_rx_ring_full: x.rx_ring_full,
+                xdp_fill_ring_empty: x.rx_fill_ring_empty_descs,
+            }
+        })
+        .collect();
+    let drops = p
+        .drops()
+        .snapshot()
+        .into_iter()
+        .map(|(r, n)| (r.name(), n))
+        .collect();
+    let (ct_entries, ct_max, st) = p.conntrack().map_or((0, 0, Default::default()), |t| {
+        (t.len() as u64, t.max() as u64, t.stats())
+    });
+    let st: fastables_conntrack::Stats = st;
+    let ct_counters = vec![
+        ("found", st.found),
+        ("invalid", st.invalid),
+        ("insert", st.insert),
+        ("insert_failed", st.insert_failed),
+        ("drop", st.drop),
+        ("early_drop", st.early_drop),
+        ("error", st.error),
+        ("expired", st.expired),
+        ("chaintoolong", st.chaintoolong),
+    ];
+    let Ok(mut s) = shared.lock() else { return };
+    s.interfaces = interfaces;
+    s.drops = drops;
+    s.ct_entries = ct_entries;
+    s.ct_max = ct_max;
+    s.ct_counters = ct_counters;
+    s.held = (p.held() + p.reassembling()) as u64;
+    s.batch_latency.add(batch_lat);
+    s.packet_latency.add(pkt_lat);
+    s.uptime_s = started.elapsed().as_secs_f64();
+    batch_lat.reset();
+    pkt_lat.reset();
+}
+
 /// SIGHUP: the rules file again, all or nothing (counters start afresh, as
 /// after `iptables-restore` without `-c`).
 fn reload(worker: &mut Worker, live: &mut Live, file: Option<&PathBuf>) {
@@ -384,6 +490,8 @@ struct Live {
     names: Vec<String>,
     /// `conntrack -E` listeners.
     subs: Vec<(std::sync::mpsc::SyncSender<String>, CtFilter)>,
+    /// The latest latency summaries (batch, per packet), since start.
+    latency: Option<(String, String)>,
 }
 
 impl Live {
@@ -416,7 +524,17 @@ fn answer(
             }
             _ => conntrack_cmd(rest, worker.pipeline_mut(), port.now_ns()),
         },
-        Some((&"stats", rest)) => stats_cmd(rest, worker, port, cfg),
+        Some((&"stats", rest)) => {
+            let mut r = stats_cmd(rest, worker, port, cfg);
+            if r.code == 0 && !rest.contains(&"--json") {
+                if let Some((b, p)) = &live.latency {
+                    r.out.push_str(&format!(
+                        "latency per batch:  {b}\nlatency per packet: {p}\n"
+                    ));
+                }
+            }
+            r
+        }
         _ => control::Reply::fail(format!("fastables: unknown request {:?}", req.args)),
     }
 }

@@ -932,3 +932,57 @@ fn rule_reloads_during_a_transfer_lose_no_connection() {
         "the running rules are not the last valid ruleset (b.v4)"
     );
 }
+
+/// The running instance's `/metrics` (the lab's `[stats] listen` on the
+/// router's loopback), read back by Debian's prometheus_client parser.
+#[test]
+fn metrics_count_the_traffic_and_parse() {
+    if kernel_router() {
+        return; // fastables' own exporter
+    }
+    let parser_ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import prometheus_client.parser"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !parser_ok {
+        skip("python3-prometheus-client not installed");
+        return;
+    }
+    let Some(lab) = Lab::start("m") else {
+        return;
+    };
+    lab.ctr_ok(
+        15,
+        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "8.8.8.8"],
+    );
+    // The snapshot is published every 200 ms.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let script = "import sys, urllib.request\n\
+        from prometheus_client.parser import text_string_to_metric_families as f\n\
+        text = urllib.request.urlopen('http://127.0.0.1:9464/metrics', timeout=5).read().decode()\n\
+        v = {}\n\
+        for fam in f(text):\n\
+        \x20   for s in fam.samples:\n\
+        \x20       v[(s.name, tuple(sorted(s.labels.items())))] = s.value\n\
+        rx = v[('fastables_rx_packets_total', (('interface', 'docker0'),))]\n\
+        tx = v[('fastables_tx_packets_total', (('interface', 'eth0'),))]\n\
+        n = v[('fastables_batch_latency_seconds_count', ())]\n\
+        ct = v[('fastables_conntrack_entries', ())]\n\
+        print(int(rx), int(tx), int(n), int(ct))\n";
+    let out = lab.exec("rtr", 15, &["/usr/bin/python3", "-c", script]);
+    assert!(
+        out.status.success(),
+        "reading /metrics: {}{}",
+        describe(&out),
+        lab.logs()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(v[0] >= 3 && v[1] >= 3, "rx/tx counters: {text}");
+    assert!(v[2] >= 3, "batch latency samples: {text}");
+    assert_eq!(v[3], 1, "one ICMP connection: {text}");
+}
