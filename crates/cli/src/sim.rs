@@ -7,6 +7,7 @@ use clap::Args;
 use fastables_dataplane::io::Worker;
 use fastables_dataplane::offline::{self, OfflineInput, OfflinePort};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
+use fastables_dataplane::rss::{Rss, SYMMETRIC_KEY};
 use fastables_rules::print;
 
 use crate::rulescmd::{compile, load_config_and_rules};
@@ -52,14 +53,25 @@ pub fn run(a: &SimArgs) -> Result<(), CliError> {
         conntrack_seed: a.seed,
         ..PipelineOptions::default()
     };
-    let pipeline = Pipeline::with_options(&cfg, Arc::clone(&compiled), opts).map_err(|e| {
-        CliError::Pipeline {
-            file: a.config.display().to_string(),
-            source: e,
-        }
-    })?;
+    // One worker per `[workers] cores` entry, each the owner of one emulated
+    // RX queue (RSS with the symmetric key, round-robin indirection).
+    let nworkers = cfg.workers.cores.len().clamp(1, usize::from(u16::MAX));
+    let rss = Arc::new(Rss::new(SYMMETRIC_KEY, nworkers as u16));
     let batch = cfg.workers.batch;
-    let mut worker = Worker::new(pipeline, batch);
+    let mut workers = Vec::with_capacity(nworkers);
+    for q in 0..nworkers {
+        let mut pipeline =
+            Pipeline::with_options(&cfg, Arc::clone(&compiled), opts).map_err(|e| {
+                CliError::Pipeline {
+                    file: a.config.display().to_string(),
+                    source: e,
+                }
+            })?;
+        if nworkers > 1 {
+            pipeline.set_rss(Arc::clone(&rss), q as u16);
+        }
+        workers.push(Worker::new(pipeline, batch));
+    }
     let inputs: Vec<OfflineInput> = a
         .inputs
         .iter()
@@ -70,22 +82,27 @@ pub fn run(a: &SimArgs) -> Result<(), CliError> {
         .collect();
     let port = OfflinePort::open(&names, &inputs, &a.out_dir, batch)?;
     // LOG lines go to stdout as they are produced, as the kernel log would show them.
-    let summary = offline::run(&mut worker, port, |w| {
+    let drain = |w: &mut Worker| {
         w.pipeline_mut().drain_logs(|l| println!("log: {l}"));
-    })?;
-    if worker.pipeline().logs_dropped() > 0 {
-        println!(
-            "log: {} LOG lines suppressed by the log rate limit",
-            worker.pipeline().logs_dropped()
-        );
+    };
+    let summary = if nworkers == 1 {
+        offline::run(&mut workers[0], port, drain)?
+    } else {
+        offline::run_workers(&mut workers, port, (*rss).clone(), drain)?
+    };
+    let suppressed: u64 = workers.iter().map(|w| w.pipeline().logs_dropped()).sum();
+    if suppressed > 0 {
+        println!("log: {suppressed} LOG lines suppressed by the log rate limit");
     }
     print!("{summary}");
+    let pipelines: Vec<&Pipeline> = workers.iter().map(|w| w.pipeline()).collect();
     if a.conntrack {
-        print_conntrack(worker.pipeline(), summary.last_ns);
+        print_conntrack(&pipelines, summary.last_ns);
     }
 
     if let Some(path) = &a.save_counters {
-        let with = compiled.counters_into(&rs, &[worker.pipeline().rule_state()]);
+        let states: Vec<_> = pipelines.iter().map(|p| p.rule_state()).collect();
+        let with = compiled.counters_into(&rs, &states);
         std::fs::write(path, print::print_save(&with, true)).map_err(|source| CliError::Write {
             path: path.clone(),
             source,
@@ -97,16 +114,13 @@ pub fn run(a: &SimArgs) -> Result<(), CliError> {
 /// `conntrack -L` of the pipeline's table at `now_ns`: lines on stdout, the
 /// tool's summary on stderr. Sorted by protocol and ORIGINAL tuple (stable
 /// across runs); the kernel's order is its hash order.
-fn print_conntrack(p: &Pipeline, now_ns: u64) {
-    let mut entries: Vec<_> = p
-        .conntrack()
-        .map(|t| {
-            t.iter()
-                .map(|(_, e)| e)
-                .filter(|e| !e.is_expired(now_ns))
-                .collect()
-        })
-        .unwrap_or_default();
+fn print_conntrack(workers: &[&Pipeline], now_ns: u64) {
+    let mut entries: Vec<_> = workers
+        .iter()
+        .filter_map(|p| p.conntrack())
+        .flat_map(|t| t.iter().map(|(_, e)| e))
+        .filter(|e| !e.is_expired(now_ns))
+        .collect();
     entries.sort_by_key(|e| {
         let o = e.orig();
         (o.proto, o.src, o.dst, o.sport, o.dport)

@@ -35,3 +35,4 @@ pub mod offline;
 pub mod pcap;
 pub mod pipeline;
 pub mod route;
+pub mod rss;

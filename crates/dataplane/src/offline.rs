@@ -28,6 +28,7 @@ use fastables_rules::ctx::IfIndex;
 use crate::drop::DropReason;
 use crate::io::{Frame, FrameAddr, PacketIo, Worker, FRAME_SIZE};
 use crate::pcap::{PcapError, PcapReader, PcapRecord, PcapWriter, LINKTYPE_ETHERNET};
+use crate::rss::Rss;
 
 /// Errors of the offline port.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +184,50 @@ pub struct OfflinePort {
     error: Option<OfflineError>,
     /// Input records taken so far (given to the pipeline or skipped).
     consumed: u64,
+    /// With several workers: how frames are spread over them.
+    dispatch: Option<Dispatch>,
+}
+
+/// The emulated NIC of a multi-worker run: RSS, plus the hand-offs the
+/// owners asked for (a reply tuple goes to the worker that owns its
+/// connection instead of the one RSS picks).
+struct Dispatch {
+    rss: Rss,
+    redirect: std::collections::HashMap<(u8, u32, u32, u16, u16), u16>,
+    current: u16,
+}
+
+impl Dispatch {
+    fn worker_of(&self, frame: &[u8]) -> u16 {
+        if let Some(k) = tcp_udp_key(frame) {
+            if let Some(&w) = self.redirect.get(&k) {
+                return w;
+            }
+        }
+        self.rss.queue_of_frame(frame)
+    }
+}
+
+/// `(proto, src, dst, sport, dport)` of an unfragmented TCP or UDP datagram.
+fn tcp_udp_key(frame: &[u8]) -> Option<(u8, u32, u32, u16, u16)> {
+    let ip = frame.get(14..)?;
+    if frame.get(12..14)? != [0x08, 0x00] || ip.len() < 20 || ip[0] >> 4 != 4 {
+        return None;
+    }
+    let proto = ip[9];
+    if !matches!(proto, 6 | 17) || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let p = ip.get(hl..hl + 4)?;
+    let rd32 = |o: usize| u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
+    Some((
+        proto,
+        rd32(12),
+        rd32(16),
+        u16::from_be_bytes([p[0], p[1]]),
+        u16::from_be_bytes([p[2], p[3]]),
+    ))
 }
 
 impl OfflinePort {
@@ -269,6 +314,7 @@ impl OfflinePort {
             now: 0,
             error: None,
             consumed: 0,
+            dispatch: None,
         };
         for k in 0..port.inputs.len() {
             port.refill(k)?;
@@ -298,6 +344,18 @@ impl OfflinePort {
             }
         }
         best.map(|(k, _)| k)
+    }
+
+    /// The worker (RX queue) the next frame of the merged stream goes to:
+    /// 0 without [`run_workers`]' dispatch.
+    fn next_queue(&self) -> u16 {
+        match (&self.dispatch, self.next_input()) {
+            (Some(d), Some(k)) => self.inputs[k]
+                .head
+                .as_ref()
+                .map_or(0, |h| d.worker_of(&h.data)),
+            _ => 0,
+        }
     }
 
     /// The interface of the next frame of the merged stream; `None` when all inputs are done.
@@ -350,6 +408,11 @@ impl PacketIo for OfflinePort {
             let Some(head) = &inp.head else { break };
             if inp.iface != port || burst_ts.is_some_and(|t| t != head.ts_ns) {
                 break;
+            }
+            if let Some(d) = &self.dispatch {
+                if d.worker_of(&head.data) != d.current {
+                    break;
+                }
             }
             let ts = head.ts_ns;
             if head.data.len() > FRAME_SIZE {
@@ -450,6 +513,73 @@ pub fn run(
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect();
+    Ok(Summary {
+        interfaces,
+        drops,
+        last_ns,
+    })
+}
+
+/// [`run`] with one worker per emulated RX queue: every input frame goes to
+/// the worker RSS (`rss`, one queue per worker) picks, or to the owner of its
+/// connection when that worker asked for the reply tuple
+/// ([`crate::pipeline::Pipeline::take_handoffs`]: the hand-off of DNATed
+/// replies). The workers' pipelines must have been told their queue
+/// ([`crate::pipeline::Pipeline::set_rss`]). Frames are processed in the
+/// merged order, each burst by one worker.
+pub fn run_workers(
+    workers: &mut [Worker],
+    mut port: OfflinePort,
+    rss: Rss,
+    mut after_burst: impl FnMut(&mut Worker),
+) -> Result<Summary, OfflineError> {
+    port.dispatch = Some(Dispatch {
+        rss,
+        redirect: std::collections::HashMap::new(),
+        current: 0,
+    });
+    let mut handoffs = Vec::new();
+    while let Some(p) = port.next_port() {
+        let before = port.consumed;
+        let q = port.next_queue();
+        let Some(w) = workers.get_mut(usize::from(q)) else {
+            return Err(OfflineError::Stalled {
+                iface: port.names.get(p as usize).cloned().unwrap_or_default(),
+            });
+        };
+        if let Some(d) = port.dispatch.as_mut() {
+            d.current = q;
+        }
+        w.poll_port(&mut port, p);
+        w.pipeline_mut().take_handoffs(&mut handoffs);
+        if let Some(d) = port.dispatch.as_mut() {
+            for t in handoffs.drain(..) {
+                d.redirect
+                    .insert((t.proto, t.src, t.dst, t.sport, t.dport), q);
+            }
+        }
+        after_burst(w);
+        if let Some(e) = port.take_error() {
+            return Err(e);
+        }
+        if port.consumed == before {
+            return Err(OfflineError::Stalled {
+                iface: port.names.get(p as usize).cloned().unwrap_or_default(),
+            });
+        }
+    }
+    let last_ns = port.now;
+    let interfaces = port.finish()?;
+    let mut drops: Vec<(DropReason, u64)> = Vec::new();
+    for w in workers.iter() {
+        for (r, n) in w.pipeline().drops().snapshot() {
+            match drops.iter_mut().find(|(x, _)| *x == r) {
+                Some((_, m)) => *m += n,
+                None => drops.push((r, n)),
+            }
+        }
+    }
+    drops.retain(|(_, n)| *n > 0);
     Ok(Summary {
         interfaces,
         drops,

@@ -56,6 +56,7 @@ use crate::config::Config;
 use crate::defrag::{self, Defrag};
 use crate::drop::{DropCounters, DropReason};
 use crate::frag;
+use crate::rss::Rss;
 
 use crate::icmp::{self, codes};
 use crate::iface::{IfaceError, Interfaces};
@@ -222,6 +223,11 @@ pub struct Pipeline {
     reasm: Option<u16>,
     /// Scratch for the pieces of a reassembled datagram.
     frag_scratch: Vec<defrag::Piece>,
+    /// With several workers: the NIC's RSS and this worker's queue.
+    rss: Option<(Arc<Rss>, u16)>,
+    /// Reply tuples of connections confirmed here whose replies land on
+    /// another queue (DNAT): the owner's hand-off requests.
+    handoffs: Vec<fastables_conntrack::Tuple>,
     /// Conntrack events for `conntrack -E`, collected only while someone
     /// listens ([`Pipeline::set_ct_events`]); bounded, the excess counted.
     ct_events: Vec<(EventKind, Entry, u64)>,
@@ -379,6 +385,8 @@ impl Pipeline {
             pending_frag: None,
             reasm: None,
             frag_scratch: Vec::with_capacity(defrag::MAX_FRAGS),
+            rss: None,
+            handoffs: Vec::new(),
             ct_events: Vec::new(),
             ct_events_on: false,
             ct_events_lost: 0,
@@ -410,7 +418,35 @@ impl Pipeline {
         // kernel's module does); existing connections keep their NAT bindings.
         if self.needs.conntrack && self.ct.is_none() {
             self.ct = CtTable::new(self.ct_cfg.clone()).ok();
+            self.install_rss_filter();
         }
+    }
+
+    /// This pipeline is the worker of RX queue `queue` under `rss`: source
+    /// NAT then picks only tuples whose replies land on `queue`, and
+    /// connections whose replies land elsewhere (DNAT) are reported by
+    /// [`Pipeline::take_handoffs`].
+    pub fn set_rss(&mut self, rss: Arc<Rss>, queue: u16) {
+        self.rss = Some((rss, queue));
+        if self.handoffs.capacity() == 0 {
+            self.handoffs.reserve_exact(HANDOFF_QUEUE);
+        }
+        self.install_rss_filter();
+    }
+
+    fn install_rss_filter(&mut self) {
+        if let (Some((rss, q)), Some(t)) = (&self.rss, self.ct.as_mut()) {
+            let (rss, q) = (Arc::clone(rss), *q);
+            t.set_nat_reply_filter(Some(Box::new(move |r: &fastables_conntrack::Tuple| {
+                rss.queue(r.proto, r.src, r.dst, r.sport, r.dport) == q
+            })));
+        }
+    }
+
+    /// Moves the hand-off requests collected since the last call into `out`:
+    /// reply tuples (as the replies arrive) of connections owned here.
+    pub fn take_handoffs(&mut self, out: &mut Vec<fastables_conntrack::Tuple>) {
+        out.append(&mut self.handoffs);
     }
 
     /// The connection table (`None` while no ruleset needed conntrack).
@@ -1079,6 +1115,14 @@ impl Pipeline {
             };
             match t.confirm(nc, None, snat.as_ref(), now_ns) {
                 Ok(id) => {
+                    if let (Some((rss, q)), Some(e)) = (&self.rss, t.entry(id)) {
+                        let r = e.reply();
+                        if rss.queue(r.proto, r.src, r.dst, r.sport, r.dport) != *q
+                            && self.handoffs.len() < self.handoffs.capacity()
+                        {
+                            self.handoffs.push(*r);
+                        }
+                    }
                     if self.ct_events_on {
                         if let Some(e) = t.entry(id) {
                             push_event(
@@ -2078,6 +2122,9 @@ impl Pipeline {
         }
     }
 }
+
+/// Hand-off requests kept between two drains ([`Pipeline::take_handoffs`]).
+pub const HANDOFF_QUEUE: usize = 1024;
 
 /// Conntrack events kept between two drains (`conntrack -E`).
 pub const CT_EVENT_QUEUE: usize = 4096;
