@@ -62,6 +62,9 @@ pub enum CliError {
     /// instance); exit with this code.
     #[error("")]
     Exit(u8),
+    /// `restore` refused its input, with `iptables-restore`'s exit code.
+    #[error("{1}")]
+    Restore(u8, String),
     /// `fastables run` cannot start (not root, ...).
     #[error("{0}")]
     Start(String),
@@ -79,6 +82,7 @@ impl CliError {
         match self {
             CliError::Unsupported(_) | CliError::Usage(_) => crate::EXIT_UNSUPPORTED,
             CliError::Exit(c) => *c,
+            CliError::Restore(c, _) => *c,
             _ => 1,
         }
     }

@@ -222,7 +222,9 @@ pub fn restore(a: &RestoreArgs) -> Result<(), CliError> {
         let sock = control::socket_path(a.socket.as_deref(), a.config.as_deref())?;
         return control::exit(control::print(&control::call(&sock, &args, &text)?));
     }
-    let rs = parse::parse_restore_all(&text, &name)?;
-    compile(&rs, &[], &name)?;
+    let rs = parse::parse_restore_all(&text, &name)
+        .map_err(|e| CliError::Restore(e.restore_exit_code(), e.to_string()))?;
+    CompiledRuleset::compile(&rs, &[])
+        .map_err(|e| CliError::Restore(e.restore_exit_code(), format!("{name}: {e}")))?;
     Ok(())
 }

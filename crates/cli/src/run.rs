@@ -596,7 +596,13 @@ fn restore_cmd(args: &[&str], body: &str, live: &mut Live, worker: &mut Worker) 
     }
     let mut new = match fastables_rules::parse::parse_restore_all(body, name) {
         Ok(rs) => rs,
-        Err(e) => return control::Reply::fail(format!("{e}\n")),
+        Err(e) => {
+            return control::Reply {
+                code: e.restore_exit_code(),
+                out: String::new(),
+                err: format!("{e}\n"),
+            }
+        }
     };
     if !counters {
         for t in &mut new.tables {
@@ -618,9 +624,15 @@ fn restore_cmd(args: &[&str], body: &str, live: &mut Live, worker: &mut Worker) 
     merged
         .tables
         .sort_by_key(|t| Table::ALL.iter().position(|x| *x == t.table));
-    let compiled = match compile(&merged, &live.names(), name) {
+    let compiled = match CompiledRuleset::compile(&merged, &live.names()) {
         Ok(c) => Arc::new(c),
-        Err(e) => return control::Reply::fail(format!("{e}\n")),
+        Err(e) => {
+            return control::Reply {
+                code: e.restore_exit_code(),
+                out: String::new(),
+                err: format!("{name}: {e}\n"),
+            }
+        }
     };
     if !test {
         worker.pipeline_mut().set_ruleset(Arc::clone(&compiled));

@@ -191,12 +191,38 @@ fn restore_test_validates_stdin() {
 
     let bad = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j NOSUCHCHAIN\nCOMMIT\n";
     let o = run_stdin(&["restore", "--test"], bad);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown target is a parameter problem"
+    );
     assert!(err(&o).contains("<stdin>:3: "), "{}", err(&o));
 
     let o = run_stdin(&["restore", "--test"], "*filter\n:INPUT ACCEPT [0:0]\n");
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("<stdin>:"), "{}", err(&o));
+
+    // iptables-restore's exit codes (1.8.9, nft; checked against it): 2 for
+    // parameter problems, 1 for a missing chain or COMMIT, 4 for what the
+    // kernel refuses.
+    for (input, code) in [
+        ("*filter\n-A INPUT --frob 1 -j ACCEPT\nCOMMIT\n", 2),
+        ("*filter\n-A INPUT -s 1.2.3.999 -j ACCEPT\nCOMMIT\n", 2),
+        ("*frob\nCOMMIT\n", 2),
+        ("*filter\n-A NOPE -j ACCEPT\nCOMMIT\n", 1),
+        ("*filter\n-A INPUT -j ACCEPT\n", 1),
+        (
+            "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j REJECT\nCOMMIT\n",
+            4,
+        ),
+        (
+            "*filter\n:A - [0:0]\n:B - [0:0]\n-A INPUT -j A\n-A A -j B\n-A B -j A\nCOMMIT\n",
+            4,
+        ),
+    ] {
+        let o = run_stdin(&["restore", "--test"], input);
+        assert_eq!(o.status.code(), Some(code), "{input:?}: {}", err(&o));
+    }
 
     let o = run_stdin(
         &["restore", "--socket", "/nonexistent/fastables.sock"],

@@ -132,6 +132,18 @@ pub enum CompileError {
     },
 }
 
+impl CompileError {
+    /// The exit code `iptables-restore` gives for this (checked against it:
+    /// a jump to a missing chain is 1, what the kernel refuses is 4).
+    pub fn restore_exit_code(&self) -> u8 {
+        match self {
+            CompileError::UnknownChain { .. } | CompileError::DuplicateTable { .. } => 1,
+            CompileError::Loop { .. } | CompileError::JumpToBuiltin { .. } => 4,
+            _ => 2,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Compiled form
 

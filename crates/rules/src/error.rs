@@ -61,6 +61,36 @@ pub struct RulesError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RulesErrors(pub Vec<RulesError>);
 
+impl ErrorKind {
+    /// The exit code `iptables-restore` (1.8.9, nft) gives for the first
+    /// error of this kind, as checked against it: 2 for a parameter
+    /// problem, 1 for what its parser rejects otherwise, 4 for what the
+    /// kernel refuses.
+    pub fn restore_exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Syntax
+            | ErrorKind::UnknownOption
+            | ErrorKind::UnknownMatch
+            | ErrorKind::UnknownTarget
+            | ErrorKind::BadValue
+            | ErrorKind::Conflict => 2,
+            ErrorKind::UnknownChain
+            | ErrorKind::ChainExists
+            | ErrorKind::MissingCommit
+            | ErrorKind::NoSuchRule => 1,
+            ErrorKind::NotAllowed | ErrorKind::Loop | ErrorKind::ChainInUse => 4,
+        }
+    }
+}
+
+impl RulesErrors {
+    /// `iptables-restore`'s exit code for this input: that of its first error.
+    pub fn restore_exit_code(&self) -> u8 {
+        let first = self.0.iter().min_by_key(|e| e.line);
+        first.map_or(1, |e| e.kind.restore_exit_code())
+    }
+}
+
 impl fmt::Display for RulesErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
