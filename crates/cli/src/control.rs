@@ -72,8 +72,11 @@ pub const STREAM_QUEUE: usize = 8192;
 
 /// A request that streams lines until the client goes (`conntrack -E`).
 fn is_stream(args: &[String]) -> bool {
-    args.first().is_some_and(|a| a == "conntrack")
-        && args.iter().any(|a| a == "-E" || a == "--event")
+    match args.first().map(String::as_str) {
+        Some("conntrack") => args.iter().any(|a| a == "-E" || a == "--event"),
+        Some("trace") => true,
+        _ => false,
+    }
 }
 
 /// The listening side: a thread accepting connections, and the receiving

@@ -53,8 +53,8 @@ enum Command {
     Conntrack(ConntrackArgs),
     /// Counters of the running instance (rx/tx, drops by reason, conntrack fill).
     Stats(StatsArgs),
-    /// Per-packet trace of the running instance (not supported yet).
-    Trace(Unsupported),
+    /// Per-packet trace of the running instance: hooks, rules, verdicts, conntrack before/after NAT.
+    Trace(TraceArgs),
     /// AF_XDP traffic generator (not supported yet).
     Gen(Unsupported),
     /// The seed topology in network namespaces with real hosts around `fastables run` (root).
@@ -82,6 +82,21 @@ struct ConntrackArgs {
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "ARGS"
+    )]
+    args: Vec<String>,
+}
+
+/// `fastables trace [--count N] [-p P] [-s A] [-d A] [--sport N] [--dport N] [-i IF]`.
+#[derive(Args, Debug)]
+struct TraceArgs {
+    #[command(flatten)]
+    instance: InstanceArgs,
+    /// What to trace, as iptables matches: -p PROTO, -s ADDR, -d ADDR,
+    /// --sport N, --dport N, -i IFACE; --count N stops after N packets.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "MATCH"
     )]
     args: Vec<String>,
 }
@@ -119,6 +134,22 @@ fn conntrack_events(i: &InstanceArgs, args: &[String]) -> Result<(), CliError> {
             eprintln!("{}", fastables_conntrack::format_events_summary(n));
             Ok(())
         }
+        Err(refused) => control::exit(control::print(&refused)),
+    }
+}
+
+/// `trace`: records as packets come, until Ctrl-C or `--count` is reached.
+fn trace(i: &InstanceArgs, args: &[String]) -> Result<(), CliError> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let sock = control::socket_path(i.socket.as_deref(), i.config.as_deref())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
+    }
+    match control::call_stream(&sock, args, &stop)? {
+        Ok(_) => Ok(()),
         Err(refused) => control::exit(control::print(&refused)),
     }
 }
@@ -193,7 +224,6 @@ fn not_supported(what: &str, why: &str) -> CliError {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    const LIVE: &str = "per-packet tracing of a running instance is not implemented yet";
     match cli.cmd {
         Command::Sim(a) => sim::run(&a),
         Command::Check(a) => rulescmd::check(&a),
@@ -226,7 +256,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Stats(a) => stats(&a),
-        Command::Trace(_) => Err(not_supported("trace", LIVE)),
+        Command::Trace(mut a) => {
+            let mut args = vec!["trace".to_string()];
+            let mut it = std::mem::take(&mut a.args).into_iter();
+            while let Some(x) = it.next() {
+                match x.as_str() {
+                    "--socket" => a.instance.socket = it.next().map(PathBuf::from),
+                    "--config" => a.instance.config = it.next().map(PathBuf::from),
+                    _ => args.push(x),
+                }
+            }
+            trace(&a.instance, &args)
+        }
         Command::Gen(_) => Err(not_supported(
             "gen",
             "the AF_XDP traffic generator is not implemented",
@@ -279,8 +320,7 @@ mod tests {
 
     #[test]
     fn unsupported_commands_accept_any_arguments() {
-        let cli =
-            Cli::try_parse_from(["fastables", "trace", "-p", "tcp", "--dport", "80"]).unwrap();
+        let cli = Cli::try_parse_from(["fastables", "gen", "--rate", "1000", "-x"]).unwrap();
         let e = run(cli).unwrap_err();
         assert_eq!(e.exit_code(), EXIT_UNSUPPORTED);
         assert!(e.to_string().contains("not supported yet"), "{e}");

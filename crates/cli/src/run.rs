@@ -212,6 +212,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         names: names.iter().map(|s| s.to_string()).collect(),
         subs: Vec::new(),
         latency: None,
+        trace_sub: None,
     };
     pin(&cfg.workers.cores);
     let mut worker = Worker::new(pipeline, cfg.workers.batch);
@@ -270,6 +271,9 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             }
             if !live.subs.is_empty() {
                 publish_events(&mut live, worker.pipeline_mut());
+            }
+            if live.trace_sub.is_some() {
+                publish_trace(&mut live, worker.pipeline_mut());
             }
             if last_publish.elapsed() >= interval {
                 last_publish = Instant::now();
@@ -430,6 +434,90 @@ fn publish(
     pkt_lat.reset();
 }
 
+/// `fastables trace` arguments: `--count N`, `-p PROTO`, `-s ADDR`,
+/// `-d ADDR`, `--sport N`, `--dport N`, `-i IFACE` (as iptables writes them).
+fn parse_trace_args(
+    args: &[&str],
+    cfg: &Config,
+) -> Result<(fastables_dataplane::trace::TraceFilter, Option<u64>), String> {
+    let mut f = fastables_dataplane::trace::TraceFilter::default();
+    let mut count = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .copied()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        let addr = |v: &str| {
+            v.parse::<std::net::Ipv4Addr>()
+                .map(u32::from)
+                .map_err(|_| format!("bad address `{v}`"))
+        };
+        let port = |v: &str| v.parse::<u16>().map_err(|_| format!("bad port `{v}`"));
+        match *a {
+            "--count" | "-c" => {
+                let v = value()?;
+                count = Some(v.parse::<u64>().map_err(|_| format!("bad count `{v}`"))?);
+            }
+            "-p" | "--protocol" => {
+                let v = value()?;
+                f.proto = Some(match v {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "icmp" => 1,
+                    _ => v
+                        .parse::<u8>()
+                        .map_err(|_| format!("unknown protocol `{v}`"))?,
+                });
+            }
+            "-s" | "--source" => f.src = Some(addr(value()?)?),
+            "-d" | "--destination" => f.dst = Some(addr(value()?)?),
+            "--sport" | "--source-port" => f.sport = Some(port(value()?)?),
+            "--dport" | "--destination-port" => f.dport = Some(port(value()?)?),
+            "-i" | "--in-interface" => {
+                let v = value()?;
+                let i = cfg
+                    .interfaces
+                    .iter()
+                    .position(|c| c.name == v)
+                    .ok_or_else(|| format!("no interface `{v}` in the configuration"))?;
+                f.in_if = Some(i as IfIndex);
+            }
+            // `-m tcp`/`-m udp` as iptables writes them: implied by -p.
+            "-m" => {
+                value()?;
+            }
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    Ok((f, count))
+}
+
+/// `fastables trace`: the finished records to the listener; the trace
+/// stops when the listener goes or its count is reached (the stream then
+/// closes).
+fn publish_trace(live: &mut Live, p: &mut Pipeline) {
+    let Some(tx) = live.trace_sub.as_ref() else {
+        return;
+    };
+    let mut gone = false;
+    p.drain_trace(|r| {
+        if !gone
+            && matches!(
+                tx.try_send(r.to_string()),
+                Err(std::sync::mpsc::TrySendError::Disconnected(_))
+            )
+        {
+            gone = true;
+        }
+    });
+    if gone || !p.tracing() {
+        p.set_trace(None);
+        live.trace_sub = None;
+    }
+}
+
 /// SIGHUP: the rules file again, all or nothing (counters start afresh, as
 /// after `iptables-restore` without `-c`).
 fn reload(worker: &mut Worker, live: &mut Live, file: Option<&PathBuf>) {
@@ -492,6 +580,8 @@ struct Live {
     subs: Vec<(std::sync::mpsc::SyncSender<String>, CtFilter)>,
     /// The latest latency summaries (batch, per packet), since start.
     latency: Option<(String, String)>,
+    /// The `fastables trace` listener.
+    trace_sub: Option<std::sync::mpsc::SyncSender<String>>,
 }
 
 impl Live {
@@ -523,6 +613,25 @@ fn answer(
                 control::Reply::ok(String::new())
             }
             _ => conntrack_cmd(rest, worker.pipeline_mut(), port.now_ns()),
+        },
+        Some((&"trace", rest)) => match (&req.stream, parse_trace_args(rest, cfg)) {
+            (_, Err(m)) => control::Reply {
+                code: 2,
+                out: String::new(),
+                err: format!("fastables trace: {m}\n"),
+            },
+            (None, Ok(_)) => {
+                control::Reply::fail("fastables trace: needs a streaming connection\n")
+            }
+            (Some(tx), Ok((filter, count))) => {
+                if live.trace_sub.is_some() {
+                    control::Reply::fail("fastables trace: another trace is running\n")
+                } else {
+                    live.trace_sub = Some(tx.clone());
+                    worker.pipeline_mut().set_trace(Some((filter, count)));
+                    control::Reply::ok(String::new())
+                }
+            }
         },
         Some((&"stats", rest)) => {
             let mut r = stats_cmd(rest, worker, port, cfg);

@@ -238,7 +238,7 @@ fn restore_test_validates_stdin() {
 
 #[test]
 fn commands_of_the_live_data_plane_say_not_supported_yet() {
-    for args in [&["trace", "-p", "tcp", "--dport", "80"][..], &["gen"]] {
+    for args in [&["gen"][..], &["gen", "--rate", "1000"]] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(
@@ -264,7 +264,25 @@ fn instance_commands_say_when_no_instance_answers() {
             "/nonexistent/f.sock",
         ],
         &["conntrack", "-E", "--socket=/nonexistent/f.sock"],
+        &[
+            "trace",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "--socket",
+            "/nonexistent/f.sock",
+        ],
         &["stats", "--socket", "/nonexistent/f.sock", "--json"],
+        &[
+            "trace",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "--socket",
+            "/nonexistent/f.sock",
+        ],
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");

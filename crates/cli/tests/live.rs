@@ -986,3 +986,63 @@ fn metrics_count_the_traffic_and_parse() {
     assert!(v[2] >= 3, "batch latency samples: {text}");
     assert_eq!(v[3], 1, "one ICMP connection: {text}");
 }
+
+/// `fastables trace` on the running instance: the picture of the seed
+/// write-up, the REPLY tuple before NAT (`dst=172.18.0.2`) and after
+/// (`dst=10.0.2.15 dport=<55666-55680>`), with the rule that decided.
+#[test]
+fn trace_shows_the_tuples_before_and_after_nat() {
+    if kernel_router() {
+        return; // fastables' own tracer
+    }
+    let Some(lab) = Lab::start("t") else {
+        return;
+    };
+    let tracer = Command::new("timeout")
+        .args(["-k", "2", "15", FASTABLES, "trace", "--socket"])
+        .arg(lab.dir.join("fastables.sock"))
+        .args(["-p", "tcp", "--dport", "80", "--count", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The trace is set once the instance has answered; give it a moment.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let page = lab.ctr_ok(15, &["curl", "-sS", "-m", "5", "http://8.8.8.8/whoami"]);
+    let out = tracer.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "trace: {}{}",
+        describe(&out),
+        lab.logs()
+    );
+    assert!(
+        text.starts_with("trace 1: in docker0: 172.18.0.2:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conntrack: NEW ORIGINAL src=172.18.0.2 dst=8.8.8.8")
+            && text.contains("REPLY src=8.8.8.8 dst=172.18.0.2 sport=80"),
+        "before NAT:\n{text}"
+    );
+    assert!(
+        text.contains("nat POSTROUTING: MASQUERADE by POSTROUTING rule 1"),
+        "{text}"
+    );
+    let after = text
+        .lines()
+        .find(|l| l.contains("conntrack after NAT"))
+        .unwrap_or_default();
+    let port: u16 = after
+        .rsplit("dport=")
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        after.contains("REPLY src=8.8.8.8 dst=10.0.2.15 sport=80") && TCP_PORTS.contains(&port),
+        "after NAT: {after}\n{text}"
+    );
+    assert!(page.contains("10.0.2.15"), "{page}");
+}

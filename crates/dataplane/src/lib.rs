@@ -36,3 +36,4 @@ pub mod pcap;
 pub mod pipeline;
 pub mod route;
 pub mod rss;
+pub mod trace;

@@ -57,6 +57,7 @@ use crate::defrag::{self, Defrag};
 use crate::drop::{DropCounters, DropReason};
 use crate::frag;
 use crate::rss::Rss;
+use crate::trace::{self, TraceFilter, Tracer};
 
 use crate::icmp::{self, codes};
 use crate::iface::{IfaceError, Interfaces};
@@ -223,6 +224,10 @@ pub struct Pipeline {
     reasm: Option<u16>,
     /// Scratch for the pieces of a reassembled datagram.
     frag_scratch: Vec<defrag::Piece>,
+    /// `fastables trace`: the tracer while one is set.
+    tracer: Option<Tracer>,
+    /// The packet being processed is traced.
+    tracing: bool,
     /// With several workers: the NIC's RSS and this worker's queue.
     rss: Option<(Arc<Rss>, u16)>,
     /// Reply tuples of connections confirmed here whose replies land on
@@ -387,6 +392,8 @@ impl Pipeline {
             frag_scratch: Vec::with_capacity(defrag::MAX_FRAGS),
             rss: None,
             handoffs: Vec::new(),
+            tracer: None,
+            tracing: false,
             ct_events: Vec::new(),
             ct_events_on: false,
             ct_events_lost: 0,
@@ -533,6 +540,9 @@ impl Pipeline {
             };
             PipelineCounters::inc(&self.counters.rx);
             let (mut action, mut gen) = self.process_rx(now_ns, mem, &mut f);
+            if self.tracing {
+                self.trace_end(mem, &f, action);
+            }
             if let (Some(Gen::Fragment { mtu }), Action::Forward { port }) = (gen, action) {
                 gen = None;
                 if let Err(r) = self.fragment(
@@ -665,6 +675,9 @@ impl Pipeline {
         self.reasm = Some(u16::try_from(total).unwrap_or(u16::MAX));
         let (mut action, mut gen) = self.process_rx(now_ns, mem, &mut f);
         self.reasm = None;
+        if self.tracing {
+            self.trace_end(mem, &f, action);
+        }
         if let (Some(Gen::Fragment { mtu }), Action::Forward { port }) = (gen, action) {
             gen = None;
             if let Err(r) = self.fragment(
@@ -734,6 +747,158 @@ impl Pipeline {
     /// Frames waiting for a neighbor ([`Action::Held`]).
     pub fn held(&self) -> usize {
         self.neigh.held_len()
+    }
+
+    /// Traces the packets `filter` matches (at most `count`), or stops
+    /// tracing (`None`).
+    pub fn set_trace(&mut self, t: Option<(TraceFilter, Option<u64>)>) {
+        self.tracer = t.map(|(f, n)| Tracer::new(f, n));
+    }
+
+    /// Hands the finished trace records to `f`.
+    pub fn drain_trace(&mut self, f: impl FnMut(&str)) {
+        if let Some(t) = self.tracer.as_mut() {
+            t.drain(f);
+        }
+    }
+
+    /// Whether a trace is set and has packets or records left.
+    pub fn tracing(&self) -> bool {
+        self.tracer
+            .as_ref()
+            .is_some_and(|t| t.active() || t.pending())
+    }
+
+    /// Trace records dropped because their queue was full.
+    pub fn trace_lost(&self) -> u64 {
+        self.tracer.as_ref().map_or(0, Tracer::lost)
+    }
+
+    fn trace_begin(&mut self, info: &Ipv4Info, in_if: IfIndex) {
+        let (sport, dport, ports) = match info.l4 {
+            L4::Tcp {
+                src_port, dst_port, ..
+            }
+            | L4::Udp {
+                src_port, dst_port, ..
+            } => (src_port, dst_port, true),
+            _ => (0, 0, false),
+        };
+        let Some(t) = self.tracer.as_mut() else {
+            return;
+        };
+        if !t.active()
+            || !t.filter.matches(
+                info.protocol,
+                u32::from(info.src),
+                u32::from(info.dst),
+                sport,
+                dport,
+                ports,
+                in_if,
+            )
+        {
+            return;
+        }
+        let dev = self.ifs.get(in_if).map_or("?", |d| d.name.as_str());
+        let head = if ports {
+            format!(
+                "in {dev}: {}:{sport} > {}:{dport} proto {} len {} ttl {}",
+                info.src, info.dst, info.protocol, info.total_len, info.ttl
+            )
+        } else {
+            format!(
+                "in {dev}: {} > {} proto {} len {} ttl {}",
+                info.src, info.dst, info.protocol, info.total_len, info.ttl
+            )
+        };
+        t.begin(&head);
+        self.tracing = true;
+    }
+
+    fn trace_table(&mut self, table: Table, hook: Hook, v: Verdict, last: u32) {
+        let info = self.rules.rule_info(last);
+        let by = if info.index == 0 {
+            format!("policy of {}", info.chain)
+        } else {
+            format!("{} rule {} (line {})", info.chain, info.index, info.line)
+        };
+        let verdict = match v {
+            Verdict::Accept => "ACCEPT".to_string(),
+            Verdict::Drop => "DROP".to_string(),
+            Verdict::Reject(_) => "REJECT".to_string(),
+            Verdict::Nat(id) => format!("{:?}", self.rules.target(id))
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or("NAT")
+                .to_uppercase(),
+        };
+        let line = format!("{} {}: {verdict} by {by}", table.name(), hook.chain_name());
+        if let Some(t) = self.tracer.as_mut() {
+            t.line(&line);
+        }
+    }
+
+    fn trace_ct(&mut self, what: &str, ct: &Ct) {
+        let line = match ct {
+            Ct::None => format!("{what}: untracked or INVALID"),
+            Ct::New(nc) => format!("{what}: NEW {}", trace::tuples(&nc.entry)),
+            Ct::Killed { entry, .. } => format!("{what}: closed {}", trace::tuples(entry)),
+            _ => match self.ct_entry(ct) {
+                Some((e, dir, state)) => {
+                    let state = match state {
+                        CtState::New => "NEW",
+                        CtState::Established => "ESTABLISHED",
+                        CtState::Related => "RELATED",
+                        CtState::Invalid => "INVALID",
+                    };
+                    let dir = match dir {
+                        Dir::Original => "original direction",
+                        Dir::Reply => "reply direction",
+                    };
+                    format!("{what}: {state}, {dir}, {}", trace::tuples(e))
+                }
+                None => format!("{what}: gone"),
+            },
+        };
+        if let Some(t) = self.tracer.as_mut() {
+            t.line(&line);
+        }
+    }
+
+    fn trace_end(&mut self, mem: &[u8], f: &Frame, action: Action) {
+        self.tracing = false;
+        let at = usize::try_from(f.addr).unwrap_or(usize::MAX);
+        let frame = mem
+            .get(at..at.saturating_add(usize::from(f.len)))
+            .unwrap_or(&[]);
+        let line = match action {
+            Action::Forward { port } => {
+                let dev = self.ifs.get(port).map_or("?", |d| d.name.as_str());
+                match parse_frame(frame).ok().map(|p| p.l3) {
+                    Some(L3::Ipv4(i)) => match i.l4 {
+                        L4::Tcp {
+                            src_port, dst_port, ..
+                        }
+                        | L4::Udp {
+                            src_port, dst_port, ..
+                        } => format!(
+                            "out {dev}: {}:{src_port} > {}:{dst_port} ttl {}",
+                            i.src, i.dst, i.ttl
+                        ),
+                        _ => format!("out {dev}: {} > {} ttl {}", i.src, i.dst, i.ttl),
+                    },
+                    _ => format!("out {dev}"),
+                }
+            }
+            Action::Drop(r) => format!("dropped: {}", r.name()),
+            Action::Consumed => "delivered locally".to_string(),
+            Action::Held => "held (waiting for ARP or for the rest of the datagram)".to_string(),
+        };
+        if let Some(t) = self.tracer.as_mut() {
+            t.line(&line);
+            t.end();
+        }
     }
 
     /// Fragments waiting for the rest of their datagram ([`Action::Held`]).
@@ -888,6 +1053,9 @@ impl Pipeline {
         route_mtu: Option<u16>,
     ) -> Outcome {
         let v = self.rules.run(table, hook, ctx, &mut self.state, now_ns);
+        if self.tracing {
+            self.trace_table(table, hook, v, ctx.effects.last);
+        }
         self.apply_effects(now_ns, ctx, buf, ip_len, route_mtu);
         if ctx.effects.ctmark_changed {
             ctx.effects.ctmark_changed = false;
@@ -1356,6 +1524,10 @@ impl Pipeline {
             return (Action::Held, None);
         }
 
+        if self.tracer.is_some() {
+            self.trace_begin(&info, in_if);
+        }
+
         let mut ctx = PacketCtx::new();
         fill_ctx(&mut ctx, &info, buf, self.needs, &self.ifs);
         if let Some(total) = self.reasm {
@@ -1393,6 +1565,9 @@ impl Pipeline {
             match self.ct_in(now_ns, &info, buf, &mut ctx, true) {
                 Ok(c) => ct = c,
                 Err(r) => return (Action::Drop(r), None),
+            }
+            if self.tracing {
+                self.trace_ct("conntrack", &ct);
             }
         }
         match self.run_table(
@@ -1523,6 +1698,9 @@ impl Pipeline {
         };
         if let Err(r) = self.confirm_and_snat(now_ns, &mut ct, snat, &mut ctx, buf, ip_len) {
             return (Action::Drop(r), None);
+        }
+        if self.tracing {
+            self.trace_ct("conntrack after NAT", &ct);
         }
         let out_dev = route.dev;
         let Some(out_mac) = self.ifs.get(out_dev).map(|i| i.mac) else {

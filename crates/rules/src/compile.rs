@@ -1549,6 +1549,7 @@ impl CompiledRuleset {
                 if let Some(v) = v {
                     c.packets = c.packets.wrapping_add(1);
                     c.bytes = c.bytes.wrapping_add(u64::from(ctx.len));
+                    ctx.effects.last = policy;
                     return v;
                 }
             }
@@ -1606,10 +1607,22 @@ impl CompiledRuleset {
             }
             match e.act {
                 Act::Continue => {}
-                Act::Accept => return Verdict::Accept,
-                Act::Drop => return Verdict::Drop,
-                Act::Reject(w) => return Verdict::Reject(w),
-                Act::Nat => return Verdict::Nat(pc),
+                Act::Accept => {
+                    ctx.effects.last = pc;
+                    return Verdict::Accept;
+                }
+                Act::Drop => {
+                    ctx.effects.last = pc;
+                    return Verdict::Drop;
+                }
+                Act::Reject(w) => {
+                    ctx.effects.last = pc;
+                    return Verdict::Reject(w);
+                }
+                Act::Nat => {
+                    ctx.effects.last = pc;
+                    return Verdict::Nat(pc);
+                }
                 Act::Return => {
                     if sp == 0 {
                         pc = policy;

@@ -184,6 +184,10 @@ pub struct Effects {
     pub logs: [u32; MAX_LOGS],
     pub log_count: u8,
     pub log_overflow: u8,
+    /// The entry whose verdict ended the last `CompiledRuleset::run` (a rule
+    /// id for [`crate::compile::CompiledRuleset::rule_info`], the policy's
+    /// entry when the policy decided): for tracing.
+    pub last: u32,
 }
 
 /// The outcome of running one table's built-in chain on one packet.

@@ -521,6 +521,9 @@ proptest! {
             let vc = c.run(table, hook, &mut pc, &mut cs, now);
             let vr = r.run(table, hook, &mut pr, &mut st, now);
             prop_assert_eq!(norm_verdict(vc, ci), norm_verdict(vr, ri), "table {:?} hook {:?} packet {:?}", table, hook, p);
+            // `effects.last` (the deciding entry, for tracing) is kept by
+            // the compiled evaluator only.
+            pc.effects.last = pr.effects.last;
             prop_assert_eq!(norm_ctx(&pc, ci), norm_ctx(&pr, ri));
         }
         prop_assert_eq!(c.counters_into(&rs, &[&cs]), r.counters_into(&st));
