@@ -114,6 +114,25 @@ struct StatsArgs {
     watch: bool,
 }
 
+/// `--socket`/`--config` given after a command's pass-through arguments
+/// (`conntrack -L --socket PATH`): moved into `i`; the rest is returned.
+fn take_instance_args(args: Vec<String>, i: &mut InstanceArgs) -> Vec<String> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--socket" => i.socket = it.next().map(PathBuf::from),
+            "--config" => i.config = it.next().map(PathBuf::from),
+            _ => match (x.strip_prefix("--socket="), x.strip_prefix("--config=")) {
+                (Some(v), _) => i.socket = Some(PathBuf::from(v)),
+                (_, Some(v)) => i.config = Some(PathBuf::from(v)),
+                _ => rest.push(x),
+            },
+        }
+    }
+    rest
+}
+
 fn instance_call(i: &InstanceArgs, args: Vec<String>) -> Result<(), CliError> {
     let sock = control::socket_path(i.socket.as_deref(), i.config.as_deref())?;
     control::exit(control::print(&control::call(&sock, &args, "")?))
@@ -231,21 +250,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore(a) => rulescmd::restore(&a),
         Command::Run(a) => run::run(&a),
         Command::Conntrack(mut a) => {
-            // `--socket`/`--config` may also come after the conntrack
-            // arguments (`conntrack -L --socket PATH`).
-            let mut rest = Vec::with_capacity(a.args.len());
-            let mut it = std::mem::take(&mut a.args).into_iter();
-            while let Some(x) = it.next() {
-                match x.as_str() {
-                    "--socket" => a.instance.socket = it.next().map(PathBuf::from),
-                    "--config" => a.instance.config = it.next().map(PathBuf::from),
-                    _ => match (x.strip_prefix("--socket="), x.strip_prefix("--config=")) {
-                        (Some(v), _) => a.instance.socket = Some(PathBuf::from(v)),
-                        (_, Some(v)) => a.instance.config = Some(PathBuf::from(v)),
-                        _ => rest.push(x),
-                    },
-                }
-            }
+            let rest = take_instance_args(std::mem::take(&mut a.args), &mut a.instance);
             let mut args = vec!["conntrack".to_string()];
             let events = rest.iter().any(|x| x == "-E" || x == "--event");
             args.extend(rest);
@@ -258,14 +263,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stats(a) => stats(&a),
         Command::Trace(mut a) => {
             let mut args = vec!["trace".to_string()];
-            let mut it = std::mem::take(&mut a.args).into_iter();
-            while let Some(x) = it.next() {
-                match x.as_str() {
-                    "--socket" => a.instance.socket = it.next().map(PathBuf::from),
-                    "--config" => a.instance.config = it.next().map(PathBuf::from),
-                    _ => args.push(x),
-                }
-            }
+            args.extend(take_instance_args(
+                std::mem::take(&mut a.args),
+                &mut a.instance,
+            ));
             trace(&a.instance, &args)
         }
         Command::Gen(_) => Err(not_supported(

@@ -539,23 +539,7 @@ impl Pipeline {
                 break;
             };
             PipelineCounters::inc(&self.counters.rx);
-            let (mut action, mut gen) = self.process_rx(now_ns, mem, &mut f);
-            if self.tracing {
-                self.trace_end(mem, &f, action);
-            }
-            if let (Some(Gen::Fragment { mtu }), Action::Forward { port }) = (gen, action) {
-                gen = None;
-                if let Err(r) = self.fragment(
-                    mem,
-                    &mut f,
-                    mtu,
-                    port,
-                    &mut batch.spare,
-                    &mut batch.generated,
-                ) {
-                    action = Action::Drop(r);
-                }
-            }
+            let (mut action, gen) = self.rx_and_fragment(now_ns, mem, &mut f, batch);
             if action == Action::Held {
                 if let Some((key, piece)) = self.pending_frag.take() {
                     f.action = action;
@@ -601,6 +585,29 @@ impl Pipeline {
             }
         }
         self.service_held(now_ns, mem, batch);
+    }
+
+    /// One received frame through the pipeline (`process_rx`), the end of
+    /// its trace, and the fragmentation its egress MTU asks for.
+    fn rx_and_fragment(
+        &mut self,
+        now_ns: u64,
+        mem: &mut [u8],
+        f: &mut Frame,
+        batch: &mut Batch,
+    ) -> (Action, Option<Gen>) {
+        let (mut action, mut gen) = self.process_rx(now_ns, mem, f);
+        if self.tracing {
+            self.trace_end(mem, f, action);
+        }
+        if let (Some(Gen::Fragment { mtu }), Action::Forward { port }) = (gen, action) {
+            gen = None;
+            if let Err(r) = self.fragment(mem, f, mtu, port, &mut batch.spare, &mut batch.generated)
+            {
+                action = Action::Drop(r);
+            }
+        }
+        (action, gen)
     }
 
     /// Drops the datagram of defrag slot `n` (its buffers back with the spares).
@@ -673,24 +680,8 @@ impl Pipeline {
         let total = hl + pieces.iter().map(|p| u32::from(p.plen)).sum::<u32>();
         let mut f = Frame::rx(first.addr, first.len, in_if);
         self.reasm = Some(u16::try_from(total).unwrap_or(u16::MAX));
-        let (mut action, mut gen) = self.process_rx(now_ns, mem, &mut f);
+        let (action, gen) = self.rx_and_fragment(now_ns, mem, &mut f, batch);
         self.reasm = None;
-        if self.tracing {
-            self.trace_end(mem, &f, action);
-        }
-        if let (Some(Gen::Fragment { mtu }), Action::Forward { port }) = (gen, action) {
-            gen = None;
-            if let Err(r) = self.fragment(
-                mem,
-                &mut f,
-                mtu,
-                port,
-                &mut batch.spare,
-                &mut batch.generated,
-            ) {
-                action = Action::Drop(r);
-            }
-        }
         let rest = pieces.get(1..).unwrap_or(&[]);
         match action {
             Action::Forward { port } => {
