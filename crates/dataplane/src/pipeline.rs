@@ -2215,7 +2215,7 @@ impl Pipeline {
                 if hook == Hook::Output {
                     continue;
                 }
-                match self.run_table(
+                let o = match self.run_table(
                     now_ns,
                     table,
                     hook,
@@ -2227,7 +2227,24 @@ impl Pipeline {
                 ) {
                     Outcome::Drop(r) => return Err(r),
                     _ => Outcome::Continue,
+                };
+                // nf_nat_packet in the reply direction: a DNATed connection's
+                // reset leaves from the address and port the client used.
+                if let Some(c) = related_new {
+                    if c.status & fastables_conntrack::status::DST_NAT != 0 {
+                        if let Some(ip) = out.get_mut(ETH_LEN..ETH_LEN + ip_len) {
+                            let t = fastables_conntrack::Tuple::new(
+                                PROTO_TCP,
+                                c.orig_dst,
+                                c.orig_dport,
+                                c.orig_src,
+                                c.orig_sport,
+                            );
+                            nat::manip_pkt(ip, Manip::Src, &t);
+                        }
+                    }
                 }
+                o
             } else if table == Table::Nat {
                 let (manip, route) = if hook == Hook::Output {
                     (Manip::Dst, None)

@@ -730,3 +730,32 @@ fn conntrack_events_while_someone_listens() {
     p.set_ct_events(false);
     assert_eq!(p.ct_events_lost(), 0);
 }
+
+#[test]
+fn reject_reset_of_a_dnated_connection_leaves_from_the_public_address() {
+    // The kernel attaches the rejected connection to the reset and NATs it
+    // in the reply direction: the client sees 10.0.2.15:8088 refuse, as a
+    // kernel router's `curl` gets "connection refused" (checked in the lab).
+    let rules = format!(
+        "{}*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A FORWARD -d 192.168.0.2/32 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\n\
+         COMMIT\n",
+        nat(DNAT)
+    );
+    let mut p = pipeline(&rules);
+    let syn = tcp(from_gw(), REMOTE, 40000, ETH0_IP, 8088, 1000, 0, SYN);
+    let o = run(&mut p, ETH0, &syn);
+    assert_eq!(o.action, Action::Drop(DropReason::Rejected));
+    let (port, rst) = &o.generated[0];
+    assert_eq!(*port, ETH0);
+    assert_eq!(
+        hdr(rst),
+        Hdr {
+            src: ETH0_IP,
+            dst: REMOTE,
+            sport: 8088,
+            dport: 40000
+        }
+    );
+    assert_eq!(rst[47] & 0x04, 0x04, "RST");
+}
