@@ -65,7 +65,7 @@ use crate::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use crate::log::{format_ipv4, LogQueue};
 use crate::nat;
 use crate::neigh::{self, ArpOutcome, HeldEvent, Neighbors};
-use crate::route::{Fib, RouteType};
+use crate::route::{Fib, RouteResult, RouteType};
 
 const ETH_LEN: usize = 14;
 
@@ -224,6 +224,9 @@ pub struct Pipeline {
     reasm: Option<u16>,
     /// Scratch for the pieces of a reassembled datagram.
     frag_scratch: Vec<defrag::Piece>,
+    /// Recent `route_input` decisions (the FIB and the interfaces do not
+    /// change while the pipeline lives, so nothing invalidates them).
+    route_cache: Box<[RouteSlot]>,
     /// `fastables trace`: the tracer while one is set.
     tracer: Option<Tracer>,
     /// The packet being processed is traced.
@@ -394,6 +397,7 @@ impl Pipeline {
             handoffs: Vec::new(),
             tracer: None,
             tracing: false,
+            route_cache: vec![RouteSlot::EMPTY; ROUTE_CACHE].into_boxed_slice(),
             ct_events: Vec::new(),
             ct_events_on: false,
             ct_events_lost: 0,
@@ -608,6 +612,37 @@ impl Pipeline {
             }
         }
         (action, gen)
+    }
+
+    /// `Fib::route_input`, through a direct-mapped cache of its decisions
+    /// keyed by (ingress, source, destination): the same answer without the
+    /// martian checks and the longest-prefix match on a hit.
+    #[inline]
+    fn route_input_cached(
+        &mut self,
+        in_if: IfIndex,
+        src: u32,
+        dst: u32,
+    ) -> Result<RouteResult, DropReason> {
+        let h = (src.wrapping_mul(0x9e37_79b1) ^ dst.wrapping_mul(0x85eb_ca77) ^ u32::from(in_if))
+            .rotate_left(13);
+        let i = (h as usize) & (ROUTE_CACHE - 1);
+        if let Some(slot) = self.route_cache.get(i) {
+            if slot.used && slot.in_if == in_if && slot.src == src && slot.dst == dst {
+                return slot.res;
+            }
+        }
+        let res = self.fib.route_input(&self.ifs, in_if, src, dst);
+        if let Some(slot) = self.route_cache.get_mut(i) {
+            *slot = RouteSlot {
+                used: true,
+                in_if,
+                src,
+                dst,
+                res,
+            };
+        }
+        res
     }
 
     /// Drops the datagram of defrag slot `n` (its buffers back with the spares).
@@ -1594,7 +1629,7 @@ impl Pipeline {
         // Routing (on the header as PREROUTING left it).
         let src = ctx.src;
         let dst = ctx.dst;
-        let route = match self.fib.route_input(&self.ifs, in_if, src, dst) {
+        let route = match self.route_input_cached(in_if, src, dst) {
             Ok(r) => r,
             Err(DropReason::NoRoute) => {
                 // ip_error: net unreachable (forwarding on), not for non-unicast frames.
@@ -2307,6 +2342,29 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Slots of the route cache (a power of two).
+const ROUTE_CACHE: usize = 1024;
+
+/// One remembered `route_input` decision.
+#[derive(Clone, Copy)]
+struct RouteSlot {
+    used: bool,
+    in_if: IfIndex,
+    src: u32,
+    dst: u32,
+    res: Result<RouteResult, DropReason>,
+}
+
+impl RouteSlot {
+    const EMPTY: RouteSlot = RouteSlot {
+        used: false,
+        in_if: 0,
+        src: 0,
+        dst: 0,
+        res: Err(DropReason::NoRoute),
+    };
 }
 
 /// Hand-off requests kept between two drains ([`Pipeline::take_handoffs`]).
