@@ -492,6 +492,14 @@ lab_demo() {
     say "== up"
     lab_up
     say ""
+    local tracer=""
+    if [[ "$KERNEL_ROUTER" != 1 ]]; then
+        # The first packet of the HTTP connection to 8.8.8.8, traced.
+        timeout 10 "$FASTABLES" trace --socket "$LAB_DIR/fastables.sock" \
+            -p tcp -d 8.8.8.8 --dport 80 --count 1 >"$LAB_DIR/trace.txt" 2>&1 &
+        tracer=$!
+        sleep 0.3
+    fi
     say "== from the container ($CTR, 172.18.0.2)"
     demo_step curl -sS -m 5 http://8.8.8.8/
     demo_step curl -sS -m 5 http://1.1.1.1/
@@ -518,6 +526,11 @@ lab_demo() {
         fi
     else
         local sock="$LAB_DIR/fastables.sock"
+        if [[ -n "$tracer" ]]; then
+            wait "$tracer" || true
+            say "== fastables trace -p tcp -d 8.8.8.8 --dport 80 --count 1 (the curl's SYN)"
+            sed 's/^/  /' "$LAB_DIR/trace.txt"
+        fi
         say "== the running instance ($RTR): fastables save -c -t nat"
         { "$FASTABLES" save --socket "$sock" -c -t nat 2>&1 || true; } | grep -v '^#' | sed 's/^/  /' || true
         say "== fastables conntrack -L"
