@@ -98,6 +98,19 @@ fn bench(c: &mut Criterion) {
                 black_box(t.lookup(&spread[k], 1))
             })
         });
+        // The same spread lookups, 64 at a time (the worker's burst): ns per
+        // batch / 64 is the time per lookup.
+        let mut out = vec![None; 64];
+        let mut k64 = 0usize;
+        g.throughput(criterion::Throughput::Elements(64));
+        g.bench_function(BenchmarkId::new("lookup_spread_batch64", name), |b| {
+            b.iter(|| {
+                k64 = (k64 + 64) & 65_535;
+                t.lookup_batch(black_box(&spread[k64..k64 + 64]), 1, &mut out);
+                black_box(&out);
+            })
+        });
+        g.throughput(criterion::Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("track_established_ack", name), |b| {
             b.iter(|| black_box(t.track(black_box(&ack), 1)))
         });

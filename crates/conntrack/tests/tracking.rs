@@ -645,3 +645,38 @@ fn reply_filter_restricts_source_nat_choices() {
     got.sort_unstable();
     assert_eq!(got, vec![30000, 30002, 30004, 30006, 30008]);
 }
+
+#[test]
+fn batched_lookups_find_what_single_lookups_find() {
+    let mut t = table_with(|c| {
+        c.max = 4096;
+        c.buckets = 512;
+    });
+    let tuple = |i: u32| {
+        fastables_conntrack::Tuple::new(
+            fastables_conntrack::IPPROTO_UDP,
+            ip(10, 0, (i >> 8) as u8, i as u8),
+            1024 + i as u16,
+            ip(8, 8, 8, 8),
+            53,
+        )
+    };
+    for i in 0..2000u32 {
+        let o = tuple(i);
+        t.insert(o, o.invert().unwrap(), 0).unwrap();
+    }
+    // Present (both directions), absent, in batches longer than one chunk.
+    let mut probe = Vec::new();
+    for i in (0..3000u32).step_by(7) {
+        probe.push(tuple(i));
+        probe.push(tuple(i).invert().unwrap());
+    }
+    let mut out = vec![None; probe.len()];
+    t.lookup_batch(&probe, 1, &mut out);
+    let mut found = 0;
+    for (p, o) in probe.iter().zip(&out) {
+        assert_eq!(*o, t.lookup(p, 1), "{p:?}");
+        found += usize::from(o.is_some());
+    }
+    assert_eq!(found, 2 * (0..2000u32).step_by(7).count());
+}
