@@ -1046,3 +1046,57 @@ fn trace_shows_the_tuples_before_and_after_nat() {
     );
     assert!(page.contains("10.0.2.15"), "{page}");
 }
+
+/// SIGHUP reloads the rules file: a good file replaces the ruleset, a bad
+/// one is reported and changes nothing, and traffic keeps flowing.
+#[test]
+fn sighup_reloads_the_rules_file_all_or_nothing() {
+    if kernel_router() {
+        return; // fastables' own reload
+    }
+    let Some(lab) = Lab::start("h") else {
+        return;
+    };
+    let pid = std::fs::read_to_string(lab.dir.join("fastables.pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let rules = lab.dir.join("rules.v4");
+    let extra = "-A FORWARD -d 192.0.2.1/32 -j DROP";
+    std::fs::write(&rules, seed_rules(&format!("{extra}\n"))).unwrap();
+    let hup = || {
+        let st = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(st.success());
+        // The worker looks at the signal every few milliseconds.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    hup();
+    let saved = String::from_utf8_lossy(&lab.control("save", &[]).stdout).into_owned();
+    assert!(
+        saved.contains(extra),
+        "after a good reload:\n{saved}{}",
+        lab.logs()
+    );
+    // A bad file: reported, nothing changes.
+    std::fs::write(&rules, "*filter\n-A NOSUCHCHAIN -j DROP\nCOMMIT\n").unwrap();
+    hup();
+    let again = String::from_utf8_lossy(&lab.control("save", &[]).stdout).into_owned();
+    assert_eq!(
+        again
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        saved
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+    );
+    let log = std::fs::read_to_string(lab.dir.join("fastables.log")).unwrap_or_default();
+    assert!(
+        log.contains("reload: the running ruleset is unchanged"),
+        "{log}"
+    );
+    // Traffic still flows through the (still loaded) MASQUERADE.
+    let out = lab.ctr_ok(10, &["ping", "-n", "-c", "1", "-W", "2", "8.8.8.8"]);
+    assert!(out.contains("1 received"), "{out}");
+}
