@@ -11,6 +11,9 @@
 #   rules:R           filter FORWARD evaluation alone, R = empty | number of rules
 #                     (the packet matches rule R - 1, FORWARD policy DROP)
 #   pipeline:R        the whole pipeline (batches of 64), R = empty | seed | number
+#   conntrack:OP      a table of 4096 TCP connections: OP = lookup (one random
+#                     flow), batch (64 at a time, lookup_batch), new (SYN, SNAT
+#                     port choice, confirm, remove); "packet" = one operation
 #
 # Builds benches/examples/pipeline_count.rs in the bench profile (the code criterion times) and, for
 # each case, runs it under `valgrind --tool=callgrind` twice, on N and on 2N

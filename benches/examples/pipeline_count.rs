@@ -12,13 +12,22 @@
 //!   matching rule N - 1 (the context of a 64-byte UDP frame unless `:tcp1500`);
 //! - `pipeline:<empty|seed|N>[:tcp1500]`: the whole pipeline on batches of 64
 //!   frames (64-byte UDP unless `:tcp1500`); PACKETS is rounded up to a
-//!   multiple of 64.
+//!   multiple of 64;
+//! - `conntrack:<lookup|batch|new>`: in a table of 4096 TCP connections, a
+//!   lookup of a random one (`lookup`), the same 64 at a time with
+//!   `lookup_batch` (`batch`, PACKETS rounded up to a multiple of 64), or a
+//!   new connection (SYN classified, a source port chosen in 1024-65535,
+//!   confirmed with the SNAT binding, then removed: `new`).
 //!
 //! The rulesets, frames and topology are those of `benches/pipeline.rs`.
 
 use std::hint::black_box;
 use std::process::ExitCode;
 
+use fastables_conntrack::tcp_hdr::SYN;
+use fastables_conntrack::{
+    Dir, EntryId, NatRange, PacketFacts, Table as CtTable, TableConfig, Track, Tuple, IPPROTO_TCP,
+};
 use fastables_packet::parse::parse_frame;
 use fastables_rules::compile::{CompiledRuleset, RuleState};
 use fastables_rules::ctx::PacketCtx;
@@ -62,9 +71,100 @@ fn measure_batch(h: &mut Harness, now_ns: u64) {
     h.run(now_ns);
 }
 
+const CT_FLOWS: u32 = 4096;
+
+fn ct_flow(i: u32) -> Tuple {
+    Tuple::new(
+        IPPROTO_TCP,
+        0x0a00_0000 + i / 1000,
+        1024 + (i % 1000) as u16,
+        0x0808_0808,
+        80,
+    )
+}
+
+fn ct_table() -> CtTable {
+    let mut t = CtTable::new(TableConfig {
+        max: 2 * CT_FLOWS,
+        buckets: CT_FLOWS,
+        seed: 1,
+        ..Default::default()
+    })
+    .expect("table");
+    for i in 0..CT_FLOWS {
+        let o = ct_flow(i);
+        t.insert(o, o.invert().expect("invertible"), 0)
+            .expect("insert");
+    }
+    t
+}
+
+fn ct_spread() -> Vec<Tuple> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ct_flow((x % u64::from(CT_FLOWS)) as u32)
+        })
+        .collect()
+}
+
+#[inline(never)]
+fn measure_ct_lookup(t: &CtTable, tuples: &[Tuple], n: usize) -> usize {
+    (0..n)
+        .filter(|i| t.lookup(black_box(&tuples[i % tuples.len()]), 1).is_some())
+        .count()
+}
+
+#[inline(never)]
+fn measure_ct_batch(
+    t: &CtTable,
+    tuples: &[Tuple],
+    n: usize,
+    out: &mut [Option<(EntryId, Dir)>],
+) -> usize {
+    let mut found = 0;
+    for b in 0..n.div_ceil(64) {
+        let at = (b * 64) % (tuples.len() - 63);
+        t.lookup_batch(black_box(&tuples[at..at + 64]), 1, out);
+        found += out.iter().filter(|o| o.is_some()).count();
+    }
+    found
+}
+
+#[inline(never)]
+fn measure_ct_new(t: &mut CtTable, n: usize) -> usize {
+    let nat = 0x0a00_020f;
+    let range = NatRange::addrs(nat, nat).with_ports(1024, 65535);
+    let mut made = 0;
+    for i in 0..n as u32 {
+        let p = PacketFacts::tcp(
+            0xac12_0000 + (i >> 16),
+            i as u16,
+            0x0808_0808,
+            443,
+            SYN,
+            i,
+            0,
+            64240,
+            0,
+            &[],
+        );
+        if let Track::New(nc) = t.track(black_box(&p), 2) {
+            if let Ok(id) = t.confirm(nc, None, Some(&range), 2) {
+                made += 1;
+                black_box(t.remove(id));
+            }
+        }
+    }
+    made
+}
+
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500]"
+        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500] | conntrack:<lookup|batch|new>"
     );
     ExitCode::from(2)
 }
@@ -107,6 +207,22 @@ fn main() -> ExitCode {
                 measure_batch(&mut h, 1_000_000_000 + b as u64);
             }
             h.check();
+        }
+        ["conntrack", "lookup"] => {
+            let t = ct_table();
+            let found = measure_ct_lookup(&t, &ct_spread(), n);
+            assert_eq!(found, n, "every flow is found");
+        }
+        ["conntrack", "batch"] => {
+            let t = ct_table();
+            let mut out = vec![None; 64];
+            let found = measure_ct_batch(&t, &ct_spread(), n, &mut out);
+            assert_eq!(found, n.div_ceil(64) * 64, "every flow is found");
+        }
+        ["conntrack", "new"] => {
+            let mut t = ct_table();
+            let made = measure_ct_new(&mut t, n);
+            assert_eq!(made, n, "every connection is made");
         }
         _ => return usage(),
     }
