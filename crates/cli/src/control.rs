@@ -211,23 +211,32 @@ pub fn socket_path(socket: Option<&Path>, config: Option<&Path>) -> Result<PathB
     Ok(fastables_dataplane::config::ControlConfig::default().socket)
 }
 
-/// Sends one request and returns the answer.
-pub fn call(path: &Path, args: &[String], body: &str) -> Result<Reply, CliError> {
-    let unreachable = |e: std::io::Error| {
-        CliError::Start(format!(
-            "{}: no running instance answers ({e}); start one with `fastables run -c CONFIG`, \
-             or name its socket with --socket PATH or --config FILE",
-            path.display()
-        ))
-    };
-    let mut s = UnixStream::connect(path).map_err(unreachable)?;
+/// The error of a client that finds no instance on `path`.
+fn unreachable(path: &Path, e: std::io::Error) -> CliError {
+    CliError::Start(format!(
+        "{}: no running instance answers ({e}); start one with `fastables run -c CONFIG`, \
+         or name its socket with --socket PATH or --config FILE",
+        path.display()
+    ))
+}
+
+/// Connects to `path` and sends one request (its write side then shut).
+fn send(path: &Path, args: &[String], body: &str) -> Result<UnixStream, CliError> {
+    let mut s = UnixStream::connect(path).map_err(|e| unreachable(path, e))?;
     let mut req = args.join(&SEP.to_string());
     req.push('\n');
     req.push_str(body);
-    s.write_all(req.as_bytes()).map_err(unreachable)?;
-    s.shutdown(std::net::Shutdown::Write).map_err(unreachable)?;
+    s.write_all(req.as_bytes())
+        .and_then(|()| s.shutdown(std::net::Shutdown::Write))
+        .map_err(|e| unreachable(path, e))?;
+    Ok(s)
+}
+
+/// Sends one request and returns the answer.
+pub fn call(path: &Path, args: &[String], body: &str) -> Result<Reply, CliError> {
+    let mut s = send(path, args, body)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(unreachable)?;
+    s.read_to_end(&mut raw).map_err(|e| unreachable(path, e))?;
     parse_reply(path, &raw)
 }
 
@@ -265,24 +274,14 @@ pub fn call_stream(
 ) -> Result<Result<usize, Reply>, CliError> {
     use std::io::BufRead as _;
     use std::sync::atomic::Ordering;
-    let unreachable = |e: std::io::Error| {
-        CliError::Start(format!(
-            "{}: no running instance answers ({e}); start one with `fastables run -c CONFIG`, \
-             or name its socket with --socket PATH or --config FILE",
-            path.display()
-        ))
-    };
+    let unreachable = |e| unreachable(path, e);
     let timed_out = |e: &std::io::Error| {
         matches!(
             e.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         )
     };
-    let mut s = UnixStream::connect(path).map_err(unreachable)?;
-    let mut req = args.join(&SEP.to_string());
-    req.push('\n');
-    s.write_all(req.as_bytes()).map_err(unreachable)?;
-    s.shutdown(std::net::Shutdown::Write).map_err(unreachable)?;
+    let s = send(path, args, "")?;
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(unreachable)?;
     let mut r = std::io::BufReader::new(s);

@@ -50,11 +50,11 @@ enum Command {
     /// The live data plane on AF_XDP (root): SIGTERM stops, SIGHUP reloads the rules.
     Run(run::RunArgs),
     /// conntrack-tools on the running instance: -L, -C, -F, -D, -S with -s -d -p --sport --dport.
-    Conntrack(ConntrackArgs),
+    Conntrack(PassThroughArgs),
     /// Counters of the running instance (rx/tx, drops by reason, conntrack fill).
     Stats(StatsArgs),
     /// Per-packet trace of the running instance: hooks, rules, verdicts, conntrack before/after NAT.
-    Trace(TraceArgs),
+    Trace(PassThroughArgs),
     /// AF_XDP traffic generator (not supported yet).
     Gen(Unsupported),
     /// The seed topology in network namespaces with real hosts around `fastables run` (root).
@@ -72,31 +72,19 @@ struct InstanceArgs {
     config: Option<PathBuf>,
 }
 
-/// `fastables conntrack [--socket PATH] -L|-C|-F|-D|-S [filters]`.
+/// A command run by the running instance, its arguments passed through:
+/// `fastables conntrack -L|-C|-F|-D|-S|-E [-s A] [-d A] [-p P] [--sport N]
+/// [--dport N]`, `fastables trace [-p P] [-s A] [-d A] [--sport N]
+/// [--dport N] [-i IF] [--count N]`.
 #[derive(Args, Debug)]
-struct ConntrackArgs {
+struct PassThroughArgs {
     #[command(flatten)]
     instance: InstanceArgs,
-    /// conntrack-tools arguments: -L, -C, -F, -D, -S; -s ADDR, -d ADDR, -p PROTO, --sport N, --dport N.
+    /// The command's own arguments (conntrack-tools or iptables style).
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "ARGS"
-    )]
-    args: Vec<String>,
-}
-
-/// `fastables trace [--count N] [-p P] [-s A] [-d A] [--sport N] [--dport N] [-i IF]`.
-#[derive(Args, Debug)]
-struct TraceArgs {
-    #[command(flatten)]
-    instance: InstanceArgs,
-    /// What to trace, as iptables matches: -p PROTO, -s ADDR, -d ADDR,
-    /// --sport N, --dport N, -i IFACE; --count N stops after N packets.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "MATCH"
     )]
     args: Vec<String>,
 }

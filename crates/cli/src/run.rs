@@ -18,6 +18,7 @@ use fastables_dataplane::config::{Config, Queues};
 use fastables_dataplane::io::{PacketIo, Worker};
 use fastables_dataplane::offline::{IfaceTotals, Summary};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
+use fastables_dataplane::trace::TraceFilter;
 use fastables_packet::MacAddr;
 use fastables_rules::ctx::IfIndex;
 use fastables_xdp::{Options, PortSpec, XdpPort};
@@ -294,7 +295,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         }
     }
     worker.pipeline_mut().drain_logs(|l| eprintln!("log: {l}"));
-    let summary = summary(&port, &worker, &cfg);
+    let summary = summary(&iface_samples(&port, &cfg), &worker);
     drop(server);
     drop(port);
     eprintln!("stopped");
@@ -311,7 +312,7 @@ fn publish_events(live: &mut Live, p: &mut Pipeline) {
     p.drain_ct_events(|kind, e, at| {
         let line = format!("{}\n", fastables_conntrack::format_event(kind, e, at));
         for (i, (tx, f)) in subs.iter().enumerate() {
-            if !gone[i] && f.matches(e) {
+            if !gone[i] && entry_matches(f, e) {
                 match tx.try_send(line.clone()) {
                     Ok(()) | Err(std::sync::mpsc::TrySendError::Full(_)) => {}
                     Err(std::sync::mpsc::TrySendError::Disconnected(_)) => gone[i] = true,
@@ -380,25 +381,7 @@ fn publish(
     pkt_lat: &mut fastables_stats::Latency,
 ) {
     let p = worker.pipeline();
-    let interfaces = cfg
-        .interfaces
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let k = port.counters(i as IfIndex);
-            let x = port.kernel_stats(i as IfIndex).unwrap_or_default();
-            fastables_stats::IfaceSample {
-                name: c.name.clone(),
-                rx_packets: k.rx,
-                rx_bytes: k.rx_bytes,
-                tx_packets: k.tx,
-                tx_bytes: k.tx_bytes,
-                xdp_rx_dropped: x.rx_dropped,
-                xdp_rx_ring_full: x.rx_ring_full,
-                xdp_fill_ring_empty: x.rx_fill_ring_empty_descs,
-            }
-        })
-        .collect();
+    let interfaces = iface_samples(port, cfg);
     let drops = p
         .drops()
         .snapshot()
@@ -436,11 +419,8 @@ fn publish(
 
 /// `fastables trace` arguments: `--count N`, `-p PROTO`, `-s ADDR`,
 /// `-d ADDR`, `--sport N`, `--dport N`, `-i IFACE` (as iptables writes them).
-fn parse_trace_args(
-    args: &[&str],
-    cfg: &Config,
-) -> Result<(fastables_dataplane::trace::TraceFilter, Option<u64>), String> {
-    let mut f = fastables_dataplane::trace::TraceFilter::default();
+fn parse_trace_args(args: &[&str], cfg: &Config) -> Result<(TraceFilter, Option<u64>), String> {
+    let mut f = TraceFilter::default();
     let mut count = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -449,32 +429,15 @@ fn parse_trace_args(
                 .copied()
                 .ok_or_else(|| format!("{a} needs a value"))
         };
-        let addr = |v: &str| {
-            v.parse::<std::net::Ipv4Addr>()
-                .map(u32::from)
-                .map_err(|_| format!("bad address `{v}`"))
-        };
-        let port = |v: &str| v.parse::<u16>().map_err(|_| format!("bad port `{v}`"));
+        if let Some(r) = tuple_option(&mut f, a, &mut value) {
+            r?;
+            continue;
+        }
         match *a {
             "--count" | "-c" => {
                 let v = value()?;
                 count = Some(v.parse::<u64>().map_err(|_| format!("bad count `{v}`"))?);
             }
-            "-p" | "--protocol" => {
-                let v = value()?;
-                f.proto = Some(match v {
-                    "tcp" => 6,
-                    "udp" => 17,
-                    "icmp" => 1,
-                    _ => v
-                        .parse::<u8>()
-                        .map_err(|_| format!("unknown protocol `{v}`"))?,
-                });
-            }
-            "-s" | "--source" => f.src = Some(addr(value()?)?),
-            "-d" | "--destination" => f.dst = Some(addr(value()?)?),
-            "--sport" | "--source-port" => f.sport = Some(port(value()?)?),
-            "--dport" | "--destination-port" => f.dport = Some(port(value()?)?),
             "-i" | "--in-interface" => {
                 let v = value()?;
                 let i = cfg
@@ -539,21 +502,41 @@ fn reload(worker: &mut Worker, live: &mut Live, file: Option<&PathBuf>) {
     }
 }
 
-fn summary(port: &XdpPort, worker: &Worker, cfg: &Config) -> Summary {
-    let interfaces = cfg
-        .interfaces
+/// Each interface's counters and the kernel's statistics of its socket.
+fn iface_samples(port: &XdpPort, cfg: &Config) -> Vec<fastables_stats::IfaceSample> {
+    cfg.interfaces
         .iter()
         .enumerate()
         .map(|(i, c)| {
             let k = port.counters(i as IfIndex);
-            IfaceTotals {
+            let x = port.kernel_stats(i as IfIndex).unwrap_or_default();
+            fastables_stats::IfaceSample {
                 name: c.name.clone(),
                 rx_packets: k.rx,
                 rx_bytes: k.rx_bytes,
                 tx_packets: k.tx,
                 tx_bytes: k.tx_bytes,
-                rx_too_long: 0,
+                xdp_rx_dropped: x.rx_dropped,
+                xdp_rx_ring_full: x.rx_ring_full,
+                xdp_fill_ring_empty: x.rx_fill_ring_empty_descs,
+                xdp_rx_invalid: x.rx_invalid_descs,
+                xdp_tx_invalid: x.tx_invalid_descs,
             }
+        })
+        .collect()
+}
+
+/// The table `sim` prints too: packets per interface, drops by reason.
+fn summary(samples: &[fastables_stats::IfaceSample], worker: &Worker) -> Summary {
+    let interfaces = samples
+        .iter()
+        .map(|x| IfaceTotals {
+            name: x.name.clone(),
+            rx_packets: x.rx_packets,
+            rx_bytes: x.rx_bytes,
+            tx_packets: x.tx_packets,
+            tx_bytes: x.tx_bytes,
+            rx_too_long: 0,
         })
         .collect();
     let drops = worker
@@ -577,7 +560,7 @@ struct Live {
     compiled: Arc<CompiledRuleset>,
     names: Vec<String>,
     /// `conntrack -E` listeners.
-    subs: Vec<(std::sync::mpsc::SyncSender<String>, CtFilter)>,
+    subs: Vec<(std::sync::mpsc::SyncSender<String>, TraceFilter)>,
     /// The latest latency summaries (batch, per packet), since start.
     latency: Option<(String, String)>,
     /// The `fastables trace` listener.
@@ -754,8 +737,6 @@ fn restore_cmd(args: &[&str], body: &str, live: &mut Live, worker: &mut Worker) 
 /// An entry's ORIGINAL tuple as a sort key (protocol, addresses, ports).
 type OrigKey = (u8, u32, u32, u16, u16);
 
-/// `conntrack -L/-C/-F/-D/-S` with the `-s -d -p --sport --dport` filters
-/// (on the ORIGINAL tuple, as conntrack-tools has them).
 /// A conntrack-tools command.
 #[derive(PartialEq, Clone, Copy, Debug)]
 enum CtOp {
@@ -767,26 +748,52 @@ enum CtOp {
     Events,
 }
 
-/// The `-s -d -p --sport --dport` filters, on the ORIGINAL tuple.
-#[derive(Default, Clone, Copy, Debug)]
-struct CtFilter {
-    src: Option<u32>,
-    dst: Option<u32>,
-    proto: Option<u8>,
-    sport: Option<u16>,
-    dport: Option<u16>,
+/// The tuple options `conntrack` and `trace` share (`-s -d -p --sport
+/// --dport` and their long forms), into `f`; `None` for any other option.
+fn tuple_option<'a>(
+    f: &mut TraceFilter,
+    opt: &str,
+    value: &mut impl FnMut() -> Result<&'a str, String>,
+) -> Option<Result<(), String>> {
+    let addr = |v: &str| {
+        v.parse::<std::net::Ipv4Addr>()
+            .map(u32::from)
+            .map_err(|_| format!("bad address `{v}'"))
+    };
+    let port = |v: &str| v.parse::<u16>().map_err(|_| format!("bad port `{v}'"));
+    let proto = |v: &str| match v {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "icmp" => Ok(1),
+        _ => v
+            .parse::<u8>()
+            .map_err(|_| format!("unknown protocol `{v}'")),
+    };
+    let r = match opt {
+        "-s" | "--src" | "--orig-src" | "--source" => {
+            value().and_then(addr).map(|x| f.src = Some(x))
+        }
+        "-d" | "--dst" | "--orig-dst" | "--destination" => {
+            value().and_then(addr).map(|x| f.dst = Some(x))
+        }
+        "-p" | "--proto" | "--protocol" => value().and_then(proto).map(|x| f.proto = Some(x)),
+        "--sport" | "--orig-port-src" | "--source-port" => {
+            value().and_then(port).map(|x| f.sport = Some(x))
+        }
+        "--dport" | "--orig-port-dst" | "--destination-port" => {
+            value().and_then(port).map(|x| f.dport = Some(x))
+        }
+        _ => return None,
+    };
+    Some(r)
 }
 
-impl CtFilter {
-    fn matches(&self, e: &fastables_conntrack::Entry) -> bool {
-        let o = e.orig();
-        let ports = fastables_conntrack::tuple::proto_has_ports(o.proto);
-        self.src.is_none_or(|x| o.src == x)
-            && self.dst.is_none_or(|x| o.dst == x)
-            && self.proto.is_none_or(|x| o.proto == x)
-            && self.sport.is_none_or(|x| ports && o.sport == x)
-            && self.dport.is_none_or(|x| ports && o.dport == x)
-    }
+/// Whether a connection's ORIGINAL tuple passes the filter (conntrack-tools'
+/// `-s -d -p --sport --dport`).
+fn entry_matches(f: &TraceFilter, e: &fastables_conntrack::Entry) -> bool {
+    let o = e.orig();
+    let ports = fastables_conntrack::tuple::proto_has_ports(o.proto);
+    f.matches(o.proto, o.src, o.dst, o.sport, o.dport, ports, 0)
 }
 
 /// A conntrack-tools usage error, as the tool words it (exit 2).
@@ -798,61 +805,41 @@ fn ct_usage(m: &str) -> control::Reply {
     }
 }
 
-fn parse_ct_args(args: &[&str]) -> Result<(CtOp, CtFilter), String> {
+fn parse_ct_args(args: &[&str]) -> Result<(CtOp, TraceFilter), String> {
     let mut op = None;
-    let mut f = CtFilter::default();
+    let mut f = TraceFilter::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
+        let mut value = || {
             it.next()
                 .copied()
-                .ok_or_else(|| format!("option `{name}' requires an argument"))
+                .ok_or_else(|| format!("option `{a}' requires an argument"))
         };
-        let mut set = |o: CtOp| match op {
-            Some(x) if x != o => Err("only one command at a time".to_string()),
-            _ => {
-                op = Some(o);
-                Ok(())
-            }
-        };
-        let addr = |v: &str| {
-            v.parse::<std::net::Ipv4Addr>()
-                .map(u32::from)
-                .map_err(|_| format!("bad address `{v}'"))
-        };
-        let port = |v: &str| v.parse::<u16>().map_err(|_| format!("bad port `{v}'"));
-        match *a {
-            "-L" | "--dump" => set(CtOp::List)?,
-            "-C" | "--count" => set(CtOp::Count)?,
-            "-F" | "--flush" => set(CtOp::Flush)?,
-            "-D" | "--delete" => set(CtOp::Delete)?,
-            "-S" | "--stats" => set(CtOp::Stats)?,
-            "-E" | "--event" => set(CtOp::Events)?,
-            "-s" | "--src" | "--orig-src" => f.src = Some(addr(value(a)?)?),
-            "-d" | "--dst" | "--orig-dst" => f.dst = Some(addr(value(a)?)?),
-            "-p" | "--proto" => {
-                let v = value(a)?;
-                f.proto = Some(match v {
-                    "tcp" => 6,
-                    "udp" => 17,
-                    "icmp" => 1,
-                    _ => v
-                        .parse::<u8>()
-                        .map_err(|_| format!("unknown protocol `{v}'"))?,
-                });
-            }
-            "--sport" | "--orig-port-src" => f.sport = Some(port(value(a)?)?),
-            "--dport" | "--orig-port-dst" => f.dport = Some(port(value(a)?)?),
-            other => return Err(format!("unknown option `{other}'")),
+        if let Some(r) = tuple_option(&mut f, a, &mut value) {
+            r?;
+            continue;
         }
+        let o = match *a {
+            "-L" | "--dump" => CtOp::List,
+            "-C" | "--count" => CtOp::Count,
+            "-F" | "--flush" => CtOp::Flush,
+            "-D" | "--delete" => CtOp::Delete,
+            "-S" | "--stats" => CtOp::Stats,
+            "-E" | "--event" => CtOp::Events,
+            other => return Err(format!("unknown option `{other}'")),
+        };
+        if op.is_some_and(|x| x != o) {
+            return Err("only one command at a time".to_string());
+        }
+        op = Some(o);
     }
     let op = op.ok_or("no command specified (use -L, -C, -F, -D, -S or -E)")?;
     Ok((op, f))
 }
 
 /// `conntrack -L/-C/-F/-D/-S` with the `-s -d -p --sport --dport` filters
-/// (on the ORIGINAL tuple, as conntrack-tools has them). `-E` is
-/// [`subscribe`]'s.
+/// (on the ORIGINAL tuple, as conntrack-tools has them). `-E` is answered
+/// in [`answer`], which keeps the listener.
 fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply {
     let (op, filter) = match parse_ct_args(args) {
         Ok(x) => x,
@@ -861,7 +848,7 @@ fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply
     if op == CtOp::Events {
         return ct_usage("-E needs a streaming connection");
     }
-    let matches = |e: &fastables_conntrack::Entry| filter.matches(e);
+    let matches = |e: &fastables_conntrack::Entry| entry_matches(&filter, e);
     let mut ids: Vec<(fastables_conntrack::EntryId, OrigKey)> = p
         .conntrack()
         .map(|t| {
@@ -948,64 +935,58 @@ fn stats_cmd(args: &[&str], worker: &Worker, port: &XdpPort, cfg: &Config) -> co
         ["--json"] => true,
         _ => return control::Reply::fail(format!("fastables: stats: unknown options {args:?}\n")),
     };
-    let s = summary(port, worker, cfg);
+    let samples = iface_samples(port, cfg);
+    let s = summary(&samples, worker);
     let (entries, max) = worker
         .pipeline()
         .conntrack()
         .map_or((0, 0), |t| (t.len(), t.max()));
+    let xdp = |x: &fastables_stats::IfaceSample| {
+        [
+            ("rx_dropped", x.xdp_rx_dropped),
+            ("rx_ring_full", x.xdp_rx_ring_full),
+            ("fill_ring_empty", x.xdp_fill_ring_empty),
+            ("rx_invalid", x.xdp_rx_invalid),
+            ("tx_invalid", x.xdp_tx_invalid),
+        ]
+    };
     if json {
-        let mut o = String::from("{\"interfaces\":[");
-        for (i, x) in s.interfaces.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            o.push_str(&format!(
-                "{{\"name\":\"{}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}}}",
-                x.name, x.rx_packets, x.rx_bytes, x.tx_packets, x.tx_bytes
-            ));
-        }
-        o.push_str("],\"drops\":{");
-        for (i, (r, n)) in s.drops.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            o.push_str(&format!("\"{}\":{n}", r.name()));
-        }
-        o.push_str("},\"xdp\":{");
-        for (i, c) in cfg.interfaces.iter().enumerate() {
-            let k = port.kernel_stats(i as IfIndex).unwrap_or_default();
-            if i > 0 {
-                o.push(',');
-            }
-            o.push_str(&format!(
-                "\"{}\":{{\"rx_dropped\":{},\"rx_ring_full\":{},\"fill_ring_empty\":{},\"rx_invalid\":{},\"tx_invalid\":{}}}",
-                c.name,
-                k.rx_dropped,
-                k.rx_ring_full,
-                k.rx_fill_ring_empty_descs,
-                k.rx_invalid_descs,
-                k.tx_invalid_descs
-            ));
-        }
-        o.push_str(&format!(
-            "}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}}}}\n"
+        let list = |items: Vec<String>| items.join(",");
+        let interfaces = list(
+            samples
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{{\"name\":\"{}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}}}",
+                        x.name, x.rx_packets, x.rx_bytes, x.tx_packets, x.tx_bytes
+                    )
+                })
+                .collect(),
+        );
+        let drops = list(
+            s.drops
+                .iter()
+                .map(|(r, n)| format!("\"{}\":{n}", r.name()))
+                .collect(),
+        );
+        let xdp = list(
+            samples
+                .iter()
+                .map(|x| {
+                    let f = list(xdp(x).iter().map(|(k, v)| format!("\"{k}\":{v}")).collect());
+                    format!("\"{}\":{{{f}}}", x.name)
+                })
+                .collect(),
+        );
+        return control::Reply::ok(format!(
+            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}}}}\n"
         ));
-        return control::Reply::ok(o);
     }
     let mut o = s.to_string();
     // What the kernel side of each AF_XDP socket dropped (XDP_STATISTICS).
-    for (i, c) in cfg.interfaces.iter().enumerate() {
-        if let Ok(k) = port.kernel_stats(i as IfIndex) {
-            o.push_str(&format!(
-                "xdp {}: rx_dropped {} rx_ring_full {} fill_ring_empty {} rx_invalid {} tx_invalid {}\n",
-                c.name,
-                k.rx_dropped,
-                k.rx_ring_full,
-                k.rx_fill_ring_empty_descs,
-                k.rx_invalid_descs,
-                k.tx_invalid_descs
-            ));
-        }
+    for x in &samples {
+        let f: Vec<String> = xdp(x).iter().map(|(k, v)| format!("{k} {v}")).collect();
+        o.push_str(&format!("xdp {}: {}\n", x.name, f.join(" ")));
     }
     if max > 0 {
         let fill = entries as f64 * 100.0 / max as f64;

@@ -853,11 +853,12 @@ impl Pipeline {
             Verdict::Accept => "ACCEPT".to_string(),
             Verdict::Drop => "DROP".to_string(),
             Verdict::Reject(_) => "REJECT".to_string(),
-            Verdict::Nat(id) => format!("{:?}", self.rules.target(id))
-                .split([' ', '{', '('])
-                .next()
+            // The target's name, as the rules file writes it.
+            Verdict::Nat(id) => fastables_rules::print::target_text(self.rules.target(id))
+                .split(' ')
+                .nth(1)
                 .unwrap_or("NAT")
-                .to_uppercase(),
+                .to_string(),
         };
         let line = format!("{} {}: {verdict} by {by}", table.name(), hook.chain_name());
         if let Some(t) = self.tracer.as_mut() {

@@ -465,6 +465,14 @@ fn nat_flags(s: &mut String, f: &NatFlags, persistent: bool) {
     }
 }
 
+/// A target as `iptables-save` writes it, without the leading space
+/// (`-j MASQUERADE --to-ports 55666-55680`); empty for no target.
+pub fn target_text(t: &Target) -> String {
+    let mut s = String::new();
+    print_target(&mut s, t);
+    s.trim_start().to_string()
+}
+
 fn print_target(s: &mut String, t: &Target) {
     match t {
         Target::None => {}

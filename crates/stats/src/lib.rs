@@ -134,6 +134,10 @@ pub struct IfaceSample {
     pub xdp_rx_ring_full: u64,
     /// ... times the fill ring was empty.
     pub xdp_fill_ring_empty: u64,
+    /// ... invalid RX descriptors.
+    pub xdp_rx_invalid: u64,
+    /// ... invalid TX descriptors.
+    pub xdp_tx_invalid: u64,
 }
 
 /// What one worker publishes each interval.
@@ -191,7 +195,7 @@ fn label(v: &str) -> String {
 pub fn render(s: &Snapshot) -> String {
     let mut o = String::with_capacity(8192);
     type Field = fn(&IfaceSample) -> u64;
-    let per_iface: [(&str, &str, Field); 7] = [
+    let per_iface: [(&str, &str, Field); 9] = [
         ("fastables_rx_packets_total", "Frames received.", |i| {
             i.rx_packets
         }),
@@ -216,6 +220,16 @@ pub fn render(s: &Snapshot) -> String {
             "fastables_xdp_fill_ring_empty_total",
             "Times the kernel found the fill ring empty.",
             |i| i.xdp_fill_ring_empty,
+        ),
+        (
+            "fastables_xdp_rx_invalid_total",
+            "Invalid RX descriptors the kernel met.",
+            |i| i.xdp_rx_invalid,
+        ),
+        (
+            "fastables_xdp_tx_invalid_total",
+            "Invalid TX descriptors the kernel met.",
+            |i| i.xdp_tx_invalid,
         ),
     ];
     for (name, help, f) in per_iface {
