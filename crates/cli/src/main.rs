@@ -45,6 +45,8 @@ enum Command {
     Check(rulescmd::CheckArgs),
     /// Print a rules file in canonical iptables-save form (offline, with -r).
     Save(rulescmd::SaveArgs),
+    /// iptables -L [-v] [-n] [-x] [--line-numbers] [CHAIN] of the running instance (or of -r FILE).
+    List(rulescmd::ListArgs),
     /// iptables-restore: only --test (parse and validate stdin) is supported yet.
     Restore(rulescmd::RestoreArgs),
     /// The live data plane on AF_XDP (root): SIGTERM stops, SIGHUP reloads the rules.
@@ -235,6 +237,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sim(a) => sim::run(&a),
         Command::Check(a) => rulescmd::check(&a),
         Command::Save(a) => rulescmd::save(&a),
+        Command::List(a) => rulescmd::list(&a),
         Command::Restore(a) => rulescmd::restore(&a),
         Command::Run(a) => run::run(&a),
         Command::Conntrack(mut a) => {

@@ -37,6 +37,44 @@ pub struct SaveArgs {
     pub table: Option<String>,
 }
 
+/// `fastables list`: `iptables -L` of the running instance (live counters)
+/// or of a rules file.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// List this rules file (offline) instead of the running instance's ruleset.
+    #[arg(short = 'r', long = "rules", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// The running instance's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Find the control socket in this configuration (`[control] socket`).
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The table (raw, mangle, nat, filter).
+    #[arg(
+        short = 't',
+        long = "table",
+        value_name = "TABLE",
+        default_value = "filter"
+    )]
+    pub table: String,
+    /// Packet and byte counters, interfaces.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Numeric output: always on (addresses and ports are never resolved); accepted as in iptables.
+    #[arg(short = 'n', long = "numeric")]
+    pub numeric: bool,
+    /// Exact counters instead of K/M/G.
+    #[arg(short = 'x', long = "exact")]
+    pub exact: bool,
+    /// Rule numbers.
+    #[arg(long = "line-numbers")]
+    pub line_numbers: bool,
+    /// Only this chain.
+    #[arg(value_name = "CHAIN")]
+    pub chain: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Only parse and validate the input; do not commit it.
@@ -191,6 +229,76 @@ pub fn save(a: &SaveArgs) -> Result<(), CliError> {
     }
     print!("{}", print::print_save(&rs, a.counters));
     Ok(())
+}
+
+/// The control request of a listing: `list -t TABLE [-v] [-x] [--line-numbers] [CHAIN]`.
+fn list_request(a: &ListArgs) -> Vec<String> {
+    let mut args = vec!["list".to_string(), "-t".to_string(), a.table.clone()];
+    for (on, flag) in [
+        (a.verbose, "-v"),
+        (a.exact, "-x"),
+        (a.line_numbers, "--line-numbers"),
+    ] {
+        if on {
+            args.push(flag.to_string());
+        }
+    }
+    args.extend(a.chain.clone());
+    args
+}
+
+/// Parses a listing request (the arguments after `list`), as the worker
+/// receives it.
+pub fn parse_list_request(
+    args: &[&str],
+) -> Result<(Table, Option<String>, fastables_rules::ListOptions), String> {
+    let mut table = Table::Filter;
+    let mut chain = None;
+    let mut o = fastables_rules::ListOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "-t" => {
+                let t = it.next().copied().unwrap_or("");
+                table = Table::ALL
+                    .into_iter()
+                    .find(|x| x.name() == t)
+                    .ok_or_else(|| {
+                        format!("-t: expected one of raw, mangle, nat, filter, got `{t}`")
+                    })?;
+            }
+            "-v" => o.verbose = true,
+            "-x" => o.exact = true,
+            "-n" => {}
+            "--line-numbers" => o.line_numbers = true,
+            c if !c.starts_with('-') && chain.is_none() => chain = Some(c.to_string()),
+            other => return Err(format!("list: unknown option `{other}`")),
+        }
+    }
+    Ok((table, chain, o))
+}
+
+/// `fastables list [-r FILE] [-t TABLE] [-v] [-n] [-x] [--line-numbers] [CHAIN]`.
+pub fn list(a: &ListArgs) -> Result<(), CliError> {
+    parse_table(&a.table)?;
+    let req = list_request(a);
+    let Some(path) = &a.rules else {
+        let sock = control::socket_path(a.socket.as_deref(), a.config.as_deref())?;
+        return control::exit(control::print(&control::call(&sock, &req, "")?));
+    };
+    let rs = load_rules(path)?;
+    let words: Vec<&str> = req[1..].iter().map(String::as_str).collect();
+    let (table, chain, o) = parse_list_request(&words).map_err(CliError::Usage)?;
+    match fastables_rules::print_list(&rs, table, chain.as_deref(), o) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("fastables: {e}");
+            Err(CliError::Exit(1))
+        }
+    }
 }
 
 /// `fastables restore --test [-n] [-c] [FILE]`.

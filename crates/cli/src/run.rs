@@ -588,6 +588,7 @@ fn answer(
     let args: Vec<&str> = req.args.iter().map(String::as_str).collect();
     match args.split_first() {
         Some((&"save", rest)) => save_cmd(rest, live, worker.pipeline()),
+        Some((&"list", rest)) => list_cmd(rest, live, worker.pipeline()),
         Some((&"restore", rest)) => restore_cmd(rest, &req.body, live, worker),
         Some((&"conntrack", rest)) => match (&req.stream, parse_ct_args(rest)) {
             (Some(tx), Ok((CtOp::Events, f))) => {
@@ -628,6 +629,23 @@ fn answer(
             r
         }
         _ => control::Reply::fail(format!("fastables: unknown request {:?}", req.args)),
+    }
+}
+
+/// `iptables -L` of the running ruleset, with the live counters.
+fn list_cmd(args: &[&str], live: &Live, p: &Pipeline) -> control::Reply {
+    match crate::rulescmd::parse_list_request(args) {
+        Err(m) => control::Reply {
+            code: 2,
+            out: String::new(),
+            err: format!("fastables: {m}\n"),
+        },
+        Ok((table, chain, o)) => {
+            match fastables_rules::print_list(&live.with_counters(p), table, chain.as_deref(), o) {
+                Ok(text) => control::Reply::ok(text),
+                Err(m) => control::Reply::fail(format!("fastables: {m}\n")),
+            }
+        }
     }
 }
 

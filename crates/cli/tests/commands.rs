@@ -182,6 +182,63 @@ fn save_prints_canonical_iptables_save() {
 }
 
 #[test]
+fn list_prints_iptables_l() {
+    let rules = "*filter\n:INPUT ACCEPT [5:300]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 :web - [0:0]\n\
+                 [2:120] -A INPUT -p tcp --dport 22 -s 1.2.3.4 -j ACCEPT\n\
+                 [123456:98765432] -A INPUT -i eth0 -j web\nCOMMIT\n";
+    let d = setup("list", CONFIG, rules);
+    let path = d.path("rules.v4");
+    let p = path.to_str().unwrap();
+    let o = run(&["list", "-r", p, "-v", "-n", "-x"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "Chain INPUT (policy ACCEPT 5 packets, 300 bytes)\n\
+         \x20   pkts      bytes target     prot opt in     out     source               destination         \n\
+         \x20      2      120 ACCEPT     6    --  *      *       1.2.3.4              0.0.0.0/0            tcp dpt:22\n\
+         \x20 123456 98765432 web        0    --  eth0   *       0.0.0.0/0            0.0.0.0/0           \n\
+         \n\
+         Chain FORWARD (policy DROP 0 packets, 0 bytes)\n\
+         \x20   pkts      bytes target     prot opt in     out     source               destination         \n\
+         \n\
+         Chain OUTPUT (policy ACCEPT 0 packets, 0 bytes)\n\
+         \x20   pkts      bytes target     prot opt in     out     source               destination         \n\
+         \n\
+         Chain web (1 references)\n\
+         \x20   pkts      bytes target     prot opt in     out     source               destination         \n"
+    );
+    // Rounded counters, one chain, rule numbers.
+    let o = run(&["list", "-r", p, "-vn", "--line-numbers", "INPUT"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "Chain INPUT (policy ACCEPT 5 packets, 300 bytes)\n\
+         num   pkts bytes target     prot opt in     out     source               destination         \n\
+         1        2   120 ACCEPT     6    --  *      *       1.2.3.4              0.0.0.0/0            tcp dpt:22\n\
+         2     123K   99M web        0    --  eth0   *       0.0.0.0/0            0.0.0.0/0           \n"
+    );
+    // A table the file lacks lists its built-in chains, empty.
+    let o = run(&["list", "-r", p, "-t", "raw", "-n"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).starts_with("Chain PREROUTING (policy ACCEPT)\n"),
+        "{}",
+        out(&o)
+    );
+    // A chain the table lacks, a bad table.
+    let o = run(&["list", "-r", p, "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("No chain/target/match by that name"),
+        "{}",
+        err(&o)
+    );
+    let o = run(&["list", "-r", p, "-t", "bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
 fn restore_test_validates_stdin() {
     let o = run_stdin(&["restore", "--test"], DEMO_RULES);
     assert!(o.status.success(), "{}", err(&o));

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::seed::*;
-use common::{decode, write_pcap, Scenario, TmpDir};
+use common::{decode, fastables, write_pcap, Scenario, TmpDir};
 use fastables_dataplane::pcap::read_file;
 
 fn have(tool: &str) -> bool {
@@ -335,6 +335,24 @@ fn compare(tag: &str, rules: &str, eth0: &[(u64, Vec<u8>)], docker0: &[(u64, Vec
         .args(["netns", "exec", &ns.router, "iptables-save", "-c"])
         .output()
         .unwrap();
+    // `iptables -L -v -n -x` of each table of the rules, for `fastables list`.
+    let tables: Vec<&str> = rules.lines().filter_map(|l| l.strip_prefix('*')).collect();
+    let listed: Vec<(String, String)> = tables
+        .iter()
+        .map(|t| {
+            let o = Command::new("ip")
+                .args([
+                    "netns", "exec", &ns.router, "iptables", "-t", t, "-L", "-v", "-n", "-x",
+                ])
+                .output()
+                .unwrap();
+            (
+                t.to_string(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+            )
+        })
+        .collect();
+    assert!(!listed.is_empty(), "{tag}: the rules name no table");
     drop(ns);
 
     let mut total = 0;
@@ -381,6 +399,30 @@ fn compare(tag: &str, rules: &str, eth0: &[(u64, Vec<u8>)], docker0: &[(u64, Vec
         kernel_counters, our_counters,
         "{tag}: rule counters differ (left: kernel `iptables-save -c`, right: fastables --save-counters)"
     );
+    for (t, kernel) in &listed {
+        let ours = fastables()
+            .args([
+                "list",
+                "-r",
+                counters.to_str().unwrap(),
+                "-t",
+                t,
+                "-v",
+                "-n",
+                "-x",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            ours.status.success(),
+            "{tag}: fastables list failed: {ours:?}"
+        );
+        assert_eq!(
+            kernel,
+            &String::from_utf8_lossy(&ours.stdout),
+            "{tag}: `iptables -t {t} -L -v -n -x` differs (left: kernel, right: fastables list)"
+        );
+    }
 }
 
 #[test]

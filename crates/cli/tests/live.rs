@@ -245,6 +245,30 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The router's `iptables -t TABLE -L -v -n -x`.
+    fn list(&self, table: &str) -> String {
+        let args = ["-t", table, "-L", "-v", "-n", "-x"];
+        let out = if kernel_router() {
+            self.exec("rtr", 10, &[&["iptables"][..], &args].concat())
+        } else {
+            self.control(
+                "list",
+                &args[..2]
+                    .iter()
+                    .chain(&args[3..])
+                    .copied()
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert!(
+            out.status.success(),
+            "iptables -L on the router failed: {}{}",
+            describe(&out),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `iptables-restore FILE` on the router: the tables of FILE replace the
     /// running ones.
     fn restore(&self, file: &Path) -> Output {
@@ -728,6 +752,32 @@ fn filter_reject_and_drop_as_the_client_sees_them() {
         "ECONNREFUSED from 172.18.0.1 (icmp type 3 code 3)",
         "UDP to 8.8.8.8:5353 (REJECT icmp-port-unreachable){}",
         lab.logs()
+    );
+
+    // The rule counters, as `iptables -L -v -n -x` shows them: one SYN for the
+    // reset, one datagram for the port unreachable, the SYN and its
+    // retransmissions for the DROP.
+    let listing = lab.list("filter");
+    let counted = |needle: &str| -> (u64, u64) {
+        let line = listing
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no rule with `{needle}` in\n{listing}"));
+        let mut w = line.split_whitespace().map(|x| x.parse::<u64>().unwrap());
+        (w.next().unwrap(), w.next().unwrap())
+    };
+    assert_eq!(
+        counted("tcp dpt:81 reject-with tcp-reset"),
+        (1, 60),
+        "{listing}"
+    );
+    let (n, bytes) = counted("tcp dpt:82");
+    assert!((1..=3).contains(&n) && bytes == 60 * n, "{listing}");
+    let (n, bytes) = counted("udp dpt:5353 reject-with icmp-port-unreachable");
+    assert!(n == 1 && bytes > 28, "{listing}");
+    assert!(
+        listing.starts_with("Chain INPUT (policy ACCEPT "),
+        "{listing}"
     );
 
     let log = std::fs::read_to_string(lab.dir.join("listen.log")).unwrap_or_default();

@@ -12,6 +12,7 @@ pub mod compile;
 pub mod ctx;
 pub mod error;
 pub mod eval_ref;
+pub mod list;
 pub mod model;
 pub mod names;
 pub mod parse;
@@ -19,6 +20,7 @@ pub mod print;
 mod validate;
 
 pub use error::{ErrorKind, RulesError, RulesErrors};
+pub use list::{print_list, ListOptions};
 pub use parse::{
     apply_restore, apply_restore_opts, check_restore, parse_restore, parse_restore_all,
     parse_rule_spec, RestoreOptions,

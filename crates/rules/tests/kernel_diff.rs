@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use fastables_rules::{parse_restore, print_save};
+use fastables_rules::model::Table;
+use fastables_rules::{parse_restore, print_list, print_save, ListOptions};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -210,6 +211,79 @@ fn corpus_matches_recorded_kernel_output() {
     );
 }
 
+/// The sections of a `.list` file: (table, `iptables -L` options, output), one
+/// per `## iptables -t TABLE OPTS` line.
+fn list_sections(text: &str) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("## iptables -t ") {
+            let (t, opts) = rest
+                .trim_end()
+                .split_once(' ')
+                .unwrap_or((rest.trim_end(), ""));
+            out.push((t.to_string(), opts.to_string(), String::new()));
+        } else if let Some(last) = out.last_mut() {
+            last.2.push_str(line);
+        }
+    }
+    out
+}
+
+/// Our `iptables -t TABLE OPTS` for a ruleset (OPTS as in `.list` files).
+fn our_listing(rs: &fastables_rules::model::Ruleset, table: &str, opts: &str) -> String {
+    let table = Table::ALL
+        .into_iter()
+        .find(|t| t.name() == table)
+        .unwrap_or_else(|| panic!("unknown table {table}"));
+    let words: Vec<&str> = opts.split_whitespace().collect();
+    let o = ListOptions {
+        verbose: words.contains(&"-v"),
+        exact: words.contains(&"-x"),
+        line_numbers: words.contains(&"--line-numbers"),
+    };
+    print_list(rs, table, None, o).unwrap_or_else(|e| e)
+}
+
+/// `iptables -L` of every valid corpus file, in the three recorded layouts,
+/// is what the kernel's iptables printed.
+#[test]
+fn corpus_listing_matches_recorded_kernel_output() {
+    let (valid, _) = corpus();
+    let mut failures = Vec::new();
+    let mut sections = 0;
+    for f in valid {
+        let path = f.path.with_extension("list");
+        let recorded = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e} (run record.sh)", path.display()));
+        let Ok(rs) = parse_restore(&f.text, &f.name) else {
+            continue; // corpus_matches_recorded_kernel_output reports it
+        };
+        for (table, opts, expected) in list_sections(&recorded) {
+            sections += 1;
+            let ours = our_listing(&rs, &table, &opts);
+            if ours != expected {
+                let (e, a): (Vec<&str>, Vec<&str>) =
+                    (expected.lines().collect(), ours.lines().collect());
+                failures.push(format!(
+                    "{}: iptables -t {table} {opts} differs\n{}",
+                    f.name,
+                    if e == a {
+                        "    (only line ends differ)\n".to_string()
+                    } else {
+                        line_diff(&e, &a)
+                    }
+                ));
+            }
+        }
+    }
+    println!(
+        "listing diff: {sections} listings compared, {} differ",
+        failures.len()
+    );
+    assert!(sections >= 3 * valid.len(), "too few listings: {sections}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// iptables-save output restored again prints the same: our printer's output is a fixed point.
 #[test]
 fn printed_output_reparses_identically() {
@@ -377,6 +451,20 @@ fn corpus_recorded_output_is_current() {
                 f.name,
                 line_diff(&exp, &act)
             ));
+        }
+        let recorded = std::fs::read_to_string(f.path.with_extension("list")).unwrap_or_default();
+        for (table, opts, expected) in list_sections(&recorded) {
+            let mut args = vec!["-t", table.as_str()];
+            args.extend(opts.split_whitespace());
+            let (ok, live, err) = ns.run("iptables", &args, "");
+            if !ok || live != expected {
+                failures.push(format!(
+                    "{}: recorded .list is stale for iptables -t {table} {opts} (run record.sh): {}\n{}",
+                    f.name,
+                    err.trim(),
+                    line_diff(&expected.lines().collect::<Vec<_>>(), &live.lines().collect::<Vec<_>>())
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -1222,13 +1310,35 @@ fn random_rules_match_live_kernel() {
                 let (_, live, _) = ns.run("iptables-save", &args, "");
                 let printed = print_save(&rs, counters);
                 let (exp, act) = (save_lines(&live), save_lines(&printed));
-                if exp == act {
-                    agreed += 1;
-                } else {
+                // And the listing, `iptables -L -v -n -x` (counters included).
+                let (_, live_list, _) =
+                    ns.run("iptables", &["-t", &table, "-L", "-v", "-n", "-x"], "");
+                // iptables-restore without -c zeroes the counters of the file.
+                let mut rs = rs;
+                if !counters {
+                    for c in rs.tables.iter_mut().flat_map(|t| &mut t.chains) {
+                        c.counters = Default::default();
+                        for r in &mut c.rules {
+                            r.counters = Default::default();
+                        }
+                    }
+                }
+                let listed = our_listing(&rs, &table, "-L -v -n -x");
+                if exp != act {
                     failures.push(format!(
                         "case {i} [{table}] {rule}\n{}",
                         line_diff(&exp, &act)
                     ));
+                } else if live_list != listed {
+                    failures.push(format!(
+                        "case {i} [{table}] {rule}\n  iptables -L -v -n -x differs:\n{}",
+                        line_diff(
+                            &live_list.lines().collect::<Vec<_>>(),
+                            &listed.lines().collect::<Vec<_>>()
+                        )
+                    ));
+                } else {
+                    agreed += 1;
                 }
             }
             (false, Err(_)) => agreed += 1,

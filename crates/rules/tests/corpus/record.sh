@@ -6,6 +6,9 @@
 #                                 carries counters (a line starting with `[`, or a chain line whose
 #                                 counters are not [0:0]) is restored with `iptables-restore -c` and
 #                                 saved with `iptables-save -c`; the others without -c.
+#   valid/NNN-name.list           `iptables -t T -L -v -n -x`, `-L -n --line-numbers` and `-L -v -n`
+#                                 for each table T of the file, each after a `## iptables -t T OPTS`
+#                                 line.
 #   invalid/NNN-name.kernel-error the first non-empty line of iptables-restore's error, without its
 #                                 `iptables-restore v1.8.9 (nf_tables): ` prefix (for the reader only).
 #
@@ -36,6 +39,14 @@ for f in "${files[@]}"; do
       echo "VALID FILE REJECTED: $f: $err" >&2; bad=1; continue
     fi
     ip netns exec "$ns" iptables-save $rflag | grep -v '^#' >"${f%.rules}.expected"
+    # The listing (`iptables -L`) of each table in the file, in three layouts.
+    for t in $(sed -n 's/^\*\([a-z]*\).*/\1/p' "$f"); do
+      for opts in "-L -v -n -x" "-L -n --line-numbers" "-L -v -n"; do
+        echo "## iptables -t $t $opts"
+        # shellcheck disable=SC2086
+        ip netns exec "$ns" iptables -t "$t" $opts
+      done
+    done >"${f%.rules}.list"
     ;;
   invalid/*)
     if has_counters "$f"; then rflag=-c; else rflag=; fi
