@@ -36,4 +36,5 @@ pub mod pcap;
 pub mod pipeline;
 pub mod route;
 pub mod rss;
+pub mod steer;
 pub mod trace;

@@ -52,6 +52,10 @@ pub struct Rss {
     key: [u8; 40],
     indir: [u16; INDIR_LEN],
     queues: u16,
+    /// `lut[i][v]`: the hash of an input whose only non-zero byte is `v` at
+    /// position `i`. The hash is linear (XOR) in its input, so a 12-byte
+    /// input hashes in 12 loads instead of 96 bit steps.
+    lut: Box<[[u32; 256]; 12]>,
 }
 
 impl Rss {
@@ -62,7 +66,20 @@ impl Rss {
         for (i, q) in indir.iter_mut().enumerate() {
             *q = (i % usize::from(queues)) as u16;
         }
-        Rss { key, indir, queues }
+        let mut lut = Box::new([[0u32; 256]; 12]);
+        for (i, row) in lut.iter_mut().enumerate() {
+            for (v, slot) in row.iter_mut().enumerate() {
+                let mut b = [0u8; 12];
+                b[i] = v as u8;
+                *slot = toeplitz(&key, &b);
+            }
+        }
+        Rss {
+            key,
+            indir,
+            queues,
+            lut,
+        }
     }
 
     /// Queues.
@@ -76,13 +93,17 @@ impl Rss {
         let mut b = [0u8; 12];
         b[0..4].copy_from_slice(&src.to_be_bytes());
         b[4..8].copy_from_slice(&dst.to_be_bytes());
-        if matches!(proto, 6 | 17 | 132) {
+        let n = if matches!(proto, 6 | 17 | 132) {
             b[8..10].copy_from_slice(&sport.to_be_bytes());
             b[10..12].copy_from_slice(&dport.to_be_bytes());
-            toeplitz(&self.key, &b)
+            12
         } else {
-            toeplitz(&self.key, &b[..8])
-        }
+            8
+        };
+        b[..n]
+            .iter()
+            .zip(self.lut.iter())
+            .fold(0, |h, (&v, row)| h ^ row[usize::from(v)])
     }
 
     /// The queue a tuple lands on.
