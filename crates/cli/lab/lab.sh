@@ -31,6 +31,9 @@
 #   LAB_SERVERS   servers up starts in <P>net: any of "http dns" (default both)
 #   LAB_TIMEOUT   seconds up waits for fastables to say `running` (default 5)
 #   LAB_CORE      the core the fastables worker is pinned to (default 0)
+#   LAB_CORES     several workers: their cores, comma-separated (e.g. 0,1;
+#                 default LAB_CORE); the veths then get one RX and TX queue
+#                 per worker
 #   LAB_EXTRA_NAT, LAB_EXTRA_FILTER
 #                 extra lines for the nat / filter table of rules.v4, after the
 #                 seed's (iptables-save syntax, one per line; default none)
@@ -52,6 +55,8 @@ LAB_TIMEOUT="${LAB_TIMEOUT:-5}"
 LAB_EXTRA_NAT="${LAB_EXTRA_NAT:-}"
 LAB_EXTRA_FILTER="${LAB_EXTRA_FILTER:-}"
 LAB_CORE="${LAB_CORE:-0}"
+LAB_CORES="${LAB_CORES:-$LAB_CORE}"
+LAB_QUEUES=$(($(tr -cd , <<<"$LAB_CORES" | wc -c) + 1))
 KERNEL_ROUTER="${KERNEL_ROUTER:-0}"
 FASTABLES="${FASTABLES:-fastables}"
 
@@ -194,7 +199,7 @@ mac = "$MAC_CTR"
 dev = "docker0"
 
 [workers]
-cores = [$LAB_CORE]
+cores = [$LAB_CORES]
 
 [stats]
 listen = "127.0.0.1:9464"           # the router namespace's own loopback
@@ -254,10 +259,13 @@ make_topology() {
         in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
         in_ns "$ns" ip link set lo up
     done
-    ip link add docker0 netns "$RTR" address "$MAC_DOCKER0" type veth \
-        peer name eth0 netns "$CTR" address "$MAC_CTR"
-    ip link add eth0 netns "$RTR" address "$MAC_ETH0" type veth \
-        peer name up0 netns "$NET" address "$MAC_UP0"
+    local q="numtxqueues $LAB_QUEUES numrxqueues $LAB_QUEUES"
+    # shellcheck disable=SC2086
+    ip link add docker0 netns "$RTR" address "$MAC_DOCKER0" $q type veth \
+        peer name eth0 netns "$CTR" address "$MAC_CTR" $q
+    # shellcheck disable=SC2086
+    ip link add eth0 netns "$RTR" address "$MAC_ETH0" $q type veth \
+        peer name up0 netns "$NET" address "$MAC_UP0" $q
     veth_end "$CTR" eth0
     veth_end "$RTR" docker0
     veth_end "$RTR" eth0
@@ -551,7 +559,7 @@ case "${1:-}" in
     demo) lab_demo ;;
     down) lab_down ;;
     *)
-        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_CORE, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
+        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_CORE, LAB_CORES, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
         exit 2
         ;;
 esac

@@ -1,26 +1,37 @@
 //! `fastables run`: the live data plane on AF_XDP.
 //!
-//! One worker (the first core of `[workers] cores`, pinned), one AF_XDP
-//! socket per configured interface over a shared UMEM, the same pipeline as
-//! `sim`. SIGTERM or SIGINT stop it cleanly (sockets closed, XDP programs
-//! detached, counters printed); SIGHUP reloads the rules file: the new
-//! ruleset is parsed, validated and compiled first, and a bad file changes
-//! nothing; connections keep their NAT bindings.
+//! One worker thread per core of `[workers] cores`, pinned, each serving RX
+//! queue `k` of every interface through its own AF_XDP port (one UMEM shared
+//! by its sockets) and owning its conntrack shard; frames a device puts on
+//! the wrong worker's queue are handed to their owner ([`steer`]). The main
+//! thread is the control and stats thread: it answers the control socket by
+//! running jobs on every worker between two of its batches and merging the
+//! answers, publishes the metrics, and handles signals. SIGTERM or SIGINT
+//! stop it cleanly (sockets closed, XDP programs detached, counters
+//! printed); SIGHUP reloads the rules file: the new ruleset is parsed,
+//! validated and compiled first, and a bad file changes nothing;
+//! connections keep their NAT bindings.
+//!
+//! [`steer`]: fastables_dataplane::steer
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use fastables_dataplane::config::{Config, Queues};
+use fastables_dataplane::drop::DropReason;
 use fastables_dataplane::io::{PacketIo, Worker};
 use fastables_dataplane::offline::{IfaceTotals, Summary};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
+use fastables_dataplane::rss::{Rss, SYMMETRIC_KEY};
+use fastables_dataplane::steer::{Mesh, SteerStats, Steered, HANDOFF_SLOTS};
 use fastables_dataplane::trace::TraceFilter;
 use fastables_packet::MacAddr;
 use fastables_rules::ctx::IfIndex;
+use fastables_stats::Latency;
 use fastables_xdp::{Options, PortSpec, XdpPort};
 
 use fastables_rules::compile::CompiledRuleset;
@@ -45,6 +56,1102 @@ pub struct RunArgs {
     /// collisions).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+}
+
+fn pin(k: usize, core: u32) {
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    match ids.into_iter().find(|c| c.id == core as usize) {
+        Some(id) if core_affinity::set_for_current(id) => {}
+        _ => eprintln!("warning: cannot pin worker {k} to core {core}; it runs unpinned"),
+    }
+}
+
+/// A worker thread's state. Jobs from the control thread run on it between
+/// two batches.
+struct Ctx {
+    index: usize,
+    worker: Worker,
+    port: Steered<XdpPort>,
+    batch_lat: Latency,
+    pkt_lat: Latency,
+}
+
+type Job = Box<dyn FnOnce(&mut Ctx) + Send>;
+
+/// What a worker hands over when it starts: its interfaces' lines, or why
+/// it could not start.
+type Ready = Result<Vec<String>, CliError>;
+
+/// The running workers, as the control thread sees them.
+struct Workers {
+    jobs: Vec<mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<Sample>>,
+}
+
+impl Workers {
+    /// Runs `f` on every worker (between two of its batches) and returns
+    /// the answers in worker order; a worker that is gone gives none.
+    fn map<R: Send + 'static>(&self, f: impl Fn(&mut Ctx) -> R + Send + Sync + 'static) -> Vec<R> {
+        let f = Arc::new(f);
+        let (tx, rx) = mpsc::channel();
+        for (i, j) in self.jobs.iter().enumerate() {
+            let (f, tx) = (Arc::clone(&f), tx.clone());
+            let _ = j.send(Box::new(move |c: &mut Ctx| {
+                let _ = tx.send((i, f(c)));
+            }));
+        }
+        drop(tx);
+        let mut out: Vec<Option<R>> = (0..self.jobs.len()).map(|_| None).collect();
+        while let Ok((i, r)) = rx.recv_timeout(Duration::from_secs(5)) {
+            out[i] = Some(r);
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    /// Stops every worker (the caller set the stop flag) and collects their
+    /// last samples.
+    fn join(self) -> Vec<Sample> {
+        drop(self.jobs);
+        self.threads
+            .into_iter()
+            .filter_map(|t| t.join().ok())
+            .collect()
+    }
+}
+
+/// One worker's counters (and, for the metrics, the latency recorded since
+/// the last sample).
+#[derive(Clone)]
+struct Sample {
+    interfaces: Vec<fastables_stats::IfaceSample>,
+    drops: Vec<(DropReason, u64)>,
+    ct: Option<(u64, u64, fastables_conntrack::Stats)>,
+    held: u64,
+    steer: SteerStats,
+    batch_lat: Latency,
+    pkt_lat: Latency,
+}
+
+impl Sample {
+    /// `take_latency`: move the histograms out (the metrics' interval).
+    fn of(c: &mut Ctx, cfg: &Config, take_latency: bool) -> Sample {
+        let p = c.worker.pipeline();
+        let (batch_lat, pkt_lat) = if take_latency {
+            (
+                std::mem::replace(&mut c.batch_lat, Latency::new()),
+                std::mem::replace(&mut c.pkt_lat, Latency::new()),
+            )
+        } else {
+            (Latency::new(), Latency::new())
+        };
+        Sample {
+            interfaces: iface_samples(c.port.inner(), cfg),
+            drops: p.drops().snapshot().to_vec(),
+            ct: p
+                .conntrack()
+                .map(|t| (t.len() as u64, t.max() as u64, t.stats())),
+            held: (p.held() + p.reassembling()) as u64,
+            steer: c.port.stats(),
+            batch_lat,
+            pkt_lat,
+        }
+    }
+
+    /// The instance's totals: counters summed over the workers.
+    fn merge(all: &[Sample]) -> Sample {
+        let mut m = all.first().cloned().unwrap_or_else(|| Sample {
+            interfaces: Vec::new(),
+            drops: Vec::new(),
+            ct: None,
+            held: 0,
+            steer: SteerStats::default(),
+            batch_lat: Latency::new(),
+            pkt_lat: Latency::new(),
+        });
+        for s in all.iter().skip(1) {
+            for (a, b) in m.interfaces.iter_mut().zip(&s.interfaces) {
+                a.rx_packets += b.rx_packets;
+                a.rx_bytes += b.rx_bytes;
+                a.tx_packets += b.tx_packets;
+                a.tx_bytes += b.tx_bytes;
+                a.xdp_rx_dropped += b.xdp_rx_dropped;
+                a.xdp_rx_ring_full += b.xdp_rx_ring_full;
+                a.xdp_fill_ring_empty += b.xdp_fill_ring_empty;
+                a.xdp_rx_invalid += b.xdp_rx_invalid;
+                a.xdp_tx_invalid += b.xdp_tx_invalid;
+            }
+            for ((_, a), (_, b)) in m.drops.iter_mut().zip(&s.drops) {
+                *a += b;
+            }
+            m.ct = match (m.ct, s.ct) {
+                (Some((n, max, a)), Some((n2, max2, b))) => Some((n + n2, max + max2, a.sum(&b))),
+                (a, b) => a.or(b),
+            };
+            m.held += s.held;
+            m.steer.add(&s.steer);
+            m.batch_lat.add(&s.batch_lat);
+            m.pkt_lat.add(&s.pkt_lat);
+        }
+        m
+    }
+}
+
+/// `fastables run -c CONFIG`.
+pub fn run(a: &RunArgs) -> Result<(), CliError> {
+    if !is_root() {
+        return Err(CliError::Start(
+            "fastables run needs root (AF_XDP sockets and XDP programs)".to_string(),
+        ));
+    }
+    let (mut cfg, rs) = load_config_and_rules(&a.config)?;
+    complete_config(&mut cfg)?;
+    let rules_file = cfg.rules.clone();
+    let rules_name = rules_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let names: Vec<String> = cfg.iface_names().iter().map(|s| s.to_string()).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let compiled = Arc::new(compile(&rs, &name_refs, &rules_name)?);
+    let n = cfg.workers.cores.len().max(1);
+    for i in &cfg.interfaces {
+        if let Queues::Count(q) = i.queues {
+            if q as usize != n {
+                return Err(CliError::Start(format!(
+                    "{}: interface `{}` has queues = {q} but [workers] cores lists {n} cores: \
+                     each worker serves one queue of every interface",
+                    cfg.path.display(),
+                    i.name
+                )));
+            }
+        }
+    }
+    if let Err(e) = fastables_xdp::ensure_bpffs() {
+        eprintln!("warning: cannot mount bpffs on /sys/fs/bpf ({e}); libxdp loads its program without the dispatcher");
+    }
+    let seed = a.seed.unwrap_or_else(random_seed);
+    let cfg = Arc::new(cfg);
+    let rss = Arc::new(Rss::new(SYMMETRIC_KEY, n as u16));
+    let mesh = (n > 1).then(|| Mesh::new(n, cfg.interfaces.len(), HANDOFF_SLOTS));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // The workers, one after the other (libxdp attaches its program to an
+    // interface with its first socket).
+    let mut workers = Workers {
+        jobs: Vec::with_capacity(n),
+        threads: Vec::with_capacity(n),
+    };
+    let mut started_err = None;
+    for k in 0..n {
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let w = WorkerSetup {
+            k,
+            n,
+            core: cfg.workers.cores.get(k).copied(),
+            cfg: Arc::clone(&cfg),
+            compiled: Arc::clone(&compiled),
+            opts: PipelineOptions {
+                conntrack_seed: seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                ..PipelineOptions::default()
+            },
+            ring: a.ring,
+            rss: Arc::clone(&rss),
+            mesh: mesh.clone(),
+            stop: Arc::clone(&stop),
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("fastables-worker-{k}"))
+            .spawn(move || worker_main(w, &ready_tx, &job_rx))
+            .map_err(|e| CliError::Start(format!("cannot start worker {k}: {e}")))?;
+        workers.jobs.push(job_tx);
+        workers.threads.push(t);
+        match ready_rx.recv() {
+            Ok(Ok(lines)) => {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+            Ok(Err(e)) => {
+                started_err = Some(e);
+                break;
+            }
+            Err(_) => {
+                started_err = Some(CliError::Start(format!("worker {k} failed to start")));
+                break;
+            }
+        }
+    }
+    if let Some(e) = started_err {
+        stop.store(true, Ordering::Relaxed);
+        workers.join();
+        return Err(e);
+    }
+
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
+
+    let server = control::serve(&cfg.control.socket)?;
+    let mut live = Live {
+        rs,
+        compiled,
+        names,
+        subs: Vec::new(),
+        latency: vec![(Latency::new(), Latency::new()); n],
+        trace_sub: None,
+        cfg: Arc::clone(&cfg),
+    };
+    println!("control socket: {}", cfg.control.socket.display());
+    println!("running");
+    let _ = std::io::stdout().flush();
+
+    // Observability: the workers' histograms (recorded without allocating)
+    // are taken and merged into the published snapshot once per interval.
+    let started = Instant::now();
+    let shared = Arc::new(std::sync::Mutex::new(fastables_stats::Snapshot::default()));
+    if let Some(addr) = &cfg.stats.listen {
+        let l = std::net::TcpListener::bind(addr).map_err(|e| {
+            CliError::Start(format!("[stats] listen = \"{addr}\": cannot listen: {e}"))
+        })?;
+        fastables_stats::serve(l, Arc::clone(&shared))
+            .map_err(|e| CliError::Start(format!("cannot start the stats thread: {e}")))?;
+        println!("metrics: http://{addr}/metrics");
+    }
+    let interval = Duration::from_millis(cfg.stats.interval_ms.max(10));
+    let mut last_publish = Instant::now();
+
+    while !stop.load(Ordering::Relaxed) {
+        // Control requests; between them, a tick of 2 ms.
+        if let Ok(req) = server.requests.recv_timeout(Duration::from_millis(2)) {
+            let r = answer(&req, &mut live, &workers);
+            let _ = req.reply.send(r);
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            reload(&workers, &mut live, rules_file.as_ref());
+        }
+        if !live.subs.is_empty() {
+            publish_events(&mut live, &workers);
+        }
+        if live.trace_sub.is_some() {
+            publish_trace(&mut live, &workers);
+        }
+        if last_publish.elapsed() >= interval {
+            last_publish = Instant::now();
+            publish(&shared, &workers, &mut live, started);
+        }
+    }
+    drop(server);
+    let samples = workers.join();
+    let summary = summary(&Sample::merge(&samples));
+    eprintln!("stopped");
+    eprint!("{summary}");
+    Ok(())
+}
+
+/// What a worker thread needs to start.
+struct WorkerSetup {
+    k: usize,
+    n: usize,
+    core: Option<u32>,
+    cfg: Arc<Config>,
+    compiled: Arc<CompiledRuleset>,
+    opts: PipelineOptions,
+    ring: u32,
+    rss: Arc<Rss>,
+    mesh: Option<Arc<Mesh>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A worker thread: its pipeline and port (created here, where they live),
+/// then the poll loop until the stop flag; returns its last counters.
+fn worker_main(w: WorkerSetup, ready: &mpsc::Sender<Ready>, jobs: &mpsc::Receiver<Job>) -> Sample {
+    if let Some(core) = w.core {
+        pin(w.k, core);
+    }
+    let cfg = &*w.cfg;
+    let mut pipeline = match Pipeline::with_options(cfg, Arc::clone(&w.compiled), w.opts) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ready.send(Err(CliError::Pipeline {
+                file: cfg.path.display().to_string(),
+                source: e,
+            }));
+            return empty_sample();
+        }
+    };
+    if w.n > 1 {
+        pipeline.set_rss(Arc::clone(&w.rss), w.k as u16);
+    }
+    let specs: Vec<PortSpec> = cfg
+        .interfaces
+        .iter()
+        .map(|i| PortSpec {
+            name: i.name.clone(),
+            mode: i.xdp_mode,
+            zero_copy: i.zero_copy,
+            one_queue_ok: i.queues == Queues::Count(1),
+        })
+        .collect();
+    let opts = Options {
+        ring: w.ring,
+        queue: w.k as u32,
+        queues: w.n as u32,
+    };
+    let port = match XdpPort::open(&specs, opts) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return empty_sample();
+        }
+    };
+    let lines = port.info().map(|i| i.to_string()).collect();
+    let batch = cfg.workers.batch;
+    let mut c = Ctx {
+        index: w.k,
+        worker: Worker::new(pipeline, batch),
+        port: Steered::new(port, w.k as u16, w.rss, w.mesh, batch),
+        batch_lat: Latency::new(),
+        pkt_lat: Latency::new(),
+    };
+    if w.k == 0 {
+        announce(c.port.inner_mut(), c.worker.pipeline());
+    }
+    let _ = ready.send(Ok(lines));
+
+    let mut idle = 0u32;
+    let mut last_service = Instant::now();
+    while !w.stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        let n = c.worker.poll(&mut c.port);
+        if n > 0 {
+            let ns = t0.elapsed().as_nanos() as u64;
+            c.batch_lat.record(ns);
+            c.pkt_lat.record(ns / n as u64);
+            idle = 0;
+        } else {
+            idle = idle.saturating_add(1);
+            // Poll mode while there is traffic; an idle worker sleeps in
+            // poll(2) so that an idle appliance does not burn its core.
+            if idle > 256 {
+                c.port.inner_mut().wait(5);
+            }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            job(&mut c);
+        }
+        if last_service.elapsed() >= Duration::from_millis(2) {
+            last_service = Instant::now();
+            c.worker
+                .pipeline_mut()
+                .drain_logs(|l| eprintln!("log: {l}"));
+        }
+    }
+    c.worker
+        .pipeline_mut()
+        .drain_logs(|l| eprintln!("log: {l}"));
+    Sample::of(&mut c, cfg, true)
+}
+
+fn empty_sample() -> Sample {
+    Sample::merge(&[])
+}
+
+/// `conntrack -E`: the events the workers collected since last time, to
+/// each listener whose filters they pass. A listener that is gone is
+/// dropped; when none is left the workers stop collecting.
+fn publish_events(live: &mut Live, workers: &Workers) {
+    let events = workers.map(|c| {
+        let mut v = Vec::new();
+        c.worker.pipeline_mut().drain_ct_events(|kind, e, at| {
+            v.push((
+                *e,
+                format!("{}\n", fastables_conntrack::format_event(kind, e, at)),
+            ));
+        });
+        v
+    });
+    let subs = &mut live.subs;
+    let mut gone = vec![false; subs.len()];
+    for (e, line) in events.iter().flatten() {
+        for (i, (tx, f)) in subs.iter().enumerate() {
+            if !gone[i] && entry_matches(f, e) {
+                match tx.try_send(line.clone()) {
+                    Ok(()) | Err(mpsc::TrySendError::Full(_)) => {}
+                    Err(mpsc::TrySendError::Disconnected(_)) => gone[i] = true,
+                }
+            }
+        }
+    }
+    // A listener goes when its client does: its control thread stops
+    // reading the channel at the first failed write, and the next send here
+    // finds it disconnected.
+    let mut i = 0;
+    subs.retain(|_| {
+        let keep = !gone[i];
+        i += 1;
+        keep
+    });
+    if subs.is_empty() {
+        workers.map(|c| c.worker.pipeline_mut().set_ct_events(false));
+    }
+}
+
+/// A gratuitous ARP request for every primary address of every interface
+/// (as `arping -U`), so that neighbors that knew another MAC for our
+/// addresses learn ours at start.
+fn announce(port: &mut XdpPort, p: &Pipeline) {
+    let mut bufs = Vec::with_capacity(64);
+    for (i, dev) in p.interfaces().iter().enumerate() {
+        let addrs: Vec<u32> = dev.primaries().map(|a| a.addr).collect();
+        for addr in addrs {
+            bufs.clear();
+            port.alloc(&mut bufs, 1);
+            let Some(&b) = bufs.first() else { return };
+            let at = b as usize;
+            let frame = port
+                .memory()
+                .get_mut(at..at + fastables_dataplane::io::FRAME_SIZE);
+            let n =
+                frame.and_then(|f| fastables_dataplane::neigh::arp_request(f, dev.mac, addr, addr));
+            match n {
+                Some(n) => {
+                    let f = fastables_dataplane::io::Frame {
+                        addr: b,
+                        len: n as u16,
+                        port: i as IfIndex,
+                        action: fastables_dataplane::io::Action::Forward { port: i as IfIndex },
+                    };
+                    if port.tx_burst(i as IfIndex, &[f]) == 0 {
+                        port.free(&[b]);
+                    }
+                }
+                None => port.free(&[b]),
+            }
+        }
+    }
+}
+
+/// Takes this interval's histograms and counters from the workers and
+/// refreshes the published snapshot (once per `[stats] interval_ms`, off
+/// the data path).
+fn publish(
+    shared: &std::sync::Mutex<fastables_stats::Snapshot>,
+    workers: &Workers,
+    live: &mut Live,
+    started: Instant,
+) {
+    let cfg = Arc::clone(&live.cfg);
+    let samples = workers.map(move |c| Sample::of(c, &cfg, true));
+    for (i, s) in samples.iter().enumerate() {
+        if let Some((b, p)) = live.latency.get_mut(i) {
+            b.add(&s.batch_lat);
+            p.add(&s.pkt_lat);
+        }
+    }
+    let m = Sample::merge(&samples);
+    let (ct_entries, ct_max, st) = m.ct.unwrap_or_default();
+    let ct_counters = vec![
+        ("found", st.found),
+        ("invalid", st.invalid),
+        ("insert", st.insert),
+        ("insert_failed", st.insert_failed),
+        ("drop", st.drop),
+        ("early_drop", st.early_drop),
+        ("error", st.error),
+        ("expired", st.expired),
+        ("chaintoolong", st.chaintoolong),
+    ];
+    let Ok(mut s) = shared.lock() else { return };
+    s.interfaces = m.interfaces;
+    s.drops = m.drops.iter().map(|(r, n)| (r.name(), *n)).collect();
+    s.ct_entries = ct_entries;
+    s.ct_max = ct_max;
+    s.ct_counters = ct_counters;
+    s.held = m.held;
+    s.batch_latency.add(&m.batch_lat);
+    s.packet_latency.add(&m.pkt_lat);
+    s.uptime_s = started.elapsed().as_secs_f64();
+}
+
+/// `fastables trace`: the finished records of every worker to the
+/// listener; the trace stops when the listener goes or its count is
+/// reached (the stream then closes).
+fn publish_trace(live: &mut Live, workers: &Workers) {
+    let Some((tx, left)) = live.trace_sub.as_mut() else {
+        return;
+    };
+    let records = workers.map(|c| {
+        let mut v = Vec::new();
+        c.worker
+            .pipeline_mut()
+            .drain_trace(|r| v.push(r.to_string()));
+        (v, c.worker.pipeline().tracing())
+    });
+    let mut gone = false;
+    let mut tracing = false;
+    for (lines, on) in records {
+        tracing |= on;
+        for l in lines {
+            if gone || *left == Some(0) {
+                break;
+            }
+            if matches!(tx.try_send(l), Err(mpsc::TrySendError::Disconnected(_))) {
+                gone = true;
+            }
+            if let Some(n) = left.as_mut() {
+                *n -= 1;
+            }
+        }
+    }
+    if gone || !tracing || *left == Some(0) {
+        workers.map(|c| c.worker.pipeline_mut().set_trace(None));
+        live.trace_sub = None;
+    }
+}
+
+/// Sets a new ruleset on every worker.
+fn set_ruleset(workers: &Workers, c: &Arc<CompiledRuleset>) {
+    let c = Arc::clone(c);
+    workers.map(move |x| x.worker.pipeline_mut().set_ruleset(Arc::clone(&c)));
+}
+
+/// SIGHUP: the rules file again, all or nothing (counters start afresh, as
+/// after `iptables-restore` without `-c`).
+fn reload(workers: &Workers, live: &mut Live, file: Option<&PathBuf>) {
+    let Some(file) = file else {
+        eprintln!("reload: the configuration names no rules file; nothing to reload");
+        return;
+    };
+    let res = load_rules(file)
+        .and_then(|rs| compile(&rs, &live.names(), &file.display().to_string()).map(|c| (rs, c)));
+    match res {
+        Ok((rs, c)) => {
+            let c = Arc::new(c);
+            set_ruleset(workers, &c);
+            live.rs = rs;
+            live.compiled = c;
+            eprintln!("reload: {} loaded", file.display());
+        }
+        Err(e) => eprintln!("reload: {e}\nreload: the running ruleset is unchanged"),
+    }
+}
+
+/// Each interface's counters and the kernel's statistics of its socket.
+fn iface_samples(port: &XdpPort, cfg: &Config) -> Vec<fastables_stats::IfaceSample> {
+    cfg.interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let k = port.counters(i as IfIndex);
+            let x = port.kernel_stats(i as IfIndex).unwrap_or_default();
+            fastables_stats::IfaceSample {
+                name: c.name.clone(),
+                rx_packets: k.rx,
+                rx_bytes: k.rx_bytes,
+                tx_packets: k.tx,
+                tx_bytes: k.tx_bytes,
+                xdp_rx_dropped: x.rx_dropped,
+                xdp_rx_ring_full: x.rx_ring_full,
+                xdp_fill_ring_empty: x.rx_fill_ring_empty_descs,
+                xdp_rx_invalid: x.rx_invalid_descs,
+                xdp_tx_invalid: x.tx_invalid_descs,
+            }
+        })
+        .collect()
+}
+
+/// The table `sim` prints too: packets per interface, drops by reason.
+fn summary(s: &Sample) -> Summary {
+    let interfaces = s
+        .interfaces
+        .iter()
+        .map(|x| IfaceTotals {
+            name: x.name.clone(),
+            rx_packets: x.rx_packets,
+            rx_bytes: x.rx_bytes,
+            tx_packets: x.tx_packets,
+            tx_bytes: x.tx_bytes,
+            rx_too_long: 0,
+        })
+        .collect();
+    let drops = s.drops.iter().copied().filter(|(_, n)| *n > 0).collect();
+    Summary {
+        interfaces,
+        drops,
+        last_ns: 0,
+    }
+}
+
+/// What the control thread keeps to answer requests.
+struct Live {
+    /// The ruleset as loaded (counters: the base that live counters add to).
+    rs: Ruleset,
+    compiled: Arc<CompiledRuleset>,
+    names: Vec<String>,
+    /// `conntrack -E` listeners.
+    subs: Vec<(mpsc::SyncSender<String>, TraceFilter)>,
+    /// Per worker, the latency since start (per batch, per packet).
+    latency: Vec<(Latency, Latency)>,
+    /// The `fastables trace` listener and how many records it still wants.
+    trace_sub: Option<(mpsc::SyncSender<String>, Option<u64>)>,
+    cfg: Arc<Config>,
+}
+
+impl Live {
+    fn names(&self) -> Vec<&str> {
+        self.names.iter().map(String::as_str).collect()
+    }
+
+    /// The ruleset with every worker's live counters folded in.
+    fn with_counters(&self, workers: &Workers) -> Ruleset {
+        let states = workers.map(|c| c.worker.pipeline().rule_state().clone());
+        let refs: Vec<&fastables_rules::compile::RuleState> = states.iter().collect();
+        self.compiled.counters_into(&self.rs, &refs)
+    }
+}
+
+fn answer(req: &control::Request, live: &mut Live, workers: &Workers) -> control::Reply {
+    let args: Vec<&str> = req.args.iter().map(String::as_str).collect();
+    match args.split_first() {
+        Some((&"save", rest)) => save_cmd(rest, live, workers),
+        Some((&"list", rest)) => list_cmd(rest, live, workers),
+        Some((&"restore", rest)) => restore_cmd(rest, &req.body, live, workers),
+        Some((&"conntrack", rest)) => match (&req.stream, parse_ct_args(rest)) {
+            (Some(tx), Ok((CtOp::Events, f))) => {
+                live.subs.push((tx.clone(), f));
+                workers.map(|c| c.worker.pipeline_mut().set_ct_events(true));
+                control::Reply::ok(String::new())
+            }
+            _ => conntrack_cmd(rest, workers),
+        },
+        Some((&"trace", rest)) => match (&req.stream, parse_trace_args(rest, &live.cfg)) {
+            (_, Err(m)) => control::Reply {
+                code: 2,
+                out: String::new(),
+                err: format!("fastables trace: {m}\n"),
+            },
+            (None, Ok(_)) => {
+                control::Reply::fail("fastables trace: needs a streaming connection\n")
+            }
+            (Some(tx), Ok((filter, count))) => {
+                if live.trace_sub.is_some() {
+                    control::Reply::fail("fastables trace: another trace is running\n")
+                } else {
+                    live.trace_sub = Some((tx.clone(), count));
+                    workers.map(move |c| c.worker.pipeline_mut().set_trace(Some((filter, count))));
+                    control::Reply::ok(String::new())
+                }
+            }
+        },
+        Some((&"stats", rest)) => stats_cmd(rest, live, workers),
+        _ => control::Reply::fail(format!("fastables: unknown request {:?}", req.args)),
+    }
+}
+
+/// `iptables -L` of the running ruleset, with the live counters.
+fn list_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
+    match crate::rulescmd::parse_list_request(args) {
+        Err(m) => control::Reply {
+            code: 2,
+            out: String::new(),
+            err: format!("fastables: {m}\n"),
+        },
+        Ok((table, chain, o)) => {
+            let rs = live.with_counters(workers);
+            match fastables_rules::print_list(&rs, table, chain.as_deref(), o) {
+                Ok(text) => control::Reply::ok(text),
+                Err(m) => control::Reply::fail(format!("fastables: {m}\n")),
+            }
+        }
+    }
+}
+
+fn save_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
+    let mut counters = false;
+    let mut table = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "-c" | "--counters" => counters = true,
+            "-t" | "--table" => match it
+                .next()
+                .and_then(|t| Table::ALL.into_iter().find(|x| x.name() == *t))
+            {
+                Some(t) => table = Some(t),
+                None => {
+                    return control::Reply::fail(
+                        "fastables: -t: expected one of raw, mangle, nat, filter\n",
+                    )
+                }
+            },
+            other => {
+                return control::Reply::fail(format!("fastables: save: unknown option `{other}`\n"))
+            }
+        }
+    }
+    let mut rs = live.with_counters(workers);
+    if let Some(t) = table {
+        rs.tables.retain(|x| x.table == t);
+    }
+    control::Reply::ok(print::print_save(&rs, counters))
+}
+
+/// iptables-restore on the running instance: the tables in the input replace
+/// theirs, the others stay (with their counters); all or nothing.
+fn restore_cmd(args: &[&str], body: &str, live: &mut Live, workers: &Workers) -> control::Reply {
+    let (mut test, mut counters) = (false, false);
+    let mut name = "<stdin>";
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--name" => name = it.next().copied().unwrap_or(name),
+            "-t" | "--test" => test = true,
+            "-c" | "--counters" => counters = true,
+            "-n" | "--noflush" => return control::Reply {
+                code: crate::EXIT_UNSUPPORTED,
+                out: String::new(),
+                err:
+                    "fastables: restore -n (--noflush) on a running instance is not supported yet\n"
+                        .into(),
+            },
+            other => {
+                return control::Reply::fail(format!(
+                    "fastables: restore: unknown option `{other}`\n"
+                ))
+            }
+        }
+    }
+    let mut new = match fastables_rules::parse::parse_restore_all(body, name) {
+        Ok(rs) => rs,
+        Err(e) => {
+            return control::Reply {
+                code: e.restore_exit_code(),
+                out: String::new(),
+                err: format!("{e}\n"),
+            }
+        }
+    };
+    if !counters {
+        for t in &mut new.tables {
+            for c in &mut t.chains {
+                c.counters = Default::default();
+                for r in &mut c.rules {
+                    r.counters = Default::default();
+                }
+            }
+        }
+    }
+    let mut merged = live.with_counters(workers);
+    for t in new.tables {
+        match merged.tables.iter_mut().find(|x| x.table == t.table) {
+            Some(slot) => *slot = t,
+            None => merged.tables.push(t),
+        }
+    }
+    merged
+        .tables
+        .sort_by_key(|t| Table::ALL.iter().position(|x| *x == t.table));
+    let compiled = match CompiledRuleset::compile(&merged, &live.names()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            return control::Reply {
+                code: e.restore_exit_code(),
+                out: String::new(),
+                err: format!("{name}: {e}\n"),
+            }
+        }
+    };
+    if !test {
+        set_ruleset(workers, &compiled);
+        live.rs = merged;
+        live.compiled = compiled;
+    }
+    control::Reply::ok(String::new())
+}
+
+/// One worker's part of a conntrack command: the listed (or deleted)
+/// entries with their sort keys, how many matched, its statistics line.
+struct CtPart {
+    lines: Vec<(OrigKey, String)>,
+    matched: usize,
+    stats: String,
+}
+
+/// `conntrack -L/-C/-F/-D/-S` with the `-s -d -p --sport --dport` filters
+/// (on the ORIGINAL tuple, as conntrack-tools has them), over every
+/// worker's shard. `-E` is answered in [`answer`], which keeps the listener.
+fn conntrack_cmd(args: &[&str], workers: &Workers) -> control::Reply {
+    let (op, filter) = match parse_ct_args(args) {
+        Ok(x) => x,
+        Err(m) => return ct_usage(&m),
+    };
+    if op == CtOp::Events {
+        return ct_usage("-E needs a streaming connection");
+    }
+    let parts = workers.map(move |c| {
+        let now_ns = c.port.now_ns();
+        ct_local(op, &filter, c.worker.pipeline_mut(), now_ns, c.index)
+    });
+    let matched: usize = parts.iter().map(|p| p.matched).sum();
+    let mut lines: Vec<(OrigKey, String)> = parts.iter().flat_map(|p| p.lines.clone()).collect();
+    lines.sort_by_key(|x| x.0);
+    let mut out = String::new();
+    for (_, l) in &lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    match op {
+        CtOp::List => control::Reply {
+            code: 0,
+            out,
+            err: format!("{}\n", fastables_conntrack::format_summary(matched)),
+        },
+        CtOp::Count => {
+            control::Reply::ok(format!("{}\n", fastables_conntrack::format_count(matched)))
+        }
+        CtOp::Flush => control::Reply {
+            code: 0,
+            out: String::new(),
+            err:
+                "conntrack v1.4.7 (conntrack-tools): connection tracking table has been emptied.\n"
+                    .into(),
+        },
+        CtOp::Delete => control::Reply {
+            code: 0,
+            out,
+            err: format!(
+                "conntrack v1.4.7 (conntrack-tools): {matched} flow entries have been deleted.\n"
+            ),
+        },
+        CtOp::Stats => control::Reply::ok(parts.iter().map(|p| p.stats.as_str()).collect()),
+        CtOp::Events => ct_usage("-E needs a streaming connection"),
+    }
+}
+
+/// A conntrack command on one worker's shard (`cpu` = the worker, as
+/// `conntrack -S` numbers its lines).
+fn ct_local(op: CtOp, filter: &TraceFilter, p: &mut Pipeline, now_ns: u64, cpu: usize) -> CtPart {
+    let matches = |e: &fastables_conntrack::Entry| entry_matches(filter, e);
+    let ids: Vec<(fastables_conntrack::EntryId, OrigKey)> = p
+        .conntrack()
+        .map(|t| {
+            t.iter()
+                .filter(|(_, e)| !e.is_expired(now_ns) && matches(e))
+                .map(|(id, e)| {
+                    let o = e.orig();
+                    (id, (o.proto, o.src, o.dst, o.sport, o.dport))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut part = CtPart {
+        lines: Vec::new(),
+        matched: ids.len(),
+        stats: String::new(),
+    };
+    match op {
+        CtOp::List => {
+            if let Some(t) = p.conntrack() {
+                for (id, key) in &ids {
+                    if let Some(e) = t.entry(*id) {
+                        part.lines
+                            .push((*key, fastables_conntrack::format_entry(e, now_ns)));
+                    }
+                }
+            }
+        }
+        CtOp::Flush => {
+            let mut gone = Vec::new();
+            if let Some(t) = p.conntrack_mut() {
+                gone = t.iter().map(|(_, e)| *e).collect();
+                t.clear();
+            }
+            for e in &gone {
+                p.note_destroyed(e, now_ns);
+            }
+        }
+        CtOp::Delete => {
+            let mut gone = Vec::new();
+            if let Some(t) = p.conntrack_mut() {
+                for (id, key) in &ids {
+                    if let Some(e) = t.remove(*id) {
+                        part.lines
+                            .push((*key, fastables_conntrack::format_entry(&e, now_ns)));
+                        gone.push(e);
+                    }
+                }
+            }
+            for e in &gone {
+                p.note_destroyed(e, now_ns);
+            }
+        }
+        CtOp::Stats => {
+            let st = p.conntrack().map(|t| t.stats()).unwrap_or_default();
+            part.stats = format!("{}\n", fastables_conntrack::format_stats(cpu, &st));
+        }
+        CtOp::Count | CtOp::Events => {}
+    }
+    part
+}
+
+fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
+    let json = match args {
+        [] => false,
+        ["--json"] => true,
+        _ => return control::Reply::fail(format!("fastables: stats: unknown options {args:?}\n")),
+    };
+    let cfg = Arc::clone(&live.cfg);
+    let per_worker = workers.map(move |c| Sample::of(c, &cfg, false));
+    let m = Sample::merge(&per_worker);
+    let samples = &m.interfaces;
+    let s = summary(&m);
+    let (entries, max, _) = m.ct.unwrap_or_default();
+    let xdp = |x: &fastables_stats::IfaceSample| {
+        [
+            ("rx_dropped", x.xdp_rx_dropped),
+            ("rx_ring_full", x.xdp_rx_ring_full),
+            ("fill_ring_empty", x.xdp_fill_ring_empty),
+            ("rx_invalid", x.xdp_rx_invalid),
+            ("tx_invalid", x.xdp_tx_invalid),
+        ]
+    };
+    let steer = |st: &SteerStats| {
+        [
+            ("handed_out", st.handed_out),
+            ("handed_in", st.handed_in),
+            ("handoff_dropped", st.handoff_dropped),
+            ("arp_copies", st.arp_copies),
+            ("redirects_sent", st.redirects_sent),
+            ("redirects_dropped", st.redirects_dropped),
+            ("redirects_known", st.redirects_known),
+        ]
+    };
+    if json {
+        let list = |items: Vec<String>| items.join(",");
+        let interfaces = list(
+            samples
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{{\"name\":\"{}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}}}",
+                        x.name, x.rx_packets, x.rx_bytes, x.tx_packets, x.tx_bytes
+                    )
+                })
+                .collect(),
+        );
+        let drops = list(
+            s.drops
+                .iter()
+                .map(|(r, n)| format!("\"{}\":{n}", r.name()))
+                .collect(),
+        );
+        let xdp = list(
+            samples
+                .iter()
+                .map(|x| {
+                    let f = list(xdp(x).iter().map(|(k, v)| format!("\"{k}\":{v}")).collect());
+                    format!("\"{}\":{{{f}}}", x.name)
+                })
+                .collect(),
+        );
+        let workers_json = list(
+            per_worker
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let st = list(
+                        steer(&w.steer)
+                            .iter()
+                            .map(|(k, v)| format!("\"{k}\":{v}"))
+                            .collect(),
+                    );
+                    let rx: u64 = w.interfaces.iter().map(|x| x.rx_packets).sum();
+                    let tx: u64 = w.interfaces.iter().map(|x| x.tx_packets).sum();
+                    let ct = w.ct.map_or(0, |c| c.0);
+                    format!(
+                        "{{\"worker\":{i},\"core\":{},\"rx_packets\":{rx},\"tx_packets\":{tx},\"conntrack_entries\":{ct},{st}}}",
+                        live.cfg.workers.cores.get(i).copied().unwrap_or(0)
+                    )
+                })
+                .collect(),
+        );
+        return control::Reply::ok(format!(
+            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}},\"workers\":[{workers_json}]}}\n"
+        ));
+    }
+    let mut o = s.to_string();
+    // What the kernel side of each AF_XDP socket dropped (XDP_STATISTICS).
+    for x in samples {
+        let f: Vec<String> = xdp(x).iter().map(|(k, v)| format!("{k} {v}")).collect();
+        o.push_str(&format!("xdp {}: {}\n", x.name, f.join(" ")));
+    }
+    if max > 0 {
+        let fill = entries as f64 * 100.0 / max as f64;
+        o.push_str(&format!(
+            "conntrack: {entries} entries of {max} ({fill:.1}%)"
+        ));
+        if fill > 90.0 {
+            o.push_str("  WARNING: above 90%, new connections will soon be dropped");
+        }
+        o.push('\n');
+    } else {
+        o.push_str("conntrack: not loaded (no rule needs it)\n");
+    }
+    let mut total = (Latency::new(), Latency::new());
+    for (b, p) in &live.latency {
+        total.0.add(b);
+        total.1.add(p);
+    }
+    if total.0.count() > 0 {
+        o.push_str(&format!(
+            "latency per batch:  {}\nlatency per packet: {}\n",
+            total.0.summary(),
+            total.1.summary()
+        ));
+    }
+    if per_worker.len() > 1 {
+        for (i, w) in per_worker.iter().enumerate() {
+            let rx: u64 = w.interfaces.iter().map(|x| x.rx_packets).sum();
+            let tx: u64 = w.interfaces.iter().map(|x| x.tx_packets).sum();
+            let ct = w.ct.map_or(0, |c| c.0);
+            let st: Vec<String> = steer(&w.steer)
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            o.push_str(&format!(
+                "worker {i} (core {}): rx {rx} tx {tx} conntrack {ct} {}\n",
+                live.cfg.workers.cores.get(i).copied().unwrap_or(0),
+                st.join(" ")
+            ));
+            if let Some((b, p)) = live.latency.get(i).filter(|(b, _)| b.count() > 0) {
+                o.push_str(&format!(
+                    "worker {i} latency per batch:  {}\nworker {i} latency per packet: {}\n",
+                    b.summary(),
+                    p.summary()
+                ));
+            }
+        }
+    }
+    control::Reply::ok(o)
+}
+
+/// An entry's ORIGINAL tuple as a sort key (protocol, addresses, ports).
+type OrigKey = (u8, u32, u32, u16, u16);
+
+/// A conntrack-tools command.
+#[derive(PartialEq, Clone, Copy, Debug)]
+enum CtOp {
+    List,
+    Count,
+    Flush,
+    Delete,
+    Stats,
+    Events,
 }
 
 fn is_root() -> bool {
@@ -135,288 +1242,6 @@ fn complete_config(cfg: &mut Config) -> Result<(), CliError> {
     Ok(())
 }
 
-fn pin(cores: &[u32]) {
-    let Some(&core) = cores.first() else {
-        return;
-    };
-    if cores.len() > 1 {
-        eprintln!(
-            "warning: [workers] cores lists {} cores; this version runs one worker, on core {core}",
-            cores.len()
-        );
-    }
-    let ids = core_affinity::get_core_ids().unwrap_or_default();
-    match ids.into_iter().find(|c| c.id == core as usize) {
-        Some(id) if core_affinity::set_for_current(id) => {}
-        _ => eprintln!("warning: cannot pin the worker to core {core}; it runs unpinned"),
-    }
-}
-
-/// `fastables run -c CONFIG`.
-pub fn run(a: &RunArgs) -> Result<(), CliError> {
-    if !is_root() {
-        return Err(CliError::Start(
-            "fastables run needs root (AF_XDP sockets and XDP programs)".to_string(),
-        ));
-    }
-    let (mut cfg, rs) = load_config_and_rules(&a.config)?;
-    complete_config(&mut cfg)?;
-    let rules_file = cfg.rules.clone();
-    let rules_name = rules_file
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let names = cfg.iface_names();
-    let compiled = Arc::new(compile(&rs, &names, &rules_name)?);
-    let opts = PipelineOptions {
-        conntrack_seed: a.seed.unwrap_or_else(random_seed),
-        ..PipelineOptions::default()
-    };
-    let pipeline = Pipeline::with_options(&cfg, Arc::clone(&compiled), opts).map_err(|e| {
-        CliError::Pipeline {
-            file: a.config.display().to_string(),
-            source: e,
-        }
-    })?;
-
-    let specs: Vec<PortSpec> = cfg
-        .interfaces
-        .iter()
-        .map(|i| PortSpec {
-            name: i.name.clone(),
-            mode: i.xdp_mode,
-            zero_copy: i.zero_copy,
-            one_queue_ok: i.queues == Queues::Count(1),
-        })
-        .collect();
-    if let Err(e) = fastables_xdp::ensure_bpffs() {
-        eprintln!("warning: cannot mount bpffs on /sys/fs/bpf ({e}); libxdp loads its program without the dispatcher");
-    }
-    let mut port = XdpPort::open(&specs, Options { ring: a.ring })?;
-    for info in port.info() {
-        println!("{info}");
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
-        .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
-
-    let server = control::serve(&cfg.control.socket)?;
-    let mut live = Live {
-        rs,
-        compiled,
-        names: names.iter().map(|s| s.to_string()).collect(),
-        subs: Vec::new(),
-        latency: None,
-        trace_sub: None,
-    };
-    pin(&cfg.workers.cores);
-    let mut worker = Worker::new(pipeline, cfg.workers.batch);
-    announce(&mut port, worker.pipeline());
-    println!("control socket: {}", cfg.control.socket.display());
-    println!("running");
-    let _ = std::io::stdout().flush();
-
-    // Observability: this worker's histograms (recorded without allocating),
-    // merged into the published snapshot once per interval.
-    let started = Instant::now();
-    let shared = Arc::new(std::sync::Mutex::new(fastables_stats::Snapshot::default()));
-    if let Some(addr) = &cfg.stats.listen {
-        let l = std::net::TcpListener::bind(addr).map_err(|e| {
-            CliError::Start(format!("[stats] listen = \"{addr}\": cannot listen: {e}"))
-        })?;
-        fastables_stats::serve(l, Arc::clone(&shared))
-            .map_err(|e| CliError::Start(format!("cannot start the stats thread: {e}")))?;
-        println!("metrics: http://{addr}/metrics");
-    }
-    let interval = Duration::from_millis(cfg.stats.interval_ms.max(10));
-    let mut last_publish = Instant::now();
-    let mut batch_lat = fastables_stats::Latency::new();
-    let mut pkt_lat = fastables_stats::Latency::new();
-
-    let mut idle = 0u32;
-    let mut last_service = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let t0 = Instant::now();
-        let n = worker.poll(&mut port);
-        if n > 0 {
-            let ns = t0.elapsed().as_nanos() as u64;
-            batch_lat.record(ns);
-            pkt_lat.record(ns / n as u64);
-        }
-        if n == 0 {
-            idle = idle.saturating_add(1);
-            // Poll mode while there is traffic; an idle worker sleeps in
-            // poll(2) so that an idle appliance does not burn its core.
-            if idle > 256 {
-                port.wait(5);
-            }
-        } else {
-            idle = 0;
-        }
-        if last_service.elapsed() >= Duration::from_millis(2) {
-            last_service = Instant::now();
-            worker.pipeline_mut().drain_logs(|l| eprintln!("log: {l}"));
-            if hup.swap(false, Ordering::Relaxed) {
-                reload(&mut worker, &mut live, rules_file.as_ref());
-            }
-            // Control requests, between two batches.
-            while let Ok(req) = server.requests.try_recv() {
-                let r = answer(&req, &mut live, &mut worker, &port, &cfg);
-                let _ = req.reply.send(r);
-            }
-            if !live.subs.is_empty() {
-                publish_events(&mut live, worker.pipeline_mut());
-            }
-            if live.trace_sub.is_some() {
-                publish_trace(&mut live, worker.pipeline_mut());
-            }
-            if last_publish.elapsed() >= interval {
-                last_publish = Instant::now();
-                publish(
-                    &shared,
-                    &port,
-                    &worker,
-                    &cfg,
-                    started,
-                    &mut batch_lat,
-                    &mut pkt_lat,
-                );
-                live.latency = shared
-                    .lock()
-                    .ok()
-                    .map(|s| (s.batch_latency.summary(), s.packet_latency.summary()));
-            }
-        }
-    }
-    worker.pipeline_mut().drain_logs(|l| eprintln!("log: {l}"));
-    let summary = summary(&iface_samples(&port, &cfg), &worker);
-    drop(server);
-    drop(port);
-    eprintln!("stopped");
-    eprint!("{summary}");
-    Ok(())
-}
-
-/// `conntrack -E`: the events collected since last time to each listener
-/// whose filters they pass. A listener that is gone is dropped; when none is
-/// left the pipeline stops collecting.
-fn publish_events(live: &mut Live, p: &mut Pipeline) {
-    let subs = &mut live.subs;
-    let mut gone = vec![false; subs.len()];
-    p.drain_ct_events(|kind, e, at| {
-        let line = format!("{}\n", fastables_conntrack::format_event(kind, e, at));
-        for (i, (tx, f)) in subs.iter().enumerate() {
-            if !gone[i] && entry_matches(f, e) {
-                match tx.try_send(line.clone()) {
-                    Ok(()) | Err(std::sync::mpsc::TrySendError::Full(_)) => {}
-                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => gone[i] = true,
-                }
-            }
-        }
-    });
-    // A listener goes when its client does: its control thread stops
-    // reading the channel at the first failed write, and the next send here
-    // finds it disconnected.
-    let mut i = 0;
-    subs.retain(|_| {
-        let keep = !gone[i];
-        i += 1;
-        keep
-    });
-    if subs.is_empty() {
-        p.set_ct_events(false);
-    }
-}
-
-/// A gratuitous ARP request for every primary address of every interface
-/// (as `arping -U`), so that neighbors that knew another MAC for our
-/// addresses learn ours at start.
-fn announce(port: &mut XdpPort, p: &Pipeline) {
-    let mut bufs = Vec::with_capacity(64);
-    for (i, dev) in p.interfaces().iter().enumerate() {
-        let addrs: Vec<u32> = dev.primaries().map(|a| a.addr).collect();
-        for addr in addrs {
-            bufs.clear();
-            port.alloc(&mut bufs, 1);
-            let Some(&b) = bufs.first() else { return };
-            let at = b as usize;
-            let frame = port
-                .memory()
-                .get_mut(at..at + fastables_dataplane::io::FRAME_SIZE);
-            let n =
-                frame.and_then(|f| fastables_dataplane::neigh::arp_request(f, dev.mac, addr, addr));
-            match n {
-                Some(n) => {
-                    let f = fastables_dataplane::io::Frame {
-                        addr: b,
-                        len: n as u16,
-                        port: i as IfIndex,
-                        action: fastables_dataplane::io::Action::Forward { port: i as IfIndex },
-                    };
-                    if port.tx_burst(i as IfIndex, &[f]) == 0 {
-                        port.free(&[b]);
-                    }
-                }
-                None => port.free(&[b]),
-            }
-        }
-    }
-}
-
-/// Merges this interval's histograms into the published snapshot and
-/// refreshes its counters (once per `[stats] interval_ms`, off the data path).
-fn publish(
-    shared: &std::sync::Mutex<fastables_stats::Snapshot>,
-    port: &XdpPort,
-    worker: &Worker,
-    cfg: &Config,
-    started: Instant,
-    batch_lat: &mut fastables_stats::Latency,
-    pkt_lat: &mut fastables_stats::Latency,
-) {
-    let p = worker.pipeline();
-    let interfaces = iface_samples(port, cfg);
-    let drops = p
-        .drops()
-        .snapshot()
-        .into_iter()
-        .map(|(r, n)| (r.name(), n))
-        .collect();
-    let (ct_entries, ct_max, st) = p.conntrack().map_or((0, 0, Default::default()), |t| {
-        (t.len() as u64, t.max() as u64, t.stats())
-    });
-    let st: fastables_conntrack::Stats = st;
-    let ct_counters = vec![
-        ("found", st.found),
-        ("invalid", st.invalid),
-        ("insert", st.insert),
-        ("insert_failed", st.insert_failed),
-        ("drop", st.drop),
-        ("early_drop", st.early_drop),
-        ("error", st.error),
-        ("expired", st.expired),
-        ("chaintoolong", st.chaintoolong),
-    ];
-    let Ok(mut s) = shared.lock() else { return };
-    s.interfaces = interfaces;
-    s.drops = drops;
-    s.ct_entries = ct_entries;
-    s.ct_max = ct_max;
-    s.ct_counters = ct_counters;
-    s.held = (p.held() + p.reassembling()) as u64;
-    s.batch_latency.add(batch_lat);
-    s.packet_latency.add(pkt_lat);
-    s.uptime_s = started.elapsed().as_secs_f64();
-    batch_lat.reset();
-    pkt_lat.reset();
-}
-
 /// `fastables trace` arguments: `--count N`, `-p PROTO`, `-s ADDR`,
 /// `-d ADDR`, `--sport N`, `--dport N`, `-i IFACE` (as iptables writes them).
 fn parse_trace_args(args: &[&str], cfg: &Config) -> Result<(TraceFilter, Option<u64>), String> {
@@ -455,315 +1280,6 @@ fn parse_trace_args(args: &[&str], cfg: &Config) -> Result<(TraceFilter, Option<
         }
     }
     Ok((f, count))
-}
-
-/// `fastables trace`: the finished records to the listener; the trace
-/// stops when the listener goes or its count is reached (the stream then
-/// closes).
-fn publish_trace(live: &mut Live, p: &mut Pipeline) {
-    let Some(tx) = live.trace_sub.as_ref() else {
-        return;
-    };
-    let mut gone = false;
-    p.drain_trace(|r| {
-        if !gone
-            && matches!(
-                tx.try_send(r.to_string()),
-                Err(std::sync::mpsc::TrySendError::Disconnected(_))
-            )
-        {
-            gone = true;
-        }
-    });
-    if gone || !p.tracing() {
-        p.set_trace(None);
-        live.trace_sub = None;
-    }
-}
-
-/// SIGHUP: the rules file again, all or nothing (counters start afresh, as
-/// after `iptables-restore` without `-c`).
-fn reload(worker: &mut Worker, live: &mut Live, file: Option<&PathBuf>) {
-    let Some(file) = file else {
-        eprintln!("reload: the configuration names no rules file; nothing to reload");
-        return;
-    };
-    let res = load_rules(file)
-        .and_then(|rs| compile(&rs, &live.names(), &file.display().to_string()).map(|c| (rs, c)));
-    match res {
-        Ok((rs, c)) => {
-            let c = Arc::new(c);
-            worker.pipeline_mut().set_ruleset(Arc::clone(&c));
-            live.rs = rs;
-            live.compiled = c;
-            eprintln!("reload: {} loaded", file.display());
-        }
-        Err(e) => eprintln!("reload: {e}\nreload: the running ruleset is unchanged"),
-    }
-}
-
-/// Each interface's counters and the kernel's statistics of its socket.
-fn iface_samples(port: &XdpPort, cfg: &Config) -> Vec<fastables_stats::IfaceSample> {
-    cfg.interfaces
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let k = port.counters(i as IfIndex);
-            let x = port.kernel_stats(i as IfIndex).unwrap_or_default();
-            fastables_stats::IfaceSample {
-                name: c.name.clone(),
-                rx_packets: k.rx,
-                rx_bytes: k.rx_bytes,
-                tx_packets: k.tx,
-                tx_bytes: k.tx_bytes,
-                xdp_rx_dropped: x.rx_dropped,
-                xdp_rx_ring_full: x.rx_ring_full,
-                xdp_fill_ring_empty: x.rx_fill_ring_empty_descs,
-                xdp_rx_invalid: x.rx_invalid_descs,
-                xdp_tx_invalid: x.tx_invalid_descs,
-            }
-        })
-        .collect()
-}
-
-/// The table `sim` prints too: packets per interface, drops by reason.
-fn summary(samples: &[fastables_stats::IfaceSample], worker: &Worker) -> Summary {
-    let interfaces = samples
-        .iter()
-        .map(|x| IfaceTotals {
-            name: x.name.clone(),
-            rx_packets: x.rx_packets,
-            rx_bytes: x.rx_bytes,
-            tx_packets: x.tx_packets,
-            tx_bytes: x.tx_bytes,
-            rx_too_long: 0,
-        })
-        .collect();
-    let drops = worker
-        .pipeline()
-        .drops()
-        .snapshot()
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    Summary {
-        interfaces,
-        drops,
-        last_ns: 0,
-    }
-}
-
-/// What the worker keeps to answer control requests.
-struct Live {
-    /// The ruleset as loaded (counters: the base that live counters add to).
-    rs: Ruleset,
-    compiled: Arc<CompiledRuleset>,
-    names: Vec<String>,
-    /// `conntrack -E` listeners.
-    subs: Vec<(std::sync::mpsc::SyncSender<String>, TraceFilter)>,
-    /// The latest latency summaries (batch, per packet), since start.
-    latency: Option<(String, String)>,
-    /// The `fastables trace` listener.
-    trace_sub: Option<std::sync::mpsc::SyncSender<String>>,
-}
-
-impl Live {
-    fn names(&self) -> Vec<&str> {
-        self.names.iter().map(String::as_str).collect()
-    }
-
-    /// The ruleset with the live counters folded in.
-    fn with_counters(&self, p: &Pipeline) -> Ruleset {
-        self.compiled.counters_into(&self.rs, &[p.rule_state()])
-    }
-}
-
-fn answer(
-    req: &control::Request,
-    live: &mut Live,
-    worker: &mut Worker,
-    port: &XdpPort,
-    cfg: &Config,
-) -> control::Reply {
-    let args: Vec<&str> = req.args.iter().map(String::as_str).collect();
-    match args.split_first() {
-        Some((&"save", rest)) => save_cmd(rest, live, worker.pipeline()),
-        Some((&"list", rest)) => list_cmd(rest, live, worker.pipeline()),
-        Some((&"restore", rest)) => restore_cmd(rest, &req.body, live, worker),
-        Some((&"conntrack", rest)) => match (&req.stream, parse_ct_args(rest)) {
-            (Some(tx), Ok((CtOp::Events, f))) => {
-                live.subs.push((tx.clone(), f));
-                worker.pipeline_mut().set_ct_events(true);
-                control::Reply::ok(String::new())
-            }
-            _ => conntrack_cmd(rest, worker.pipeline_mut(), port.now_ns()),
-        },
-        Some((&"trace", rest)) => match (&req.stream, parse_trace_args(rest, cfg)) {
-            (_, Err(m)) => control::Reply {
-                code: 2,
-                out: String::new(),
-                err: format!("fastables trace: {m}\n"),
-            },
-            (None, Ok(_)) => {
-                control::Reply::fail("fastables trace: needs a streaming connection\n")
-            }
-            (Some(tx), Ok((filter, count))) => {
-                if live.trace_sub.is_some() {
-                    control::Reply::fail("fastables trace: another trace is running\n")
-                } else {
-                    live.trace_sub = Some(tx.clone());
-                    worker.pipeline_mut().set_trace(Some((filter, count)));
-                    control::Reply::ok(String::new())
-                }
-            }
-        },
-        Some((&"stats", rest)) => {
-            let mut r = stats_cmd(rest, worker, port, cfg);
-            if r.code == 0 && !rest.contains(&"--json") {
-                if let Some((b, p)) = &live.latency {
-                    r.out.push_str(&format!(
-                        "latency per batch:  {b}\nlatency per packet: {p}\n"
-                    ));
-                }
-            }
-            r
-        }
-        _ => control::Reply::fail(format!("fastables: unknown request {:?}", req.args)),
-    }
-}
-
-/// `iptables -L` of the running ruleset, with the live counters.
-fn list_cmd(args: &[&str], live: &Live, p: &Pipeline) -> control::Reply {
-    match crate::rulescmd::parse_list_request(args) {
-        Err(m) => control::Reply {
-            code: 2,
-            out: String::new(),
-            err: format!("fastables: {m}\n"),
-        },
-        Ok((table, chain, o)) => {
-            match fastables_rules::print_list(&live.with_counters(p), table, chain.as_deref(), o) {
-                Ok(text) => control::Reply::ok(text),
-                Err(m) => control::Reply::fail(format!("fastables: {m}\n")),
-            }
-        }
-    }
-}
-
-fn save_cmd(args: &[&str], live: &Live, p: &Pipeline) -> control::Reply {
-    let mut counters = false;
-    let mut table = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match *a {
-            "-c" | "--counters" => counters = true,
-            "-t" | "--table" => match it
-                .next()
-                .and_then(|t| Table::ALL.into_iter().find(|x| x.name() == *t))
-            {
-                Some(t) => table = Some(t),
-                None => {
-                    return control::Reply::fail(
-                        "fastables: -t: expected one of raw, mangle, nat, filter\n",
-                    )
-                }
-            },
-            other => {
-                return control::Reply::fail(format!("fastables: save: unknown option `{other}`\n"))
-            }
-        }
-    }
-    let mut rs = live.with_counters(p);
-    if let Some(t) = table {
-        rs.tables.retain(|x| x.table == t);
-    }
-    control::Reply::ok(print::print_save(&rs, counters))
-}
-
-/// iptables-restore on the running instance: the tables in the input replace
-/// theirs, the others stay (with their counters); all or nothing.
-fn restore_cmd(args: &[&str], body: &str, live: &mut Live, worker: &mut Worker) -> control::Reply {
-    let (mut test, mut counters) = (false, false);
-    let mut name = "<stdin>";
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match *a {
-            "--name" => name = it.next().copied().unwrap_or(name),
-            "-t" | "--test" => test = true,
-            "-c" | "--counters" => counters = true,
-            "-n" | "--noflush" => return control::Reply {
-                code: crate::EXIT_UNSUPPORTED,
-                out: String::new(),
-                err:
-                    "fastables: restore -n (--noflush) on a running instance is not supported yet\n"
-                        .into(),
-            },
-            other => {
-                return control::Reply::fail(format!(
-                    "fastables: restore: unknown option `{other}`\n"
-                ))
-            }
-        }
-    }
-    let mut new = match fastables_rules::parse::parse_restore_all(body, name) {
-        Ok(rs) => rs,
-        Err(e) => {
-            return control::Reply {
-                code: e.restore_exit_code(),
-                out: String::new(),
-                err: format!("{e}\n"),
-            }
-        }
-    };
-    if !counters {
-        for t in &mut new.tables {
-            for c in &mut t.chains {
-                c.counters = Default::default();
-                for r in &mut c.rules {
-                    r.counters = Default::default();
-                }
-            }
-        }
-    }
-    let mut merged = live.with_counters(worker.pipeline());
-    for t in new.tables {
-        match merged.tables.iter_mut().find(|x| x.table == t.table) {
-            Some(slot) => *slot = t,
-            None => merged.tables.push(t),
-        }
-    }
-    merged
-        .tables
-        .sort_by_key(|t| Table::ALL.iter().position(|x| *x == t.table));
-    let compiled = match CompiledRuleset::compile(&merged, &live.names()) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            return control::Reply {
-                code: e.restore_exit_code(),
-                out: String::new(),
-                err: format!("{name}: {e}\n"),
-            }
-        }
-    };
-    if !test {
-        worker.pipeline_mut().set_ruleset(Arc::clone(&compiled));
-        live.rs = merged;
-        live.compiled = compiled;
-    }
-    control::Reply::ok(String::new())
-}
-
-/// An entry's ORIGINAL tuple as a sort key (protocol, addresses, ports).
-type OrigKey = (u8, u32, u32, u16, u16);
-
-/// A conntrack-tools command.
-#[derive(PartialEq, Clone, Copy, Debug)]
-enum CtOp {
-    List,
-    Count,
-    Flush,
-    Delete,
-    Stats,
-    Events,
 }
 
 /// The tuple options `conntrack` and `trace` share (`-s -d -p --sport
@@ -853,170 +1369,4 @@ fn parse_ct_args(args: &[&str]) -> Result<(CtOp, TraceFilter), String> {
     }
     let op = op.ok_or("no command specified (use -L, -C, -F, -D, -S or -E)")?;
     Ok((op, f))
-}
-
-/// `conntrack -L/-C/-F/-D/-S` with the `-s -d -p --sport --dport` filters
-/// (on the ORIGINAL tuple, as conntrack-tools has them). `-E` is answered
-/// in [`answer`], which keeps the listener.
-fn conntrack_cmd(args: &[&str], p: &mut Pipeline, now_ns: u64) -> control::Reply {
-    let (op, filter) = match parse_ct_args(args) {
-        Ok(x) => x,
-        Err(m) => return ct_usage(&m),
-    };
-    if op == CtOp::Events {
-        return ct_usage("-E needs a streaming connection");
-    }
-    let matches = |e: &fastables_conntrack::Entry| entry_matches(&filter, e);
-    let mut ids: Vec<(fastables_conntrack::EntryId, OrigKey)> = p
-        .conntrack()
-        .map(|t| {
-            t.iter()
-                .filter(|(_, e)| !e.is_expired(now_ns) && matches(e))
-                .map(|(id, e)| {
-                    let o = e.orig();
-                    (id, (o.proto, o.src, o.dst, o.sport, o.dport))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort_by_key(|x| x.1);
-    let mut out = String::new();
-    match op {
-        CtOp::List => {
-            if let Some(t) = p.conntrack() {
-                for (id, _) in &ids {
-                    if let Some(e) = t.entry(*id) {
-                        out.push_str(&fastables_conntrack::format_entry(e, now_ns));
-                        out.push('\n');
-                    }
-                }
-            }
-            control::Reply {
-                code: 0,
-                out,
-                err: format!("{}\n", fastables_conntrack::format_summary(ids.len())),
-            }
-        }
-        CtOp::Count => control::Reply::ok(format!(
-            "{}\n",
-            fastables_conntrack::format_count(ids.len())
-        )),
-        CtOp::Flush => {
-            let mut gone = Vec::new();
-            if let Some(t) = p.conntrack_mut() {
-                gone = t.iter().map(|(_, e)| *e).collect();
-                t.clear();
-            }
-            for e in &gone {
-                p.note_destroyed(e, now_ns);
-            }
-            control::Reply {
-                code: 0,
-                out,
-                err: "conntrack v1.4.7 (conntrack-tools): connection tracking table has been emptied.\n".into(),
-            }
-        }
-        CtOp::Delete => {
-            let mut gone = Vec::new();
-            if let Some(t) = p.conntrack_mut() {
-                for (id, _) in &ids {
-                    if let Some(e) = t.remove(*id) {
-                        out.push_str(&fastables_conntrack::format_entry(&e, now_ns));
-                        out.push('\n');
-                        gone.push(e);
-                    }
-                }
-            }
-            for e in &gone {
-                p.note_destroyed(e, now_ns);
-            }
-            control::Reply {
-                code: 0,
-                out,
-                err: format!(
-                    "conntrack v1.4.7 (conntrack-tools): {} flow entries have been deleted.\n",
-                    ids.len()
-                ),
-            }
-        }
-        CtOp::Events => ct_usage("-E needs a streaming connection"),
-        CtOp::Stats => {
-            let st = p.conntrack().map(|t| t.stats()).unwrap_or_default();
-            control::Reply::ok(format!("{}\n", fastables_conntrack::format_stats(0, &st)))
-        }
-    }
-}
-
-fn stats_cmd(args: &[&str], worker: &Worker, port: &XdpPort, cfg: &Config) -> control::Reply {
-    let json = match args {
-        [] => false,
-        ["--json"] => true,
-        _ => return control::Reply::fail(format!("fastables: stats: unknown options {args:?}\n")),
-    };
-    let samples = iface_samples(port, cfg);
-    let s = summary(&samples, worker);
-    let (entries, max) = worker
-        .pipeline()
-        .conntrack()
-        .map_or((0, 0), |t| (t.len(), t.max()));
-    let xdp = |x: &fastables_stats::IfaceSample| {
-        [
-            ("rx_dropped", x.xdp_rx_dropped),
-            ("rx_ring_full", x.xdp_rx_ring_full),
-            ("fill_ring_empty", x.xdp_fill_ring_empty),
-            ("rx_invalid", x.xdp_rx_invalid),
-            ("tx_invalid", x.xdp_tx_invalid),
-        ]
-    };
-    if json {
-        let list = |items: Vec<String>| items.join(",");
-        let interfaces = list(
-            samples
-                .iter()
-                .map(|x| {
-                    format!(
-                        "{{\"name\":\"{}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}}}",
-                        x.name, x.rx_packets, x.rx_bytes, x.tx_packets, x.tx_bytes
-                    )
-                })
-                .collect(),
-        );
-        let drops = list(
-            s.drops
-                .iter()
-                .map(|(r, n)| format!("\"{}\":{n}", r.name()))
-                .collect(),
-        );
-        let xdp = list(
-            samples
-                .iter()
-                .map(|x| {
-                    let f = list(xdp(x).iter().map(|(k, v)| format!("\"{k}\":{v}")).collect());
-                    format!("\"{}\":{{{f}}}", x.name)
-                })
-                .collect(),
-        );
-        return control::Reply::ok(format!(
-            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}}}}\n"
-        ));
-    }
-    let mut o = s.to_string();
-    // What the kernel side of each AF_XDP socket dropped (XDP_STATISTICS).
-    for x in &samples {
-        let f: Vec<String> = xdp(x).iter().map(|(k, v)| format!("{k} {v}")).collect();
-        o.push_str(&format!("xdp {}: {}\n", x.name, f.join(" ")));
-    }
-    if max > 0 {
-        let fill = entries as f64 * 100.0 / max as f64;
-        o.push_str(&format!(
-            "conntrack: {entries} entries of {max} ({fill:.1}%)"
-        ));
-        if fill > 90.0 {
-            o.push_str("  WARNING: above 90%, new connections will soon be dropped");
-        }
-        o.push('\n');
-    } else {
-        o.push_str("conntrack: not loaded (no rule needs it)\n");
-    }
-    control::Reply::ok(o)
 }

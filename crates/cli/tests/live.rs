@@ -1150,3 +1150,162 @@ fn sighup_reloads_the_rules_file_all_or_nothing() {
     let out = lab.ctr_ok(10, &["ping", "-n", "-c", "1", "-W", "2", "8.8.8.8"]);
     assert!(out.contains("1 received"), "{out}");
 }
+
+/// Two workers (veths with two queues each): connections out through
+/// MASQUERADE and in through DNAT all work, each connection is in exactly one
+/// worker's shard, and frames a veth put on the wrong worker's queue were
+/// handed to their owner.
+#[test]
+fn two_workers_share_the_connections() {
+    let dnat = "-A PREROUTING -i eth0 -p tcp -m tcp --dport 8088 \
+                -j DNAT --to-destination 172.18.0.2:80\n\
+                -A PREROUTING -i eth0 -p tcp -m tcp --dport 8089 \
+                -j DNAT --to-destination 172.18.0.2:80";
+    let Some(mut lab) = Lab::start_with("w", &[("LAB_CORES", "0,1"), ("LAB_EXTRA_NAT", dnat)])
+    else {
+        return;
+    };
+    let httpd = lab.dir.join("httpd.py");
+    let www = lab.dir.join("www");
+    lab.server(
+        "ctr",
+        "http-172.18.0.2",
+        &[
+            "python3",
+            "-u",
+            "-c",
+            HTTPD_NO_FQDN,
+            httpd.to_str().unwrap(),
+            "172.18.0.2",
+            "80",
+            www.to_str().unwrap(),
+        ],
+    );
+    // MASQUERADE --to-ports 55666-55680 towards 8.8.8.8:80: each worker
+    // picks the ports whose replies land on it, 7 and 8 of the 15 (the
+    // symmetric key); more connections than that on one worker in TIME_WAIT
+    // would make it reuse a port as the kernel's nf_nat_used_tuple_harder
+    // does.
+    const OUT: usize = 6;
+    for _ in 0..OUT {
+        let (addr, port) = whoami(&lab, "http://8.8.8.8/whoami");
+        assert_eq!(addr, "10.0.2.15", "{}", lab.logs());
+        assert!((55666..=55680).contains(&port), "port {port}{}", lab.logs());
+    }
+    // DNAT from outside, on two public ports. Under the symmetric key a
+    // DNAT rule moves every reply to the same queue as its first packet or
+    // every reply to the other one (the key folds the tuple into 16 bits):
+    // for 8089 the replies land on the other worker, whose owner then
+    // announces their tuples; for 8088 both directions agree.
+    let rss = fastables_dataplane::rss::Rss::new(fastables_dataplane::rss::SYMMETRIC_KEY, 2);
+    let (c, pub_ip, srv) = (0x0a00_0202u32, 0x0a00_020fu32, 0xac12_0002u32);
+    let split =
+        |p: u16, dport: u16| rss.queue(6, c, pub_ip, p, dport) != rss.queue(6, srv, c, 80, p);
+    let tries: Vec<(u16, u16)> = [8088u16, 8089]
+        .iter()
+        .flat_map(|&d| (40000u16..40003).map(move |p| (p + (d - 8088) * 10, d)))
+        .collect();
+    let apart = tries.iter().filter(|(p, d)| split(*p, *d)).count();
+    assert_eq!(apart, 3, "the cases no longer exercise the announcements");
+    const IN: usize = 6;
+    for (port, dport) in &tries {
+        let (port, url) = (port.to_string(), format!("http://10.0.2.15:{dport}/whoami"));
+        let out = lab.exec(
+            "net",
+            10,
+            &[
+                "curl",
+                "-sS",
+                "-m",
+                "5",
+                "--interface",
+                "10.0.2.2",
+                "--local-port",
+                &port,
+                &url,
+            ],
+        );
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("10.0.2.2:"),
+            "DNAT through two workers: {}{}",
+            describe(&out),
+            lab.logs()
+        );
+    }
+    // Every DNATed connection is listed once; the MASQUERADEd ones may
+    // have given their port to a later connection while in TIME_WAIT
+    // (nf_nat_used_tuple_harder: a range smaller than 32 ports is always
+    // searched "harder"), so at most OUT of them are left.
+    let table = lab.conntrack_list();
+    let tcp = table.lines().filter(|l| l.starts_with("tcp ")).count();
+    for (port, dport) in &tries {
+        let n = table
+            .lines()
+            .filter(|l| l.contains(&format!(" sport={port} dport={dport} ")))
+            .count();
+        assert_eq!(
+            n,
+            1,
+            "10.0.2.2:{port} -> :{dport} in\n{table}{}",
+            lab.logs()
+        );
+    }
+    assert!(
+        (IN + 1..=IN + OUT).contains(&tcp),
+        "conntrack -L:\n{table}{}",
+        lab.logs()
+    );
+    if kernel_router() {
+        return;
+    }
+    // One `conntrack -S` line per worker; the inserts add up.
+    let st = lab.control("conntrack", &["-S"]);
+    let text = String::from_utf8_lossy(&st.stdout).into_owned();
+    let inserts: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("insert="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no insert= in `{l}`"))
+        })
+        .collect();
+    assert_eq!(inserts.len(), 2, "{text}");
+    assert!(
+        text.starts_with("cpu=0 ") && text.contains("\ncpu=1 "),
+        "{text}"
+    );
+    assert!(inserts.iter().sum::<u64>() >= (OUT + IN) as u64, "{text}");
+    assert!(
+        inserts.iter().all(|n| *n > 0),
+        "both workers own connections: {text}"
+    );
+    // Per-worker counters in `stats --json`; what one handed out the other
+    // took in (nothing was dropped on the way).
+    let js = lab.control("stats", &["--json"]);
+    let js = String::from_utf8_lossy(&js.stdout).into_owned();
+    let field = |w: usize, k: &str| -> u64 {
+        let at = js
+            .find(&format!("{{\"worker\":{w},"))
+            .unwrap_or_else(|| panic!("no worker {w} in {js}"));
+        let rest = &js[at..];
+        let v = rest[rest.find(&format!("\"{k}\":")).unwrap() + k.len() + 3..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .to_string();
+        v.parse().unwrap()
+    };
+    let out: u64 = (0..2).map(|w| field(w, "handed_out")).sum();
+    let inn: u64 = (0..2).map(|w| field(w, "handed_in")).sum();
+    assert_eq!(out, inn, "{js}");
+    assert_eq!(
+        (0..2).map(|w| field(w, "handoff_dropped")).sum::<u64>(),
+        0,
+        "{js}"
+    );
+    let sent: u64 = (0..2).map(|w| field(w, "redirects_sent")).sum();
+    assert_eq!(sent, apart as u64, "{js}");
+    let entries: u64 = (0..2).map(|w| field(w, "conntrack_entries")).sum();
+    assert_eq!(entries, tcp as u64, "{js}");
+}

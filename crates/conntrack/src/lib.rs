@@ -156,6 +156,38 @@ pub struct Stats {
     pub expired: u64,
 }
 
+impl Stats {
+    /// Field-wise sum (the totals of several shards).
+    pub fn sum(&self, o: &Stats) -> Stats {
+        let Stats {
+            found,
+            invalid,
+            insert,
+            insert_failed,
+            drop,
+            early_drop,
+            error,
+            search_restart,
+            clash_resolve,
+            chaintoolong,
+            expired,
+        } = *o;
+        Stats {
+            found: self.found + found,
+            invalid: self.invalid + invalid,
+            insert: self.insert + insert,
+            insert_failed: self.insert_failed + insert_failed,
+            drop: self.drop + drop,
+            early_drop: self.early_drop + early_drop,
+            error: self.error + error,
+            search_restart: self.search_restart + search_restart,
+            clash_resolve: self.clash_resolve + clash_resolve,
+            chaintoolong: self.chaintoolong + chaintoolong,
+            expired: self.expired + expired,
+        }
+    }
+}
+
 /// Conntrack events of one packet (`IPCT_*` bits), for `conntrack -E` lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Events(pub u16);

@@ -127,6 +127,14 @@ pub trait PacketIo {
 
     /// Give buffers back (dropped, consumed or unused frames).
     fn free(&mut self, addrs: &[FrameAddr]);
+
+    /// Reply tuples of connections the worker just created whose replies
+    /// the RSS model puts on another worker's queue
+    /// ([`Pipeline::take_handoffs`]), before the batch that created them is
+    /// sent: a port that steers frames between workers (or an emulated NIC)
+    /// learns where those replies belong before any of them can arrive.
+    /// Ports of a single worker ignore them.
+    fn announce(&mut self, _replies: &[fastables_conntrack::Tuple]) {}
 }
 
 /// Totals of one worker's loop.
@@ -149,6 +157,8 @@ pub struct Worker {
     tx: Vec<Vec<Frame>>,
     /// Buffers to give back to the port this round.
     free: Vec<FrameAddr>,
+    /// Hand-off requests of this round, for [`PacketIo::announce`].
+    handoffs: Vec<fastables_conntrack::Tuple>,
     stats: WorkerStats,
 }
 
@@ -165,6 +175,7 @@ impl Worker {
                 .map(|_| Vec::with_capacity(2 * batch_size))
                 .collect(),
             free: Vec::with_capacity(3 * batch_size),
+            handoffs: Vec::with_capacity(crate::pipeline::HANDOFF_QUEUE),
             stats: WorkerStats::default(),
         }
     }
@@ -244,6 +255,11 @@ impl Worker {
             }
         }
         self.free.extend_from_slice(&self.batch.spare);
+        self.pipeline.take_handoffs(&mut self.handoffs);
+        if !self.handoffs.is_empty() {
+            io.announce(&self.handoffs);
+            self.handoffs.clear();
+        }
         for (p, q) in self.tx.iter_mut().enumerate() {
             if q.is_empty() {
                 continue;

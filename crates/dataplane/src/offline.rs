@@ -480,6 +480,17 @@ impl PacketIo for OfflinePort {
     fn free(&mut self, addrs: &[FrameAddr]) {
         self.free.extend_from_slice(addrs);
     }
+
+    /// The emulated NIC steers these replies to the worker of the current
+    /// burst (the hand-off of DNATed replies).
+    fn announce(&mut self, replies: &[fastables_conntrack::Tuple]) {
+        if let Some(d) = self.dispatch.as_mut() {
+            for t in replies {
+                d.redirect
+                    .insert((t.proto, t.src, t.dst, t.sport, t.dport), d.current);
+            }
+        }
+    }
 }
 
 /// Runs every input frame through `worker`'s pipeline, in merged order, and
@@ -538,7 +549,6 @@ pub fn run_workers(
         redirect: std::collections::HashMap::new(),
         current: 0,
     });
-    let mut handoffs = Vec::new();
     while let Some(p) = port.next_port() {
         let before = port.consumed;
         let q = port.next_queue();
@@ -551,13 +561,6 @@ pub fn run_workers(
             d.current = q;
         }
         w.poll_port(&mut port, p);
-        w.pipeline_mut().take_handoffs(&mut handoffs);
-        if let Some(d) = port.dispatch.as_mut() {
-            for t in handoffs.drain(..) {
-                d.redirect
-                    .insert((t.proto, t.src, t.dst, t.sport, t.dport), q);
-            }
-        }
         after_burst(w);
         if let Some(e) = port.take_error() {
             return Err(e);

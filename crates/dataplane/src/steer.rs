@@ -214,11 +214,16 @@ impl<P: PacketIo> Steered<P> {
     }
 
     /// Announces reply tuples of connections owned here (from
-    /// [`crate::pipeline::Pipeline::take_handoffs`]) to every other worker.
-    pub fn announce(&mut self, replies: &[Tuple]) {
+    /// [`crate::pipeline::Pipeline::take_handoffs`]) to every worker, this
+    /// one included (a reply this port receives must stay here).
+    fn announce_replies(&mut self, replies: &[Tuple]) {
         let Some(mesh) = &self.mesh else { return };
+        let now = self.inner.now_ns();
         for t in replies {
             let key = tuple_key(t);
+            if self.redirect.len() < REDIRECTS_MAX || self.redirect.contains_key(&key) {
+                self.redirect.insert(key, (self.me, now));
+            }
             for w in 0..mesh.workers {
                 if w == usize::from(self.me) {
                     continue;
@@ -371,6 +376,10 @@ impl<P: PacketIo> PacketIo for Steered<P> {
 
     fn free(&mut self, addrs: &[FrameAddr]) {
         self.inner.free(addrs)
+    }
+
+    fn announce(&mut self, replies: &[Tuple]) {
+        self.announce_replies(replies);
     }
 }
 
@@ -650,6 +659,7 @@ mod tests {
             proto: 17,
         };
         w0.announce(&[reply]);
+        assert_eq!(w0.stats().redirects_known, 1, "the owner keeps its replies");
         assert_eq!(w0.stats().redirects_sent, 1);
         let frame = udp([10, 0, 0, 1], sport, [8, 8, 8, 8], 53);
         w1.inner_mut().rx[0].push_back(frame.clone());

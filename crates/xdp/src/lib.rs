@@ -24,9 +24,12 @@
 //! written in bursts, and the kernel is kicked (`sendto`) once per TX burst
 //! when it asks for it (`XDP_USE_NEED_WAKEUP`).
 //!
-//! Not here (yet): more than one queue per interface (the port binds queue 0
-//! and refuses devices with more RX queues unless told `queues = 1`), and
-//! XDP multi-buffer (jumbo frames): the MTU must fit a frame.
+//! One port serves one RX queue of each interface ([`Options::queue`]); a
+//! data plane with several workers opens one port per worker, each on its
+//! queue. A device with more RX queues than the data plane serves
+//! ([`Options::queues`]) is refused unless told `queues = 1` (the others
+//! would bypass it). Not here (yet): XDP multi-buffer (jumbo frames): the
+//! MTU must fit a frame.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -77,11 +80,19 @@ pub struct PortSpec {
 pub struct Options {
     /// Descriptors per ring (RX, TX, fill, completion): a power of two.
     pub ring: u32,
+    /// The RX queue this port binds on every interface.
+    pub queue: u32,
+    /// RX queues the whole data plane serves per interface (one per worker).
+    pub queues: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ring: 2048 }
+        Options {
+            ring: 2048,
+            queue: 0,
+            queues: 1,
+        }
     }
 }
 
@@ -142,13 +153,25 @@ pub enum XdpError {
         /// The frame size.
         frame: usize,
     },
-    /// Several RX queues: the others would bypass fastables.
-    #[error("{name}: the device has {queues} RX queues and fastables serves one: reduce them (`ethtool -L {name} combined 1`) or set `queues = 1` for this interface to leave the others to the kernel")]
+    /// More RX queues than workers: the others would bypass fastables.
+    #[error("{name}: the device has {queues} RX queues and fastables serves {served} (one per core of [workers] cores): reduce them (`ethtool -L {name} combined {served}`), list {queues} cores, or set `queues = 1` for this interface to leave the other queues to the kernel")]
     MultiQueue {
         /// Device.
         name: String,
         /// Its RX queues.
         queues: u32,
+        /// Queues served (workers).
+        served: u32,
+    },
+    /// Fewer RX queues than workers.
+    #[error("{name}: the device has {queues} RX queues and [workers] cores needs {wanted} (one per worker): add queues (`ethtool -L {name} combined {wanted}`; veth: `numrxqueues`) or list fewer cores")]
+    TooFewQueues {
+        /// Device.
+        name: String,
+        /// Its RX queues.
+        queues: u32,
+        /// Queues needed.
+        wanted: u32,
     },
     /// Zero-copy wanted where it cannot be.
     #[error("{0}: zero_copy = \"on\" needs native XDP (xdp_mode \"native\" or \"auto\" on a device that supports it)")]
@@ -506,10 +529,18 @@ impl XdpPort {
                 });
             }
             let q = device_rx_queues(&s.name);
-            if q > 1 && !s.one_queue_ok {
+            if q > opts.queues.max(1) && !s.one_queue_ok {
                 return Err(XdpError::MultiQueue {
                     name: s.name.clone(),
                     queues: q,
+                    served: opts.queues.max(1),
+                });
+            }
+            if opts.queue >= q {
+                return Err(XdpError::TooFewQueues {
+                    name: s.name.clone(),
+                    queues: q,
+                    wanted: opts.queue + 1,
                 });
             }
             attempts(s)?;
@@ -561,7 +592,7 @@ impl XdpPort {
             let (fq, cq) = first
                 .take()
                 .unwrap_or_else(|| (ring_default(), ring_default()));
-            let sock = port.open_socket(s, opts.ring, fq, cq)?;
+            let sock = port.open_socket(s, opts.ring, opts.queue, fq, cq)?;
             port.socks.push(sock);
         }
         for i in 0..port.socks.len() {
@@ -574,6 +605,7 @@ impl XdpPort {
         &mut self,
         spec: &PortSpec,
         ring: u32,
+        queue: u32,
         mut fq: Box<sys::xsk_ring_prod>,
         mut cq: Box<sys::xsk_ring_cons>,
     ) -> Result<Sock, XdpError> {
@@ -604,7 +636,7 @@ impl XdpPort {
                 sys::xsk_socket__create_shared(
                     &mut xsk,
                     name.as_ptr(),
-                    0,
+                    queue,
                     self.umem,
                     &mut *rx,
                     &mut *tx,
@@ -637,7 +669,7 @@ impl XdpPort {
                         name: spec.name.clone(),
                         attach,
                         zero_copy: zc,
-                        queue: 0,
+                        queue,
                         rx_queues: device_rx_queues(&spec.name),
                     },
                     counters: SockCounters::default(),

@@ -152,7 +152,10 @@ fn frames_through_the_port_are_all_accounted_for() {
             zero_copy: fastables_dataplane::config::ZeroCopy::Off,
             one_queue_ok: false,
         }],
-        Options { ring: 512 },
+        Options {
+            ring: 512,
+            ..Options::default()
+        },
     )
     .unwrap();
     let info: Vec<String> = port.info().map(|i| i.to_string()).collect();
