@@ -1500,16 +1500,17 @@ impl Pipeline {
             return (Action::Drop(DropReason::InvalidFrame), None);
         };
         let in_mac = in_dev.mac;
+        // L2: the kernel's pkt_type, before any L3 check (ip_rcv_core and
+        // arp_rcv drop PACKET_OTHERHOST first).
+        let dst_mac = MacAddr([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]]);
+        let to_host = dst_mac == in_mac;
+        if len >= ETH_LEN && !to_host && !dst_mac.is_multicast() {
+            return (Action::Drop(DropReason::OtherHost), None);
+        }
         let parsed = match parse_frame(buf.get(..len).unwrap_or(&[])) {
             Ok(p) => p,
             Err(e) => return (Action::Drop(drop_of_parse(e)), None),
         };
-        // L2: the kernel's pkt_type.
-        let dst_mac = MacAddr([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]]);
-        let to_host = dst_mac == in_mac;
-        if !to_host && !dst_mac.is_multicast() {
-            return (Action::Drop(DropReason::OtherHost), None);
-        }
         if parsed.vlan_id.is_some() {
             return (Action::Drop(DropReason::NotIpv4), None);
         }
