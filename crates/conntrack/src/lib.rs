@@ -140,7 +140,8 @@ pub struct Stats {
     pub insert: u64,
     /// Inserts refused because a tuple clashed or a chain was too long.
     pub insert_failed: u64,
-    /// Packets dropped because the table was full.
+    /// Packets dropped because the table was full, or because their new
+    /// connection clashed with another on insert (`nf_ct_resolve_clash`).
     pub drop: u64,
     /// Entries evicted to make room (`early_drop`).
     pub early_drop: u64,

@@ -777,6 +777,14 @@ impl Table {
         }
     }
 
+    /// A clash on insert that cannot be resolved: `nf_ct_resolve_clash()`
+    /// drops the packet, counting both `drop` and `insert_failed`.
+    fn clash(&mut self, d: Dir) -> InsertError {
+        self.stats.drop += 1;
+        self.stats.insert_failed += 1;
+        InsertError::Clash(d)
+    }
+
     /// `__nf_conntrack_confirm()`: capacity, clash and chain checks, then link.
     /// `e.timeout` is relative and becomes absolute here.
     pub(crate) fn insert_entry(&mut self, e: Entry, now: u64) -> Result<EntryId, InsertError> {
@@ -794,12 +802,10 @@ impl Table {
             len1 = self.chain_len(b1);
         }
         if live0.is_some() {
-            self.stats.insert_failed += 1;
-            return Err(InsertError::Clash(Dir::Original));
+            return Err(self.clash(Dir::Original));
         }
         if live1.is_some() {
-            self.stats.insert_failed += 1;
-            return Err(InsertError::Clash(Dir::Reply));
+            return Err(self.clash(Dir::Reply));
         }
         if len0 > self.cfg.max_chainlen || len1 > self.cfg.max_chainlen {
             self.stats.chaintoolong += 1;
@@ -1083,8 +1089,7 @@ impl Table {
             // the table, but the port may not be used.
             if let Some(t) = e.tuple[1].invert() {
                 if self.reserved_hit(&t, &e, crate::Manip::Src) {
-                    self.stats.insert_failed += 1;
-                    return Err(InsertError::Clash(Dir::Reply));
+                    return Err(self.clash(Dir::Reply));
                 }
             }
         }

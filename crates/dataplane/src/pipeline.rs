@@ -128,7 +128,8 @@ pub struct PipelineCounters {
     pub consumed: AtomicU64,
     /// Frames dropped (sum of the drop counters for received frames).
     pub dropped: AtomicU64,
-    /// Packets generated and handed to the port (ICMP, RST, ARP).
+    /// Packets generated and handed to the port (ICMP, RST, ARP, and the
+    /// fragments after the first of a forwarded datagram).
     pub generated: AtomicU64,
 }
 
@@ -564,8 +565,7 @@ impl Pipeline {
                         if let Some(old) = self.neigh.hold(h) {
                             // Its buffer is given back with the spares.
                             batch.spare.push(old.addr);
-                            PipelineCounters::inc(&self.counters.dropped);
-                            self.drops.inc(DropReason::NeighborHoldFull);
+                            self.count_drops(DropReason::NeighborHoldFull, 1);
                         }
                     }
                     None => action = Action::Drop(DropReason::InvalidFrame),
@@ -574,10 +574,7 @@ impl Pipeline {
             match action {
                 Action::Forward { .. } => PipelineCounters::inc(&self.counters.forwarded),
                 Action::Consumed => PipelineCounters::inc(&self.counters.consumed),
-                Action::Drop(r) => {
-                    PipelineCounters::inc(&self.counters.dropped);
-                    self.drops.inc(r);
-                }
+                Action::Drop(r) => self.count_drops(r, 1),
                 Action::Held => {}
             }
             f.action = action;
@@ -645,14 +642,22 @@ impl Pipeline {
         res
     }
 
-    /// Drops the datagram of defrag slot `n` (its buffers back with the spares).
+    /// Drops the datagram of defrag slot `n` (its buffers back with the
+    /// spares), counting each of its frames.
     fn defrag_drop(&mut self, n: usize, batch: &mut Batch, r: DropReason) {
-        for p in self.defrag.pieces(n) {
+        let pieces = self.defrag.pieces(n);
+        for p in pieces {
             batch.spare.push(p.addr);
         }
+        self.count_drops(r, pieces.len());
         self.defrag.release(n);
-        PipelineCounters::inc(&self.counters.dropped);
-        self.drops.inc(r);
+    }
+
+    /// `frames` received frames dropped for `r`.
+    fn count_drops(&self, r: DropReason, frames: usize) {
+        let n = frames as u64;
+        self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+        self.drops.add(r, n);
     }
 
     /// Datagrams that waited too long for their fragments (no ICMP: the
@@ -682,14 +687,15 @@ impl Pipeline {
             defrag::Added::Held => {}
             defrag::Added::Rejected(why) => {
                 batch.spare.push(piece.addr);
-                PipelineCounters::inc(&self.counters.dropped);
-                self.drops.inc(match why {
+                let r = match why {
                     defrag::DefragDrop::Duplicate => DropReason::FragmentDuplicate,
                     defrag::DefragDrop::TooLong => DropReason::FragmentTooLong,
-                });
+                };
+                self.count_drops(r, 1);
             }
             defrag::Added::Overlap(n) => {
                 batch.spare.push(piece.addr);
+                self.count_drops(DropReason::FragmentOverlap, 1);
                 self.defrag_drop(n, batch, DropReason::FragmentOverlap);
             }
             defrag::Added::Complete(n) => self.reassembled(now_ns, mem, batch, n),
@@ -718,9 +724,11 @@ impl Pipeline {
         let (action, gen) = self.rx_and_fragment(now_ns, mem, &mut f, batch);
         self.reasm = None;
         let rest = pieces.get(1..).unwrap_or(&[]);
+        // Every fragment is a received frame, counted with the first one's fate.
+        let frames = pieces.len() as u64;
         match action {
             Action::Forward { port } => {
-                PipelineCounters::inc(&self.counters.forwarded);
+                self.counters.forwarded.fetch_add(frames, Ordering::Relaxed);
                 batch.generated.push(Frame { action, port, ..f });
                 for p in rest {
                     copy_rewritten_header(mem, first.addr, p.addr);
@@ -744,22 +752,22 @@ impl Pipeline {
                         }
                         if let Some(old) = self.neigh.hold(neigh::Held { dev, ip, addr, len }) {
                             batch.spare.push(old.addr);
-                            self.drops.inc(DropReason::NeighborHoldFull);
+                            self.count_drops(DropReason::NeighborHoldFull, 1);
                         }
                     }
                 } else {
+                    self.count_drops(DropReason::InvalidFrame, pieces.len());
                     batch.spare.push(f.addr);
                     batch.spare.extend(rest.iter().map(|p| p.addr));
                 }
             }
             Action::Drop(r) => {
-                PipelineCounters::inc(&self.counters.dropped);
-                self.drops.inc(r);
+                self.count_drops(r, pieces.len());
                 batch.spare.push(f.addr);
                 batch.spare.extend(rest.iter().map(|p| p.addr));
             }
             Action::Consumed => {
-                PipelineCounters::inc(&self.counters.consumed);
+                self.counters.consumed.fetch_add(frames, Ordering::Relaxed);
                 batch.spare.push(f.addr);
                 batch.spare.extend(rest.iter().map(|p| p.addr));
             }
@@ -1009,7 +1017,7 @@ impl Pipeline {
                         }
                         None => {
                             batch.spare.push(h.addr);
-                            self.drops.inc(DropReason::InvalidFrame);
+                            self.count_drops(DropReason::InvalidFrame, 1);
                         }
                     }
                 }
@@ -1030,8 +1038,7 @@ impl Pipeline {
                     );
                 }
                 HeldEvent::Failed(h) => {
-                    PipelineCounters::inc(&self.counters.dropped);
-                    self.drops.inc(DropReason::NeighborUnresolved);
+                    self.count_drops(DropReason::NeighborUnresolved, 1);
                     // ip_forward's error report for a failed neighbor.
                     let rx = Frame::rx(h.addr, h.len, h.dev);
                     let info = parse_frame(
@@ -1493,16 +1500,17 @@ impl Pipeline {
             return (Action::Drop(DropReason::InvalidFrame), None);
         };
         let in_mac = in_dev.mac;
+        // L2: the kernel's pkt_type, before any L3 check (ip_rcv_core and
+        // arp_rcv drop PACKET_OTHERHOST first).
+        let dst_mac = MacAddr([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]]);
+        let to_host = dst_mac == in_mac;
+        if len >= ETH_LEN && !to_host && !dst_mac.is_multicast() {
+            return (Action::Drop(DropReason::OtherHost), None);
+        }
         let parsed = match parse_frame(buf.get(..len).unwrap_or(&[])) {
             Ok(p) => p,
             Err(e) => return (Action::Drop(drop_of_parse(e)), None),
         };
-        // L2: the kernel's pkt_type.
-        let dst_mac = MacAddr([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]]);
-        let to_host = dst_mac == in_mac;
-        if !to_host && !dst_mac.is_multicast() {
-            return (Action::Drop(DropReason::OtherHost), None);
-        }
         if parsed.vlan_id.is_some() {
             return (Action::Drop(DropReason::NotIpv4), None);
         }

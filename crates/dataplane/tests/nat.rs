@@ -17,6 +17,9 @@ use fastables_packet::{checksum, parse_frame, MacAddr};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 
+mod common;
+use common::Out;
+
 const ETH0_MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xc2, 0xbe, 0x11]);
 const DOCKER0_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x12, 0x00, 0x01]);
 const SRV0_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0xa8, 0x00, 0x01]);
@@ -100,36 +103,8 @@ fn pipeline(rules: &str) -> Pipeline {
     pipeline_with(rules, "")
 }
 
-struct Out {
-    action: Action,
-    frame: Vec<u8>,
-    generated: Vec<(IfIndex, Vec<u8>)>,
-}
-
 fn run_at(p: &mut Pipeline, port: IfIndex, frame: &[u8], now: u64) -> Out {
-    let mut mem = vec![0u8; FRAME_SIZE * 3];
-    mem[..frame.len()].copy_from_slice(frame);
-    let mut b = Batch::with_capacity(4);
-    b.frames.push(Frame::rx(0, frame.len() as u16, port));
-    for i in 1..3 {
-        b.spare.push((i * FRAME_SIZE) as FrameAddr);
-    }
-    p.process_batch(now, &mut mem, &mut b);
-    let f = b.frames[0];
-    Out {
-        action: f.action,
-        frame: mem[..f.len as usize].to_vec(),
-        generated: b
-            .generated
-            .iter()
-            .map(|g| {
-                (
-                    g.port,
-                    mem[g.addr as usize..g.addr as usize + g.len as usize].to_vec(),
-                )
-            })
-            .collect(),
-    }
+    common::run_spares(p, port, frame, 2, now)
 }
 
 fn run(p: &mut Pipeline, port: IfIndex, frame: &[u8]) -> Out {
