@@ -1272,6 +1272,8 @@ fn parse_trace_args(args: &[&str], cfg: &Config) -> Result<(TraceFilter, Option<
                     .ok_or_else(|| format!("no interface `{v}` in the configuration"))?;
                 f.in_if = Some(i as IfIndex);
             }
+            // The packets `-j TRACE` marked (`xtables-monitor --trace`).
+            "--marked" => f.marked = true,
             // `-m tcp`/`-m udp` as iptables writes them: implied by -p.
             "-m" => {
                 value()?;

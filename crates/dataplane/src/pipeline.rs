@@ -818,32 +818,65 @@ impl Pipeline {
             } => (src_port, dst_port, true),
             _ => (0, 0, false),
         };
+        let head = TraceHead {
+            proto: info.protocol,
+            src: u32::from(info.src),
+            dst: u32::from(info.dst),
+            sport,
+            dport,
+            ports,
+            in_if,
+            len: info.total_len,
+            ttl: info.ttl,
+        };
+        if self.tracer.as_ref().is_some_and(|t| !t.filter.marked) {
+            self.trace_start(&head);
+        }
+    }
+
+    /// `-j TRACE` marked the packet: its record starts here, for a
+    /// `--marked` trace.
+    fn trace_marked(&mut self, ctx: &PacketCtx) {
+        if self.tracer.as_ref().is_some_and(|t| t.filter.marked) {
+            self.trace_start(&TraceHead {
+                proto: ctx.proto,
+                src: ctx.src,
+                dst: ctx.dst,
+                sport: ctx.sport,
+                dport: ctx.dport,
+                ports: ctx.has_l4 && matches!(ctx.proto, 6 | 17),
+                in_if: ctx.in_if.unwrap_or(IfIndex::MAX),
+                len: ctx.len,
+                ttl: ctx.ttl,
+            });
+        }
+    }
+
+    fn trace_start(&mut self, h: &TraceHead) {
         let Some(t) = self.tracer.as_mut() else {
             return;
         };
         if !t.active()
-            || !t.filter.matches(
-                info.protocol,
-                u32::from(info.src),
-                u32::from(info.dst),
-                sport,
-                dport,
-                ports,
-                in_if,
-            )
+            || !t
+                .filter
+                .matches(h.proto, h.src, h.dst, h.sport, h.dport, h.ports, h.in_if)
         {
             return;
         }
-        let dev = self.ifs.get(in_if).map_or("?", |d| d.name.as_str());
-        let head = if ports {
+        let dev = self.ifs.get(h.in_if).map_or("local", |d| d.name.as_str());
+        let (src, dst) = (
+            std::net::Ipv4Addr::from(h.src),
+            std::net::Ipv4Addr::from(h.dst),
+        );
+        let head = if h.ports {
             format!(
-                "in {dev}: {}:{sport} > {}:{dport} proto {} len {} ttl {}",
-                info.src, info.dst, info.protocol, info.total_len, info.ttl
+                "in {dev}: {src}:{} > {dst}:{} proto {} len {} ttl {}",
+                h.sport, h.dport, h.proto, h.len, h.ttl
             )
         } else {
             format!(
-                "in {dev}: {} > {} proto {} len {} ttl {}",
-                info.src, info.dst, info.protocol, info.total_len, info.ttl
+                "in {dev}: {src} > {dst} proto {} len {} ttl {}",
+                h.proto, h.len, h.ttl
             )
         };
         t.begin(&head);
@@ -1087,6 +1120,9 @@ impl Pipeline {
         route_mtu: Option<u16>,
     ) -> Outcome {
         let v = self.rules.run(table, hook, ctx, &mut self.state, now_ns);
+        if ctx.effects.trace && !self.tracing {
+            self.trace_marked(ctx);
+        }
         if self.tracing {
             self.trace_table(table, hook, v, ctx.effects.last);
         }
@@ -2374,6 +2410,19 @@ impl RouteSlot {
         dst: 0,
         res: Err(DropReason::NoRoute),
     };
+}
+
+/// What a trace record's first line says about the packet.
+struct TraceHead {
+    proto: u8,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    ports: bool,
+    in_if: IfIndex,
+    len: u16,
+    ttl: u8,
 }
 
 /// Hand-off requests kept between two drains ([`Pipeline::take_handoffs`]).

@@ -31,6 +31,10 @@ pub struct TraceFilter {
     pub dport: Option<u16>,
     /// Ingress interface.
     pub in_if: Option<IfIndex>,
+    /// Only packets a `-j TRACE` rule marked (as `xtables-monitor --trace`
+    /// shows the packets with `nftrace` set); the record starts at the table
+    /// whose rule marked it.
+    pub marked: bool,
 }
 
 impl TraceFilter {

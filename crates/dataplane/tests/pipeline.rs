@@ -947,3 +947,64 @@ fn learned_neighbors_age_probe_and_are_forgotten_when_silent() {
     assert_eq!(a, Action::Held);
     assert_eq!(&g[0][0..6], &[0xff; 6], "broadcast request");
 }
+
+/// `-j TRACE` marks a packet; a `marked` tracer records only marked ones,
+/// from the table whose rule marked them on.
+#[test]
+fn trace_target_marks_packets_for_a_marked_trace() {
+    let rules = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 -A PREROUTING -p udp -m udp --dport 53 -j TRACE\nCOMMIT\n\
+                 *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 -A FORWARD -p udp -j ACCEPT\nCOMMIT\n";
+    let mut p = pipeline(rules);
+    let filter = fastables_dataplane::trace::TraceFilter {
+        marked: true,
+        ..Default::default()
+    };
+    p.set_trace(Some((filter, None)));
+    let dns = udp_out(64);
+    let other = builder::udp_frame(
+        &from_host(),
+        &ip("172.18.0.2", "8.8.8.8"),
+        &UdpSpec {
+            src_port: 40000,
+            dst_port: 54,
+        },
+        b"x",
+    );
+    for f in [&other, &dns, &other] {
+        let o = run(&mut p, DOCKER0_IF, f);
+        assert_eq!(o.action, Action::Forward { port: ETH0_IF });
+    }
+    let mut records = Vec::new();
+    p.drain_trace(|r| records.push(r.to_string()));
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert!(
+        r.contains("in docker0: 172.18.0.2:33894 > 8.8.8.8:53 proto 17"),
+        "{r}"
+    );
+    assert!(
+        r.contains("raw PREROUTING: ACCEPT by policy of PREROUTING"),
+        "{r}"
+    );
+    assert!(
+        r.contains("filter FORWARD: ACCEPT by FORWARD rule 1"),
+        "{r}"
+    );
+    // An unmarked trace ignores the marks and follows its filter.
+    p.set_trace(Some((
+        fastables_dataplane::trace::TraceFilter {
+            dport: Some(54),
+            ..Default::default()
+        },
+        None,
+    )));
+    for f in [&dns, &other] {
+        run(&mut p, DOCKER0_IF, f);
+    }
+    let mut records = Vec::new();
+    p.drain_trace(|r| records.push(r.to_string()));
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert!(records[0].contains("> 8.8.8.8:54 "), "{records:#?}");
+}

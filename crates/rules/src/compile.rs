@@ -184,6 +184,8 @@ enum Act {
     Connmark(ConnmarkTarget),
     Ttl(TtlTarget),
     Notrack,
+    /// `-j TRACE`.
+    Trace,
     Tcpmss(u16),
 }
 
@@ -1127,6 +1129,7 @@ impl CompiledRuleset {
                 self.needs.conntrack = true;
                 Act::Notrack
             }
+            Target::Trace => Act::Trace,
             Target::Tcpmss(t) => Act::Tcpmss(match t {
                 TcpmssTarget::SetMss(m) => *m,
                 TcpmssTarget::ClampToPmtu => 0,
@@ -1671,6 +1674,7 @@ impl CompiledRuleset {
                     }
                 }
                 Act::Notrack => apply_notrack(ctx),
+                Act::Trace => ctx.effects.trace = true,
                 Act::Tcpmss(v) => ctx.effects.tcpmss = Some(v),
             }
             pc += 1;

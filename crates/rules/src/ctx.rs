@@ -174,6 +174,8 @@ pub struct Effects {
     pub ttl_changed: bool,
     /// `NOTRACK` / `CT --notrack` fired (raw table): the packet is UNTRACKED.
     pub notrack: bool,
+    /// `TRACE` fired: trace the packet from here on.
+    pub trace: bool,
     /// `CONNMARK` changed `ct.mark`; conntrack must store it.
     pub ctmark_changed: bool,
     /// `TCPMSS` requested: `Some(mss)` to set the MSS option to at most this value

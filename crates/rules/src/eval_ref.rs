@@ -241,6 +241,7 @@ impl RefRuleset {
                             ctx.effects.ttl_changed = true;
                         }
                     }
+                    Target::Trace => ctx.effects.trace = true,
                     Target::Notrack | Target::CtNotrack => {
                         if !has_ct(&ctx.ct) {
                             ctx.ct = CtCtx::untracked();

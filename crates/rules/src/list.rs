@@ -243,6 +243,7 @@ fn target_name(t: &Target) -> &str {
         Target::Connmark(_) => "CONNMARK",
         Target::Ttl(_) => "TTL",
         Target::Notrack => "CT",
+        Target::Trace => "TRACE",
         Target::CtNotrack => "CT",
         Target::Tcpmss(_) => "TCPMSS",
         Target::Snat { .. } => "SNAT",
@@ -501,7 +502,8 @@ fn list_target(out: &mut String, t: &Target) {
         | Target::Drop
         | Target::Return
         | Target::Jump(_)
-        | Target::Goto(_) => {}
+        | Target::Goto(_)
+        | Target::Trace => {}
         Target::Reject(r) => {
             let _ = write!(out, " reject-with {}", names::reject_name(*r));
         }

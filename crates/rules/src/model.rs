@@ -470,6 +470,9 @@ pub enum Target {
     Notrack,
     /// `-j CT --notrack`.
     CtNotrack,
+    /// `-j TRACE`: the packet is traced from here on (iptables-nft sets
+    /// `meta nftrace`, in any table); `fastables trace --marked` shows it.
+    Trace,
     Tcpmss(TcpmssTarget),
     Snat {
         range: NatRange,

@@ -496,6 +496,7 @@ enum TKind {
     Connmark,
     Ttl,
     Notrack,
+    Trace,
     Ct,
     Tcpmss,
     Snat,
@@ -507,7 +508,7 @@ enum TKind {
 impl TKind {
     fn opts(self) -> &'static [OptSpec] {
         match self {
-            TKind::Standard | TKind::Chain | TKind::Notrack => {
+            TKind::Standard | TKind::Chain | TKind::Notrack | TKind::Trace => {
                 const O: &[OptSpec] = &[];
                 O
             }
@@ -1617,7 +1618,7 @@ fn apply_target_opt(t: &mut TState, id: u8, tok: &str, a: &str) -> PResult<()> {
     }
     t.seen.push(id);
     match t.kind {
-        TKind::Standard | TKind::Chain | TKind::Notrack => {}
+        TKind::Standard | TKind::Chain | TKind::Notrack | TKind::Trace => {}
         TKind::Reject => {
             t.reject = names::REJECT_TYPES
                 .iter()
@@ -1830,6 +1831,7 @@ fn finish_target(t: TState, proto: Option<Neg<u8>>) -> PResult<Target> {
         },
         TKind::Ttl => Target::Ttl(t.ttl.ok_or_else(|| conflict(&tok, "TTL: one of --ttl-set, --ttl-inc, --ttl-dec is required"))?),
         TKind::Notrack => Target::Notrack,
+        TKind::Trace => Target::Trace,
         TKind::Ct => {
             if !t.ct_notrack {
                 return Err(Problem::new(
@@ -1880,6 +1882,7 @@ fn target_kind(name: &str) -> Option<TKind> {
         "CONNMARK" => TKind::Connmark,
         "TTL" => TKind::Ttl,
         "NOTRACK" => TKind::Notrack,
+        "TRACE" => TKind::Trace,
         "CT" => TKind::Ct,
         "TCPMSS" => TKind::Tcpmss,
         "SNAT" => TKind::Snat,

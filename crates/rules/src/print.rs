@@ -559,6 +559,7 @@ fn print_target(s: &mut String, t: &Target) {
             };
         }
         Target::Notrack => s.push_str(" -j NOTRACK"),
+        Target::Trace => s.push_str(" -j TRACE"),
         Target::CtNotrack => s.push_str(" -j CT --notrack"),
         Target::Tcpmss(t) => {
             let _ = match t {
