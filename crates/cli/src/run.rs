@@ -804,7 +804,7 @@ fn save_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
 /// iptables-restore on the running instance: the tables in the input replace
 /// theirs, the others stay (with their counters); all or nothing.
 fn restore_cmd(args: &[&str], body: &str, live: &mut Live, workers: &Workers) -> control::Reply {
-    let (mut test, mut counters) = (false, false);
+    let (mut test, mut counters, mut noflush) = (false, false, false);
     let mut name = "<stdin>";
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -812,19 +812,33 @@ fn restore_cmd(args: &[&str], body: &str, live: &mut Live, workers: &Workers) ->
             "--name" => name = it.next().copied().unwrap_or(name),
             "-t" | "--test" => test = true,
             "-c" | "--counters" => counters = true,
-            "-n" | "--noflush" => return control::Reply {
-                code: crate::EXIT_UNSUPPORTED,
-                out: String::new(),
-                err:
-                    "fastables: restore -n (--noflush) on a running instance is not supported yet\n"
-                        .into(),
-            },
+            "-n" | "--noflush" => noflush = true,
             other => {
                 return control::Reply::fail(format!(
                     "fastables: restore: unknown option `{other}`\n"
                 ))
             }
         }
+    }
+    if noflush {
+        // The file's commands on top of the running tables (their rules
+        // keep their counters; the file's count only with -c).
+        let opts = fastables_rules::RestoreOptions {
+            noflush: true,
+            counters,
+        };
+        let current = live.with_counters(workers);
+        let merged = match fastables_rules::apply_restore_opts(&current, body, name, opts) {
+            Ok(rs) => rs,
+            Err(e) => {
+                return control::Reply {
+                    code: e.kind.restore_exit_code(),
+                    out: String::new(),
+                    err: format!("{e}\n"),
+                }
+            }
+        };
+        return commit_restore(merged, name, test, live, workers);
     }
     let mut new = match fastables_rules::parse::parse_restore_all(body, name) {
         Ok(rs) => rs,
@@ -856,6 +870,17 @@ fn restore_cmd(args: &[&str], body: &str, live: &mut Live, workers: &Workers) ->
     merged
         .tables
         .sort_by_key(|t| Table::ALL.iter().position(|x| *x == t.table));
+    commit_restore(merged, name, test, live, workers)
+}
+
+/// Compiles a restored ruleset and, unless `test`, sets it on every worker.
+fn commit_restore(
+    merged: Ruleset,
+    name: &str,
+    test: bool,
+    live: &mut Live,
+    workers: &Workers,
+) -> control::Reply {
     let compiled = match CompiledRuleset::compile(&merged, &live.names()) {
         Ok(c) => Arc::new(c),
         Err(e) => {

@@ -272,11 +272,22 @@ impl Lab {
     /// `iptables-restore FILE` on the router: the tables of FILE replace the
     /// running ones.
     fn restore(&self, file: &Path) -> Output {
+        self.restore_with(file, &[])
+    }
+
+    /// `iptables-restore OPTS FILE` on the router (`-n`: on top of the
+    /// running tables).
+    fn restore_with(&self, file: &Path, opts: &[&str]) -> Output {
         let file = file.to_str().unwrap();
         if kernel_router() {
-            self.exec("rtr", 10, &["iptables-restore", "-w", "5", file])
+            let mut args = vec!["iptables-restore", "-w", "5"];
+            args.extend_from_slice(opts);
+            args.push(file);
+            self.exec("rtr", 10, &args)
         } else {
-            self.control("restore", &[file])
+            let mut args = opts.to_vec();
+            args.push(file);
+            self.control("restore", &args)
         }
     }
 
@@ -1308,4 +1319,64 @@ fn two_workers_share_the_connections() {
     assert_eq!(sent, apart as u64, "{js}");
     let entries: u64 = (0..2).map(|w| field(w, "conntrack_entries")).sum();
     assert_eq!(entries, tcp as u64, "{js}");
+}
+
+/// `iptables-restore -n`: the file's rules go on top of the running ones,
+/// which keep working (and counting); a bad file changes nothing.
+#[test]
+fn restore_noflush_adds_to_the_running_rules() {
+    let Some(mut lab) = Lab::start("r") else {
+        return;
+    };
+    lab.python_server("listen", LISTENERS);
+    let body = lab.ctr_ok(10, &["curl", "-sS", "-m", "5", "http://1.1.1.1:81/"]);
+    assert_eq!(body, "ok\n", "{}", lab.logs());
+    let before = lab.save();
+    let add = lab.dir.join("add.v4");
+    std::fs::write(
+        &add,
+        "*filter\n-A FORWARD -d 1.1.1.1/32 -p tcp -m tcp --dport 81 \
+         -j REJECT --reject-with tcp-reset\nCOMMIT\n",
+    )
+    .unwrap();
+    let out = lab.restore_with(&add, &["-n"]);
+    assert!(
+        out.status.success(),
+        "restore -n: {}{}",
+        describe(&out),
+        lab.logs()
+    );
+    let after = lab.save();
+    assert_eq!(
+        after.get("nat"),
+        before.get("nat"),
+        "the nat table is untouched"
+    );
+    let fwd: Vec<&String> = after["filter"]
+        .iter()
+        .filter(|l| l.starts_with("-A FORWARD"))
+        .collect();
+    assert_eq!(
+        fwd,
+        [
+            &"-A FORWARD -d 1.1.1.1/32 -p tcp -m tcp --dport 81 -j REJECT --reject-with tcp-reset"
+                .to_string()
+        ],
+        "{after:#?}"
+    );
+    let out = lab.exec("ctr", 10, &["curl", "-sS", "-m", "5", "http://1.1.1.1:81/"]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "refused now: {}{}",
+        describe(&out),
+        lab.logs()
+    );
+    let body = lab.ctr_ok(10, &["curl", "-sS", "-m", "5", "http://1.1.1.1:83/"]);
+    assert_eq!(body, "ok\n", "{}", lab.logs());
+    // A bad file (a jump to a chain that does not exist) changes nothing.
+    std::fs::write(&add, "*filter\n-A FORWARD -j nowhere\nCOMMIT\n").unwrap();
+    let out = lab.restore_with(&add, &["-n"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(lab.save(), after);
 }
