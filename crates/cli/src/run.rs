@@ -231,7 +231,11 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     }
     let seed = a.seed.unwrap_or_else(random_seed);
     let cfg = Arc::new(cfg);
-    let rss = Arc::new(Rss::new(SYMMETRIC_KEY, n as u16));
+    let rss = Arc::new(if n > 1 {
+        rss_model(&cfg, n)
+    } else {
+        Rss::new(SYMMETRIC_KEY, 1)
+    });
     let mesh = (n > 1).then(|| Mesh::new(n, cfg.interfaces.len(), HANDOFF_SLOTS));
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -351,6 +355,40 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     eprintln!("stopped");
     eprint!("{summary}");
     Ok(())
+}
+
+/// Several workers: each device's RSS is set to the model's (symmetric
+/// Toeplitz key, the queues round-robin, `ETHTOOL_SRSSH`) and read back;
+/// the model then uses the devices' table. A device that cannot be set
+/// (veth) is said so: its frames reach their worker by steering.
+fn rss_model(cfg: &Config, n: usize) -> Rss {
+    let mut tables: Vec<Vec<u16>> = Vec::new();
+    for i in &cfg.interfaces {
+        let got = fastables_xdp::set_device_rss(&i.name, &SYMMETRIC_KEY, n as u32)
+            .and_then(|()| fastables_xdp::device_rss(&i.name));
+        match got {
+            Ok(c) if c.key == SYMMETRIC_KEY && c.indir.iter().all(|q| (*q as usize) < n) => {
+                println!(
+                    "{}: RSS set: symmetric Toeplitz key, {n} queues over {} entries",
+                    i.name,
+                    c.indir.len()
+                );
+                tables.push(c.indir.iter().map(|q| *q as u16).collect());
+            }
+            Ok(_) => println!(
+                "{}: RSS reads back otherwise than set: frames on another queue than their owner's are steered to it",
+                i.name
+            ),
+            Err(e) => println!(
+                "{}: RSS not programmable ({e}): frames on another queue than their owner's are steered to it",
+                i.name
+            ),
+        }
+    }
+    match tables.first() {
+        Some(t) if tables.iter().all(|x| x == t) => Rss::with_table(SYMMETRIC_KEY, t.clone()),
+        _ => Rss::new(SYMMETRIC_KEY, n as u16),
+    }
 }
 
 /// What a worker thread needs to start.

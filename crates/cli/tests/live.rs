@@ -1269,6 +1269,20 @@ fn two_workers_share_the_connections() {
     if kernel_router() {
         return;
     }
+    // veth has no RSS to program: fastables says so and steers.
+    let log = std::fs::read_to_string(lab.dir.join("fastables.log")).unwrap_or_default();
+    for dev in ["eth0", "docker0"] {
+        assert!(
+            log.contains(&format!(
+                "{dev}: RSS not programmable (Operation not supported"
+            )),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("{dev}: XDP generic, copy mode, queue 1 of 2")),
+            "{log}"
+        );
+    }
     // One `conntrack -S` line per worker; the inserts add up.
     let st = lab.control("conntrack", &["-S"]);
     let text = String::from_utf8_lossy(&st.stdout).into_owned();

@@ -50,7 +50,7 @@ pub fn toeplitz(key: &[u8; 40], input: &[u8]) -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rss {
     key: [u8; 40],
-    indir: [u16; INDIR_LEN],
+    indir: Box<[u16]>,
     queues: u16,
     /// `lut[i][v]`: the hash of an input whose only non-zero byte is `v` at
     /// position `i`. The hash is linear (XOR) in its input, so a 12-byte
@@ -62,10 +62,17 @@ impl Rss {
     /// `queues` queues spread round-robin over the table (ethtool's default).
     pub fn new(key: [u8; 40], queues: u16) -> Rss {
         let queues = queues.max(1);
-        let mut indir = [0u16; INDIR_LEN];
-        for (i, q) in indir.iter_mut().enumerate() {
-            *q = (i % usize::from(queues)) as u16;
-        }
+        let indir = (0..INDIR_LEN)
+            .map(|i| (i % usize::from(queues)) as u16)
+            .collect::<Vec<_>>();
+        Rss::with_table(key, indir)
+    }
+
+    /// `key` and a device's indirection table (`ethtool -x`: entry ->
+    /// queue); an empty table means one queue.
+    pub fn with_table(key: [u8; 40], indir: Vec<u16>) -> Rss {
+        let indir = if indir.is_empty() { vec![0] } else { indir };
+        let queues = indir.iter().max().map_or(1, |m| m + 1);
         let mut lut = Box::new([[0u32; 256]; 12]);
         for (i, row) in lut.iter_mut().enumerate() {
             for (v, slot) in row.iter_mut().enumerate() {
@@ -76,7 +83,7 @@ impl Rss {
         }
         Rss {
             key,
-            indir,
+            indir: indir.into_boxed_slice(),
             queues,
             lut,
         }
@@ -109,7 +116,7 @@ impl Rss {
     /// The queue a tuple lands on.
     pub fn queue(&self, proto: u8, src: u32, dst: u32, sport: u16, dport: u16) -> u16 {
         let h = self.hash(proto, src, dst, sport, dport);
-        self.indir[(h as usize) % INDIR_LEN]
+        self.indir[(h as usize) % self.indir.len()]
     }
 
     /// The queue an Ethernet frame lands on: IPv4 by its addresses and,

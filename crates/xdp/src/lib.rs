@@ -339,6 +339,112 @@ fn ifreq(name: &str, req: libc::c_ulong) -> Option<libc::ifreq> {
     ok.then_some(r)
 }
 
+/// `SIOCETHTOOL` on `name` with `data` as the command buffer (its first
+/// 32 bits the `ETHTOOL_*` command): `Ok` or the kernel's error.
+fn ethtool(name: &str, data: &mut [u32]) -> io::Result<()> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
+    }
+    // SAFETY: an all-zero ifreq is valid (a C struct of integers and a union).
+    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, &b) in r.ifr_name.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    r.ifr_ifru.ifru_data = data.as_mut_ptr().cast();
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `r` names the device and points at `data`, a live buffer of
+    // the size the command's header announces (the kernel reads and writes
+    // within it).
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut r) };
+    let err = io::Error::last_os_error();
+    // SAFETY: `fd` was opened above and is not used after this.
+    unsafe { libc::close(fd) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GRSSH: u32 = 0x46;
+const ETHTOOL_SRSSH: u32 = 0x47;
+/// `ETH_RSS_HASH_TOP`: Toeplitz.
+const ETH_RSS_HASH_TOP: u32 = 1;
+/// `struct ethtool_rxfh` before `rss_config[]`, in 32-bit words.
+const RXFH_HEADER: usize = 6;
+
+/// A device's RSS configuration (`ethtool -x`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RssConfig {
+    /// The hash key.
+    pub key: Vec<u8>,
+    /// The indirection table: entry -> RX queue.
+    pub indir: Vec<u32>,
+}
+
+/// Reads the device's RSS key and indirection table (`ETHTOOL_GRSSH`).
+/// Devices without RSS (veth) answer `EOPNOTSUPP`.
+pub fn device_rss(name: &str) -> io::Result<RssConfig> {
+    let mut q = [0u32; RXFH_HEADER];
+    q[0] = ETHTOOL_GRSSH;
+    ethtool(name, &mut q)?;
+    let (indir_size, key_size) = (q[2] as usize, q[3] as usize);
+    let mut buf = vec![0u32; RXFH_HEADER + indir_size + key_size.div_ceil(4)];
+    buf[0] = ETHTOOL_GRSSH;
+    buf[2] = indir_size as u32;
+    buf[3] = key_size as u32;
+    ethtool(name, &mut buf)?;
+    let indir = buf[RXFH_HEADER..RXFH_HEADER + indir_size].to_vec();
+    let key = buf[RXFH_HEADER + indir_size..]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .take(key_size)
+        .collect();
+    Ok(RssConfig { key, indir })
+}
+
+/// Sets the device's RSS to Toeplitz with `key` and an indirection table
+/// spreading `queues` queues round-robin, as fastables' RSS model has them
+/// (`ETHTOOL_SRSSH`; the device keeps its table size). Devices without
+/// RSS (veth) answer `EOPNOTSUPP`; a device whose key is not `key.len()`
+/// bytes, `EINVAL`.
+pub fn set_device_rss(name: &str, key: &[u8], queues: u32) -> io::Result<()> {
+    let mut q = [0u32; RXFH_HEADER];
+    q[0] = ETHTOOL_GRSSH;
+    ethtool(name, &mut q)?;
+    let (indir_size, key_size) = (q[2] as usize, q[3] as usize);
+    if key_size != key.len() || queues == 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut buf = vec![0u32; RXFH_HEADER + indir_size + key_size.div_ceil(4)];
+    buf[0] = ETHTOOL_SRSSH;
+    buf[2] = indir_size as u32;
+    buf[3] = key_size as u32;
+    // hfunc is the first byte after key_size (u8 hfunc, u8 input_xfrm, u8 rsvd8[2]).
+    buf[4] = u32::from_ne_bytes([ETH_RSS_HASH_TOP as u8, 0, 0, 0]);
+    for (i, e) in buf[RXFH_HEADER..RXFH_HEADER + indir_size]
+        .iter_mut()
+        .enumerate()
+    {
+        *e = i as u32 % queues;
+    }
+    let mut kb = vec![0u8; key_size.div_ceil(4) * 4];
+    kb[..key_size].copy_from_slice(key);
+    for (w, c) in buf[RXFH_HEADER + indir_size..]
+        .iter_mut()
+        .zip(kb.chunks_exact(4))
+    {
+        *w = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    ethtool(name, &mut buf)
+}
+
 /// Whether the device exists.
 pub fn device_exists(name: &str) -> bool {
     ifreq(name, libc::SIOCGIFINDEX).is_some()

@@ -250,3 +250,44 @@ fn frames_through_the_port_are_all_accounted_for() {
     assert_eq!(ks.rx_dropped, 0, "{ks:?}");
     drop(port);
 }
+
+/// veth has no RSS: reading or setting it is refused with EOPNOTSUPP (the
+/// data plane then steers frames in software).
+#[test]
+fn veth_rss_is_not_programmable() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the AF_XDP tests: not root"
+        );
+        eprintln!("note: not root; skipping the veth RSS test");
+        return;
+    }
+    // SAFETY: unshare of the network namespace for the calling thread only.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "unshare: {}", std::io::Error::last_os_error());
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        "ra",
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "rb",
+    ]);
+    for r in [
+        fastables_xdp::device_rss("ra").map(|_| ()),
+        fastables_xdp::set_device_rss("ra", &[0x6d; 40], 2),
+    ] {
+        let e = r.expect_err("veth has no RSS");
+        assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "{e}");
+    }
+    let e = fastables_xdp::device_rss("no-such-dev0").expect_err("no device");
+    assert_eq!(e.raw_os_error(), Some(libc::ENODEV), "{e}");
+}
