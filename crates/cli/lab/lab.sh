@@ -34,6 +34,8 @@
 #   LAB_CORES     several workers: their cores, comma-separated (e.g. 0,1;
 #                 default LAB_CORE); the veths then get one RX and TX queue
 #                 per worker
+#   LAB_STATS     off: no metrics listener and no latency recording (for
+#                 perf/overhead.sh; default on)
 #   LAB_EXTRA_NAT, LAB_EXTRA_FILTER
 #                 extra lines for the nat / filter table of rules.v4, after the
 #                 seed's (iptables-save syntax, one per line; default none)
@@ -56,6 +58,7 @@ LAB_EXTRA_NAT="${LAB_EXTRA_NAT:-}"
 LAB_EXTRA_FILTER="${LAB_EXTRA_FILTER:-}"
 LAB_CORE="${LAB_CORE:-0}"
 LAB_CORES="${LAB_CORES:-$LAB_CORE}"
+LAB_STATS="${LAB_STATS:-on}"
 LAB_QUEUES=$(($(tr -cd , <<<"$LAB_CORES" | wc -c) + 1))
 KERNEL_ROUTER="${KERNEL_ROUTER:-0}"
 FASTABLES="${FASTABLES:-fastables}"
@@ -201,9 +204,7 @@ dev = "docker0"
 [workers]
 cores = [$LAB_CORES]
 
-[stats]
-listen = "127.0.0.1:9464"           # the router namespace's own loopback
-interval_ms = 200
+$(stats_section)
 
 [control]
 socket = "$LAB_DIR/fastables.sock"
@@ -239,6 +240,15 @@ extra_lines() {
         [[ -n "$line" ]] && say "$line"
     done <<<"$1"
     return 0
+}
+
+# stats_section: the [stats] table of fastables.toml (LAB_STATS).
+stats_section() {
+    if [[ "$LAB_STATS" == off ]]; then
+        printf '[stats]\nlatency = false\n'
+    else
+        printf '[stats]\nlisten = "127.0.0.1:9464"           # the router namespace'"'"'s own loopback\ninterval_ms = 200\n'
+    fi
 }
 
 # veth_end NS DEV: brings DEV up with IPv6 and the offloads off: a veth leaves

@@ -463,13 +463,16 @@ fn worker_main(w: WorkerSetup, ready: &mpsc::Sender<Ready>, jobs: &mpsc::Receive
 
     let mut idle = 0u32;
     let mut last_service = Instant::now();
+    let latency = cfg.stats.latency;
     while !w.stop.load(Ordering::Relaxed) {
-        let t0 = Instant::now();
+        let t0 = latency.then(Instant::now);
         let n = c.worker.poll(&mut c.port);
         if n > 0 {
-            let ns = t0.elapsed().as_nanos() as u64;
-            c.batch_lat.record(ns);
-            c.pkt_lat.record(ns / n as u64);
+            if let Some(t0) = t0 {
+                let ns = t0.elapsed().as_nanos() as u64;
+                c.batch_lat.record(ns);
+                c.pkt_lat.record(ns / n as u64);
+            }
             idle = 0;
         } else {
             idle = idle.saturating_add(1);

@@ -366,6 +366,9 @@ pub struct StatsConfig {
     pub listen: Option<String>,
     /// Stats thread interval in milliseconds (default 1000).
     pub interval_ms: u64,
+    /// Workers record the latency histograms (two clock reads and two
+    /// histogram updates per batch); default true.
+    pub latency: bool,
 }
 
 impl Default for StatsConfig {
@@ -373,6 +376,7 @@ impl Default for StatsConfig {
         StatsConfig {
             listen: None,
             interval_ms: 1000,
+            latency: true,
         }
     }
 }
@@ -482,6 +486,7 @@ struct RawWorkers {
 struct RawStats {
     listen: Option<String>,
     interval_ms: Option<u64>,
+    latency: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -630,6 +635,7 @@ impl Config {
         let stats = StatsConfig {
             listen: raw.stats.listen,
             interval_ms: raw.stats.interval_ms.unwrap_or(1000),
+            latency: raw.stats.latency.unwrap_or(true),
         };
         let control = ControlConfig {
             socket: raw
