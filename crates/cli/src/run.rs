@@ -940,6 +940,75 @@ fn commit_restore(
     control::Reply::ok(String::new())
 }
 
+/// Source NAT in use: translated ports (ICMP ids) per address and
+/// protocol, and for each SNAT/MASQUERADE rule with a port range how many
+/// of its ports connections hold (of that rule's protocol, any address).
+struct NatPorts {
+    addresses: Vec<((u32, u8), u64)>,
+    ranges: Vec<NatRangeUse>,
+}
+
+struct NatRangeUse {
+    rule: String,
+    lo: u16,
+    hi: u16,
+    in_use: u64,
+}
+
+fn nat_ports(live: &Live, workers: &Workers) -> NatPorts {
+    use fastables_rules::model::Target;
+    // (address, protocol, port) of every source-NATed connection.
+    let held = workers.map(|c| {
+        let now = c.port.now_ns();
+        c.worker.pipeline().conntrack().map_or_else(Vec::new, |t| {
+            t.iter()
+                .filter(|(_, e)| {
+                    e.status & fastables_conntrack::status::SRC_NAT != 0 && !e.is_expired(now)
+                })
+                .map(|(_, e)| {
+                    let r = e.reply();
+                    (r.dst, r.proto, r.dport)
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    let held: Vec<(u32, u8, u16)> = held.into_iter().flatten().collect();
+    let mut addresses: std::collections::BTreeMap<(u32, u8), u64> = Default::default();
+    for (a, p, _) in &held {
+        *addresses.entry((*a, *p)).or_default() += 1;
+    }
+    let mut ranges = Vec::new();
+    for t in live.rs.tables.iter().filter(|t| t.table == Table::Nat) {
+        for c in &t.chains {
+            for (i, r) in c.rules.iter().enumerate() {
+                let ports = match &r.target {
+                    Target::Snat { range, .. } => range.ports,
+                    Target::Masquerade { ports, .. } => *ports,
+                    _ => None,
+                };
+                let Some(p) = ports else { continue };
+                let proto = r.proto.filter(|x| !x.inv).map(|x| x.val);
+                let in_use = held
+                    .iter()
+                    .filter(|(_, pr, port)| {
+                        proto.is_none_or(|x| x == *pr) && (p.lo..=p.hi).contains(port)
+                    })
+                    .count() as u64;
+                ranges.push(NatRangeUse {
+                    rule: format!("nat {} rule {}", c.name, i + 1),
+                    lo: p.lo,
+                    hi: p.hi,
+                    in_use,
+                });
+            }
+        }
+    }
+    NatPorts {
+        addresses: addresses.into_iter().collect(),
+        ranges,
+    }
+}
+
 /// One worker's part of a conntrack command: the listed (or deleted)
 /// entries with their sort keys, how many matched, its statistics line.
 struct CtPart {
@@ -1074,6 +1143,7 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
     let cfg = Arc::clone(&live.cfg);
     let per_worker = workers.map(move |c| Sample::of(c, &cfg, false));
     let m = Sample::merge(&per_worker);
+    let nat = nat_ports(live, workers);
     let samples = &m.interfaces;
     let s = summary(&m);
     let (entries, max, _) = m.ct.unwrap_or_default();
@@ -1146,8 +1216,30 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
                 })
                 .collect(),
         );
+        let nat_json = list(
+            nat.addresses
+                .iter()
+                .map(|((a, p), n)| {
+                    format!(
+                        "{{\"address\":\"{}\",\"proto\":{p},\"ports\":{n}}}",
+                        std::net::Ipv4Addr::from(*a)
+                    )
+                })
+                .collect(),
+        );
+        let range_json = list(
+            nat.ranges
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{{\"rule\":\"{}\",\"lo\":{},\"hi\":{},\"in_use\":{}}}",
+                        r.rule, r.lo, r.hi, r.in_use
+                    )
+                })
+                .collect(),
+        );
         return control::Reply::ok(format!(
-            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}},\"workers\":[{workers_json}]}}\n"
+            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}},\"nat\":{{\"addresses\":[{nat_json}],\"ranges\":[{range_json}]}},\"workers\":[{workers_json}]}}\n"
         ));
     }
     let mut o = s.to_string();
@@ -1167,6 +1259,28 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
         o.push('\n');
     } else {
         o.push_str("conntrack: not loaded (no rule needs it)\n");
+    }
+    for ((a, p), n) in &nat.addresses {
+        let proto = match p {
+            6 => "tcp".to_string(),
+            17 => "udp".to_string(),
+            1 => "icmp ids".to_string(),
+            p => format!("proto {p}"),
+        };
+        o.push_str(&format!(
+            "nat: {} {proto}: {n} in use\n",
+            std::net::Ipv4Addr::from(*a)
+        ));
+    }
+    for r in &nat.ranges {
+        o.push_str(&format!(
+            "nat range {}-{} ({}): {} of {} ports in use\n",
+            r.lo,
+            r.hi,
+            r.rule,
+            r.in_use,
+            u32::from(r.hi) - u32::from(r.lo) + 1
+        ));
     }
     let mut total = (Latency::new(), Latency::new());
     for (b, p) in &live.latency {

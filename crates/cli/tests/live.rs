@@ -1283,6 +1283,20 @@ fn two_workers_share_the_connections() {
             "{log}"
         );
     }
+    // NAT ports in use: the MASQUERADEd connections, by address and range.
+    let masq = tcp - IN;
+    let st = lab.control("stats", &[]);
+    let text = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(
+        text.contains(&format!("nat: 10.0.2.15 tcp: {masq} in use\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "nat range 55666-55680 (nat POSTROUTING rule 1): {masq} of 15 ports in use\n"
+        )),
+        "{text}"
+    );
     // One `conntrack -S` line per worker; the inserts add up.
     let st = lab.control("conntrack", &["-S"]);
     let text = String::from_utf8_lossy(&st.stdout).into_owned();
