@@ -536,8 +536,8 @@ lab_demo() {
     grep -F 'query[' "$LAB_DIR/dns-8.8.8.8.log" | sed 's/^.*dnsmasq[^:]*: /  /' || say "  (no query)"
     say ""
     if [[ "$KERNEL_ROUTER" == 1 ]]; then
-        say "== the kernel router ($RTR): iptables-save -c -t nat"
-        in_ns "$RTR" iptables-save -c -t nat | grep -v '^#' | sed 's/^/  /'
+        say "== the kernel router ($RTR): iptables -t nat -L -v -n"
+        in_ns "$RTR" iptables -t nat -L -v -n | sed 's/^/  /'
         if command -v conntrack >/dev/null 2>&1; then
             say "== conntrack -L"
             in_ns "$RTR" conntrack -L 2>&1 | sed 's/^/  /' || true
@@ -549,8 +549,8 @@ lab_demo() {
             say "== fastables trace -p tcp -d 8.8.8.8 --dport 80 --count 1 (the curl's SYN)"
             sed 's/^/  /' "$LAB_DIR/trace.txt"
         fi
-        say "== the running instance ($RTR): fastables save -c -t nat"
-        { "$FASTABLES" save --socket "$sock" -c -t nat 2>&1 || true; } | grep -v '^#' | sed 's/^/  /' || true
+        say "== the running instance ($RTR): fastables list -t nat -v -n"
+        { "$FASTABLES" list --socket "$sock" -t nat -v -n 2>&1 || true; } | sed 's/^/  /' || true
         say "== fastables conntrack -L"
         { "$FASTABLES" conntrack --socket "$sock" -L 2>&1 || true; } | sed 's/^/  /'
         say "== fastables log ($LAB_DIR/fastables.log)"
