@@ -123,6 +123,16 @@ impl Lab {
         if !can_run() {
             return None;
         }
+        // Tests run in parallel: two labs with one tag would share namespaces.
+        static TAGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        {
+            let mut tags = TAGS.lock().unwrap_or_else(|e| e.into_inner());
+            assert!(
+                !tags.iter().any(|t| t == tag),
+                "two live tests use the lab tag {tag:?}"
+            );
+            tags.push(tag.to_string());
+        }
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("fastables-live-{pid}-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1010,7 +1020,7 @@ fn metrics_count_the_traffic_and_parse() {
         skip("python3-prometheus-client not installed");
         return;
     }
-    let Some(lab) = Lab::start("m") else {
+    let Some(lab) = Lab::start("mx") else {
         return;
     };
     lab.ctr_ok(
@@ -1056,7 +1066,7 @@ fn trace_shows_the_tuples_before_and_after_nat() {
     if kernel_router() {
         return; // fastables' own tracer
     }
-    let Some(lab) = Lab::start("t") else {
+    let Some(lab) = Lab::start("tr") else {
         return;
     };
     let tracer = Command::new("timeout")
@@ -1353,7 +1363,7 @@ fn two_workers_share_the_connections() {
 /// which keep working (and counting); a bad file changes nothing.
 #[test]
 fn restore_noflush_adds_to_the_running_rules() {
-    let Some(mut lab) = Lab::start("r") else {
+    let Some(mut lab) = Lab::start("nf") else {
         return;
     };
     lab.python_server("listen", LISTENERS);
