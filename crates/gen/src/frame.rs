@@ -238,7 +238,7 @@ mod tests {
                 other => panic!("{proto:?}: {other:?}"),
             }
             assert!(l4_checksum_ok(f, &p), "{proto:?} {size}");
-            assert_eq!(stamp_of(f), Recognised::Stamp(s));
+            assert_eq!(stamp_of(f), Recognised::Stamp(s, tuple()));
             // A flipped payload bit is caught by the checksum.
             let mut bad = f.to_vec();
             let last = bad.len() - 1;
@@ -280,7 +280,7 @@ mod tests {
         for n in 0..60 {
             assert_ne!(
                 stamp_of(&buf[..n]),
-                Recognised::Stamp(Stamp { seq: 1, ts_ns: 2 }),
+                Recognised::Stamp(Stamp { seq: 1, ts_ns: 2 }, tuple()),
                 "cut to {n}"
             );
         }

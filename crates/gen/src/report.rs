@@ -139,6 +139,9 @@ pub struct SinkReport {
     pub unique: u64,
     /// The highest sequence number received.
     pub highest_seq: Option<u64>,
+    /// The first frame's `SRC:SPORT -> DST:DPORT` (as a router in between
+    /// rewrote it).
+    pub first_flow: Option<String>,
     /// Seconds from the first generator frame to the last.
     pub secs: f64,
     /// Generator frames per second over `secs`.
@@ -199,8 +202,12 @@ impl fmt::Display for SinkReport {
         )?;
         writeln!(
             f,
-            "  kernel: rx_dropped {} rx_ring_full {} fill_ring_empty {}; {}",
-            self.kernel.rx_dropped, self.kernel.rx_ring_full, self.kernel.fill_ring_empty, self.xdp
+            "  first flow {}; kernel: rx_dropped {} rx_ring_full {} fill_ring_empty {}; {}",
+            self.first_flow.as_deref().unwrap_or("none"),
+            self.kernel.rx_dropped,
+            self.kernel.rx_ring_full,
+            self.kernel.fill_ring_empty,
+            self.xdp
         )
     }
 }
@@ -253,6 +260,7 @@ mod tests {
             },
             unique: 1000,
             highest_seq: Some(999),
+            first_flow: Some("10.0.2.15:1024 -> 8.8.8.8:9".into()),
             secs: 0.5,
             pps: 2000.0,
             latency: LatencyReport::from(&l),
@@ -269,6 +277,7 @@ mod tests {
         assert_eq!(v["other"], 2);
         assert_eq!(v["unique"], 1000);
         assert_eq!(v["highest_seq"], 999);
+        assert_eq!(v["first_flow"], "10.0.2.15:1024 -> 8.8.8.8:9");
         assert_eq!(v["latency"]["samples"], 1);
         assert!(v["latency"]["p99_ns"].as_u64().unwrap().abs_diff(12_000) < 20);
         assert_eq!(v["kernel"]["rx_ring_full"], 0);

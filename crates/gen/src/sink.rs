@@ -17,6 +17,7 @@
 use fastables_packet::parse::{l4_checksum_ok, parse_frame, L4};
 use fastables_stats::Latency;
 
+use crate::flow::Tuple;
 use crate::payload::Stamp;
 
 /// Sequence numbers the window remembers behind the highest one.
@@ -163,6 +164,8 @@ pub struct Sink {
     latency: Latency,
     /// One-way latency since the last [`Sink::take_interval`].
     interval: Latency,
+    /// The addresses and ports of the first frame received.
+    first: Option<Tuple>,
 }
 
 impl Sink {
@@ -181,6 +184,12 @@ impl Sink {
         &self.latency
     }
 
+    /// The addresses and ports of the first generator frame received (as
+    /// a router in between rewrote them).
+    pub fn first_flow(&self) -> Option<Tuple> {
+        self.first
+    }
+
     /// The highest sequence number received.
     pub fn highest(&self) -> Option<u64> {
         self.window.highest()
@@ -195,7 +204,10 @@ impl Sink {
     /// Never panics, whatever the bytes.
     pub fn frame(&mut self, frame: &[u8], now_ns: u64) {
         match stamp_of(frame) {
-            Recognised::Stamp(s) => self.stamp(s, frame.len(), now_ns),
+            Recognised::Stamp(s, t) => {
+                self.first.get_or_insert(t);
+                self.stamp(s, frame.len(), now_ns)
+            }
             Recognised::BadChecksum => self.counters.bad_checksum += 1,
             Recognised::Other => self.counters.other += 1,
         }
@@ -243,8 +255,8 @@ impl Sink {
 /// What a frame is to the sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recognised {
-    /// The generator's, with this stamp.
-    Stamp(Stamp),
+    /// The generator's, with this stamp, in this flow.
+    Stamp(Stamp, Tuple),
     /// A stamp, but the L4 checksum is wrong.
     BadChecksum,
     /// Anything else.
@@ -259,9 +271,16 @@ pub fn stamp_of(frame: &[u8]) -> Recognised {
     let (Some(ip), Some(l4)) = (p.ipv4(), p.l4_range()) else {
         return Recognised::Other;
     };
-    let header = match ip.l4 {
-        L4::Udp { .. } => fastables_packet::udp::HEADER_LEN,
-        L4::Tcp { header_len, .. } if usize::from(header_len) >= 20 => usize::from(header_len),
+    let (header, sport, dport) = match ip.l4 {
+        L4::Udp {
+            src_port, dst_port, ..
+        } => (fastables_packet::udp::HEADER_LEN, src_port, dst_port),
+        L4::Tcp {
+            header_len,
+            src_port,
+            dst_port,
+            ..
+        } if usize::from(header_len) >= 20 => (usize::from(header_len), src_port, dst_port),
         _ => return Recognised::Other,
     };
     if ip.is_fragment() {
@@ -273,7 +292,15 @@ pub fn stamp_of(frame: &[u8]) -> Recognised {
         .unwrap_or(&[]);
     match Stamp::decode(data) {
         None => Recognised::Other,
-        Some(s) if l4_checksum_ok(frame, &p) => Recognised::Stamp(s),
+        Some(s) if l4_checksum_ok(frame, &p) => Recognised::Stamp(
+            s,
+            Tuple {
+                src: ip.src,
+                dst: ip.dst,
+                sport,
+                dport,
+            },
+        ),
         Some(_) => Recognised::BadChecksum,
     }
 }

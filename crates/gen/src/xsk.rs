@@ -403,6 +403,9 @@ pub fn sink(
         counters: c,
         unique: s.unique(),
         highest_seq: s.highest(),
+        first_flow: s
+            .first_flow()
+            .map(|t| format!("{}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport)),
         secs,
         pps: if secs > 0.0 {
             c.received as f64 / secs
