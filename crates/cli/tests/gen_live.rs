@@ -11,9 +11,13 @@
 //! where that is a failure. `FASTABLES_LIVE_KERNEL=1` runs the lab test with
 //! the Linux kernel as the router, as the live tests do.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{describe, have, is_root, TmpDir};
 
 const FASTABLES: &str = env!("CARGO_BIN_EXE_fastables");
 const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/lab.sh");
@@ -29,41 +33,17 @@ fn kernel_router() -> bool {
 
 /// Whether the test can run here; under CI, a reason not to is a failure.
 fn can_run(tools: &[&str]) -> bool {
-    let skip = |why: String| {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the gen live tests: {why}"
-        );
-        eprintln!("note: {why}; skipping the gen live test");
-        false
+    let why = match tools.iter().find(|t| !have(t)) {
+        Some(t) => format!("{t} not installed"),
+        None if !is_root() => "not root".to_string(),
+        None => return true,
     };
-    for tool in tools {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return skip(format!("{tool} not installed"));
-        }
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        return skip("not root".into());
-    }
-    true
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}stderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the gen live tests: {why}"
+    );
+    eprintln!("note: {why}; skipping the gen live test");
+    false
 }
 
 /// `ip netns exec NS ARGS` under `timeout`, asserting success.
@@ -237,21 +217,14 @@ impl Drop for VethPair {
     }
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fastables-gen-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn gen_to_sink_over_one_veth_pair() {
     if !can_run(&["ip", "ethtool", "timeout", "sysctl"]) {
         return;
     }
-    let dir = temp_dir("v");
+    let dir = TmpDir::new("gen-v");
     let pair = VethPair::new("gv");
-    let sink = SinkProc::start(&pair.ns[1], "gb", dir.join("sink.log"));
+    let sink = SinkProc::start(&pair.ns[1], "gb", dir.path("sink.log"));
     let gen = generate(
         &pair.ns[0],
         &[
@@ -281,21 +254,20 @@ fn gen_to_sink_over_one_veth_pair() {
     assert_eq!(gen["flows"], 400, "{gen}");
     assert_eq!(got["bytes"], COUNT * 128, "{got}");
     assert_eq!(got["first_flow"], "10.9.0.1:2000 -> 10.9.0.2:7", "{got}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The reference lab with `fastables run` (or the kernel) as the router,
 /// taken down on drop.
 struct Lab {
     prefix: String,
-    dir: PathBuf,
+    dir: TmpDir,
 }
 
 impl Lab {
     fn up(tag: &str) -> Lab {
         let lab = Lab {
             prefix: format!("fl{}{tag}-", std::process::id()),
-            dir: temp_dir(tag),
+            dir: TmpDir::new(&format!("gen-{tag}")),
         };
         let out = lab.lab_sh("up");
         assert!(
@@ -311,7 +283,7 @@ impl Lab {
         Command::new("timeout")
             .args(["-k", "5", "60", "bash", LAB_SH, cmd])
             .env("LAB_PREFIX", &self.prefix)
-            .env("LAB_DIR", &self.dir)
+            .env("LAB_DIR", &self.dir.0)
             .env("LAB_SERVERS", "")
             .env("LAB_TIMEOUT", "15")
             .env("FASTABLES", FASTABLES)
@@ -326,7 +298,7 @@ impl Lab {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.dir.path(name)
     }
 
     /// The router's log (`fastables run`'s output).
@@ -345,7 +317,6 @@ impl Drop for Lab {
         if !out.status.success() {
             eprintln!("lab.sh down failed: {}", describe(&out));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
