@@ -237,7 +237,7 @@ pub fn generate(
     writer.set_dst(dst_mac);
 
     let batch = o.port.batch.max(1);
-    let mut pacer = Pacer::new(o.rate);
+    let mut pacer = Pacer::new(o.rate, batch);
     let mut spare: Vec<FrameAddr> = Vec::with_capacity(batch);
     let mut pending: Vec<Frame> = Vec::with_capacity(batch);
     let mut rx: Vec<Frame> = Vec::with_capacity(batch);
@@ -266,9 +266,10 @@ pub fn generate(
             if left == 0 {
                 break;
             }
-            let n = pacer.take(now, batch.min(usize::try_from(left).unwrap_or(usize::MAX)));
+            let want = batch.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = pacer.take(now, want);
             if n == 0 {
-                pace_wait(pacer.wait_ns(now));
+                pace_wait(pacer.wait_ns(now, want));
                 continue;
             }
             spare.clear();
