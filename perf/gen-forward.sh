@@ -48,6 +48,9 @@ trap cleanup EXIT
 # "offered delivered loss% p50 p99 p99.9 sink_ring_full" (pps, %, us).
 phase() {
     local name="$1" pps="$2" spid i
+    # Fresh files: the previous run's "ready" must not be read for this one.
+    rm -f "$work/sink-$name.json" "$work/sink-$name.log" "$work/gen-$name.json"
+    : >"$work/sink-$name.log"
     ip netns exec fg-net "${sink_pin[@]}" "$bin" gen --sink --dev up0 --idle 1 \
         --duration $((duration + 30)) --json \
         >"$work/sink-$name.json" 2>"$work/sink-$name.log" &
@@ -56,9 +59,10 @@ phase() {
         grep -qs 'sink: ready' "$work/sink-$name.log" && break
         sleep 0.1
     done
-    grep -q 'sink: ready' "$work/sink-$name.log" || {
+    grep -qs 'sink: ready' "$work/sink-$name.log" || {
+        kill "$spid" 2>/dev/null || true
         cat "$work/sink-$name.log" >&2
-        echo "gen-forward: the sink did not start" >&2
+        echo "gen-forward: the sink did not start within 10 s" >&2
         exit 1
     }
     ip netns exec fg-ctr taskset -c 0 "$bin" gen --dev eth0 --src 172.18.0.2 --dst 8.8.8.8 \
@@ -84,8 +88,11 @@ measure() {
     else
         FASTABLES="$bin" LAB_DIR="$work/lab" LAB_SERVERS="" LAB_CORE=1 bash "$lab" up >"$work/up.log" 2>&1
     fi
-    echo "paced $(phase "$mode-paced" "$rate")"
-    echo "max $(phase "$mode-max" 0)"
+    local paced max
+    paced="$(phase "$mode-paced" "$rate")" || exit 1
+    max="$(phase "$mode-max" 0)" || exit 1
+    echo "paced $paced"
+    echo "max $max"
     LAB_DIR="$work/lab" bash "$lab" down >/dev/null 2>&1
 }
 

@@ -53,6 +53,9 @@ pub enum GenError {
         /// The most.
         max: usize,
     },
+    /// Queue 0 of the device is taken.
+    #[error("{0}: queue 0 already has an AF_XDP socket or another XDP program (another `fastables gen` or `fastables run` on it? `ip link show {0}` shows the program)")]
+    Busy(String),
     /// No source MAC.
     #[error("{0}: cannot read the device's MAC address; give --src-mac")]
     NoMac(String),

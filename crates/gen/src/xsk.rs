@@ -17,7 +17,7 @@ use fastables_dataplane::io::{Action, Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_packet::arp::OP_REPLY;
 use fastables_packet::parse::{parse_frame, L3};
 use fastables_packet::MacAddr;
-use fastables_xdp::{monotonic_ns, Options, PortSpec, XdpPort};
+use fastables_xdp::{monotonic_ns, Options, PortSpec, XdpError, XdpPort};
 
 use crate::flow::Flows;
 use crate::frame::{FrameWriter, Proto};
@@ -98,7 +98,12 @@ fn open(p: &PortOptions) -> Result<(XdpPort, String), GenError> {
         // which queue it serves.
         one_queue_ok: true,
     };
-    let port = XdpPort::open(&[spec], Options { ring: p.ring })?;
+    let port = XdpPort::open(&[spec], Options { ring: p.ring }).map_err(|e| match e {
+        XdpError::Socket { ref err, .. } if err.kind() == std::io::ErrorKind::ResourceBusy => {
+            GenError::Busy(p.dev.clone())
+        }
+        e => GenError::Xdp(e),
+    })?;
     let info = port
         .info()
         .next()
