@@ -89,13 +89,14 @@ pub struct SinkOptions {
     pub idle_ns: Option<u64>,
 }
 
-fn open(p: &PortOptions) -> Result<(XdpPort, String), GenError> {
+/// Opens the socket on queue 0 of `p.dev`: the port, its description, and
+/// a warning when the device has other RX queues (whose frames go to the
+/// kernel, unseen).
+fn open(p: &PortOptions) -> Result<(XdpPort, String, Option<String>), GenError> {
     let spec = PortSpec {
         name: p.dev.clone(),
         mode: p.mode,
         zero_copy: ZeroCopy::Auto,
-        // One socket on queue 0: the generator needs no more; the sink says
-        // which queue it serves.
         one_queue_ok: true,
     };
     let port = XdpPort::open(&[spec], Options { ring: p.ring }).map_err(|e| match e {
@@ -104,12 +105,19 @@ fn open(p: &PortOptions) -> Result<(XdpPort, String), GenError> {
         }
         e => GenError::Xdp(e),
     })?;
-    let info = port
-        .info()
-        .next()
-        .map(|i| i.to_string())
-        .unwrap_or_default();
-    Ok((port, info))
+    let info = port.info().next().cloned();
+    let warning = info.as_ref().filter(|i| i.rx_queues > 1).map(|i| {
+        format!(
+            "warning: {} has {} RX queues and this socket serves queue 0: frames the device puts \
+             on the others are not seen (`ethtool -L {} combined 1`; a veth: `numrxqueues 1`)",
+            i.name, i.rx_queues, i.name
+        )
+    });
+    Ok((
+        port,
+        info.map(|i| i.to_string()).unwrap_or_default(),
+        warning,
+    ))
 }
 
 /// Frees every received frame (the generator does not listen, except for
@@ -234,7 +242,10 @@ pub fn generate(
         o.size,
         (mtu + 14).min(FRAME_SIZE),
     )?;
-    let (mut port, xdp) = open(&o.port)?;
+    let (mut port, xdp, warning) = open(&o.port)?;
+    if let Some(w) = warning {
+        progress(&w);
+    }
     let dst_mac = match o.next_hop {
         NextHop::Mac(m) => m,
         NextHop::Arp(ip) => resolve(&mut port, &dev, src_mac, o.flows.space().src.lo, ip, stop)?,
@@ -341,7 +352,10 @@ pub fn sink(
     ready: impl FnOnce(&str),
     mut progress: impl FnMut(&str),
 ) -> Result<SinkReport, GenError> {
-    let (mut port, xdp) = open(&o.port)?;
+    let (mut port, xdp, warning) = open(&o.port)?;
+    if let Some(w) = warning {
+        progress(&w);
+    }
     ready(&xdp);
     let batch = o.port.batch.max(1);
     let mut s = Sink::new();
