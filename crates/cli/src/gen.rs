@@ -38,7 +38,8 @@ pub struct GenArgs {
     /// Sink: stop when nothing came for this many seconds after something did.
     #[arg(long, value_name = "SECS")]
     pub idle: Option<f64>,
-    /// Frame size without FCS [default: 60].
+    /// Frame size without FCS [default: the least the protocol needs, 60
+    /// for udp, 72 for syn].
     #[arg(long, value_name = "BYTES")]
     pub size: Option<usize>,
     /// udp, or syn (TCP SYNs carrying the stamp as data) [default: udp].
@@ -171,13 +172,14 @@ fn gen_options(a: &GenArgs) -> Result<GenOptions, CliError> {
         (None, Some(g)) => NextHop::Arp(g),
         (None, None) => NextHop::Arp(dst.lo),
     };
+    let proto = a.proto.unwrap_or(Proto::Udp);
     Ok(GenOptions {
         port: port(a)?,
         rate: a.rate.unwrap_or(0),
         count: a.count,
         duration_ns: secs_ns(a.duration, "--duration")?,
-        proto: a.proto.unwrap_or(Proto::Udp),
-        size: a.size.unwrap_or(60),
+        proto,
+        size: a.size.unwrap_or(proto.min_size()),
         flows,
         next_hop,
         src_mac: a.src_mac,
@@ -305,6 +307,10 @@ mod tests {
         let o = gen_options(&b).unwrap();
         assert!(matches!(o.next_hop, NextHop::Arp(ip) if ip == Ipv4Addr::new(8, 8, 8, 8)));
         assert_eq!((o.size, o.rate, o.proto), (60, 0, Proto::Udp));
+        let c = args(&[
+            "--dev", "eth0", "--src", "10.0.0.1", "--dst", "8.8.8.8", "--proto", "syn",
+        ]);
+        assert_eq!(gen_options(&c).unwrap().size, 72);
     }
 
     #[test]

@@ -67,10 +67,16 @@ impl SinkProc {
     /// Starts the sink for `COUNT` frames on `dev` in `ns` and waits until it
     /// says it is ready.
     fn start(ns: &str, dev: &str, log: PathBuf) -> SinkProc {
+        SinkProc::start_with(ns, dev, log, &["--count", &COUNT.to_string()])
+    }
+
+    /// The same with other stop options than `--count COUNT`.
+    fn start_with(ns: &str, dev: &str, log: PathBuf, stop: &[&str]) -> SinkProc {
         let err = std::fs::File::create(&log).unwrap();
         let child = Command::new("timeout")
             .args(["-k", "2", "40", "ip", "netns", "exec", ns, FASTABLES, "gen"])
-            .args(["--sink", "--dev", dev, "--count", &COUNT.to_string()])
+            .args(["--sink", "--dev", dev])
+            .args(stop)
             .args(["--duration", "30", "--json"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -176,7 +182,11 @@ impl VethPair {
             ns: [format!("fl{pid}{tag}-a"), format!("fl{pid}{tag}-b")],
         };
         for ns in &pair.ns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            // A namespace left by an earlier run of this process id.
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
             let st = Command::new("ip")
                 .args(["netns", "add", ns])
                 .status()
@@ -256,6 +266,60 @@ fn gen_to_sink_over_one_veth_pair() {
     assert_eq!(got["first_flow"], "10.9.0.1:2000 -> 10.9.0.2:7", "{got}");
 }
 
+#[test]
+fn the_sink_counts_the_frames_that_never_came() {
+    if !can_run(&["ip", "ethtool", "timeout", "sysctl"]) {
+        return;
+    }
+    let dir = TmpDir::new("gen-t");
+    let pair = VethPair::new("gt");
+    // It expects 100 frames more than are sent, and stops 1 s after the
+    // last: those 100 are lost. TCP SYNs this time.
+    let expect = (COUNT + 100).to_string();
+    let sink = SinkProc::start_with(
+        &pair.ns[1],
+        "gb",
+        dir.path("sink.log"),
+        &["--count", &expect, "--idle", "1"],
+    );
+    let gen = generate(
+        &pair.ns[0],
+        &[
+            "--dev",
+            "ga",
+            "--src",
+            "10.9.0.1",
+            "--dst",
+            "10.9.0.2",
+            "--sport",
+            "40000",
+            "--dport",
+            "80",
+            "--dst-mac",
+            "02:00:00:00:00:0b",
+            "--proto",
+            "syn",
+        ],
+    );
+    let got = sink.finish();
+    assert_eq!(gen["sent"], COUNT, "{gen}");
+    assert_eq!(
+        (gen["proto"].as_str(), gen["size"].as_u64()),
+        (Some("syn"), Some(72)),
+        "{gen}"
+    );
+    for (k, want) in [
+        ("received", COUNT),
+        ("unique", COUNT),
+        ("lost", 100),
+        ("duplicates", 0),
+        ("bad_checksum", 0),
+    ] {
+        assert_eq!(got[k], want, "sink {k}: {got}");
+    }
+    assert_eq!(got["first_flow"], "10.9.0.1:40000 -> 10.9.0.2:80", "{got}");
+}
+
 /// The reference lab with `fastables run` (or the kernel) as the router,
 /// taken down on drop.
 struct Lab {
@@ -301,6 +365,29 @@ impl Lab {
         self.dir.path(name)
     }
 
+    /// `conntrack -L` on the router (the control socket, or the kernel's).
+    fn conntrack_list(&self) -> String {
+        let mut c = Command::new("timeout");
+        if kernel_router() {
+            c.args([
+                "10",
+                "ip",
+                "netns",
+                "exec",
+                &self.ns("rtr"),
+                "conntrack",
+                "-L",
+            ]);
+        } else {
+            c.args(["10", FASTABLES, "conntrack", "--socket"])
+                .arg(self.path("fastables.sock"))
+                .arg("-L");
+        }
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "conntrack -L: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The router's log (`fastables run`'s output).
     fn log(&self) -> String {
         read(&self.path("fastables.log"))
@@ -321,8 +408,12 @@ impl Drop for Lab {
 }
 
 #[test]
-fn gen_through_the_router_arrives_whole_and_masqueraded() {
-    if !can_run(&["bash", "ip", "ss", "ethtool", "timeout"]) {
+fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
+    let mut tools = vec!["bash", "ip", "ss", "ethtool", "timeout"];
+    if kernel_router() {
+        tools.extend(["iptables-restore", "conntrack"]);
+    }
+    if !can_run(&tools) {
         return;
     }
     let lab = Lab::up("gr");
@@ -361,4 +452,49 @@ fn gen_through_the_router_arrives_whole_and_masqueraded() {
         got["first_flow"], "10.0.2.15:1024 -> 8.8.8.8:9",
         "{got}{context}"
     );
+
+    // TCP SYNs, four flows: one connection each (SYN_SENT), the source port
+    // from the seed's --to-ports range, the rewritten checksums right.
+    let sink = SinkProc::start(&lab.ns("net"), "up0", lab.path("sink-syn.log"));
+    let gen = generate(
+        &lab.ns("ctr"),
+        &[
+            "--dev",
+            "eth0",
+            "--src",
+            "172.18.0.2",
+            "--dst",
+            "8.8.8.8",
+            "--sport",
+            "40000-40003",
+            "--dport",
+            "80",
+            "--proto",
+            "syn",
+            "--dst-mac",
+            "02:42:ac:12:00:01",
+        ],
+    );
+    let got = sink.finish();
+    let context = format!(
+        "\nsink log:\n{}\nrouter log:\n{}",
+        read(&lab.path("sink-syn.log")),
+        lab.log()
+    );
+    assert_all_received(&gen, &got, &context);
+    let first = got["first_flow"].as_str().unwrap_or("");
+    let port = first
+        .strip_prefix("10.0.2.15:")
+        .and_then(|r| r.strip_suffix(" -> 8.8.8.8:80"))
+        .and_then(|p| p.parse::<u16>().ok());
+    assert!(
+        port.is_some_and(|p| (55666..=55680).contains(&p)),
+        "first flow {first:?}, not 10.0.2.15:55666-55680 -> 8.8.8.8:80{context}"
+    );
+    let table = lab.conntrack_list();
+    let syns = table
+        .lines()
+        .filter(|l| l.contains("SYN_SENT") && l.contains("dport=80"))
+        .count();
+    assert_eq!(syns, 4, "conntrack -L on the router:\n{table}{context}");
 }
