@@ -365,6 +365,19 @@ impl Lab {
         self.dir.path(name)
     }
 
+    /// The generator in the container with `args`, the sink on the
+    /// internet side (its log `sink-NAME.log`); asserts that every frame
+    /// arrived; the generator's and the sink's summaries and the logs.
+    fn send(&self, name: &str, args: &[&str]) -> (serde_json::Value, serde_json::Value, String) {
+        let log = self.path(&format!("sink-{name}.log"));
+        let sink = SinkProc::start(&self.ns("net"), "up0", log.clone());
+        let gen = generate(&self.ns("ctr"), args);
+        let got = sink.finish();
+        let context = format!("\nsink log:\n{}\nrouter log:\n{}", read(&log), self.log());
+        assert_all_received(&gen, &got, &context);
+        (gen, got, context)
+    }
+
     /// `conntrack -L` on the router (the control socket, or the kernel's).
     fn conntrack_list(&self) -> String {
         let mut c = Command::new("timeout");
@@ -417,11 +430,10 @@ fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
         return;
     }
     let lab = Lab::up("gr");
-    let sink = SinkProc::start(&lab.ns("net"), "up0", lab.path("sink.log"));
     // The router's MAC by ARP (fastables answers for 172.18.0.1); eight
     // flows through MASQUERADE, whose rewritten checksums the sink checks.
-    let gen = generate(
-        &lab.ns("ctr"),
+    let (gen, got, context) = lab.send(
+        "udp",
         &[
             "--dev",
             "eth0",
@@ -437,15 +449,8 @@ fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
             "172.18.0.1",
         ],
     );
-    let got = sink.finish();
-    let context = format!(
-        "\nsink log:\n{}\nrouter log:\n{}",
-        read(&lab.path("sink.log")),
-        lab.log()
-    );
     assert_eq!(gen["dst_mac"], "02:42:ac:12:00:01", "{gen}{context}");
     assert_eq!(gen["flows"], 8, "{gen}{context}");
-    assert_all_received(&gen, &got, &context);
     // MASQUERADE: the container's address became the router's on eth0,
     // the UDP port kept.
     assert_eq!(
@@ -455,9 +460,8 @@ fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
 
     // TCP SYNs, four flows: one connection each (SYN_SENT), the source port
     // from the seed's --to-ports range, the rewritten checksums right.
-    let sink = SinkProc::start(&lab.ns("net"), "up0", lab.path("sink-syn.log"));
-    let gen = generate(
-        &lab.ns("ctr"),
+    let (_, got, context) = lab.send(
+        "syn",
         &[
             "--dev",
             "eth0",
@@ -475,13 +479,6 @@ fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
             "02:42:ac:12:00:01",
         ],
     );
-    let got = sink.finish();
-    let context = format!(
-        "\nsink log:\n{}\nrouter log:\n{}",
-        read(&lab.path("sink-syn.log")),
-        lab.log()
-    );
-    assert_all_received(&gen, &got, &context);
     let first = got["first_flow"].as_str().unwrap_or("");
     let port = first
         .strip_prefix("10.0.2.15:")
