@@ -227,6 +227,16 @@ impl Drop for VethPair {
     }
 }
 
+/// The generator's interface, source and destination MAC on the veth pair.
+const PAIR_GEN: &[&str] = &[
+    "--dev",
+    "ga",
+    "--src",
+    "10.9.0.1",
+    "--dst-mac",
+    "02:00:00:00:00:0b",
+];
+
 #[test]
 fn gen_to_sink_over_one_veth_pair() {
     if !can_run(&["ip", "ethtool", "timeout", "sysctl"]) {
@@ -238,21 +248,18 @@ fn gen_to_sink_over_one_veth_pair() {
     let gen = generate(
         &pair.ns[0],
         &[
-            "--dev",
-            "ga",
-            "--src",
-            "10.9.0.1",
-            "--dst",
-            "10.9.0.2-10.9.0.5",
-            "--sport",
-            "2000-2099",
-            "--dport",
-            "7",
-            "--dst-mac",
-            "02:00:00:00:00:0b",
-            "--size",
-            "128",
-        ],
+            PAIR_GEN,
+            &[
+                "--dst",
+                "10.9.0.2-10.9.0.5",
+                "--sport",
+                "2000-2099",
+                "--dport",
+                "7",
+            ],
+            &["--size", "128"],
+        ]
+        .concat(),
     );
     let log = sink.log.clone();
     let got = sink.finish();
@@ -285,21 +292,11 @@ fn the_sink_counts_the_frames_that_never_came() {
     let gen = generate(
         &pair.ns[0],
         &[
-            "--dev",
-            "ga",
-            "--src",
-            "10.9.0.1",
-            "--dst",
-            "10.9.0.2",
-            "--sport",
-            "40000",
-            "--dport",
-            "80",
-            "--dst-mac",
-            "02:00:00:00:00:0b",
-            "--proto",
-            "syn",
-        ],
+            PAIR_GEN,
+            &["--dst", "10.9.0.2", "--sport", "40000", "--dport", "80"],
+            &["--proto", "syn"],
+        ]
+        .concat(),
     );
     let got = sink.finish();
     assert_eq!(gen["sent"], COUNT, "{gen}");
