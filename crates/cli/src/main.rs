@@ -2,13 +2,12 @@
 //! rules validation (`check`, `restore --test`), and the canonical
 //! `iptables-save` printer (`save -r FILE`).
 //!
-//! `run` is the live data plane on AF_XDP. The commands that talk to a
-//! running instance (`conntrack`, `stats`, `trace`, `restore` without
-//! `--test`, `save` without `-r`) and `gen` are not implemented yet: they
-//! exist only to say so, with exit code 2.
+//! `run` is the live data plane on AF_XDP; `gen` the AF_XDP traffic
+//! generator and sink that measure it from the outside.
 
 mod control;
 mod error;
+mod gen;
 mod rulescmd;
 mod run;
 mod sim;
@@ -29,7 +28,7 @@ pub const EXIT_UNSUPPORTED: u8 = 2;
     version,
     about = "Poll-mode IPv4 forwarder with Linux netfilter semantics",
     long_about = "Poll-mode IPv4 forwarder with Linux netfilter semantics.\n\n\
-                  Working today: run (the AF_XDP data plane), sim, check, save -r, restore --test.\n\
+                  Working today: run (the AF_XDP data plane), gen (its AF_XDP traffic generator and sink), sim, check, save -r, restore --test.\n\
                   The commands that talk to a running instance are not supported yet."
 )]
 struct Cli {
@@ -57,8 +56,8 @@ enum Command {
     Stats(StatsArgs),
     /// Per-packet trace of the running instance: hooks, rules, verdicts, conntrack before/after NAT.
     Trace(PassThroughArgs),
-    /// AF_XDP traffic generator (not supported yet).
-    Gen(Unsupported),
+    /// AF_XDP traffic generator, or with --sink the receiver that counts loss and latency (root).
+    Gen(gen::GenArgs),
     /// The seed topology in network namespaces with real hosts around `fastables run` (root).
     Lab(LabArgs),
 }
@@ -220,18 +219,6 @@ fn lab(a: &LabArgs) -> Result<(), CliError> {
     control::exit(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)))
 }
 
-/// Arguments of a command that is not implemented: accepted and ignored, so
-/// that the user gets the "not supported yet" message rather than a usage error.
-#[derive(Args, Debug)]
-struct Unsupported {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
-fn not_supported(what: &str, why: &str) -> CliError {
-    CliError::Unsupported(format!("`fastables {what}` is not supported yet: {why}"))
-}
-
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
         Command::Sim(a) => sim::run(&a),
@@ -260,10 +247,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             ));
             trace(&a.instance, &args)
         }
-        Command::Gen(_) => Err(not_supported(
-            "gen",
-            "the AF_XDP traffic generator is not implemented",
-        )),
+        Command::Gen(a) => gen::run(&a),
         Command::Lab(a) => lab(&a),
     }
 }
@@ -308,14 +292,6 @@ mod tests {
         assert!(parse_in("eth0").is_err());
         assert!(parse_in("=x.pcap").is_err());
         assert!(parse_in("eth0=").is_err());
-    }
-
-    #[test]
-    fn unsupported_commands_accept_any_arguments() {
-        let cli = Cli::try_parse_from(["fastables", "gen", "--rate", "1000", "-x"]).unwrap();
-        let e = run(cli).unwrap_err();
-        assert_eq!(e.exit_code(), EXIT_UNSUPPORTED);
-        assert!(e.to_string().contains("not supported yet"), "{e}");
     }
 
     #[test]

@@ -226,9 +226,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             }
         }
     }
-    if let Err(e) = fastables_xdp::ensure_bpffs() {
-        eprintln!("warning: cannot mount bpffs on /sys/fs/bpf ({e}); libxdp loads its program without the dispatcher");
-    }
+    mount_bpffs();
     let seed = a.seed.unwrap_or_else(random_seed);
     let cfg = Arc::new(cfg);
     let rss = Arc::new(if n > 1 {
@@ -1334,13 +1332,20 @@ enum CtOp {
     Events,
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|l| l.split_whitespace().nth(1))
             == Some("0")
     })
+}
+
+/// bpffs on /sys/fs/bpf for libxdp (a warning when it cannot be mounted).
+pub(crate) fn mount_bpffs() {
+    if let Err(e) = fastables_xdp::ensure_bpffs() {
+        eprintln!("warning: cannot mount bpffs on /sys/fs/bpf ({e}); libxdp loads its program without the dispatcher");
+    }
 }
 
 /// A seed from the kernel's random pool, else from the clock.

@@ -294,15 +294,25 @@ fn restore_test_validates_stdin() {
 }
 
 #[test]
-fn commands_of_the_live_data_plane_say_not_supported_yet() {
-    for args in [&["gen"][..], &["gen", "--rate", "1000"]] {
+fn gen_names_what_is_wrong_with_its_options() {
+    for (args, want) in [
+        (&["gen"][..], "--dev <IFACE>"),
+        (
+            &["gen", "--dev", "eth0", "--rate", "1000"][..],
+            "fastables: fastables gen: the generator needs --src A[-B] and --dst A[-B] (or --sink to receive)",
+        ),
+        (
+            &["gen", "--dev", "eth0", "--src", "10.0.0.1", "--dst", "10.0.0.2", "--sport", "9-1"][..],
+            "the range is reversed",
+        ),
+        (
+            &["gen", "--sink", "--dev", "eth0", "--dst", "10.0.0.2"][..],
+            "fastables: fastables gen: --dst is a generator option: not for --sink",
+        ),
+    ] {
         let o = run(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(
-            err(&o).contains("is not supported yet"),
-            "{args:?}: {}",
-            err(&o)
-        );
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", err(&o));
+        assert!(err(&o).contains(want), "{args:?}: {}", err(&o));
         assert_eq!(out(&o), "");
     }
 }

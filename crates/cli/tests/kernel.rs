@@ -27,20 +27,7 @@ use common::seed::*;
 use common::{decode, fastables, write_pcap, Scenario, TmpDir};
 use fastables_dataplane::pcap::read_file;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use common::{have, is_root};
 
 fn sh(ns: Option<&str>, args: &[&str]) {
     let mut cmd = match ns {

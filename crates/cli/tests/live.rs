@@ -18,12 +18,16 @@
 //! control socket (`fastables restore|save|conntrack --socket`), or to
 //! `iptables-restore|iptables-save|conntrack` in the router's namespace.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{describe, have, is_root};
 
 /// The lab script (`fastables lab` runs the same script).
 const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/lab.sh");
@@ -44,21 +48,6 @@ fn skip(why: &str) -> bool {
     );
     eprintln!("note: {why}; skipping the live test");
     false
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn can_run() -> bool {
@@ -89,16 +78,6 @@ fn can_run() -> bool {
         }
     }
     true
-}
-
-/// Status, stdout and stderr of a finished command.
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}stderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// One lab, taken down on drop.

@@ -445,6 +445,23 @@ pub fn set_device_rss(name: &str, key: &[u8], queues: u32) -> io::Result<()> {
     ethtool(name, &mut buf)
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock every network namespace of
+/// the machine shares (unlike [`Instant`], whose value cannot be read out),
+/// so that a timestamp written by one process can be compared in another.
+/// A vDSO call, not a system call.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill; CLOCK_MONOTONIC
+    // is always available on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
 /// Whether the device exists.
 pub fn device_exists(name: &str) -> bool {
     ifreq(name, libc::SIOCGIFINDEX).is_some()

@@ -1,19 +1,47 @@
 //! Helpers for the scenario tests: a temporary directory with the seed
 //! configuration and a rules file, input pcaps, running the `fastables`
-//! binary, and reading and checking the output pcaps.
+//! binary, and reading and checking the output pcaps; for the tests on the
+//! host (kernel, live): whether a tool is there, root, a command's output.
 #![allow(dead_code)]
 
 pub mod seed;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use fastables_dataplane::pcap::{read_file, PcapRecord, PcapWriter};
 
 /// The `fastables` binary under test.
 pub fn fastables() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fastables"))
+}
+
+/// Whether `tool` is on the PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Status, stdout and stderr of a finished command.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A temporary directory, removed on drop (also when the test fails).

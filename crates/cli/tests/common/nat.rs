@@ -453,20 +453,7 @@ pub fn run_sim(tag: &str, topo: &Topo, rules: &str, script: &Script) -> Outcome 
 // ---------------------------------------------------------------------------
 // The kernel.
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use crate::common::{have, is_root};
 
 /// Whether the kernel side can run; prints a note when not.
 pub fn can_run() -> bool {

@@ -1,0 +1,361 @@
+//! `fastables gen`: the AF_XDP traffic generator, and with `--sink` the
+//! receiving end that counts loss, reordering, duplicates and one-way
+//! latency (crate `fastables-gen`). A progress line a second goes to
+//! stderr; the summary to stdout (`--json`: one JSON object).
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::Args;
+use fastables_dataplane::config::XdpMode;
+use fastables_gen::flow::{FlowMode, FlowSpace, Flows, Span};
+use fastables_gen::frame::Proto;
+use fastables_gen::xsk::{self, GenOptions, NextHop, PortOptions, SinkOptions};
+use fastables_packet::MacAddr;
+
+use crate::CliError;
+
+/// `fastables gen` arguments.
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    /// Receive and count the generator's frames instead of sending.
+    #[arg(long)]
+    pub sink: bool,
+    /// The interface (its queue 0).
+    #[arg(long, value_name = "IFACE")]
+    pub dev: String,
+    /// Frames per second (0: as fast as possible).
+    #[arg(long, value_name = "PPS")]
+    pub rate: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Generator: send this many frames. Sink: stop when this many arrived;
+    /// the ones missing are lost.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Sink: stop when nothing came for this many seconds after something did.
+    #[arg(long, value_name = "SECS")]
+    pub idle: Option<f64>,
+    /// Frame size without FCS [default: the least the protocol needs, 60
+    /// for udp, 72 for syn].
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<usize>,
+    /// udp, or syn (TCP SYNs carrying the stamp as data) [default: udp].
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Option<Proto>,
+    /// Source addresses.
+    #[arg(long, value_name = "A[-B]")]
+    pub src: Option<Span<Ipv4Addr>>,
+    /// Destination addresses.
+    #[arg(long, value_name = "A[-B]")]
+    pub dst: Option<Span<Ipv4Addr>>,
+    /// Source ports [default: 1024].
+    #[arg(long, value_name = "P[-Q]")]
+    pub sport: Option<Span<u16>>,
+    /// Destination ports [default: 9].
+    #[arg(long, value_name = "P[-Q]")]
+    pub dport: Option<Span<u16>>,
+    /// A fixed set of N flows (the first N of the flow space) instead of
+    /// cycling through all of it.
+    #[arg(long, value_name = "N", conflicts_with = "new_flows_rate")]
+    pub flows: Option<u64>,
+    /// N new flows (unique tuples) a second; between them, the flows
+    /// started so far in turn.
+    #[arg(long, value_name = "N")]
+    pub new_flows_rate: Option<u64>,
+    /// Destination MAC (else resolved by ARP).
+    #[arg(long, value_name = "MAC", conflicts_with = "gateway")]
+    pub dst_mac: Option<MacAddr>,
+    /// The next hop to resolve by ARP [default: the first --dst address].
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<Ipv4Addr>,
+    /// Source MAC [default: the device's].
+    #[arg(long, value_name = "MAC")]
+    pub src_mac: Option<MacAddr>,
+    /// The summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// XDP attach mode: auto, native or generic.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_mode)]
+    pub xdp_mode: XdpMode,
+    /// Descriptors per AF_XDP ring; a power of two.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub ring: u32,
+    /// Frames per burst.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub batch: usize,
+}
+
+fn parse_mode(s: &str) -> Result<XdpMode, String> {
+    match s {
+        "auto" => Ok(XdpMode::Auto),
+        "native" => Ok(XdpMode::Native),
+        "generic" => Ok(XdpMode::Generic),
+        _ => Err(format!("`{s}`: expected auto, native or generic")),
+    }
+}
+
+fn usage(m: impl Into<String>) -> CliError {
+    CliError::Usage(format!("fastables gen: {}", m.into()))
+}
+
+/// Seconds as nanoseconds; `opt` names the option in the error.
+fn secs_ns(v: Option<f64>, opt: &str) -> Result<Option<u64>, CliError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some((s * 1e9) as u64)),
+        Some(s) => Err(usage(format!(
+            "{opt} {s}: expected a positive number of seconds"
+        ))),
+    }
+}
+
+/// The options of one side given with the other (`--rate` with `--sink`).
+fn misplaced(a: &GenArgs) -> Option<&'static str> {
+    let given = |b: bool, name| b.then_some(name);
+    if a.sink {
+        given(a.rate.is_some(), "--rate")
+            .or(given(a.size.is_some(), "--size"))
+            .or(given(a.proto.is_some(), "--proto"))
+            .or(given(a.src.is_some(), "--src"))
+            .or(given(a.dst.is_some(), "--dst"))
+            .or(given(a.sport.is_some(), "--sport"))
+            .or(given(a.dport.is_some(), "--dport"))
+            .or(given(a.flows.is_some(), "--flows"))
+            .or(given(a.new_flows_rate.is_some(), "--new-flows-rate"))
+            .or(given(a.dst_mac.is_some(), "--dst-mac"))
+            .or(given(a.gateway.is_some(), "--gateway"))
+            .or(given(a.src_mac.is_some(), "--src-mac"))
+    } else {
+        given(a.idle.is_some(), "--idle")
+    }
+}
+
+fn port(a: &GenArgs) -> Result<PortOptions, CliError> {
+    if a.batch == 0 || a.batch > a.ring as usize {
+        return Err(usage(format!(
+            "--batch {}: expected 1 to the ring size ({})",
+            a.batch, a.ring
+        )));
+    }
+    Ok(PortOptions {
+        dev: a.dev.clone(),
+        mode: a.xdp_mode,
+        ring: a.ring,
+        batch: a.batch,
+    })
+}
+
+/// The generator's options from the arguments.
+fn gen_options(a: &GenArgs) -> Result<GenOptions, CliError> {
+    let (Some(src), Some(dst)) = (a.src, a.dst) else {
+        return Err(usage(
+            "the generator needs --src A[-B] and --dst A[-B] (or --sink to receive)",
+        ));
+    };
+    let space = FlowSpace {
+        src,
+        dst,
+        sport: a.sport.unwrap_or(Span::one(1024)),
+        dport: a.dport.unwrap_or(Span::one(9)),
+    };
+    let mode = match (a.flows, a.new_flows_rate) {
+        (Some(n), _) => FlowMode::Fixed(n),
+        (None, Some(r)) => FlowMode::NewPerSecond(r),
+        (None, None) => FlowMode::Cycle,
+    };
+    let flows = Flows::new(space, mode).map_err(|e| usage(e.to_string()))?;
+    let next_hop = match (a.dst_mac, a.gateway) {
+        (Some(m), _) => NextHop::Mac(m),
+        (None, Some(g)) => NextHop::Arp(g),
+        (None, None) => NextHop::Arp(dst.lo),
+    };
+    let proto = a.proto.unwrap_or(Proto::Udp);
+    Ok(GenOptions {
+        port: port(a)?,
+        rate: a.rate.unwrap_or(0),
+        count: a.count,
+        duration_ns: secs_ns(a.duration, "--duration")?,
+        proto,
+        size: a.size.unwrap_or(proto.min_size()),
+        flows,
+        next_hop,
+        src_mac: a.src_mac,
+    })
+}
+
+fn sink_options(a: &GenArgs) -> Result<SinkOptions, CliError> {
+    Ok(SinkOptions {
+        port: port(a)?,
+        count: a.count,
+        duration_ns: secs_ns(a.duration, "--duration")?,
+        idle_ns: secs_ns(a.idle, "--idle")?,
+    })
+}
+
+/// `fastables gen [--sink] --dev IFACE ...`.
+pub fn run(a: &GenArgs) -> Result<(), CliError> {
+    if let Some(opt) = misplaced(a) {
+        let (side, other) = if a.sink {
+            ("a generator option", "--sink")
+        } else {
+            ("a sink option", "the generator (add --sink)")
+        };
+        return Err(usage(format!("{opt} is {side}: not for {other}")));
+    }
+    if a.count == Some(0) {
+        return Err(usage("--count 0: expected at least 1"));
+    }
+    // Everything the arguments can get wrong, before root and devices.
+    let gen = if a.sink { None } else { Some(gen_options(a)?) };
+    let sink = if a.sink { Some(sink_options(a)?) } else { None };
+    if !crate::run::is_root() {
+        return Err(CliError::Start(
+            "fastables gen needs root (AF_XDP sockets and XDP programs)".to_string(),
+        ));
+    }
+    crate::run::mount_bpffs();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
+    }
+    let progress = |l: &str| eprintln!("{l}");
+    let out = match (gen, sink) {
+        (Some(o), _) => {
+            if let NextHop::Arp(ip) = o.next_hop {
+                eprintln!("gen: resolving {ip} by ARP on {}", a.dev);
+            }
+            let r = xsk::generate(o, &stop, progress).map_err(gen_error)?;
+            if a.json {
+                format!("{}\n", r.to_json())
+            } else {
+                r.to_string()
+            }
+        }
+        (None, Some(o)) => {
+            let ready = |info: &str| eprintln!("sink: ready on {info}");
+            let r = xsk::sink(o, &stop, ready, progress).map_err(gen_error)?;
+            if a.json {
+                format!("{}\n", r.to_json())
+            } else {
+                r.to_string()
+            }
+        }
+        (None, None) => String::new(),
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn gen_error(e: fastables_gen::GenError) -> CliError {
+    match e {
+        fastables_gen::GenError::Xdp(x) => CliError::Xdp(x),
+        fastables_gen::GenError::SizeTooSmall { .. }
+        | fastables_gen::GenError::SizeTooLarge { .. } => usage(e.to_string()),
+        other => CliError::Start(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(flatten)]
+        a: GenArgs,
+    }
+
+    fn args(line: &[&str]) -> GenArgs {
+        let mut v = vec!["gen"];
+        v.extend_from_slice(line);
+        T::try_parse_from(v).unwrap().a
+    }
+
+    #[test]
+    fn generator_options_become_a_flow_space() {
+        let a = args(&[
+            "--dev",
+            "eth0",
+            "--src",
+            "10.0.0.1-10.0.0.4",
+            "--dst",
+            "192.0.2.1",
+            "--sport",
+            "1000-1099",
+            "--count",
+            "5",
+            "--dst-mac",
+            "02:00:00:00:00:02",
+            "--proto",
+            "syn",
+            "--size",
+            "100",
+        ]);
+        let o = gen_options(&a).unwrap();
+        assert_eq!(o.flows.space().size(), 400);
+        assert_eq!(o.count, Some(5));
+        assert_eq!(o.proto, Proto::Syn);
+        assert_eq!(o.size, 100);
+        assert!(matches!(o.next_hop, NextHop::Mac(m) if m == MacAddr([2, 0, 0, 0, 0, 2])));
+        let b = args(&["--dev", "eth0", "--src", "10.0.0.1", "--dst", "8.8.8.8"]);
+        let o = gen_options(&b).unwrap();
+        assert!(matches!(o.next_hop, NextHop::Arp(ip) if ip == Ipv4Addr::new(8, 8, 8, 8)));
+        assert_eq!((o.size, o.rate, o.proto), (60, 0, Proto::Udp));
+        let c = args(&[
+            "--dev", "eth0", "--src", "10.0.0.1", "--dst", "8.8.8.8", "--proto", "syn",
+        ]);
+        assert_eq!(gen_options(&c).unwrap().size, 72);
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let err = |line: &[&str]| {
+            let mut v = vec!["gen"];
+            v.extend_from_slice(line);
+            match T::try_parse_from(v) {
+                Err(e) => e.to_string(),
+                Ok(t) => run(&t.a).unwrap_err().to_string(),
+            }
+        };
+        assert!(
+            err(&["--dev", "x", "--src", "10.0.0.9-10.0.0.1"]).contains("the range is reversed")
+        );
+        assert!(err(&["--dev", "x", "--dport", "99999"]).contains("`99999` is not a port"));
+        assert!(err(&["--dev", "x", "--proto", "icmp"]).contains("expected udp or syn"));
+        assert!(err(&["--dev", "x", "--dst-mac", "zz"]).contains("invalid MAC address"));
+        assert_eq!(
+            err(&["--dev", "x"]),
+            "fastables gen: the generator needs --src A[-B] and --dst A[-B] (or --sink to receive)"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--sink", "--rate", "5"]),
+            "fastables gen: --rate is a generator option: not for --sink"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--idle", "1", "--src", "1.1.1.1", "--dst", "2.2.2.2"]),
+            "fastables gen: --idle is a sink option: not for the generator (add --sink)"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--src", "1.1.1.1", "--dst", "2.2.2.2", "--flows", "2"]),
+            "fastables gen: --flows 2: the flow space (--src x --dst x --sport x --dport) has only 1 tuples; widen a range"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--sink", "--duration=-1"]),
+            "fastables gen: --duration -1: expected a positive number of seconds"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--sink", "--count", "0"]),
+            "fastables gen: --count 0: expected at least 1"
+        );
+        assert!(
+            err(&["--dev", "x", "--flows", "2", "--new-flows-rate", "3"])
+                .contains("cannot be used with")
+        );
+    }
+}

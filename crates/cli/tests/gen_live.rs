@@ -1,0 +1,494 @@
+//! End-to-end tests of `fastables gen`: the generator in one network
+//! namespace, the sink in another, over AF_XDP on veth (generic XDP, copy
+//! mode), first directly over one veth pair, then through the reference lab
+//! (`lab/lab.sh`: the generator in the container, the sink on the internet
+//! side, `fastables run` as the router in between, MASQUERADE on the way).
+//!
+//! Namespaces are named `fl<pid><tag>-...` so that parallel tests (and the
+//! live tests, and a user's lab) never collide, and removed on drop, also
+//! when a test fails. Needs root, ip, ethtool and timeout (the lab test also
+//! bash); skipped with a note otherwise, except under CI (env `CI` set),
+//! where that is a failure. `FASTABLES_LIVE_KERNEL=1` runs the lab test with
+//! the Linux kernel as the router, as the live tests do.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{describe, have, is_root, TmpDir};
+
+const FASTABLES: &str = env!("CARGO_BIN_EXE_fastables");
+const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/lab.sh");
+
+/// Frames per test run, and their rate: low enough that a worker held up
+/// for a while on a loaded machine does not overflow a 2048-frame ring.
+const COUNT: u64 = 5000;
+const RATE: u64 = 5000;
+
+fn kernel_router() -> bool {
+    std::env::var_os("FASTABLES_LIVE_KERNEL").is_some_and(|v| v == "1")
+}
+
+/// Whether the test can run here; under CI, a reason not to is a failure.
+fn can_run(tools: &[&str]) -> bool {
+    let why = match tools.iter().find(|t| !have(t)) {
+        Some(t) => format!("{t} not installed"),
+        None if !is_root() => "not root".to_string(),
+        None => return true,
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the gen live tests: {why}"
+    );
+    eprintln!("note: {why}; skipping the gen live test");
+    false
+}
+
+/// `ip netns exec NS ARGS` under `timeout`, asserting success.
+fn ns_ok(ns: &str, args: &[&str]) {
+    let out = Command::new("timeout")
+        .args(["-k", "2", "20", "ip", "netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{ns}: {args:?}: {}", describe(&out));
+}
+
+/// A running `fastables gen --sink`, killed on drop.
+struct SinkProc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl SinkProc {
+    /// Starts the sink for `COUNT` frames on `dev` in `ns` and waits until it
+    /// says it is ready.
+    fn start(ns: &str, dev: &str, log: PathBuf) -> SinkProc {
+        SinkProc::start_with(ns, dev, log, &["--count", &COUNT.to_string()])
+    }
+
+    /// The same with other stop options than `--count COUNT`.
+    fn start_with(ns: &str, dev: &str, log: PathBuf, stop: &[&str]) -> SinkProc {
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new("timeout")
+            .args(["-k", "2", "40", "ip", "netns", "exec", ns, FASTABLES, "gen"])
+            .args(["--sink", "--dev", dev])
+            .args(stop)
+            .args(["--duration", "30", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let mut s = SinkProc {
+            child: Some(child),
+            log,
+        };
+        let t0 = Instant::now();
+        while !s.stderr().contains("sink: ready") {
+            let exited = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && t0.elapsed() < Duration::from_secs(15),
+                "the sink did not get ready ({exited:?}):\n{}",
+                s.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the sink to stop; its JSON summary.
+    fn finish(mut self) -> serde_json::Value {
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "the sink failed: {}\nstdout:\n{text}stderr:\n{}",
+            out.status,
+            self.stderr()
+        );
+        serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("sink output is not JSON ({e}): {text:?}"))
+    }
+}
+
+impl Drop for SinkProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the generator in `ns` with `args` (after `gen`); its JSON summary.
+fn generate(ns: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("timeout")
+        .args(["-k", "2", "30", "ip", "netns", "exec", ns, FASTABLES, "gen"])
+        .args(args)
+        .args(["--count", &COUNT.to_string(), "--rate", &RATE.to_string()])
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the generator failed: {}",
+        describe(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("generator output is not JSON ({e}): {}", describe(&out)))
+}
+
+/// The sink got every frame once, intact, with latency samples.
+fn assert_all_received(gen: &serde_json::Value, sink: &serde_json::Value, context: &str) {
+    assert_eq!(gen["sent"], COUNT, "generator: {gen}{context}");
+    for (k, want) in [
+        ("received", COUNT),
+        ("unique", COUNT),
+        ("lost", 0),
+        ("duplicates", 0),
+        ("late", 0),
+        ("bad_checksum", 0),
+        ("clock_skew", 0),
+    ] {
+        assert_eq!(sink[k], want, "sink {k}: {sink}{context}");
+    }
+    assert_eq!(sink["highest_seq"], COUNT - 1, "sink: {sink}{context}");
+    assert_eq!(sink["latency"]["samples"], COUNT, "sink: {sink}{context}");
+    assert!(
+        sink["latency"]["p50_ns"].as_u64().is_some_and(|p| p > 0),
+        "sink: {sink}{context}"
+    );
+}
+
+/// Two namespaces joined by one veth pair, deleted on drop.
+struct VethPair {
+    ns: [String; 2],
+}
+
+impl VethPair {
+    fn new(tag: &str) -> VethPair {
+        let pid = std::process::id();
+        let pair = VethPair {
+            ns: [format!("fl{pid}{tag}-a"), format!("fl{pid}{tag}-b")],
+        };
+        for ns in &pair.ns {
+            // A namespace left by an earlier run of this process id.
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+            let st = Command::new("ip")
+                .args(["netns", "add", ns])
+                .status()
+                .unwrap();
+            assert!(st.success(), "ip netns add {ns}");
+            ns_ok(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            ns_ok(
+                ns,
+                &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+            );
+        }
+        let st = Command::new("ip")
+            .args(["link", "add", "ga", "netns", &pair.ns[0], "address"])
+            .args(["02:00:00:00:00:0a", "type", "veth", "peer", "name", "gb"])
+            .args(["netns", &pair.ns[1], "address", "02:00:00:00:00:0b"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip link add veth");
+        for (ns, dev) in pair.ns.iter().zip(["ga", "gb"]) {
+            // No offloads: what a wire would carry (see lab.sh veth_end).
+            ns_ok(
+                ns,
+                &[
+                    "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+                ],
+            );
+            ns_ok(ns, &["ip", "link", "set", dev, "up"]);
+        }
+        pair
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        for ns in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The generator's interface, source and destination MAC on the veth pair.
+const PAIR_GEN: &[&str] = &[
+    "--dev",
+    "ga",
+    "--src",
+    "10.9.0.1",
+    "--dst-mac",
+    "02:00:00:00:00:0b",
+];
+
+#[test]
+fn gen_to_sink_over_one_veth_pair() {
+    if !can_run(&["ip", "ethtool", "timeout", "sysctl"]) {
+        return;
+    }
+    let dir = TmpDir::new("gen-v");
+    let pair = VethPair::new("gv");
+    let sink = SinkProc::start(&pair.ns[1], "gb", dir.path("sink.log"));
+    let gen = generate(
+        &pair.ns[0],
+        &[
+            PAIR_GEN,
+            &[
+                "--dst",
+                "10.9.0.2-10.9.0.5",
+                "--sport",
+                "2000-2099",
+                "--dport",
+                "7",
+            ],
+            &["--size", "128"],
+        ]
+        .concat(),
+    );
+    let log = sink.log.clone();
+    let got = sink.finish();
+    let context = format!(
+        "\nsink log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    assert_all_received(&gen, &got, &context);
+    assert_eq!(gen["flows"], 400, "{gen}");
+    assert_eq!(got["bytes"], COUNT * 128, "{got}");
+    assert_eq!(got["first_flow"], "10.9.0.1:2000 -> 10.9.0.2:7", "{got}");
+}
+
+#[test]
+fn the_sink_counts_the_frames_that_never_came() {
+    if !can_run(&["ip", "ethtool", "timeout", "sysctl"]) {
+        return;
+    }
+    let dir = TmpDir::new("gen-t");
+    let pair = VethPair::new("gt");
+    // It expects 100 frames more than are sent, and stops 1 s after the
+    // last: those 100 are lost. TCP SYNs this time.
+    let expect = (COUNT + 100).to_string();
+    let sink = SinkProc::start_with(
+        &pair.ns[1],
+        "gb",
+        dir.path("sink.log"),
+        &["--count", &expect, "--idle", "1"],
+    );
+    let gen = generate(
+        &pair.ns[0],
+        &[
+            PAIR_GEN,
+            &["--dst", "10.9.0.2", "--sport", "40000", "--dport", "80"],
+            &["--proto", "syn"],
+        ]
+        .concat(),
+    );
+    let got = sink.finish();
+    assert_eq!(gen["sent"], COUNT, "{gen}");
+    assert_eq!(
+        (gen["proto"].as_str(), gen["size"].as_u64()),
+        (Some("syn"), Some(72)),
+        "{gen}"
+    );
+    for (k, want) in [
+        ("received", COUNT),
+        ("unique", COUNT),
+        ("lost", 100),
+        ("duplicates", 0),
+        ("bad_checksum", 0),
+    ] {
+        assert_eq!(got[k], want, "sink {k}: {got}");
+    }
+    assert_eq!(got["first_flow"], "10.9.0.1:40000 -> 10.9.0.2:80", "{got}");
+}
+
+/// The reference lab with `fastables run` (or the kernel) as the router,
+/// taken down on drop.
+struct Lab {
+    prefix: String,
+    dir: TmpDir,
+}
+
+impl Lab {
+    fn up(tag: &str) -> Lab {
+        let lab = Lab {
+            prefix: format!("fl{}{tag}-", std::process::id()),
+            dir: TmpDir::new(&format!("gen-{tag}")),
+        };
+        let out = lab.lab_sh("up");
+        assert!(
+            out.status.success(),
+            "lab.sh up: {}{}",
+            describe(&out),
+            lab.log()
+        );
+        lab
+    }
+
+    fn lab_sh(&self, cmd: &str) -> Output {
+        Command::new("timeout")
+            .args(["-k", "5", "60", "bash", LAB_SH, cmd])
+            .env("LAB_PREFIX", &self.prefix)
+            .env("LAB_DIR", &self.dir.0)
+            .env("LAB_SERVERS", "")
+            .env("LAB_TIMEOUT", "15")
+            .env("FASTABLES", FASTABLES)
+            .env("KERNEL_ROUTER", if kernel_router() { "1" } else { "0" })
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ns(&self, which: &str) -> String {
+        format!("{}{which}", self.prefix)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path(name)
+    }
+
+    /// The generator in the container with `args`, the sink on the
+    /// internet side (its log `sink-NAME.log`); asserts that every frame
+    /// arrived; the generator's and the sink's summaries and the logs.
+    fn send(&self, name: &str, args: &[&str]) -> (serde_json::Value, serde_json::Value, String) {
+        let log = self.path(&format!("sink-{name}.log"));
+        let sink = SinkProc::start(&self.ns("net"), "up0", log.clone());
+        let gen = generate(&self.ns("ctr"), args);
+        let got = sink.finish();
+        let context = format!("\nsink log:\n{}\nrouter log:\n{}", read(&log), self.log());
+        assert_all_received(&gen, &got, &context);
+        (gen, got, context)
+    }
+
+    /// `conntrack -L` on the router (the control socket, or the kernel's).
+    fn conntrack_list(&self) -> String {
+        let mut c = Command::new("timeout");
+        if kernel_router() {
+            c.args([
+                "10",
+                "ip",
+                "netns",
+                "exec",
+                &self.ns("rtr"),
+                "conntrack",
+                "-L",
+            ]);
+        } else {
+            c.args(["10", FASTABLES, "conntrack", "--socket"])
+                .arg(self.path("fastables.sock"))
+                .arg("-L");
+        }
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "conntrack -L: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The router's log (`fastables run`'s output).
+    fn log(&self) -> String {
+        read(&self.path("fastables.log"))
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.lab_sh("down");
+        if !out.status.success() {
+            eprintln!("lab.sh down failed: {}", describe(&out));
+        }
+    }
+}
+
+#[test]
+fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
+    let mut tools = vec!["bash", "ip", "ss", "ethtool", "timeout"];
+    if kernel_router() {
+        tools.extend(["iptables-restore", "conntrack"]);
+    }
+    if !can_run(&tools) {
+        return;
+    }
+    let lab = Lab::up("gr");
+    // The router's MAC by ARP (fastables answers for 172.18.0.1); eight
+    // flows through MASQUERADE, whose rewritten checksums the sink checks.
+    let (gen, got, context) = lab.send(
+        "udp",
+        &[
+            "--dev",
+            "eth0",
+            "--src",
+            "172.18.0.2",
+            "--dst",
+            "8.8.8.8-8.8.8.9",
+            "--sport",
+            "1024-1027",
+            "--dport",
+            "9",
+            "--gateway",
+            "172.18.0.1",
+        ],
+    );
+    assert_eq!(gen["dst_mac"], "02:42:ac:12:00:01", "{gen}{context}");
+    assert_eq!(gen["flows"], 8, "{gen}{context}");
+    // MASQUERADE: the container's address became the router's on eth0,
+    // the UDP port kept.
+    assert_eq!(
+        got["first_flow"], "10.0.2.15:1024 -> 8.8.8.8:9",
+        "{got}{context}"
+    );
+
+    // TCP SYNs, four flows: one connection each (SYN_SENT), the source port
+    // from the seed's --to-ports range, the rewritten checksums right.
+    let (_, got, context) = lab.send(
+        "syn",
+        &[
+            "--dev",
+            "eth0",
+            "--src",
+            "172.18.0.2",
+            "--dst",
+            "8.8.8.8",
+            "--sport",
+            "40000-40003",
+            "--dport",
+            "80",
+            "--proto",
+            "syn",
+            "--dst-mac",
+            "02:42:ac:12:00:01",
+        ],
+    );
+    let first = got["first_flow"].as_str().unwrap_or("");
+    let port = first
+        .strip_prefix("10.0.2.15:")
+        .and_then(|r| r.strip_suffix(" -> 8.8.8.8:80"))
+        .and_then(|p| p.parse::<u16>().ok());
+    assert!(
+        port.is_some_and(|p| (55666..=55680).contains(&p)),
+        "first flow {first:?}, not 10.0.2.15:55666-55680 -> 8.8.8.8:80{context}"
+    );
+    let table = lab.conntrack_list();
+    let syns = table
+        .lines()
+        .filter(|l| l.contains("SYN_SENT") && l.contains("dport=80"))
+        .count();
+    assert_eq!(syns, 4, "conntrack -L on the router:\n{table}{context}");
+}

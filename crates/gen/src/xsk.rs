@@ -1,0 +1,449 @@
+//! The AF_XDP loops of the generator and the sink, on one interface over
+//! `fastables-xdp` (one socket on queue 0; libxdp's program redirects every
+//! frame of that queue to it, so the sink sees all the device's traffic).
+//!
+//! Per batch, not per frame: one clock read, one pacing decision, one
+//! allocation of frame buffers from the port's free list, one TX or RX
+//! burst, one free. Frames the TX ring did not take are kept, already
+//! written, and offered again first, so that the sequence numbers sent are
+//! exactly `0..sent`.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fastables_dataplane::config::{XdpMode, ZeroCopy};
+use fastables_dataplane::io::{Action, Frame, FrameAddr, PacketIo, FRAME_SIZE};
+use fastables_packet::arp::OP_REPLY;
+use fastables_packet::parse::{parse_frame, L3};
+use fastables_packet::MacAddr;
+use fastables_xdp::{monotonic_ns, Options, PortSpec, XdpError, XdpPort};
+
+use crate::flow::Flows;
+use crate::frame::{FrameWriter, Proto};
+use crate::pace::Pacer;
+use crate::payload::Stamp;
+use crate::report::{self, GenReport, LatencyReport, SinkReport, SinkXdp};
+use crate::sink::Sink;
+use crate::GenError;
+
+const SEC: u64 = 1_000_000_000;
+
+/// The AF_XDP side of either loop.
+#[derive(Debug, Clone)]
+pub struct PortOptions {
+    /// Device.
+    pub dev: String,
+    /// XDP attach mode.
+    pub mode: XdpMode,
+    /// Descriptors per ring.
+    pub ring: u32,
+    /// Frames per burst.
+    pub batch: usize,
+}
+
+/// Where the generator's frames go at L2.
+#[derive(Debug, Clone, Copy)]
+pub enum NextHop {
+    /// This destination MAC.
+    Mac(MacAddr),
+    /// Resolve this address by ARP first.
+    Arp(Ipv4Addr),
+}
+
+/// The generator's options, checked.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    /// The port.
+    pub port: PortOptions,
+    /// Packets per second, 0 for as fast as possible.
+    pub rate: u64,
+    /// Stop after this many frames.
+    pub count: Option<u64>,
+    /// Stop after this long, ns.
+    pub duration_ns: Option<u64>,
+    /// Transport.
+    pub proto: Proto,
+    /// Frame size without FCS.
+    pub size: usize,
+    /// The flows.
+    pub flows: Flows,
+    /// The destination MAC or the next hop to ask for it.
+    pub next_hop: NextHop,
+    /// Source MAC (default: the device's).
+    pub src_mac: Option<MacAddr>,
+}
+
+/// The sink's options.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// The port.
+    pub port: PortOptions,
+    /// Stop when this many distinct sequence numbers arrived; at the end,
+    /// the ones missing of `0..count` are lost.
+    pub count: Option<u64>,
+    /// Stop after this long, ns.
+    pub duration_ns: Option<u64>,
+    /// Stop when nothing of the generator's came for this long, ns, after
+    /// something did.
+    pub idle_ns: Option<u64>,
+}
+
+/// Opens the socket on queue 0 of `p.dev`: the port, its description, and
+/// a warning when the device has other RX queues (whose frames go to the
+/// kernel, unseen).
+fn open(p: &PortOptions) -> Result<(XdpPort, String, Option<String>), GenError> {
+    let spec = PortSpec {
+        name: p.dev.clone(),
+        mode: p.mode,
+        zero_copy: ZeroCopy::Auto,
+        one_queue_ok: true,
+    };
+    let port = XdpPort::open(
+        &[spec],
+        Options {
+            ring: p.ring,
+            ..Options::default()
+        },
+    )
+    .map_err(|e| match e {
+        XdpError::Socket { ref err, .. } if err.kind() == std::io::ErrorKind::ResourceBusy => {
+            GenError::Busy(p.dev.clone())
+        }
+        e => GenError::Xdp(e),
+    })?;
+    let info = port.info().next().cloned();
+    let warning = info.as_ref().filter(|i| i.rx_queues > 1).map(|i| {
+        format!(
+            "warning: {} has {} RX queues and this socket serves queue 0: frames the device puts \
+             on the others are not seen (`ethtool -L {} combined 1`; a veth: `numrxqueues 1`)",
+            i.name, i.rx_queues, i.name
+        )
+    });
+    Ok((
+        port,
+        info.map(|i| i.to_string()).unwrap_or_default(),
+        warning,
+    ))
+}
+
+/// Frees every received frame (the generator does not listen, except for
+/// ARP replies); returns how many there were.
+fn drain_rx(
+    port: &mut XdpPort,
+    rx: &mut Vec<Frame>,
+    addrs: &mut Vec<FrameAddr>,
+    batch: usize,
+) -> u64 {
+    rx.clear();
+    let n = port.rx_burst(0, rx, batch);
+    if n > 0 {
+        addrs.clear();
+        addrs.extend(rx.iter().map(|f| f.addr));
+        port.free(addrs);
+    }
+    n as u64
+}
+
+/// Asks for `next_hop`'s MAC (an ARP request every 500 ms, for 3 s).
+fn resolve(
+    port: &mut XdpPort,
+    dev: &str,
+    src_mac: MacAddr,
+    sender: Ipv4Addr,
+    next_hop: Ipv4Addr,
+    stop: &AtomicBool,
+) -> Result<MacAddr, GenError> {
+    const TRIES: u64 = 6;
+    let mut rx = Vec::with_capacity(64);
+    let mut addrs = Vec::with_capacity(64);
+    for _ in 0..TRIES {
+        addrs.clear();
+        port.alloc(&mut addrs, 1);
+        if let Some(&a) = addrs.first() {
+            let at = a as usize;
+            let n = port.memory().get_mut(at..at + FRAME_SIZE).and_then(|f| {
+                fastables_dataplane::neigh::arp_request(f, src_mac, sender.into(), next_hop.into())
+            });
+            let sent = n.is_some_and(|n| port.tx_burst(0, &[tx_frame(a, n)]) == 1);
+            if !sent {
+                port.free(&[a]);
+            }
+        }
+        let until = monotonic_ns() + SEC / 2;
+        while monotonic_ns() < until && !stop.load(Ordering::Relaxed) {
+            rx.clear();
+            if port.rx_burst(0, &mut rx, 64) == 0 {
+                port.wait(10);
+                continue;
+            }
+            let mut found = None;
+            for f in &rx {
+                let at = f.addr as usize;
+                let bytes = port
+                    .memory()
+                    .get(at..at + usize::from(f.len))
+                    .unwrap_or(&[]);
+                if let Ok(p) = parse_frame(bytes) {
+                    if let L3::Arp(a) = p.l3 {
+                        if a.op == OP_REPLY && a.spa == next_hop {
+                            found = Some(a.sha);
+                        }
+                    }
+                }
+            }
+            addrs.clear();
+            addrs.extend(rx.iter().map(|f| f.addr));
+            port.free(&addrs);
+            if let Some(m) = found {
+                return Ok(m);
+            }
+        }
+    }
+    Err(GenError::Arp {
+        dev: dev.to_string(),
+        next_hop,
+        secs: TRIES / 2,
+    })
+}
+
+fn tx_frame(addr: FrameAddr, len: usize) -> Frame {
+    Frame {
+        addr,
+        len: len as u16,
+        port: 0,
+        action: Action::Forward { port: 0 },
+    }
+}
+
+/// Waits for the pacer: sleeps when the next packet is far, spins when it
+/// is near (a sleep wakes up tens of microseconds late).
+fn pace_wait(wait_ns: u64) {
+    if wait_ns > 200_000 {
+        std::thread::sleep(Duration::from_nanos(wait_ns - 100_000));
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
+/// Runs the generator until its count or duration, or until `stop`;
+/// `progress` gets a line a second.
+pub fn generate(
+    mut o: GenOptions,
+    stop: &AtomicBool,
+    mut progress: impl FnMut(&str),
+) -> Result<GenReport, GenError> {
+    let dev = o.port.dev.clone();
+    let mtu = fastables_xdp::device_mtu(&dev).unwrap_or(1500) as usize;
+    let src_mac = match o.src_mac {
+        Some(m) => m,
+        None => fastables_xdp::device_mac(&dev)
+            .map(MacAddr)
+            .ok_or_else(|| GenError::NoMac(dev.clone()))?,
+    };
+    // Checked before the port opens, so that a bad size touches nothing.
+    let mut writer = FrameWriter::new(
+        src_mac,
+        MacAddr::ZERO,
+        o.proto,
+        o.size,
+        (mtu + 14).min(FRAME_SIZE),
+    )?;
+    let (mut port, xdp, warning) = open(&o.port)?;
+    if let Some(w) = warning {
+        progress(&w);
+    }
+    let dst_mac = match o.next_hop {
+        NextHop::Mac(m) => m,
+        NextHop::Arp(ip) => resolve(&mut port, &dev, src_mac, o.flows.space().src.lo, ip, stop)?,
+    };
+    writer.set_dst(dst_mac);
+
+    let batch = o.port.batch.max(1);
+    let mut pacer = Pacer::new(o.rate, batch);
+    let mut spare: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let mut pending: Vec<Frame> = Vec::with_capacity(batch);
+    let mut rx: Vec<Frame> = Vec::with_capacity(batch);
+    let mut rx_addrs: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let mut unused: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let (mut seq, mut sent, mut bytes, mut full, mut ignored) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let t0 = monotonic_ns();
+    let (mut last_tick, mut last_sent) = (t0, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let now = monotonic_ns();
+        if o.duration_ns.is_some_and(|d| now - t0 >= d) {
+            break;
+        }
+        if now - last_tick >= SEC {
+            progress(&report::gen_progress(
+                (now - t0) as f64 / 1e9,
+                sent,
+                sent - last_sent,
+                (now - last_tick) as f64 / 1e9,
+            ));
+            (last_tick, last_sent) = (now, sent);
+        }
+        ignored += drain_rx(&mut port, &mut rx, &mut rx_addrs, batch);
+        if pending.is_empty() {
+            let left = o.count.map_or(u64::MAX, |c| c - seq);
+            if left == 0 {
+                break;
+            }
+            let want = batch.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = pacer.take(now, want);
+            if n == 0 {
+                pace_wait(pacer.wait_ns(now, want));
+                continue;
+            }
+            spare.clear();
+            port.alloc(&mut spare, n);
+            unused.clear();
+            let mem = port.memory();
+            for &a in &spare {
+                let at = a as usize;
+                let (_, t) = o.flows.next(now);
+                let len = mem
+                    .get_mut(at..at + FRAME_SIZE)
+                    .and_then(|f| writer.write(f, &t, Stamp { seq, ts_ns: now }));
+                match len {
+                    Some(len) => {
+                        pending.push(tx_frame(a, len));
+                        seq += 1;
+                    }
+                    None => unused.push(a),
+                }
+            }
+            port.free(&unused);
+        }
+        let k = port.tx_burst(0, &pending);
+        if k < pending.len() {
+            full += 1;
+        }
+        sent += k as u64;
+        bytes += pending[..k].iter().map(|f| u64::from(f.len)).sum::<u64>();
+        pending.drain(..k);
+    }
+    // Unsent frames are the highest sequence numbers: they were never sent.
+    spare.clear();
+    spare.extend(pending.iter().map(|f| f.addr));
+    port.free(&spare);
+    // The kernel sends what the TX ring holds as the port reaps and kicks.
+    let deadline = monotonic_ns() + SEC;
+    while port.accounting().in_tx > 0 && monotonic_ns() < deadline {
+        ignored += drain_rx(&mut port, &mut rx, &mut rx_addrs, batch);
+        std::hint::spin_loop();
+    }
+    let secs = (monotonic_ns() - t0) as f64 / 1e9;
+    Ok(GenReport {
+        dev,
+        xdp,
+        proto: o.proto.name(),
+        size: writer.size(),
+        dst_mac: dst_mac.to_string(),
+        sent,
+        bytes,
+        flows: o.flows.flows_used(),
+        secs,
+        pps: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
+        tx_ring_full: full,
+        not_completed: port.accounting().in_tx,
+        rx_ignored: ignored,
+    })
+}
+
+/// Runs the sink until its count, duration or idle time, or until `stop`;
+/// `ready` is called once the socket is open, `progress` a second.
+pub fn sink(
+    o: SinkOptions,
+    stop: &AtomicBool,
+    ready: impl FnOnce(&str),
+    mut progress: impl FnMut(&str),
+) -> Result<SinkReport, GenError> {
+    let (mut port, xdp, warning) = open(&o.port)?;
+    if let Some(w) = warning {
+        progress(&w);
+    }
+    ready(&xdp);
+    let batch = o.port.batch.max(1);
+    let mut s = Sink::new();
+    let mut rx: Vec<Frame> = Vec::with_capacity(batch);
+    let mut addrs: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let t0 = monotonic_ns();
+    let (mut first, mut last) = (None::<u64>, t0);
+    let (mut last_tick, mut last_received) = (t0, 0u64);
+    let mut idle_rounds = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        rx.clear();
+        let n = port.rx_burst(0, &mut rx, batch);
+        let now = monotonic_ns();
+        if n > 0 {
+            idle_rounds = 0;
+            let before = s.counters().received;
+            let mem = port.memory();
+            addrs.clear();
+            for f in &rx {
+                let at = f.addr as usize;
+                s.frame(mem.get(at..at + usize::from(f.len)).unwrap_or(&[]), now);
+                addrs.push(f.addr);
+            }
+            port.free(&addrs);
+            if s.counters().received > before {
+                first.get_or_insert(now);
+                last = now;
+            }
+        } else {
+            idle_rounds = idle_rounds.saturating_add(1);
+            if idle_rounds > 256 {
+                port.wait(1);
+            }
+        }
+        if now - last_tick >= SEC {
+            let c = s.counters();
+            let interval = s.take_interval();
+            progress(&report::sink_progress(
+                (now - t0) as f64 / 1e9,
+                &c,
+                s.unique(),
+                c.received - last_received,
+                (now - last_tick) as f64 / 1e9,
+                &interval,
+            ));
+            (last_tick, last_received) = (now, c.received);
+        }
+        if o.count.is_some_and(|c| s.unique() >= c)
+            || o.duration_ns.is_some_and(|d| now - t0 >= d)
+            || o.idle_ns
+                .is_some_and(|d| first.is_some() && now - last >= d)
+        {
+            break;
+        }
+    }
+    if let Some(c) = o.count {
+        s.finish(c);
+    }
+    let k = port.kernel_stats(0).unwrap_or_default();
+    let c = s.counters();
+    let secs = first.map_or(0.0, |f| (last - f) as f64 / 1e9);
+    Ok(SinkReport {
+        dev: o.port.dev,
+        xdp,
+        counters: c,
+        unique: s.unique(),
+        highest_seq: s.highest(),
+        first_flow: s
+            .first_flow()
+            .map(|t| format!("{}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport)),
+        secs,
+        pps: if secs > 0.0 {
+            c.received as f64 / secs
+        } else {
+            0.0
+        },
+        latency: LatencyReport::from(s.latency()),
+        kernel: SinkXdp {
+            rx_dropped: k.rx_dropped,
+            rx_ring_full: k.rx_ring_full,
+            fill_ring_empty: k.rx_fill_ring_empty_descs,
+        },
+    })
+}
