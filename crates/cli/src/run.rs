@@ -128,6 +128,7 @@ struct Sample {
     ct: Option<(u64, u64, fastables_conntrack::Stats)>,
     held: u64,
     steer: SteerStats,
+    arp: fastables_dataplane::neigh::ArpCounters,
     batch_lat: Latency,
     pkt_lat: Latency,
 }
@@ -152,6 +153,7 @@ impl Sample {
                 .map(|t| (t.len() as u64, t.max() as u64, t.stats())),
             held: (p.held() + p.reassembling()) as u64,
             steer: c.port.stats(),
+            arp: p.arp_counters(),
             batch_lat,
             pkt_lat,
         }
@@ -165,6 +167,7 @@ impl Sample {
             ct: None,
             held: 0,
             steer: SteerStats::default(),
+            arp: Default::default(),
             batch_lat: Latency::new(),
             pkt_lat: Latency::new(),
         });
@@ -189,6 +192,10 @@ impl Sample {
             };
             m.held += s.held;
             m.steer.add(&s.steer);
+            m.arp.received += s.arp.received;
+            m.arp.replies_sent += s.arp.replies_sent;
+            m.arp.requests_sent += s.arp.requests_sent;
+            m.arp.learned += s.arp.learned;
             m.batch_lat.add(&s.batch_lat);
             m.pkt_lat.add(&s.pkt_lat);
         }
@@ -612,6 +619,38 @@ fn publish(
     s.ct_max = ct_max;
     s.ct_counters = ct_counters;
     s.held = m.held;
+    s.counters = vec![
+        (
+            "fastables_arp_received_total",
+            "ARP packets received.",
+            m.arp.received,
+        ),
+        (
+            "fastables_arp_replies_sent_total",
+            "ARP replies sent for our addresses.",
+            m.arp.replies_sent,
+        ),
+        (
+            "fastables_arp_requests_sent_total",
+            "ARP requests sent for next hops.",
+            m.arp.requests_sent,
+        ),
+        (
+            "fastables_neighbors_learned_total",
+            "Neighbor entries that got a MAC address.",
+            m.arp.learned,
+        ),
+        (
+            "fastables_handoffs_total",
+            "Frames handed to the worker that owns their connection.",
+            m.steer.handed_out,
+        ),
+        (
+            "fastables_handoffs_dropped_total",
+            "Frames lost on the way to their owner (queue full).",
+            m.steer.handoff_dropped,
+        ),
+    ];
     s.batch_latency.add(&m.batch_lat);
     s.packet_latency.add(&m.pkt_lat);
     s.uptime_s = started.elapsed().as_secs_f64();
@@ -1237,7 +1276,11 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
                 .collect(),
         );
         return control::Reply::ok(format!(
-            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}},\"nat\":{{\"addresses\":[{nat_json}],\"ranges\":[{range_json}]}},\"workers\":[{workers_json}]}}\n"
+            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}},\"arp\":{{\"received\":{},\"replies_sent\":{},\"requests_sent\":{},\"learned\":{}}},\"nat\":{{\"addresses\":[{nat_json}],\"ranges\":[{range_json}]}},\"workers\":[{workers_json}]}}\n",
+            m.arp.received,
+            m.arp.replies_sent,
+            m.arp.requests_sent,
+            m.arp.learned
         ));
     }
     let mut o = s.to_string();
@@ -1246,6 +1289,11 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
         let f: Vec<String> = xdp(x).iter().map(|(k, v)| format!("{k} {v}")).collect();
         o.push_str(&format!("xdp {}: {}\n", x.name, f.join(" ")));
     }
+    let a = &m.arp;
+    o.push_str(&format!(
+        "arp: received {} replies_sent {} requests_sent {} learned {}\n",
+        a.received, a.replies_sent, a.requests_sent, a.learned
+    ));
     if max > 0 {
         let fill = entries as f64 * 100.0 / max as f64;
         o.push_str(&format!(

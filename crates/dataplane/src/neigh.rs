@@ -119,6 +119,19 @@ pub enum Resolve {
     Unresolved,
 }
 
+/// What the ARP side of one worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArpCounters {
+    /// ARP packets received (requests and replies, valid or not for us).
+    pub received: u64,
+    /// Replies sent for our addresses.
+    pub replies_sent: u64,
+    /// Requests sent to resolve (or probe) a next hop.
+    pub requests_sent: u64,
+    /// Neighbor entries that got a MAC address (new, or a changed address).
+    pub learned: u64,
+}
+
 /// The neighbor table.
 #[derive(Debug, Clone)]
 pub struct Neighbors {
@@ -130,6 +143,7 @@ pub struct Neighbors {
     held: Vec<Held>,
     /// The time of the batch being processed ([`Neighbors::set_now`]).
     now_ns: u64,
+    counters: ArpCounters,
 }
 
 impl Neighbors {
@@ -147,7 +161,18 @@ impl Neighbors {
             max,
             held: Vec::with_capacity(HOLD_MAX),
             now_ns: 0,
+            counters: ArpCounters::default(),
         }
+    }
+
+    /// What the ARP side did so far.
+    pub fn counters(&self) -> ArpCounters {
+        self.counters
+    }
+
+    /// A request went out (counted by the caller once it is on its way).
+    pub fn count_request(&mut self) {
+        self.counters.requests_sent += 1;
     }
 
     /// The current time, for the entries learned from now on.
@@ -291,6 +316,9 @@ impl Neighbors {
     fn insert(&mut self, dev: IfIndex, ip: u32, mac: Option<MacAddr>, asked_ns: Option<u64>) {
         if let Some(e) = self.dynamic.get_mut(&(dev, ip)) {
             if mac.is_some() {
+                if e.mac != mac {
+                    self.counters.learned += 1;
+                }
                 e.mac = mac;
                 e.probes = 0;
                 e.confirmed_ns = self.now_ns;
@@ -306,6 +334,9 @@ impl Neighbors {
             if let Some(old) = self.order.pop_front() {
                 self.dynamic.remove(&old);
             }
+        }
+        if mac.is_some() {
+            self.counters.learned += 1;
         }
         self.dynamic.insert(
             (dev, ip),
@@ -367,6 +398,21 @@ pub enum ArpOutcome {
 /// any of our addresses, whatever the interface; arp_accept 0). `is_local` says
 /// whether an address (host order) is ours.
 pub fn process_arp(
+    neigh: &mut Neighbors,
+    dev: IfIndex,
+    dev_mac: MacAddr,
+    arp: &ArpRepr,
+    is_local: impl Fn(u32) -> bool,
+) -> ArpOutcome {
+    neigh.counters.received += 1;
+    let out = arp_outcome(neigh, dev, dev_mac, arp, is_local);
+    if matches!(out, ArpOutcome::Reply(_)) {
+        neigh.counters.replies_sent += 1;
+    }
+    out
+}
+
+fn arp_outcome(
     neigh: &mut Neighbors,
     dev: IfIndex,
     dev_mac: MacAddr,

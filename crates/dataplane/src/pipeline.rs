@@ -783,6 +783,11 @@ impl Pipeline {
         self.neigh.held_len()
     }
 
+    /// What the ARP side did so far.
+    pub fn arp_counters(&self) -> neigh::ArpCounters {
+        self.neigh.counters()
+    }
+
     /// Traces the packets `filter` matches (at most `count`), or stops
     /// tracing (`None`).
     pub fn set_trace(&mut self, t: Option<(TraceFilter, Option<u64>)>) {
@@ -2223,6 +2228,7 @@ impl Pipeline {
             return Err(DropReason::ArpSolicitLimited);
         }
         let n = neigh::arp_request(out, mac, sender, target).ok_or(DropReason::NoBuffer)?;
+        self.neigh.count_request();
         Ok((dev, n))
     }
 

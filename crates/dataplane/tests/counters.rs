@@ -925,3 +925,61 @@ fn conntrack_stats_are_exact() {
         .collect();
     assert!(dead.is_empty(), "never counted: {dead:?}");
 }
+
+/// The ARP counters by name (a new field does not compile until it is named here).
+fn arp_fields(c: fastables_dataplane::neigh::ArpCounters) -> [(&'static str, u64); 4] {
+    let fastables_dataplane::neigh::ArpCounters {
+        received,
+        replies_sent,
+        requests_sent,
+        learned,
+    } = c;
+    [
+        ("received", received),
+        ("replies_sent", replies_sent),
+        ("requests_sent", requests_sent),
+        ("learned", learned),
+    ]
+}
+
+#[test]
+fn arp_counters_are_exact() {
+    const LAN2: IfIndex = 2;
+    const LAN2_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x13, 0x00, 0x01]);
+    let mut lab = Lab::new(ACCEPT_ALL);
+    // A request for our address from a host we do not know yet: answered,
+    // and its sender learned.
+    let ask = builder::arp_request(
+        HOST3_MAC,
+        "172.18.0.3".parse().unwrap(),
+        DOCKER0_IP.parse().unwrap(),
+    );
+    let b = lab.rx(0, DOCKER0, &[ask], 1);
+    assert_eq!(b.generated.len(), 1, "the reply");
+    // A datagram for 192.168.5.7 on lan2: held, one request out; the
+    // neighbor's reply is learned and releases it.
+    let b = lab.rx(SEC, DOCKER0, &[udp_from_host("192.168.5.7")], 1);
+    assert_eq!(b.frames[0].action, Action::Held);
+    assert_eq!(b.generated.len(), 1, "the request");
+    let answer = builder::arp_reply(
+        MacAddr([0x02, 0, 0, 0, 0x05, 0x07]),
+        "192.168.5.7".parse().unwrap(),
+        LAN2_MAC,
+        "192.168.5.1".parse().unwrap(),
+    );
+    lab.rx(2 * SEC, LAN2, &[answer], 1);
+    assert_eq!(lab.p.held(), 0);
+    let want = [
+        ("received", 2),
+        ("replies_sent", 1),
+        ("requests_sent", 1),
+        ("learned", 2),
+    ];
+    assert_eq!(arp_fields(lab.p.arp_counters()), want);
+    // A silent neighbor: the request and its two retries, then given up.
+    lab.rx(3 * SEC, DOCKER0, &[udp_from_host(SILENT)], 1);
+    for t in 4..=6 {
+        lab.service(t * SEC, 1);
+    }
+    assert_eq!(arp_fields(lab.p.arp_counters())[2], ("requests_sent", 4));
+}

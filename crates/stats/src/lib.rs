@@ -156,6 +156,9 @@ pub struct Snapshot {
     pub ct_counters: Vec<(&'static str, u64)>,
     /// Frames waiting for ARP or reassembly.
     pub held: u64,
+    /// More counters, each as (metric name ending in `_total`, help, value):
+    /// ARP, hand-offs between workers.
+    pub counters: Vec<(&'static str, &'static str, u64)>,
     /// Batch latency (rx burst to tx submit), cumulative.
     pub batch_latency: Latency,
     /// Per-packet processing time (a batch's time over its frames), cumulative.
@@ -278,6 +281,10 @@ pub fn render(s: &Snapshot) -> String {
         "gauge",
     );
     let _ = writeln!(o, "fastables_held_frames {}", s.held);
+    for (name, help, n) in &s.counters {
+        counter(&mut o, name, help, "counter");
+        let _ = writeln!(o, "{name} {n}");
+    }
     hist(
         &mut o,
         "fastables_batch_latency_seconds",

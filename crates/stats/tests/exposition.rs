@@ -89,6 +89,7 @@ fn a_prometheus_parser_reads_our_metrics() {
         ct_max: 262_144,
         ct_counters: vec![("insert", 7), ("early_drop", 0)],
         held: 1,
+        counters: vec![("fastables_arp_replies_sent_total", "ARP replies sent.", 4)],
         batch_latency: batch,
         packet_latency: pkt,
         uptime_s: 12.5,
@@ -107,6 +108,7 @@ fn a_prometheus_parser_reads_our_metrics() {
     has("fastables_tx_bytes_total counter interface=eth0 900.0");
     has("fastables_rx_packets_total counter interface=docker\"0 0.0");
     has("fastables_drops_total counter reason=filter_drop 3.0");
+    has("fastables_arp_replies_sent_total counter  4.0");
     has("fastables_drops_total counter reason=conntrack_full 0.0");
     has("fastables_conntrack_entries gauge  5.0");
     has("fastables_conntrack_insert_total counter  7.0");
