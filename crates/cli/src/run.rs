@@ -600,6 +600,19 @@ fn publish(
         }
     }
     let m = Sample::merge(&samples);
+    // Per interface and queue (one queue per worker).
+    let interfaces = samples
+        .iter()
+        .enumerate()
+        .flat_map(|(q, s)| {
+            s.interfaces
+                .iter()
+                .map(move |i| fastables_stats::IfaceSample {
+                    queue: Some(q as u32),
+                    ..i.clone()
+                })
+        })
+        .collect();
     let (ct_entries, ct_max, st) = m.ct.unwrap_or_default();
     let ct_counters = vec![
         ("found", st.found),
@@ -613,7 +626,7 @@ fn publish(
         ("chaintoolong", st.chaintoolong),
     ];
     let Ok(mut s) = shared.lock() else { return };
-    s.interfaces = m.interfaces;
+    s.interfaces = interfaces;
     s.drops = m.drops.iter().map(|(r, n)| (r.name(), *n)).collect();
     s.ct_entries = ct_entries;
     s.ct_max = ct_max;
@@ -729,6 +742,7 @@ fn iface_samples(port: &XdpPort, cfg: &Config) -> Vec<fastables_stats::IfaceSamp
             let x = port.kernel_stats(i as IfIndex).unwrap_or_default();
             fastables_stats::IfaceSample {
                 name: c.name.clone(),
+                queue: None,
                 rx_packets: k.rx,
                 rx_bytes: k.rx_bytes,
                 tx_packets: k.tx,

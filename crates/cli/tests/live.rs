@@ -1015,8 +1015,8 @@ fn metrics_count_the_traffic_and_parse() {
         for fam in f(text):\n\
         \x20   for s in fam.samples:\n\
         \x20       v[(s.name, tuple(sorted(s.labels.items())))] = s.value\n\
-        rx = v[('fastables_rx_packets_total', (('interface', 'docker0'),))]\n\
-        tx = v[('fastables_tx_packets_total', (('interface', 'eth0'),))]\n\
+        rx = v[('fastables_rx_packets_total', (('interface', 'docker0'), ('queue', '0')))]\n\
+        tx = v[('fastables_tx_packets_total', (('interface', 'eth0'), ('queue', '0')))]\n\
         n = v[('fastables_batch_latency_seconds_count', ())]\n\
         ct = v[('fastables_conntrack_entries', ())]\n\
         print(int(rx), int(tx), int(n), int(ct))\n";

@@ -120,6 +120,8 @@ fn unreachable_hist() -> Histogram<u64> {
 pub struct IfaceSample {
     /// Device name.
     pub name: String,
+    /// The RX queue (worker) these counters are of; `None`: all queues.
+    pub queue: Option<u32>,
     /// Frames received.
     pub rx_packets: u64,
     /// Their bytes.
@@ -238,7 +240,16 @@ pub fn render(s: &Snapshot) -> String {
     for (name, help, f) in per_iface {
         counter(&mut o, name, help, "counter");
         for i in &s.interfaces {
-            let _ = writeln!(o, "{name}{{interface=\"{}\"}} {}", label(&i.name), f(i));
+            match i.queue {
+                Some(q) => writeln!(
+                    o,
+                    "{name}{{interface=\"{}\",queue=\"{q}\"}} {}",
+                    label(&i.name),
+                    f(i)
+                ),
+                None => writeln!(o, "{name}{{interface=\"{}\"}} {}", label(&i.name), f(i)),
+            }
+            .ok();
         }
     }
     counter(

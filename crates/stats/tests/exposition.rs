@@ -83,6 +83,12 @@ fn a_prometheus_parser_reads_our_metrics() {
                 name: "docker\"0".into(),
                 ..IfaceSample::default()
             },
+            IfaceSample {
+                name: "eth1".into(),
+                queue: Some(1),
+                rx_packets: 4,
+                ..IfaceSample::default()
+            },
         ],
         drops: vec![("filter_drop", 3), ("conntrack_full", 0)],
         ct_entries: 5,
@@ -106,6 +112,7 @@ fn a_prometheus_parser_reads_our_metrics() {
     };
     has("fastables_rx_packets_total counter interface=eth0 10.0");
     has("fastables_tx_bytes_total counter interface=eth0 900.0");
+    has("fastables_rx_packets_total counter interface=eth1,queue=1 4.0");
     has("fastables_rx_packets_total counter interface=docker\"0 0.0");
     has("fastables_drops_total counter reason=filter_drop 3.0");
     has("fastables_arp_replies_sent_total counter  4.0");
