@@ -45,10 +45,10 @@ use fastables_conntrack::{
     Table as CtTable, TableConfig, TableFullLog, Track,
 };
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use fastables_packet::parse::{l4_checksum_ok, Ipv4Info, L3, L4};
+use fastables_packet::parse::{ipv4_l4_checksum_ok, l4_checksum_ok, Ipv4Info, L3, L4};
 use fastables_packet::tcp::{flags as tcpf, TcpPacket};
 use fastables_packet::{parse_frame, MacAddr, ParseError};
-use fastables_rules::compile::{CompiledRuleset, RuleState};
+use fastables_rules::compile::{CompiledRuleset, RuleState, Shortcut};
 use fastables_rules::ctx::{tcp_option_kinds, CtCtx, IfIndex, Needs, PacketCtx, Verdict};
 use fastables_rules::model::{Hook, RejectWith, Table, Target};
 
@@ -138,6 +138,31 @@ impl PipelineCounters {
     }
 }
 
+/// [`PipelineCounters`] of one batch's received frames, kept in plain
+/// integers while the batch runs.
+#[derive(Default)]
+struct BatchTotals {
+    rx: u64,
+    forwarded: u64,
+    consumed: u64,
+    dropped: u64,
+}
+
+impl BatchTotals {
+    fn add_to(&self, c: &PipelineCounters) {
+        for (n, c) in [
+            (self.rx, &c.rx),
+            (self.forwarded, &c.forwarded),
+            (self.consumed, &c.consumed),
+            (self.dropped, &c.dropped),
+        ] {
+            if n != 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// What to generate after a received frame has its verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gen {
@@ -202,6 +227,9 @@ pub struct Pipeline {
     neigh: Neighbors,
     rules: Arc<CompiledRuleset>,
     state: RuleState,
+    /// `rules.shortcut(table, hook)` for every table and hook: the chains
+    /// whose run is known without the packet.
+    shortcuts: Shortcuts,
     needs: Needs,
     drops: Arc<DropCounters>,
     counters: Arc<PipelineCounters>,
@@ -373,6 +401,7 @@ impl Pipeline {
         let neigh = Neighbors::new(&config.neighbors, opts.neigh_dynamic_max);
         let state = RuleState::new(&rules);
         let needs = rules.needs();
+        let shortcuts = shortcuts(&rules);
         let ct_cfg = nat::table_config(&config.conntrack, opts.conntrack_seed);
         // Validate `[conntrack]` even when the ruleset does not need conntrack yet.
         if ct_cfg.max == 0 || ct_cfg.max > 0x7fff_ffff {
@@ -407,6 +436,7 @@ impl Pipeline {
             fib,
             neigh,
             state,
+            shortcuts,
             needs,
             rules,
             drops: Arc::new(DropCounters::new()),
@@ -424,6 +454,7 @@ impl Pipeline {
     pub fn set_ruleset(&mut self, rules: Arc<CompiledRuleset>) {
         self.state = RuleState::new(&rules);
         self.needs = rules.needs();
+        self.shortcuts = shortcuts(&rules);
         self.rules = rules;
         // Conntrack is loaded when a ruleset first needs it and stays (as the
         // kernel's module does); existing connections keep their NAT bindings.
@@ -538,11 +569,14 @@ impl Pipeline {
                 t.expire(now_ns, self.opts.conntrack_expire_budget);
             }
         }
+        // The totals of this batch's frames, added to the shared counters
+        // once at the end (one atomic add per counter and batch, not per frame).
+        let mut n = BatchTotals::default();
         for i in 0..batch.frames.len() {
             let Some(mut f) = batch.frames.get(i).copied() else {
                 break;
             };
-            PipelineCounters::inc(&self.counters.rx);
+            n.rx += 1;
             let (mut action, gen) = self.rx_and_fragment(now_ns, mem, &mut f, batch);
             if action == Action::Held {
                 if let Some((key, piece)) = self.pending_frag.take() {
@@ -564,7 +598,7 @@ impl Pipeline {
                         if let Some(old) = self.neigh.hold(h) {
                             // Its buffer is given back with the spares.
                             batch.spare.push(old.addr);
-                            PipelineCounters::inc(&self.counters.dropped);
+                            n.dropped += 1;
                             self.drops.inc(DropReason::NeighborHoldFull);
                         }
                     }
@@ -572,10 +606,10 @@ impl Pipeline {
                 }
             }
             match action {
-                Action::Forward { .. } => PipelineCounters::inc(&self.counters.forwarded),
-                Action::Consumed => PipelineCounters::inc(&self.counters.consumed),
+                Action::Forward { .. } => n.forwarded += 1,
+                Action::Consumed => n.consumed += 1,
                 Action::Drop(r) => {
-                    PipelineCounters::inc(&self.counters.dropped);
+                    n.dropped += 1;
                     self.drops.inc(r);
                 }
                 Action::Held => {}
@@ -588,6 +622,7 @@ impl Pipeline {
                 self.generate(now_ns, mem, &f, g, &mut batch.spare, &mut batch.generated);
             }
         }
+        n.add_to(&self.counters);
         self.service_held(now_ns, mem, batch);
     }
 
@@ -1067,8 +1102,43 @@ impl Pipeline {
     }
 
     /// Run one table, apply its effects to the frame, and say how it ended.
+    /// A chain that is absent or has no rules ([`Shortcut`]) is decided here
+    /// without the call (no rule ran, so there are no effects to apply);
+    /// while tracing, every table takes the full way for its trace line.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn run_table(
+        &mut self,
+        now_ns: u64,
+        table: Table,
+        hook: Hook,
+        ctx: &mut PacketCtx,
+        ct: &mut Ct,
+        buf: &mut [u8],
+        ip_len: usize,
+        route_mtu: Option<u16>,
+    ) -> Outcome {
+        if !self.tracing {
+            match self.shortcuts[table as usize][hook as usize] {
+                Some(Shortcut::Absent) => return Outcome::Continue,
+                Some(Shortcut::Policy { entry, verdict }) => {
+                    self.state.count(entry, ctx.len);
+                    ctx.effects.last = entry;
+                    return match verdict {
+                        Verdict::Drop => Outcome::Drop(DropReason::FilterDrop),
+                        _ => Outcome::Continue,
+                    };
+                }
+                None => {}
+            }
+        }
+        self.run_rules(now_ns, table, hook, ctx, ct, buf, ip_len, route_mtu)
+    }
+
+    /// [`Pipeline::run_table`] for a chain whose rules must run.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn run_rules(
         &mut self,
         now_ns: u64,
         table: Table,
@@ -1134,8 +1204,9 @@ impl Pipeline {
     }
 
     /// Conntrack in (`nf_conntrack_in`) for the datagram at `buf[14..]`:
-    /// classify, and set `ctx.ct`. `csum`: verify the transport checksum
-    /// (PREROUTING, as `nf_conntrack_checksum`).
+    /// classify, set `*ct` (written in place: a `Ct` is large) and `ctx.ct`.
+    /// `csum`: verify the transport checksum (PREROUTING, as
+    /// `nf_conntrack_checksum`). On an error `*ct` is left as it was.
     fn ct_in(
         &mut self,
         now_ns: u64,
@@ -1143,20 +1214,19 @@ impl Pipeline {
         buf: &[u8],
         ctx: &mut PacketCtx,
         csum: bool,
-    ) -> Result<Ct, DropReason> {
+        ct: &mut Ct,
+    ) -> Result<(), DropReason> {
         let Some(table) = self.ct.as_mut() else {
             ctx.ct = CtCtx::untracked();
-            return Ok(Ct::None);
+            *ct = Ct::None;
+            return Ok(());
         };
         let ip_len = usize::from(info.total_len);
         let ip = buf.get(ETH_LEN..ETH_LEN + ip_len).unwrap_or(&[]);
         let csum_bad = csum
             && !info.is_fragment()
             && matches!(info.protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
-            && !l4_checksum_ok(
-                buf.get(..ETH_LEN + ip_len).unwrap_or(&[]),
-                &parse_frame_lite(info),
-            );
+            && !ipv4_l4_checksum_ok(ip, info);
         let mut facts = nat::facts(info, ip, usize::from(info.header_len), csum_bad);
         if let Some(total) = self.reasm {
             // The first fragment of a reassembled datagram: conntrack sees
@@ -1165,7 +1235,7 @@ impl Pipeline {
             facts.l4_len = l4;
             facts.tcp.l4_len = l4;
         }
-        let (ct, state) = match table.track(&facts, now_ns) {
+        let state = match table.track(&facts, now_ns) {
             Track::Tracked(t) => {
                 if self.ct_events_on {
                     if let (Some(kind), Some(e)) = (t.events.kind(), table.entry(t.id)) {
@@ -1178,13 +1248,11 @@ impl Pipeline {
                         );
                     }
                 }
-                (
-                    Ct::Conn {
-                        id: t.id,
-                        dir: t.dir,
-                    },
-                    t.state,
-                )
+                *ct = Ct::Conn {
+                    id: t.id,
+                    dir: t.dir,
+                };
+                t.state
             }
             Track::Killed { entry, dir, state } => {
                 if self.ct_events_on {
@@ -1196,23 +1264,31 @@ impl Pipeline {
                         now_ns,
                     );
                 }
-                (Ct::Killed { entry, dir }, state)
+                *ct = Ct::Killed { entry, dir };
+                state
             }
-            Track::Related { id, dir } => (Ct::Related { id, dir }, CtState::Related),
-            Track::New(nc) => (Ct::New(nc), CtState::New),
+            Track::Related { id, dir } => {
+                *ct = Ct::Related { id, dir };
+                CtState::Related
+            }
+            Track::New(nc) => {
+                *ct = Ct::New(nc);
+                CtState::New
+            }
             Track::Invalid => {
                 ctx.ct = nat::invalid_ctx();
-                return Ok(Ct::None);
+                *ct = Ct::None;
+                return Ok(());
             }
             Track::Drop { log } => {
                 self.log_table_full(now_ns, log);
                 return Err(DropReason::ConntrackFull);
             }
         };
-        if let Some((e, _, _)) = self.ct_entry(&ct) {
+        if let Some((e, _, _)) = self.ct_entry(ct) {
             ctx.ct = nat::ct_ctx(e, state);
         }
-        Ok(ct)
+        Ok(())
     }
 
     fn log_table_full(&mut self, now_ns: u64, log: Option<TableFullLog>) {
@@ -1589,9 +1665,8 @@ impl Pipeline {
         if notrack {
             ctx.ct = CtCtx::untracked();
         } else {
-            match self.ct_in(now_ns, &info, buf, &mut ctx, true) {
-                Ok(c) => ct = c,
-                Err(r) => return (Action::Drop(r), None),
+            if let Err(r) = self.ct_in(now_ns, &info, buf, &mut ctx, true, &mut ct) {
+                return (Action::Drop(r), None);
             }
             if self.tracing {
                 self.trace_ct("conntrack", &ct);
@@ -1675,11 +1750,7 @@ impl Pipeline {
             return (Action::Drop(DropReason::FragNeeded), g);
         }
         ctx.ttl -= 1;
-        if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
-            if let Ok(mut p) = Ipv4Packet::new_checked(ip) {
-                p.set_ttl(ctx.ttl);
-            }
-        }
+        set_parsed_ttl(buf, ctx.ttl);
         ctx.out_if = Some(route.dev);
         for (table, hook) in [
             (Table::Mangle, Hook::Forward),
@@ -2323,7 +2394,7 @@ impl Pipeline {
                 if ctx.effects.notrack {
                     ctx.ct = CtCtx::untracked();
                 } else {
-                    ct = self.ct_in(now_ns, &info, out, &mut ctx, false)?;
+                    self.ct_in(now_ns, &info, out, &mut ctx, false, &mut ct)?;
                 }
             }
         }
@@ -2343,6 +2414,19 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// [`CompiledRuleset::shortcut`] of every (table, hook).
+type Shortcuts = [[Option<Shortcut>; 5]; 4];
+
+fn shortcuts(rules: &CompiledRuleset) -> Shortcuts {
+    let mut s = [[None; 5]; 4];
+    for t in Table::ALL {
+        for h in Hook::ALL {
+            s[t as usize][h as usize] = rules.shortcut(t, h);
+        }
+    }
+    s
 }
 
 /// Slots of the route cache (a power of two).
@@ -2410,6 +2494,20 @@ fn copy_rewritten_header(mem: &mut [u8], from: FrameAddr, to: FrameAddr) {
         let c = fastables_packet::checksum::checksum(&di[..hl]);
         di[10..12].copy_from_slice(&c.to_be_bytes());
     }
+}
+
+/// `Ipv4Packet::set_ttl` (incremental checksum) on the datagram at
+/// `frame[14..]`, whose header `parse_frame` validated.
+#[inline]
+fn set_parsed_ttl(frame: &mut [u8], ttl: u8) {
+    let Some(h) = frame.get_mut(ETH_LEN..ETH_LEN + 20) else {
+        return;
+    };
+    let old = u16::from_be_bytes([h[8], h[9]]);
+    let new = (u16::from(ttl) << 8) | (old & 0xff);
+    let c = fastables_packet::checksum::update16(u16::from_be_bytes([h[10], h[11]]), old, new);
+    h[8] = ttl;
+    h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 fn read_u32(b: &[u8], at: usize) -> u32 {
