@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use fastables_dataplane::config::Config;
 use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
-use fastables_dataplane::pipeline::Pipeline;
+use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::MacAddr;
 use fastables_rules::compile::{CompiledRuleset, RuleState};
@@ -248,6 +248,145 @@ impl Harness {
             );
         }
         assert!(self.batch.generated.is_empty(), "nothing generated");
+    }
+}
+
+/// UDP frame of flow `k` of a large set: from the container 172.18.0.2,
+/// source port 1024 + k % 60000, to 93.184.(216 + k / 60000 / 250).(k / 60000 % 250 + 1):53
+/// (so that MASQUERADE keeps every source port: the reply tuples differ by
+/// the remote address).
+pub fn flow_frame(k: usize) -> Vec<u8> {
+    let d = k / 60000;
+    let eth = EthSpec {
+        src: CONTAINER_MAC,
+        dst: DOCKER0_MAC,
+        vlan: None,
+        pad: true,
+    };
+    let ip = IpSpec {
+        src: CONTAINER_IP,
+        dst: Ipv4Addr::new(93, 184, (216 + d / 250) as u8, (d % 250 + 1) as u8),
+        ident: k as u16,
+        ..IpSpec::default()
+    };
+    builder::udp_frame(
+        &eth,
+        &ip,
+        &UdpSpec {
+            src_port: 1024 + (k % 60000) as u16,
+            dst_port: 53,
+        },
+        &[0u8; 18],
+    )
+}
+
+/// A pipeline with the seed rules (MASQUERADE) whose connection table holds
+/// `flows` established UDP connections ([`flow_frame`]); each batch carries
+/// 64 of them picked at random, so that their conntrack entries are not in
+/// the cache (with a million flows the table is far larger than the LLC).
+pub struct SpreadHarness {
+    pipeline: Pipeline,
+    mem: Vec<u8>,
+    /// The frames of every flow, `FRAME_LEN` bytes each.
+    all: Vec<u8>,
+    flows: usize,
+    rng: u64,
+    frames: Vec<Frame>,
+    batch: Batch,
+}
+
+const FRAME_LEN: usize = 60;
+
+impl SpreadHarness {
+    /// The table filled with `flows` connections (each flow's first packet
+    /// sent through the pipeline once). `ahead`: conntrack lookups of a
+    /// batch together (`PipelineOptions::conntrack_lookup_ahead` default) or
+    /// one at a time.
+    pub fn new(flows: usize, ahead: bool) -> SpreadHarness {
+        let mut cfg = seed_config();
+        cfg.conntrack.max = (flows + flows / 4 + 1024) as u32;
+        cfg.conntrack.buckets = flows.next_power_of_two() as u32;
+        let opts = PipelineOptions {
+            conntrack_lookup_ahead: if ahead {
+                PipelineOptions::default().conntrack_lookup_ahead
+            } else {
+                usize::MAX
+            },
+            ..PipelineOptions::default()
+        };
+        let pipeline = Pipeline::with_options(&cfg, compile(SEED_RULES), opts).expect("pipeline");
+        let mut all = Vec::with_capacity(flows * FRAME_LEN);
+        for k in 0..flows {
+            let f = flow_frame(k);
+            assert_eq!(f.len(), FRAME_LEN);
+            all.extend_from_slice(&f);
+        }
+        let frames = (0..BATCH)
+            .map(|i| Frame::rx((i * FRAME_SIZE) as FrameAddr, FRAME_LEN as u16, DOCKER0_IF))
+            .collect();
+        let mut h = SpreadHarness {
+            pipeline,
+            mem: vec![0u8; BATCH * FRAME_SIZE],
+            all,
+            flows,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            frames,
+            batch: Batch::with_capacity(BATCH),
+        };
+        for first in (0..flows).step_by(BATCH) {
+            h.load(|i| (first + i) % flows);
+            h.run(1);
+            h.check();
+        }
+        assert!(
+            h.pipeline.conntrack().expect("conntrack").len() >= flows,
+            "every flow has its connection"
+        );
+        h
+    }
+
+    fn load(&mut self, mut flow: impl FnMut(usize) -> usize) {
+        for (i, f) in self.frames.iter().enumerate() {
+            let k = flow(i);
+            let at = f.addr as usize;
+            self.mem[at..at + FRAME_LEN]
+                .copy_from_slice(&self.all[k * FRAME_LEN..(k + 1) * FRAME_LEN]);
+        }
+        self.batch.clear();
+        self.batch.frames.extend_from_slice(&self.frames);
+    }
+
+    /// The next batch: 64 random flows' frames (no allocation).
+    pub fn restore(&mut self) {
+        let n = self.flows as u64;
+        let mut x = self.rng;
+        self.load(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as usize
+        });
+        self.rng = x;
+    }
+
+    /// The measured part: one batch through the pipeline.
+    #[inline(always)]
+    pub fn run(&mut self, now_ns: u64) {
+        self.pipeline
+            .process_batch(black_box(now_ns), &mut self.mem, &mut self.batch);
+        black_box(&self.batch.frames);
+    }
+
+    /// Panics unless every frame of the last run was forwarded on eth0.
+    pub fn check(&self) {
+        assert_eq!(self.batch.frames.len(), BATCH);
+        for f in &self.batch.frames {
+            assert_eq!(
+                f.action,
+                Action::Forward { port: ETH0_IF },
+                "every bench frame must be forwarded on eth0"
+            );
+        }
     }
 }
 

@@ -680,3 +680,73 @@ fn batched_lookups_find_what_single_lookups_find() {
     }
     assert_eq!(found, 2 * (0..2000u32).step_by(7).count());
 }
+
+/// `track_hinted` with hints from one `lookup_batch` per group of packets
+/// (as the pipeline takes them, stale once a packet of the group inserted or
+/// removed an entry) classifies every packet as `track` does.
+#[test]
+fn hinted_tracking_matches_plain_tracking() {
+    use fastables_conntrack::Hint;
+    let cfg = |c: &mut TableConfig| {
+        c.max = 64;
+        c.buckets = 16;
+    };
+    let (mut a, mut b) = (table_with(cfg), table_with(cfg));
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut now = S;
+    let mut fresh = 0;
+    for _ in 0..400 {
+        // A group of 8 packets of 12 flows, either direction, UDP and TCP.
+        let group: Vec<PacketFacts<'static>> = (0..8)
+            .map(|_| {
+                let f = rnd(12) as u16;
+                let (cli, srv) = (ip(10, 0, 0, 1 + (f % 3) as u8), ip(8, 8, 8, 8));
+                let reply = rnd(3) == 0;
+                let (s, sp, d, dp) = if reply {
+                    (srv, 53, cli, 1000 + f)
+                } else {
+                    (cli, 1000 + f, srv, 53)
+                };
+                if f % 2 == 0 {
+                    PacketFacts::udp(s, sp, d, dp, 20)
+                } else {
+                    let flags = [SYN, ACK, RST, FIN | ACK][rnd(4) as usize];
+                    PacketFacts::tcp(s, sp, d, dp, flags, 1, 1, 1000, 0, &[])
+                }
+            })
+            .collect();
+        let tuples: Vec<Tuple> = group.iter().map(|p| p.tuple().unwrap()).collect();
+        let mut found = vec![None; tuples.len()];
+        b.lookup_batch(&tuples, now, &mut found);
+        let changes = b.changes();
+        for (p, f) in group.iter().zip(found) {
+            let hint = f.map(|found| Hint { found, changes });
+            fresh += usize::from(hint.is_some() && b.changes() == changes);
+            let (ta, tb) = (a.track(p, now), b.track_hinted(p, now, hint));
+            assert_eq!(ta, tb);
+            if let Track::New(n) = ta {
+                if rnd(2) == 0 {
+                    let (Ok(ia), Ok(ib)) =
+                        (a.confirm(n, None, None, now), b.confirm(n, None, None, now))
+                    else {
+                        panic!("confirm");
+                    };
+                    assert_eq!(ia, ib);
+                }
+            }
+        }
+        if rnd(5) == 0 {
+            now += rnd(200) * S;
+            assert_eq!(a.expire(now, 64), b.expire(now, 64));
+        }
+        assert_eq!(a.stats(), b.stats());
+        assert_eq!(a.len(), b.len());
+    }
+    assert!(fresh > 200, "hints that still hold: {fresh}");
+}

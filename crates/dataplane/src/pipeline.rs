@@ -41,8 +41,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fastables_conntrack::{
-    CtState, Dir, Entry, EntryId, EventKind, InsertError, Manip, NatRange, NewConn,
-    Table as CtTable, TableConfig, TableFullLog, Track,
+    CtState, Dir, Entry, EntryId, EventKind, Hint, InsertError, Manip, NatRange, NewConn,
+    Table as CtTable, TableConfig, TableFullLog, Track, Tuple, LOOKUP_BATCH,
 };
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{ipv4_l4_checksum_ok, l4_checksum_ok, Ipv4Info, L3, L4};
@@ -89,6 +89,12 @@ pub struct PipelineOptions {
     pub conntrack_seed: u64,
     /// Conntrack slots examined for expiry per batch.
     pub conntrack_expire_budget: usize,
+    /// From this many connections on, the conntrack entries of a batch's
+    /// frames are looked up together before the frames are processed
+    /// (`Table::lookup_batch`: the cache misses of a large table overlap;
+    /// a small one is in the cache, where the extra pass only costs
+    /// instructions). Decisions are the same either way. `usize::MAX`: never.
+    pub conntrack_lookup_ahead: usize,
 }
 
 impl Default for PipelineOptions {
@@ -102,6 +108,7 @@ impl Default for PipelineOptions {
             icmp_msgs_burst: 50,
             conntrack_seed: 0,
             conntrack_expire_budget: 1024,
+            conntrack_lookup_ahead: LOOKUP_AHEAD_MIN,
         }
     }
 }
@@ -272,6 +279,11 @@ pub struct Pipeline {
     /// The connection table, present while the ruleset needs conntrack.
     ct: Option<CtTable>,
     ct_cfg: TableConfig,
+    /// What one `lookup_batch` found for each frame of the current run of
+    /// [`LOOKUP_BATCH`] frames (index: position in the run).
+    ct_hints: [Option<Hint>; LOOKUP_BATCH],
+    /// The hint of the frame being processed, taken by its PREROUTING `ct_in`.
+    ct_hint: Option<Hint>,
 }
 
 /// Two disjoint frame buffers of `mem`.
@@ -432,6 +444,8 @@ impl Pipeline {
             ct_events_lost: 0,
             ct,
             ct_cfg,
+            ct_hints: [None; LOOKUP_BATCH],
+            ct_hint: None,
             ifs,
             fib,
             neigh,
@@ -572,12 +586,21 @@ impl Pipeline {
         // The totals of this batch's frames, added to the shared counters
         // once at the end (one atomic add per counter and batch, not per frame).
         let mut n = BatchTotals::default();
+        let mut ahead = false;
         for i in 0..batch.frames.len() {
+            if i % LOOKUP_BATCH == 0 && self.ct.is_some() {
+                let end = batch.frames.len().min(i + LOOKUP_BATCH);
+                ahead = self.lookup_ahead(now_ns, mem, batch.frames.get(i..end).unwrap_or(&[]));
+            }
             let Some(mut f) = batch.frames.get(i).copied() else {
                 break;
             };
             n.rx += 1;
+            if ahead {
+                self.ct_hint = self.ct_hints.get(i % LOOKUP_BATCH).copied().flatten();
+            }
             let (mut action, gen) = self.rx_and_fragment(now_ns, mem, &mut f, batch);
+            self.ct_hint = None;
             if action == Action::Held {
                 if let Some((key, piece)) = self.pending_frag.take() {
                     f.action = action;
@@ -624,6 +647,45 @@ impl Pipeline {
         }
         n.add_to(&self.counters);
         self.service_held(now_ns, mem, batch);
+    }
+
+    /// The conntrack lookups of up to [`LOOKUP_BATCH`] received frames at
+    /// once, before any of them is processed: `lookup_batch` overlaps their
+    /// cache misses (in a large table, one on the bucket and one on the
+    /// entry per frame), and `ct_in` starts from what it found
+    /// ([`CtTable::track_hinted`], which walks the chain again if anything
+    /// was inserted or removed in between). TCP and UDP frames that are not
+    /// fragments only; the others get no hint. Returns whether it looked
+    /// (the table is large enough, [`PipelineOptions::conntrack_lookup_ahead`]).
+    fn lookup_ahead(&mut self, now_ns: u64, mem: &[u8], frames: &[Frame]) -> bool {
+        let Some(t) = self.ct.as_ref() else {
+            return false;
+        };
+        if t.len() < self.opts.conntrack_lookup_ahead {
+            return false;
+        }
+        self.ct_hints = [None; LOOKUP_BATCH];
+        let mut tuples = [Tuple::default(); LOOKUP_BATCH];
+        let mut at = [0u8; LOOKUP_BATCH];
+        let mut n = 0;
+        for (i, f) in frames.iter().take(LOOKUP_BATCH).enumerate() {
+            if let (Some(tuple), Some(slot), Some(pos)) =
+                (frame_tuple(mem, f), tuples.get_mut(n), at.get_mut(n))
+            {
+                *slot = tuple;
+                *pos = i as u8;
+                n += 1;
+            }
+        }
+        let mut found = [None; LOOKUP_BATCH];
+        t.lookup_batch(tuples.get(..n).unwrap_or(&[]), now_ns, &mut found);
+        let changes = t.changes();
+        for (&pos, hit) in at.iter().zip(found).take(n) {
+            if let (Some(h), Some(found)) = (self.ct_hints.get_mut(usize::from(pos)), hit) {
+                *h = Some(Hint { found, changes });
+            }
+        }
+        true
     }
 
     /// One received frame through the pipeline (`process_rx`), the end of
@@ -1235,7 +1297,7 @@ impl Pipeline {
             facts.l4_len = l4;
             facts.tcp.l4_len = l4;
         }
-        let state = match table.track(&facts, now_ns) {
+        let state = match table.track_hinted(&facts, now_ns, self.ct_hint.take()) {
             Track::Tracked(t) => {
                 if self.ct_events_on {
                     if let (Some(kind), Some(e)) = (t.events.kind(), table.entry(t.id)) {
@@ -2416,6 +2478,10 @@ impl Pipeline {
     }
 }
 
+/// Default [`PipelineOptions::conntrack_lookup_ahead`]: about where the
+/// table (some 200 bytes per entry) outgrows a core's share of the cache.
+pub const LOOKUP_AHEAD_MIN: usize = 16 * 1024;
+
 /// [`CompiledRuleset::shortcut`] of every (table, hook).
 type Shortcuts = [[Option<Shortcut>; 5]; 4];
 
@@ -2508,6 +2574,32 @@ fn set_parsed_ttl(frame: &mut [u8], ttl: u8) {
     let c = fastables_packet::checksum::update16(u16::from_be_bytes([h[10], h[11]]), old, new);
     h[8] = ttl;
     h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The conntrack tuple of a received untagged IPv4 TCP or UDP frame that is
+/// not a fragment, read from its bytes before the parse (`None` for anything
+/// else; `ct_in` then looks up the tuple of the parse itself).
+#[inline]
+fn frame_tuple(mem: &[u8], f: &Frame) -> Option<Tuple> {
+    let at = usize::try_from(f.addr).ok()?;
+    let b = mem.get(at..at.checked_add(usize::from(f.len).min(FRAME_SIZE))?)?;
+    let (eth, h) = (b.get(12..14)?, b.get(ETH_LEN..ETH_LEN + 20)?);
+    if eth != [0x08, 0x00] || h[0] >> 4 != 4 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let proto = h[9];
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let l4 = ETH_LEN + usize::from(h[0] & 0x0f) * 4;
+    let p = b.get(l4..l4 + 4)?;
+    Some(Tuple::new(
+        proto,
+        read_u32(h, 12),
+        u16::from_be_bytes([p[0], p[1]]),
+        read_u32(h, 16),
+        u16::from_be_bytes([p[2], p[3]]),
+    ))
 }
 
 fn read_u32(b: &[u8], at: usize) -> u32 {
