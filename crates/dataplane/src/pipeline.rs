@@ -324,6 +324,7 @@ fn reject_code(r: RejectWith) -> u8 {
 }
 
 /// Fill the packet fields of `ctx` from a parsed datagram (`frame` is the whole frame).
+#[inline(always)]
 fn fill_ctx(ctx: &mut PacketCtx, info: &Ipv4Info, frame: &[u8], needs: Needs, ifs: &Interfaces) {
     ctx.src = u32::from(info.src);
     ctx.dst = u32::from(info.dst);
@@ -1269,7 +1270,27 @@ impl Pipeline {
     /// classify, set `*ct` (written in place: a `Ct` is large) and `ctx.ct`.
     /// `csum`: verify the transport checksum (PREROUTING, as
     /// `nf_conntrack_checksum`). On an error `*ct` is left as it was.
+    #[inline(always)]
     fn ct_in(
+        &mut self,
+        now_ns: u64,
+        info: &Ipv4Info,
+        buf: &[u8],
+        ctx: &mut PacketCtx,
+        csum: bool,
+        ct: &mut Ct,
+    ) -> Result<(), DropReason> {
+        if self.ct.is_none() {
+            ctx.ct = CtCtx::untracked();
+            *ct = Ct::None;
+            return Ok(());
+        }
+        self.ct_track(now_ns, info, buf, ctx, csum, ct)
+    }
+
+    /// [`Pipeline::ct_in`] with the table loaded.
+    #[inline(never)]
+    fn ct_track(
         &mut self,
         now_ns: u64,
         info: &Ipv4Info,
@@ -1365,7 +1386,28 @@ impl Pipeline {
     /// target that fired, else the null binding. `dev`/`next_hop`: MASQUERADE's
     /// output device and next hop; REDIRECT uses the input device.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn nat_rules(
+        &mut self,
+        now_ns: u64,
+        hook: Hook,
+        ctx: &mut PacketCtx,
+        ct: &mut Ct,
+        buf: &mut [u8],
+        ip_len: usize,
+        route: Option<(IfIndex, u32, u16)>,
+        manip: Manip,
+    ) -> Result<Option<NatRange>, (DropReason, Option<RejectWith>)> {
+        if !matches!(ct, Ct::New(_)) {
+            return Ok(None);
+        }
+        self.nat_rules_new(now_ns, hook, ctx, ct, buf, ip_len, route, manip)
+    }
+
+    /// [`Pipeline::nat_rules`] for a NEW connection.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn nat_rules_new(
         &mut self,
         now_ns: u64,
         hook: Hook,
@@ -1413,6 +1455,7 @@ impl Pipeline {
 
     /// NAT of the destination for a NEW connection in PREROUTING/OUTPUT, then
     /// the packet rewrite of `manip` for any tracked packet. Refreshes `ctx`.
+    #[inline(always)]
     fn nat_dst(
         &mut self,
         now_ns: u64,
@@ -1422,17 +1465,26 @@ impl Pipeline {
         buf: &mut [u8],
         ip_len: usize,
     ) {
-        if let (Ct::New(nc), Some(r)) = (&mut *ct, range) {
-            if let Some(t) = self.ct.as_mut() {
-                t.nat_setup(nc, &r, Manip::Dst, now_ns);
-            }
-            ctx.ct = nat::ct_ctx(&nc.entry, CtState::New);
+        if let (Ct::New(_), Some(r)) = (&*ct, range) {
+            self.dnat_setup(now_ns, ct, &r, ctx);
         }
         self.nat_packet(ct, Manip::Dst, ctx, buf, ip_len);
     }
 
+    /// The destination NAT binding of a NEW connection.
+    #[inline(never)]
+    fn dnat_setup(&mut self, now_ns: u64, ct: &mut Ct, r: &NatRange, ctx: &mut PacketCtx) {
+        if let Ct::New(nc) = ct {
+            if let Some(t) = self.ct.as_mut() {
+                t.nat_setup(nc, r, Manip::Dst, now_ns);
+            }
+            ctx.ct = nat::ct_ctx(&nc.entry, CtState::New);
+        }
+    }
+
     /// Confirm a NEW connection (with its source manip) when the packet leaves
     /// (POSTROUTING, INPUT), then rewrite the packet's source.
+    #[inline(always)]
     fn confirm_and_snat(
         &mut self,
         now_ns: u64,
@@ -1442,9 +1494,28 @@ impl Pipeline {
         buf: &mut [u8],
         ip_len: usize,
     ) -> Result<(), DropReason> {
+        if let Ct::New(_) = ct {
+            if !self.confirm(now_ns, ct, snat)? {
+                return Ok(());
+            }
+        }
+        self.nat_packet(ct, Manip::Src, ctx, buf, ip_len);
+        Ok(())
+    }
+
+    /// Confirm the NEW connection of `ct` with its source binding `snat`;
+    /// `ct` becomes its entry. `Ok(false)` without a table (nothing to
+    /// confirm, nothing to rewrite).
+    #[inline(never)]
+    fn confirm(
+        &mut self,
+        now_ns: u64,
+        ct: &mut Ct,
+        snat: Option<NatRange>,
+    ) -> Result<bool, DropReason> {
         if let Ct::New(nc) = *ct {
             let Some(t) = self.ct.as_mut() else {
-                return Ok(());
+                return Ok(false);
             };
             match t.confirm(nc, None, snat.as_ref(), now_ns) {
                 Ok(id) => {
@@ -1479,13 +1550,35 @@ impl Pipeline {
                 Err(_) => return Err(DropReason::ConntrackInsertFailed),
             }
         }
-        self.nat_packet(ct, Manip::Src, ctx, buf, ip_len);
-        Ok(())
+        Ok(true)
     }
 
     /// `nf_nat_packet` / `nf_nat_icmp_reply_translation` for `manip` on the
     /// datagram at `buf[14..14 + ip_len]`; the context follows the rewrite.
+    /// Untracked packets and connections without this manip return here.
+    #[inline(always)]
     fn nat_packet(
+        &mut self,
+        ct: &Ct,
+        manip: Manip,
+        ctx: &mut PacketCtx,
+        buf: &mut [u8],
+        ip_len: usize,
+    ) {
+        match ct {
+            Ct::None => return,
+            Ct::Conn { id, dir } => match self.ct.as_ref().and_then(|t| t.entry(*id)) {
+                Some(e) if nat::needs_manip(e, *dir, manip) => {}
+                _ => return,
+            },
+            _ => {}
+        }
+        self.nat_rewrite(ct, manip, ctx, buf, ip_len);
+    }
+
+    /// [`Pipeline::nat_packet`] past its early returns.
+    #[inline(never)]
+    fn nat_rewrite(
         &mut self,
         ct: &Ct,
         manip: Manip,
@@ -1631,9 +1724,11 @@ impl Pipeline {
             return (Action::Drop(DropReason::InvalidFrame), None);
         };
         let in_mac = in_dev.mac;
-        let parsed = match parse_frame(buf.get(..len).unwrap_or(&[])) {
+        // Matched by reference: the parse result is not copied again.
+        let res = parse_frame(buf.get(..len).unwrap_or(&[]));
+        let parsed = match &res {
             Ok(p) => p,
-            Err(e) => return (Action::Drop(drop_of_parse(e)), None),
+            Err(e) => return (Action::Drop(drop_of_parse(*e)), None),
         };
         // L2: the kernel's pkt_type.
         let dst_mac = MacAddr([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]]);
@@ -1644,12 +1739,12 @@ impl Pipeline {
         if parsed.vlan_id.is_some() {
             return (Action::Drop(DropReason::NotIpv4), None);
         }
-        let info = match parsed.l3 {
+        let info = match &parsed.l3 {
             L3::Ipv4(i) => i,
             L3::Arp(arp) => {
                 let fib = &self.fib;
                 let ifs = &self.ifs;
-                let out = neigh::process_arp(&mut self.neigh, in_if, in_mac, &arp, |tip| {
+                let out = neigh::process_arp(&mut self.neigh, in_if, in_mac, arp, |tip| {
                     matches!(
                         fib.route_input(ifs, in_if, u32::from(arp.spa), tip),
                         Ok(r) if r.kind == RouteType::Local
