@@ -1,13 +1,15 @@
 //! The whole forwarding pipeline per packet, in batches of 64: parse, L2
 //! check, PREROUTING (raw, mangle, nat), route lookup, TTL check and
 //! decrement, FORWARD (mangle, filter), POSTROUTING (mangle, nat), neighbor
-//! lookup and L2 rewrite. No conntrack or NAT yet (not in the pipeline).
+//! lookup and L2 rewrite; with the seed rules, conntrack and MASQUERADE.
 //!
 //! Cases (`pipeline/<frame>/<rules>`): the seed topology (demo/fastables.toml)
-//! with the empty ruleset, the seed's own rules (demo/rules.v4), and filter
-//! FORWARD chains of 10, 100 and 1000 rules where the packet matches the
-//! second to last rule; 64-byte UDP and 1500-byte TCP frames, forwarded from
-//! docker0 to eth0.
+//! with the empty ruleset, the seed's own rules (demo/rules.v4, UDP only),
+//! and filter FORWARD chains of 10, 100 and 1000 rules where the packet
+//! matches the second to last rule; 64-byte UDP and 1500-byte TCP frames,
+//! forwarded from docker0 to eth0. `udp_64B/seed_1m` and `seed_1m_single`:
+//! the seed rules with a million connections in the table (see
+//! [`bench_pipeline_spread`]).
 //!
 //! The pipeline rewrites the frames in place, so each batch gets the pristine
 //! frames copied back before it runs; only `process_batch` is timed
