@@ -1785,11 +1785,11 @@ impl Pipeline {
         }
 
         if self.tracer.is_some() {
-            self.trace_begin(&info, in_if);
+            self.trace_begin(info, in_if);
         }
 
         let mut ctx = PacketCtx::new();
-        fill_ctx(&mut ctx, &info, buf, self.needs, &self.ifs);
+        fill_ctx(&mut ctx, info, buf, self.needs, &self.ifs);
         if let Some(total) = self.reasm {
             // The first fragment stands for the reassembled datagram.
             ctx.len = total;
@@ -1822,7 +1822,7 @@ impl Pipeline {
         if notrack {
             ctx.ct = CtCtx::untracked();
         } else {
-            if let Err(r) = self.ct_in(now_ns, &info, buf, &mut ctx, true, &mut ct) {
+            if let Err(r) = self.ct_in(now_ns, info, buf, &mut ctx, true, &mut ct) {
                 return (Action::Drop(r), None);
             }
             if self.tracing {
@@ -1866,7 +1866,7 @@ impl Pipeline {
             Ok(r) => r,
             Err(DropReason::NoRoute) => {
                 // ip_error: net unreachable (forwarding on), not for non-unicast frames.
-                let g = (to_host && icmp::icmp_error_allowed(&info)).then_some(Gen::IcmpError {
+                let g = (to_host && icmp::icmp_error_allowed(info)).then_some(Gen::IcmpError {
                     ty: codes::DEST_UNREACH,
                     code: codes::NET_UNREACH,
                     rest: 0,
@@ -1879,7 +1879,7 @@ impl Pipeline {
 
         if route.kind != RouteType::Unicast {
             return self.local_in(
-                now_ns, buf, &info, &mut ctx, &mut ct, ip_len, route.kind, to_host,
+                now_ns, buf, info, &mut ctx, &mut ct, ip_len, route.kind, to_host,
             );
         }
 
@@ -1888,7 +1888,7 @@ impl Pipeline {
             return (Action::Drop(DropReason::OtherHost), None);
         }
         if ctx.ttl <= 1 {
-            let g = icmp::icmp_error_allowed(&info).then_some(Gen::IcmpError {
+            let g = icmp::icmp_error_allowed(info).then_some(Gen::IcmpError {
                 ty: codes::TIME_EXCEEDED,
                 code: codes::EXC_TTL,
                 rest: 0,
@@ -1898,7 +1898,7 @@ impl Pipeline {
         }
         let mtu = route.mtu;
         if ip_len > usize::from(mtu) && info.dont_frag {
-            let g = icmp::icmp_error_allowed(&info).then_some(Gen::IcmpError {
+            let g = icmp::icmp_error_allowed(info).then_some(Gen::IcmpError {
                 ty: codes::DEST_UNREACH,
                 code: codes::FRAG_NEEDED,
                 rest: u32::from(mtu),
@@ -1929,7 +1929,7 @@ impl Pipeline {
                 Outcome::Reject(rw) => {
                     return (
                         Action::Drop(DropReason::Rejected),
-                        self.reject_gen(rw, &info, None, &ct),
+                        self.reject_gen(rw, info, None, &ct),
                     )
                 }
             }
@@ -1947,7 +1947,7 @@ impl Pipeline {
         ) {
             Ok(r) => r,
             Err((r, rw)) => {
-                let g = rw.and_then(|rw| self.reject_gen(rw, &info, None, &ct));
+                let g = rw.and_then(|rw| self.reject_gen(rw, info, None, &ct));
                 return (Action::Drop(r), g);
             }
         };
