@@ -19,12 +19,10 @@
 //!
 //! Run: `cargo bench -p fastables-benches --bench pipeline -- --warm-up-time 1 --measurement-time 3`
 
-use std::time::{Duration, Instant};
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 mod pipeline_setup;
-use pipeline_setup::{FrameKind, Harness, SpreadHarness, BATCH};
+use pipeline_setup::{time_batches, FrameKind, Harness, SpreadHarness, BATCH};
 
 fn bench_pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
@@ -39,16 +37,7 @@ fn bench_pipeline(c: &mut Criterion) {
             }
             let mut h = Harness::new(&pipeline_setup::rules_text(rules), kind);
             g.bench_function(BenchmarkId::new(kind.name(), rules), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for i in 0..iters {
-                        h.restore();
-                        let t = Instant::now();
-                        h.run(1_000_000_000 + i);
-                        total += t.elapsed();
-                    }
-                    total
-                })
+                b.iter_custom(|iters| time_batches(&mut h, iters))
             });
             h.check();
         }
@@ -81,15 +70,9 @@ fn bench_pipeline_spread(c: &mut Criterion) {
         g.bench_function(id, |b| {
             let h = h.get_or_insert_with(|| SpreadHarness::new(flows, ahead));
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for i in 0..iters {
-                    h.restore();
-                    let t = Instant::now();
-                    h.run(1_000_000_000 + i);
-                    total += t.elapsed();
-                }
+                let t = time_batches(h, iters);
                 h.check();
-                total
+                t
             })
         });
     }
