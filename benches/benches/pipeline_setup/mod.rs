@@ -321,16 +321,21 @@ pub fn flow_frame(k: usize) -> Vec<u8> {
     dns_query(dst, k as u16, 1024 + (k % 60000) as u16)
 }
 
-/// A pipeline with the seed rules (MASQUERADE) whose connection table holds
-/// `flows` established UDP connections ([`flow_frame`]); each batch carries
-/// 64 of them picked at random, so that their conntrack entries are not in
-/// the cache (with a million flows the table is far larger than the LLC).
+/// A pipeline with the seed rules (MASQUERADE) and a set of UDP flows
+/// ([`flow_frame`]). [`SpreadHarness::new`]: the connection table holds
+/// every flow's connection and each batch carries 64 of them picked at
+/// random, so that their conntrack entries are not in the cache (with a
+/// million flows the table is far larger than the LLC).
+/// [`SpreadHarness::fresh`]: no connection yet, each batch carries the next
+/// 64 flows, every packet a new MASQUERADEd connection.
 pub struct SpreadHarness {
     rig: Rig,
     /// The frames of every flow, `FRAME_LEN` bytes each.
     all: Vec<u8>,
     flows: usize,
-    rng: u64,
+    /// Random flows (`Some(xorshift state)`) or the next ones (`None`).
+    rng: Option<u64>,
+    next: usize,
     frames: Vec<Frame>,
 }
 
@@ -342,6 +347,23 @@ impl SpreadHarness {
     /// batch together (`PipelineOptions::conntrack_lookup_ahead` default) or
     /// one at a time.
     pub fn new(flows: usize, ahead: bool) -> SpreadHarness {
+        let mut h = SpreadHarness::fresh(flows, ahead);
+        for first in (0..flows).step_by(BATCH) {
+            h.load(|i| (first + i) % flows);
+            h.rig.run(1);
+            h.rig.check();
+        }
+        assert!(
+            h.rig.pipeline.conntrack().expect("conntrack").len() >= flows,
+            "every flow has its connection"
+        );
+        h.rng = Some(0x9e37_79b9_7f4a_7c15);
+        h
+    }
+
+    /// `flows` flows and an empty connection table: batches of the next 64
+    /// flows, each packet a new connection (the table has room for all).
+    pub fn fresh(flows: usize, ahead: bool) -> SpreadHarness {
         let mut cfg = seed_config();
         cfg.conntrack.max = (flows + flows / 4 + 1024) as u32;
         cfg.conntrack.buckets = flows.next_power_of_two() as u32;
@@ -363,7 +385,7 @@ impl SpreadHarness {
         let frames = (0..BATCH)
             .map(|i| Frame::rx((i * FRAME_SIZE) as FrameAddr, FRAME_LEN as u16, DOCKER0_IF))
             .collect();
-        let mut h = SpreadHarness {
+        SpreadHarness {
             rig: Rig {
                 pipeline,
                 mem: vec![0u8; BATCH * FRAME_SIZE],
@@ -371,19 +393,10 @@ impl SpreadHarness {
             },
             all,
             flows,
-            rng: 0x9e37_79b9_7f4a_7c15,
+            rng: None,
+            next: 0,
             frames,
-        };
-        for first in (0..flows).step_by(BATCH) {
-            h.load(|i| (first + i) % flows);
-            h.rig.run(1);
-            h.rig.check();
         }
-        assert!(
-            h.rig.pipeline.conntrack().expect("conntrack").len() >= flows,
-            "every flow has its connection"
-        );
-        h
     }
 
     fn load(&mut self, mut flow: impl FnMut(usize) -> usize) {
@@ -402,20 +415,34 @@ impl SpreadHarness {
     pub fn check(&self) {
         self.rig.check();
     }
+
+    /// Connections in the table.
+    pub fn connections(&self) -> usize {
+        self.rig.pipeline.conntrack().map_or(0, |t| t.len())
+    }
 }
 
 impl Batches for SpreadHarness {
-    /// The next batch: 64 random flows' frames (no allocation).
+    /// The next batch: 64 random flows' frames, or the next 64 flows' (no
+    /// allocation).
     fn restore(&mut self) {
-        let n = self.flows as u64;
-        let mut x = self.rng;
-        self.load(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n) as usize
-        });
-        self.rng = x;
+        let n = self.flows;
+        match self.rng {
+            Some(mut x) => {
+                self.load(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % n as u64) as usize
+                });
+                self.rng = Some(x);
+            }
+            None => {
+                let first = self.next;
+                self.load(|i| (first + i) % n);
+                self.next = (first + BATCH) % n;
+            }
+        }
     }
 
     #[inline(always)]

@@ -936,37 +936,51 @@ impl Table {
         }
         let max95 = u64::from(self.max) / 100 * 95;
         let mut removed = 0;
-        for _ in 0..budget.min(n) {
+        let mut left = budget.min(n);
+        // Slot by slot as the kernel's gc worker, but the slots up to the next
+        // one to remove are tested in one tight pass over the slice.
+        while left > 0 {
             if self.sweep >= n {
                 self.sweep = 0;
                 self.gc_early_drop = false;
             }
-            let i = self.sweep;
-            self.sweep += 1;
+            let start = self.sweep;
+            let end = n.min(start + left);
+            // Holds until an entry is removed (`len` changes).
+            let early = self.gc_early_drop && u64::from(self.len) >= max95;
+            let hit = self
+                .entries
+                .get(start..end)
+                .unwrap_or(&[])
+                .iter()
+                .position(|e| {
+                    e.status & status::CONFIRMED != 0
+                        && (e.is_expired(now_ns)
+                            || (early
+                                && (e.status & status::ASSURED == 0
+                                    || e.tcp_state().is_some_and(tcp::tcp_can_early_drop))))
+                });
+            let Some(k) = hit else {
+                left -= end - start;
+                self.sweep = end;
+                continue;
+            };
+            let i = start + k;
+            left -= k + 1;
+            self.sweep = i + 1;
             let Some(e) = self.entries.get(i) else {
                 continue;
             };
-            if e.status & status::CONFIRMED == 0 {
-                continue;
-            }
             let id = EntryId {
                 idx: i as u32,
                 gen: e.gen,
             };
-            let kill = if e.is_expired(now_ns) {
+            if e.is_expired(now_ns) {
                 self.stats.expired += 1;
-                true
-            } else {
-                self.gc_early_drop
-                    && u64::from(self.len) >= max95
-                    && (e.status & status::ASSURED == 0
-                        || e.tcp_state().is_some_and(tcp::tcp_can_early_drop))
-            };
-            if kill {
-                let old = self.remove_idx(i);
-                on_destroy(id, &old);
-                removed += 1;
             }
+            let old = self.remove_idx(i);
+            on_destroy(id, &old);
+            removed += 1;
         }
         removed
     }

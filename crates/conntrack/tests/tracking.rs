@@ -750,3 +750,77 @@ fn hinted_tracking_matches_plain_tracking() {
     }
     assert!(fresh > 200, "hints that still hold: {fresh}");
 }
+
+/// One `expire` call with a budget of B slots (B at most the table's slots)
+/// does what B calls with a budget of one do (the same entries destroyed in
+/// the same order, the same counters), also in a full table where early
+/// drop evicts unassured entries.
+#[test]
+fn expire_budget_is_slot_by_slot() {
+    let cfg = |c: &mut TableConfig| {
+        c.max = 64;
+        c.buckets = 16;
+    };
+    let (mut a, mut b) = (table_with(cfg), table_with(cfg));
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut now = S;
+    let (mut destroyed, mut full) = (0, 0);
+    for round in 0..300u32 {
+        for _ in 0..rnd(40) {
+            // More flows than room, both directions.
+            let f = rnd(100) as u16;
+            let p = match rnd(6) {
+                0 => PacketFacts::tcp(CLI, 1000 + f, SRV, 80, SYN, 1, 0, 1000, 0, &[]),
+                1 | 2 => PacketFacts::udp(SRV, 53, CLI, 1000 + f, 20),
+                _ => PacketFacts::udp(CLI, 1000 + f, SRV, 53, 20),
+            };
+            let (ta, tb) = (a.track(&p, now), b.track(&p, now));
+            assert_eq!(ta, tb);
+            match ta {
+                Track::New(n) => {
+                    let (ra, rb) = (a.confirm(n, None, None, now), b.confirm(n, None, None, now));
+                    assert_eq!(ra, rb);
+                }
+                Track::Drop { .. } => full += 1,
+                _ => {}
+            }
+        }
+        // Some connections become ASSURED (as streams would): a full table
+        // then refuses new ones (gc_early_drop) and the sweep evicts the
+        // unassured while it is 95% full.
+        let ids: Vec<EntryId> = a.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if round < 150 && rnd(3) == 0 {
+                a.entry_mut(id).unwrap().status |= status::ASSURED;
+                b.entry_mut(id).unwrap().status |= status::ASSURED;
+            }
+        }
+        // Then time goes on faster: entries expire.
+        now += if round < 150 { rnd(3) } else { rnd(12) } * S;
+        // At most the entries (so at most the slots): B calls of one slot
+        // each then examine B slots too.
+        let budget = 1 + rnd(40) as usize % a.len().max(1);
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        let na = a.expire_with(now, budget, |id, e| ea.push((id, *e)));
+        let mut nb = 0;
+        for _ in 0..budget {
+            nb += b.expire_with(now, 1, |id, e| eb.push((id, *e)));
+        }
+        assert_eq!((na, &ea), (nb, &eb), "round {round}");
+        assert_eq!(a.stats(), b.stats());
+        assert_eq!(a.len(), b.len());
+        destroyed += na;
+    }
+    assert!(
+        destroyed > 50 && full > 0,
+        "{destroyed} destroyed, {full} drops when full, {} entries, {:?}",
+        a.len(),
+        a.stats()
+    );
+}
