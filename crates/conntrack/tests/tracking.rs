@@ -681,24 +681,32 @@ fn batched_lookups_find_what_single_lookups_find() {
     assert_eq!(found, 2 * (0..2000u32).step_by(7).count());
 }
 
+/// A table of 64 entries in 16 buckets (full and with long chains soon).
+fn small_table() -> Table {
+    table_with(|c| {
+        c.max = 64;
+        c.buckets = 16;
+    })
+}
+
+/// A pseudo-random number below `n` per call (xorshift64 from `seed`).
+fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}
+
 /// `track_hinted` with hints from one `lookup_batch` per group of packets
 /// (as the pipeline takes them, stale once a packet of the group inserted or
 /// removed an entry) classifies every packet as `track` does.
 #[test]
 fn hinted_tracking_matches_plain_tracking() {
     use fastables_conntrack::Hint;
-    let cfg = |c: &mut TableConfig| {
-        c.max = 64;
-        c.buckets = 16;
-    };
-    let (mut a, mut b) = (table_with(cfg), table_with(cfg));
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let (mut a, mut b) = (small_table(), small_table());
+    let mut rnd = xorshift(0x2545_f491_4f6c_dd1du64);
     let mut now = S;
     let mut fresh = 0;
     for _ in 0..400 {
@@ -757,18 +765,8 @@ fn hinted_tracking_matches_plain_tracking() {
 /// drop evicts unassured entries.
 #[test]
 fn expire_budget_is_slot_by_slot() {
-    let cfg = |c: &mut TableConfig| {
-        c.max = 64;
-        c.buckets = 16;
-    };
-    let (mut a, mut b) = (table_with(cfg), table_with(cfg));
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let (mut a, mut b) = (small_table(), small_table());
+    let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15u64);
     let mut now = S;
     let (mut destroyed, mut full) = (0, 0);
     for round in 0..300u32 {
