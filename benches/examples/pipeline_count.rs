@@ -13,6 +13,9 @@
 //! - `pipeline:<empty|seed|N>[:tcp1500]`: the whole pipeline on batches of 64
 //!   frames (64-byte UDP unless `:tcp1500`); PACKETS is rounded up to a
 //!   multiple of 64;
+//! - `pipeline:new`: the seed rules, every packet (64-byte UDP) the first of
+//!   a new connection that MASQUERADE binds and conntrack confirms (PACKETS
+//!   flows, an empty table of room for all of them);
 //! - `conntrack:<lookup|batch|new>`: in a table of 4096 TCP connections, a
 //!   lookup of a random one (`lookup`), the same 64 at a time with
 //!   `lookup_batch` (`batch`, PACKETS rounded up to a multiple of 64), or a
@@ -35,7 +38,7 @@ use fastables_rules::model::{Hook, Table};
 
 #[path = "../benches/pipeline_setup/mod.rs"]
 mod pipeline_setup;
-use pipeline_setup::{FrameKind, Harness, BATCH};
+use pipeline_setup::{Batches, FrameKind, Harness, SpreadHarness, BATCH};
 
 #[inline(never)]
 fn measure_parse(frames: &[Vec<u8>], n: usize) -> usize {
@@ -68,6 +71,11 @@ fn measure_rules(
 
 #[inline(never)]
 fn measure_batch(h: &mut Harness, now_ns: u64) {
+    h.run(now_ns);
+}
+
+#[inline(never)]
+fn measure_new(h: &mut SpreadHarness, now_ns: u64) {
     h.run(now_ns);
 }
 
@@ -164,7 +172,7 @@ fn measure_ct_new(t: &mut CtTable, n: usize) -> usize {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500] | conntrack:<lookup|batch|new>"
+        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500] | pipeline:new | conntrack:<lookup|batch|new>"
     );
     ExitCode::from(2)
 }
@@ -199,6 +207,17 @@ fn main() -> ExitCode {
             let mut state = RuleState::new(&rules);
             let accepted = measure_rules(&rules, &mut state, &ctxs, n);
             assert_eq!(accepted, n, "every packet is accepted");
+        }
+        ["pipeline", "new"] => {
+            let batches = n.div_ceil(BATCH);
+            let mut h = SpreadHarness::fresh(batches * BATCH, true);
+            for b in 0..batches {
+                h.restore();
+                measure_new(&mut h, 1_000_000_000 + b as u64);
+                h.check();
+            }
+            let made = h.connections();
+            assert_eq!(made, batches * BATCH, "every packet made its connection");
         }
         ["pipeline", name] => {
             let mut h = Harness::new(&pipeline_setup::rules_text(name), kind);

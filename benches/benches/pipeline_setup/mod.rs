@@ -15,10 +15,11 @@
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fastables_dataplane::config::Config;
 use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
-use fastables_dataplane::pipeline::Pipeline;
+use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::MacAddr;
 use fastables_rules::compile::{CompiledRuleset, RuleState};
@@ -63,8 +64,8 @@ impl FrameKind {
     }
 }
 
-/// Frame `i` of a batch of `kind`.
-pub fn frame(kind: FrameKind, i: usize) -> Vec<u8> {
+/// The Ethernet and IP headers of a frame from the container to `dst`.
+fn from_container(dst: Ipv4Addr, ident: u16) -> (EthSpec, IpSpec) {
     let eth = EthSpec {
         src: CONTAINER_MAC,
         dst: DOCKER0_MAC,
@@ -73,26 +74,32 @@ pub fn frame(kind: FrameKind, i: usize) -> Vec<u8> {
     };
     let ip = IpSpec {
         src: CONTAINER_IP,
-        dst: REMOTE_IP,
-        ident: i as u16,
+        dst,
+        ident,
         ..IpSpec::default()
     };
+    (eth, ip)
+}
+
+/// A 60-byte UDP frame (64 on the wire) from the container to `dst`:53.
+fn dns_query(dst: Ipv4Addr, ident: u16, sport: u16) -> Vec<u8> {
+    let (eth, ip) = from_container(dst, ident);
+    let udp = UdpSpec {
+        src_port: sport,
+        dst_port: 53,
+    };
+    let f = builder::udp_frame(&eth, &ip, &udp, &[0u8; 18]);
+    assert_eq!(f.len(), 60, "64 bytes on the wire with the FCS");
+    f
+}
+
+/// Frame `i` of a batch of `kind`.
+pub fn frame(kind: FrameKind, i: usize) -> Vec<u8> {
     let sport = 40000 + i as u16;
     match kind {
-        FrameKind::Udp64 => {
-            let f = builder::udp_frame(
-                &eth,
-                &ip,
-                &UdpSpec {
-                    src_port: sport,
-                    dst_port: 53,
-                },
-                &[0u8; 18],
-            );
-            assert_eq!(f.len(), 60, "64 bytes on the wire with the FCS");
-            f
-        }
+        FrameKind::Udp64 => dns_query(REMOTE_IP, i as u16, sport),
         FrameKind::Tcp1500 => {
+            let (eth, ip) = from_container(REMOTE_IP, i as u16);
             let f = builder::tcp_frame(
                 &eth,
                 &ip,
@@ -177,16 +184,65 @@ pub fn compile(text: &str) -> Arc<CompiledRuleset> {
     Arc::new(CompiledRuleset::compile(&rs, &cfg.iface_names()).expect("bench rules compile"))
 }
 
+/// A pipeline, its frame memory and the batch it runs: what both harnesses
+/// measure.
+struct Rig {
+    pipeline: Pipeline,
+    mem: Vec<u8>,
+    batch: Batch,
+}
+
+impl Rig {
+    /// One batch through the pipeline.
+    #[inline(always)]
+    fn run(&mut self, now_ns: u64) {
+        self.pipeline
+            .process_batch(black_box(now_ns), &mut self.mem, &mut self.batch);
+        black_box(&self.batch.frames);
+    }
+
+    /// Panics unless every frame of the last run was forwarded on eth0.
+    fn check(&self) {
+        assert_eq!(self.batch.frames.len(), BATCH);
+        for f in &self.batch.frames {
+            assert_eq!(
+                f.action,
+                Action::Forward { port: ETH0_IF },
+                "every bench frame must be forwarded on eth0"
+            );
+        }
+    }
+}
+
+/// A harness that criterion times batch by batch ([`time_batches`]).
+pub trait Batches {
+    /// The frames of the next batch into place (not timed).
+    fn restore(&mut self);
+    /// The measured part: one batch through the pipeline.
+    fn run(&mut self, now_ns: u64);
+}
+
+/// The time of `iters` batches of `h`, each restored first (untimed), at
+/// `now` 1 s + the batch's number.
+pub fn time_batches(h: &mut impl Batches, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for i in 0..iters {
+        h.restore();
+        let t = Instant::now();
+        h.run(1_000_000_000 + i);
+        total += t.elapsed();
+    }
+    total
+}
+
 /// A pipeline over a batch of 64 frames, with the pristine frames to put back
 /// before each run (the pipeline rewrites TTL, checksum and MACs in place and
 /// trims padding).
 pub struct Harness {
-    pipeline: Pipeline,
-    mem: Vec<u8>,
+    rig: Rig,
     pristine: Vec<Vec<u8>>,
     frames: Vec<Frame>,
     spares: Vec<FrameAddr>,
-    batch: Batch,
 }
 
 impl Harness {
@@ -204,12 +260,14 @@ impl Harness {
             .map(|i| (i * FRAME_SIZE) as FrameAddr)
             .collect();
         let mut h = Harness {
-            pipeline,
-            mem: vec![0u8; 3 * BATCH * FRAME_SIZE],
+            rig: Rig {
+                pipeline,
+                mem: vec![0u8; 3 * BATCH * FRAME_SIZE],
+                batch: Batch::with_capacity(BATCH),
+            },
             pristine,
             frames,
             spares,
-            batch: Batch::with_capacity(BATCH),
         };
         h.restore();
         h.run(1);
@@ -219,35 +277,177 @@ impl Harness {
 
     /// Put the pristine frames and descriptors back (no allocation).
     pub fn restore(&mut self) {
+        let r = &mut self.rig;
         for (f, p) in self.frames.iter().zip(&self.pristine) {
             let at = f.addr as usize;
-            self.mem[at..at + p.len()].copy_from_slice(p);
+            r.mem[at..at + p.len()].copy_from_slice(p);
         }
-        self.batch.clear();
-        self.batch.frames.extend_from_slice(&self.frames);
-        self.batch.spare.extend_from_slice(&self.spares);
+        r.batch.clear();
+        r.batch.frames.extend_from_slice(&self.frames);
+        r.batch.spare.extend_from_slice(&self.spares);
     }
 
     /// The measured part: one batch through the pipeline.
     #[inline(always)]
     pub fn run(&mut self, now_ns: u64) {
-        self.pipeline
-            .process_batch(black_box(now_ns), &mut self.mem, &mut self.batch);
-        black_box(&self.batch.frames);
+        self.rig.run(now_ns);
     }
 
     /// Panics unless every frame of the last run was forwarded on eth0 with
     /// nothing generated.
     pub fn check(&self) {
-        assert_eq!(self.batch.frames.len(), BATCH);
-        for f in &self.batch.frames {
-            assert_eq!(
-                f.action,
-                Action::Forward { port: ETH0_IF },
-                "every bench frame must be forwarded on eth0"
-            );
+        self.rig.check();
+        assert!(self.rig.batch.generated.is_empty(), "nothing generated");
+    }
+}
+
+impl Batches for Harness {
+    fn restore(&mut self) {
+        Harness::restore(self);
+    }
+    #[inline(always)]
+    fn run(&mut self, now_ns: u64) {
+        Harness::run(self, now_ns);
+    }
+}
+
+/// UDP frame of flow `k` of a large set: from the container 172.18.0.2,
+/// source port 1024 + k % 60000, to 93.184.(216 + k / 60000 / 250).(k / 60000 % 250 + 1):53
+/// (so that MASQUERADE keeps every source port: the reply tuples differ by
+/// the remote address).
+pub fn flow_frame(k: usize) -> Vec<u8> {
+    let d = k / 60000;
+    let dst = Ipv4Addr::new(93, 184, (216 + d / 250) as u8, (d % 250 + 1) as u8);
+    dns_query(dst, k as u16, 1024 + (k % 60000) as u16)
+}
+
+/// A pipeline with the seed rules (MASQUERADE) and a set of UDP flows
+/// ([`flow_frame`]). [`SpreadHarness::new`]: the connection table holds
+/// every flow's connection and each batch carries 64 of them picked at
+/// random, so that their conntrack entries are not in the cache (with a
+/// million flows the table is far larger than the LLC).
+/// [`SpreadHarness::fresh`]: no connection yet, each batch carries the next
+/// 64 flows, every packet a new MASQUERADEd connection.
+pub struct SpreadHarness {
+    rig: Rig,
+    /// The frames of every flow, `FRAME_LEN` bytes each.
+    all: Vec<u8>,
+    flows: usize,
+    /// Random flows (`Some(xorshift state)`) or the next ones (`None`).
+    rng: Option<u64>,
+    next: usize,
+    frames: Vec<Frame>,
+}
+
+const FRAME_LEN: usize = 60;
+
+impl SpreadHarness {
+    /// The table filled with `flows` connections (each flow's first packet
+    /// sent through the pipeline once). `ahead`: conntrack lookups of a
+    /// batch together (`PipelineOptions::conntrack_lookup_ahead` default) or
+    /// one at a time.
+    pub fn new(flows: usize, ahead: bool) -> SpreadHarness {
+        let mut h = SpreadHarness::fresh(flows, ahead);
+        for first in (0..flows).step_by(BATCH) {
+            h.load(|i| (first + i) % flows);
+            h.rig.run(1);
+            h.rig.check();
         }
-        assert!(self.batch.generated.is_empty(), "nothing generated");
+        assert!(
+            h.rig.pipeline.conntrack().expect("conntrack").len() >= flows,
+            "every flow has its connection"
+        );
+        h.rng = Some(0x9e37_79b9_7f4a_7c15);
+        h
+    }
+
+    /// `flows` flows and an empty connection table: batches of the next 64
+    /// flows, each packet a new connection (the table has room for all).
+    pub fn fresh(flows: usize, ahead: bool) -> SpreadHarness {
+        let mut cfg = seed_config();
+        cfg.conntrack.max = (flows + flows / 4 + 1024) as u32;
+        cfg.conntrack.buckets = flows.next_power_of_two() as u32;
+        let opts = PipelineOptions {
+            conntrack_lookup_ahead: if ahead {
+                PipelineOptions::default().conntrack_lookup_ahead
+            } else {
+                usize::MAX
+            },
+            ..PipelineOptions::default()
+        };
+        let pipeline = Pipeline::with_options(&cfg, compile(SEED_RULES), opts).expect("pipeline");
+        let mut all = Vec::with_capacity(flows * FRAME_LEN);
+        for k in 0..flows {
+            let f = flow_frame(k);
+            assert_eq!(f.len(), FRAME_LEN);
+            all.extend_from_slice(&f);
+        }
+        let frames = (0..BATCH)
+            .map(|i| Frame::rx((i * FRAME_SIZE) as FrameAddr, FRAME_LEN as u16, DOCKER0_IF))
+            .collect();
+        SpreadHarness {
+            rig: Rig {
+                pipeline,
+                mem: vec![0u8; BATCH * FRAME_SIZE],
+                batch: Batch::with_capacity(BATCH),
+            },
+            all,
+            flows,
+            rng: None,
+            next: 0,
+            frames,
+        }
+    }
+
+    fn load(&mut self, mut flow: impl FnMut(usize) -> usize) {
+        let r = &mut self.rig;
+        for (i, f) in self.frames.iter().enumerate() {
+            let k = flow(i);
+            let at = f.addr as usize;
+            r.mem[at..at + FRAME_LEN]
+                .copy_from_slice(&self.all[k * FRAME_LEN..(k + 1) * FRAME_LEN]);
+        }
+        r.batch.clear();
+        r.batch.frames.extend_from_slice(&self.frames);
+    }
+
+    /// Panics unless every frame of the last run was forwarded on eth0.
+    pub fn check(&self) {
+        self.rig.check();
+    }
+
+    /// Connections in the table.
+    pub fn connections(&self) -> usize {
+        self.rig.pipeline.conntrack().map_or(0, |t| t.len())
+    }
+}
+
+impl Batches for SpreadHarness {
+    /// The next batch: 64 random flows' frames, or the next 64 flows' (no
+    /// allocation).
+    fn restore(&mut self) {
+        let n = self.flows;
+        match self.rng {
+            Some(mut x) => {
+                self.load(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % n as u64) as usize
+                });
+                self.rng = Some(x);
+            }
+            None => {
+                let first = self.next;
+                self.load(|i| (first + i) % n);
+                self.next = (first + BATCH) % n;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn run(&mut self, now_ns: u64) {
+        self.rig.run(now_ns);
     }
 }
 

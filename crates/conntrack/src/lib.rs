@@ -34,8 +34,8 @@ pub use format::{
 };
 pub use nat::{Manip, NatRange};
 pub use table::{
-    CtState, EntryId, IcmpFacts, NewConn, PacketFacts, ReplyFilter, Table, TableFullLog, Track,
-    Tracked,
+    CtState, EntryId, Hint, IcmpFacts, NewConn, PacketFacts, ReplyFilter, Table, TableFullLog,
+    Track, Tracked, LOOKUP_BATCH,
 };
 pub use tcp::{flags as tcp_hdr, TcpSeg};
 pub use tuple::{Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};

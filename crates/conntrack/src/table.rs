@@ -305,6 +305,21 @@ pub struct Table {
     full_suppressed: u64,
     pub(crate) reserved: Box<[u64; 1024]>,
     pub(crate) reply_filter: Option<ReplyFilter>,
+    /// Bumped whenever an entry is linked into or unlinked from the hash
+    /// chains: a [`Hint`] taken at another value may be stale.
+    changes: u64,
+}
+
+/// What [`Table::lookup_batch`] found for one tuple, handed to
+/// [`Table::track_hinted`] so that the packet's classification need not walk
+/// the chain again. Only used while no entry was inserted or removed since
+/// ([`Table::changes`] unchanged): otherwise the chain is walked as usual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// The live entry carrying the tuple, and in which direction.
+    pub found: (EntryId, Dir),
+    /// [`Table::changes`] when it was found.
+    pub changes: u64,
 }
 
 /// Iterator over a hash chain: yields (slot index, direction of the node).
@@ -377,6 +392,7 @@ impl Table {
             full_suppressed: 0,
             reserved,
             reply_filter: None,
+            changes: 0,
         })
     }
 
@@ -545,6 +561,29 @@ impl Table {
         }
     }
 
+    /// A counter of the insertions into and removals from the table (it
+    /// wraps): while it stays the same, a lookup gives the same answer.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The live entry of `h` when it still is what a walk of the chain of
+    /// `t` would find first at `now`: nothing was linked or unlinked since
+    /// the hint was taken, and the entry still carries `t` and is live.
+    #[inline]
+    fn hinted(&self, h: Hint, t: &Tuple, now: u64) -> Option<(usize, Dir)> {
+        if h.changes != self.changes {
+            return None;
+        }
+        let (id, d) = h.found;
+        let e = self.entries.get(id.idx as usize)?;
+        (e.gen == id.gen
+            && e.status & status::CONFIRMED != 0
+            && e.tuple[d.idx()] == *t
+            && !e.is_expired(now))
+        .then_some((id.idx as usize, d))
+    }
+
     /// The entry behind `id`, if it still exists.
     pub fn entry(&self, id: EntryId) -> Option<&Entry> {
         self.entries
@@ -647,6 +686,7 @@ impl Table {
 
     /// Unlink and free slot `i`, returning the entry as it was (DYING set).
     pub(crate) fn remove_idx(&mut self, i: usize) -> Entry {
+        self.changes = self.changes.wrapping_add(1);
         self.unlink_node(i, Dir::Original);
         self.unlink_node(i, Dir::Reply);
         if self
@@ -812,6 +852,7 @@ impl Table {
             self.stats.insert_failed += 1;
             return Err(InsertError::ChainTooLong);
         }
+        self.changes = self.changes.wrapping_add(1);
         let i = self.alloc_slot();
         let sb = self.src_bucket(&e.tuple[0]);
         let (Some(&h0v), Some(&h1v), Some(&sv)) = (
@@ -901,43 +942,64 @@ impl Table {
         }
         let max95 = u64::from(self.max) / 100 * 95;
         let mut removed = 0;
-        for _ in 0..budget.min(n) {
+        let mut left = budget.min(n);
+        // Slot by slot as the kernel's gc worker, but the slots up to the next
+        // one to remove are tested in one tight pass over the slice.
+        while left > 0 {
             if self.sweep >= n {
                 self.sweep = 0;
                 self.gc_early_drop = false;
             }
-            let i = self.sweep;
-            self.sweep += 1;
+            let start = self.sweep;
+            let end = n.min(start + left);
+            // Holds until an entry is removed (`len` changes).
+            let early = self.gc_early_drop && u64::from(self.len) >= max95;
+            let hit = self
+                .entries
+                .get(start..end)
+                .unwrap_or(&[])
+                .iter()
+                .position(|e| {
+                    e.status & status::CONFIRMED != 0
+                        && (e.is_expired(now_ns)
+                            || (early
+                                && (e.status & status::ASSURED == 0
+                                    || e.tcp_state().is_some_and(tcp::tcp_can_early_drop))))
+                });
+            let Some(k) = hit else {
+                left -= end - start;
+                self.sweep = end;
+                continue;
+            };
+            let i = start + k;
+            left -= k + 1;
+            self.sweep = i + 1;
             let Some(e) = self.entries.get(i) else {
                 continue;
             };
-            if e.status & status::CONFIRMED == 0 {
-                continue;
-            }
             let id = EntryId {
                 idx: i as u32,
                 gen: e.gen,
             };
-            let kill = if e.is_expired(now_ns) {
+            if e.is_expired(now_ns) {
                 self.stats.expired += 1;
-                true
-            } else {
-                self.gc_early_drop
-                    && u64::from(self.len) >= max95
-                    && (e.status & status::ASSURED == 0
-                        || e.tcp_state().is_some_and(tcp::tcp_can_early_drop))
-            };
-            if kill {
-                let old = self.remove_idx(i);
-                on_destroy(id, &old);
-                removed += 1;
             }
+            let old = self.remove_idx(i);
+            on_destroy(id, &old);
+            removed += 1;
         }
         removed
     }
 
     /// Classify one packet and update its connection (`nf_conntrack_in`).
     pub fn track(&mut self, p: &PacketFacts, now_ns: u64) -> Track {
+        self.track_hinted(p, now_ns, None)
+    }
+
+    /// [`Table::track`] with what a [`Table::lookup_batch`] of the packet's
+    /// tuple found: when the hint still holds ([`Hint`]) the chain is not
+    /// walked again; the result is the same either way.
+    pub fn track_hinted(&mut self, p: &PacketFacts, now_ns: u64, hint: Option<Hint>) -> Track {
         if p.fragment {
             // get_l4proto() fails for non-first fragments
             self.stats.invalid += 1;
@@ -957,10 +1019,18 @@ impl Table {
             self.stats.invalid += 1;
             return Track::Invalid;
         };
+        let mut hint = hint;
         // At most one repeat (TCP reopen of a closed connection).
         for _ in 0..2 {
-            let b = self.bucket(&tuple);
-            let (_, live, dead) = self.scan(b, &tuple, now_ns);
+            let (live, dead) = match hint.take().and_then(|h| self.hinted(h, &tuple, now_ns)) {
+                // A live match: the walk would not look at expired ones.
+                Some(l) => (Some(l), None),
+                None => {
+                    let b = self.bucket(&tuple);
+                    let (_, live, dead) = self.scan(b, &tuple, now_ns);
+                    (live, dead)
+                }
+            };
             match live {
                 Some((i, dir)) => {
                     let cfg = &self.cfg;

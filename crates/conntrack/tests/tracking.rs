@@ -682,3 +682,145 @@ fn batched_lookups_find_what_single_lookups_find() {
     }
     assert_eq!(found, 2 * (0..2000u32).step_by(7).count());
 }
+
+/// A table of 64 entries in 16 buckets (full and with long chains soon).
+fn small_table() -> Table {
+    table_with(|c| {
+        c.max = 64;
+        c.buckets = 16;
+    })
+}
+
+/// A pseudo-random number below `n` per call (xorshift64 from `seed`).
+fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}
+
+/// `track_hinted` with hints from one `lookup_batch` per group of packets
+/// (as the pipeline takes them, stale once a packet of the group inserted or
+/// removed an entry) classifies every packet as `track` does.
+#[test]
+fn hinted_tracking_matches_plain_tracking() {
+    use fastables_conntrack::Hint;
+    let (mut a, mut b) = (small_table(), small_table());
+    let mut rnd = xorshift(0x2545_f491_4f6c_dd1du64);
+    let mut now = S;
+    let mut fresh = 0;
+    for _ in 0..400 {
+        // A group of 8 packets of 12 flows, either direction, UDP and TCP.
+        let group: Vec<PacketFacts<'static>> = (0..8)
+            .map(|_| {
+                let f = rnd(12) as u16;
+                let (cli, srv) = (ip(10, 0, 0, 1 + (f % 3) as u8), ip(8, 8, 8, 8));
+                let reply = rnd(3) == 0;
+                let (s, sp, d, dp) = if reply {
+                    (srv, 53, cli, 1000 + f)
+                } else {
+                    (cli, 1000 + f, srv, 53)
+                };
+                if f % 2 == 0 {
+                    PacketFacts::udp(s, sp, d, dp, 20)
+                } else {
+                    let flags = [SYN, ACK, RST, FIN | ACK][rnd(4) as usize];
+                    PacketFacts::tcp(s, sp, d, dp, flags, 1, 1, 1000, 0, &[])
+                }
+            })
+            .collect();
+        let tuples: Vec<Tuple> = group.iter().map(|p| p.tuple().unwrap()).collect();
+        let mut found = vec![None; tuples.len()];
+        b.lookup_batch(&tuples, now, &mut found);
+        let changes = b.changes();
+        for (p, f) in group.iter().zip(found) {
+            let hint = f.map(|found| Hint { found, changes });
+            fresh += usize::from(hint.is_some() && b.changes() == changes);
+            let (ta, tb) = (a.track(p, now), b.track_hinted(p, now, hint));
+            assert_eq!(ta, tb);
+            if let Track::New(n) = ta {
+                if rnd(2) == 0 {
+                    let (Ok(ia), Ok(ib)) =
+                        (a.confirm(n, None, None, now), b.confirm(n, None, None, now))
+                    else {
+                        panic!("confirm");
+                    };
+                    assert_eq!(ia, ib);
+                }
+            }
+        }
+        if rnd(5) == 0 {
+            now += rnd(200) * S;
+            assert_eq!(a.expire(now, 64), b.expire(now, 64));
+        }
+        assert_eq!(a.stats(), b.stats());
+        assert_eq!(a.len(), b.len());
+    }
+    assert!(fresh > 200, "hints that still hold: {fresh}");
+}
+
+/// One `expire` call with a budget of B slots (B at most the table's slots)
+/// does what B calls with a budget of one do (the same entries destroyed in
+/// the same order, the same counters), also in a full table where early
+/// drop evicts unassured entries.
+#[test]
+fn expire_budget_is_slot_by_slot() {
+    let (mut a, mut b) = (small_table(), small_table());
+    let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15u64);
+    let mut now = S;
+    let (mut destroyed, mut full) = (0, 0);
+    for round in 0..300u32 {
+        for _ in 0..rnd(40) {
+            // More flows than room, both directions.
+            let f = rnd(100) as u16;
+            let p = match rnd(6) {
+                0 => PacketFacts::tcp(CLI, 1000 + f, SRV, 80, SYN, 1, 0, 1000, 0, &[]),
+                1 | 2 => PacketFacts::udp(SRV, 53, CLI, 1000 + f, 20),
+                _ => PacketFacts::udp(CLI, 1000 + f, SRV, 53, 20),
+            };
+            let (ta, tb) = (a.track(&p, now), b.track(&p, now));
+            assert_eq!(ta, tb);
+            match ta {
+                Track::New(n) => {
+                    let (ra, rb) = (a.confirm(n, None, None, now), b.confirm(n, None, None, now));
+                    assert_eq!(ra, rb);
+                }
+                Track::Drop { .. } => full += 1,
+                _ => {}
+            }
+        }
+        // Some connections become ASSURED (as streams would): a full table
+        // then refuses new ones (gc_early_drop) and the sweep evicts the
+        // unassured while it is 95% full.
+        let ids: Vec<EntryId> = a.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if round < 150 && rnd(3) == 0 {
+                a.entry_mut(id).unwrap().status |= status::ASSURED;
+                b.entry_mut(id).unwrap().status |= status::ASSURED;
+            }
+        }
+        // Then time goes on faster: entries expire.
+        now += if round < 150 { rnd(3) } else { rnd(12) } * S;
+        // At most the entries (so at most the slots): B calls of one slot
+        // each then examine B slots too.
+        let budget = 1 + rnd(40) as usize % a.len().max(1);
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        let na = a.expire_with(now, budget, |id, e| ea.push((id, *e)));
+        let mut nb = 0;
+        for _ in 0..budget {
+            nb += b.expire_with(now, 1, |id, e| eb.push((id, *e)));
+        }
+        assert_eq!((na, &ea), (nb, &eb), "round {round}");
+        assert_eq!(a.stats(), b.stats());
+        assert_eq!(a.len(), b.len());
+        destroyed += na;
+    }
+    assert!(
+        destroyed > 50 && full > 0,
+        "{destroyed} destroyed, {full} drops when full, {} entries, {:?}",
+        a.len(),
+        a.stats()
+    );
+}

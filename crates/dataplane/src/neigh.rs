@@ -33,6 +33,9 @@ use fastables_rules::ctx::IfIndex;
 
 use crate::config::NeighborConfig;
 
+/// Up to this many static entries, [`Neighbors::resolve`] scans them.
+const FEW_STATICS: usize = 8;
+
 /// Default bound of the dynamic table (the kernel's gc_thresh3).
 pub const DEFAULT_DYNAMIC_MAX: usize = 1024;
 
@@ -136,6 +139,9 @@ pub struct ArpCounters {
 #[derive(Debug, Clone)]
 pub struct Neighbors {
     statics: AHashMap<(IfIndex, u32), MacAddr>,
+    /// The same entries while there are at most [`FEW_STATICS`] (a scan of
+    /// a few is cheaper than hashing); empty otherwise. Statics never change.
+    few_statics: Vec<((IfIndex, u32), MacAddr)>,
     dynamic: AHashMap<(IfIndex, u32), Entry>,
     order: VecDeque<(IfIndex, u32)>,
     max: usize,
@@ -154,8 +160,14 @@ impl Neighbors {
         for n in statics {
             s.insert((n.dev, u32::from(n.ip)), n.mac);
         }
+        let few_statics = if s.len() <= FEW_STATICS {
+            s.iter().map(|(k, m)| (*k, *m)).collect()
+        } else {
+            Vec::new()
+        };
         Neighbors {
             statics: s,
+            few_statics,
             dynamic: AHashMap::with_capacity(max + 1),
             order: VecDeque::with_capacity(max + 1),
             max,
@@ -188,7 +200,11 @@ impl Neighbors {
     /// request, [`Neighbors::hold`]). Static entries never age.
     #[inline]
     pub fn resolve(&mut self, dev: IfIndex, ip: u32, now_ns: u64) -> Resolve {
-        if let Some(m) = self.statics.get(&(dev, ip)) {
+        if self.statics.len() <= FEW_STATICS {
+            if let Some((_, m)) = self.few_statics.iter().find(|(k, _)| *k == (dev, ip)) {
+                return Resolve::Mac(*m);
+            }
+        } else if let Some(m) = self.statics.get(&(dev, ip)) {
             return Resolve::Mac(*m);
         }
         let Some(e) = self.dynamic.get_mut(&(dev, ip)) else {

@@ -41,14 +41,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fastables_conntrack::{
-    CtState, Dir, Entry, EntryId, EventKind, InsertError, Manip, NatRange, NewConn,
-    Table as CtTable, TableConfig, TableFullLog, Track,
+    CtState, Dir, Entry, EntryId, EventKind, Hint, InsertError, Manip, NatRange, NewConn,
+    Table as CtTable, TableConfig, TableFullLog, Track, Tuple, LOOKUP_BATCH,
 };
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use fastables_packet::parse::{l4_checksum_ok, Ipv4Info, L3, L4};
+use fastables_packet::parse::{ipv4_l4_checksum_ok, l4_checksum_ok, Ipv4Info, L3, L4};
 use fastables_packet::tcp::{flags as tcpf, TcpPacket};
 use fastables_packet::{parse_frame, MacAddr, ParseError};
-use fastables_rules::compile::{CompiledRuleset, RuleState};
+use fastables_rules::compile::{CompiledRuleset, RuleState, Shortcut};
 use fastables_rules::ctx::{tcp_option_kinds, CtCtx, IfIndex, Needs, PacketCtx, Verdict};
 use fastables_rules::model::{Hook, RejectWith, Table, Target};
 
@@ -89,6 +89,12 @@ pub struct PipelineOptions {
     pub conntrack_seed: u64,
     /// Conntrack slots examined for expiry per batch.
     pub conntrack_expire_budget: usize,
+    /// From this many connections on, the conntrack entries of a batch's
+    /// frames are looked up together before the frames are processed
+    /// (`Table::lookup_batch`: the cache misses of a large table overlap;
+    /// a small one is in the cache, where the extra pass only costs
+    /// instructions). Decisions are the same either way. `usize::MAX`: never.
+    pub conntrack_lookup_ahead: usize,
 }
 
 impl Default for PipelineOptions {
@@ -102,6 +108,7 @@ impl Default for PipelineOptions {
             icmp_msgs_burst: 50,
             conntrack_seed: 0,
             conntrack_expire_budget: 1024,
+            conntrack_lookup_ahead: LOOKUP_AHEAD_MIN,
         }
     }
 }
@@ -136,6 +143,31 @@ pub struct PipelineCounters {
 impl PipelineCounters {
     fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// [`PipelineCounters`] of one batch's received frames, kept in plain
+/// integers while the batch runs.
+#[derive(Default)]
+struct BatchTotals {
+    rx: u64,
+    forwarded: u64,
+    consumed: u64,
+    dropped: u64,
+}
+
+impl BatchTotals {
+    fn add_to(&self, c: &PipelineCounters) {
+        for (n, c) in [
+            (self.rx, &c.rx),
+            (self.forwarded, &c.forwarded),
+            (self.consumed, &c.consumed),
+            (self.dropped, &c.dropped),
+        ] {
+            if n != 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -203,6 +235,9 @@ pub struct Pipeline {
     neigh: Neighbors,
     rules: Arc<CompiledRuleset>,
     state: RuleState,
+    /// `rules.shortcut(table, hook)` for every table and hook: the chains
+    /// whose run is known without the packet.
+    shortcuts: Shortcuts,
     needs: Needs,
     drops: Arc<DropCounters>,
     counters: Arc<PipelineCounters>,
@@ -245,6 +280,11 @@ pub struct Pipeline {
     /// The connection table, present while the ruleset needs conntrack.
     ct: Option<CtTable>,
     ct_cfg: TableConfig,
+    /// What one `lookup_batch` found for each frame of the current run of
+    /// [`LOOKUP_BATCH`] frames (index: position in the run).
+    ct_hints: [Option<Hint>; LOOKUP_BATCH],
+    /// The hint of the frame being processed, taken by its PREROUTING `ct_in`.
+    ct_hint: Option<Hint>,
 }
 
 /// Two disjoint frame buffers of `mem`.
@@ -285,6 +325,7 @@ fn reject_code(r: RejectWith) -> u8 {
 }
 
 /// Fill the packet fields of `ctx` from a parsed datagram (`frame` is the whole frame).
+#[inline(always)]
 fn fill_ctx(ctx: &mut PacketCtx, info: &Ipv4Info, frame: &[u8], needs: Needs, ifs: &Interfaces) {
     ctx.src = u32::from(info.src);
     ctx.dst = u32::from(info.dst);
@@ -374,6 +415,7 @@ impl Pipeline {
         let neigh = Neighbors::new(&config.neighbors, opts.neigh_dynamic_max);
         let state = RuleState::new(&rules);
         let needs = rules.needs();
+        let shortcuts = shortcuts(&rules);
         let ct_cfg = nat::table_config(&config.conntrack, opts.conntrack_seed);
         // Validate `[conntrack]` even when the ruleset does not need conntrack yet.
         if ct_cfg.max == 0 || ct_cfg.max > 0x7fff_ffff {
@@ -404,10 +446,13 @@ impl Pipeline {
             ct_events_lost: 0,
             ct,
             ct_cfg,
+            ct_hints: [None; LOOKUP_BATCH],
+            ct_hint: None,
             ifs,
             fib,
             neigh,
             state,
+            shortcuts,
             needs,
             rules,
             drops: Arc::new(DropCounters::new()),
@@ -425,6 +470,7 @@ impl Pipeline {
     pub fn set_ruleset(&mut self, rules: Arc<CompiledRuleset>) {
         self.state = RuleState::new(&rules);
         self.needs = rules.needs();
+        self.shortcuts = shortcuts(&rules);
         self.rules = rules;
         // Conntrack is loaded when a ruleset first needs it and stays (as the
         // kernel's module does); existing connections keep their NAT bindings.
@@ -539,12 +585,24 @@ impl Pipeline {
                 t.expire(now_ns, self.opts.conntrack_expire_budget);
             }
         }
+        // The totals of this batch's frames, added to the shared counters
+        // once at the end (one atomic add per counter and batch, not per frame).
+        let mut n = BatchTotals::default();
+        let mut ahead = false;
         for i in 0..batch.frames.len() {
+            if i % LOOKUP_BATCH == 0 && self.ct.is_some() {
+                let end = batch.frames.len().min(i + LOOKUP_BATCH);
+                ahead = self.lookup_ahead(now_ns, mem, batch.frames.get(i..end).unwrap_or(&[]));
+            }
             let Some(mut f) = batch.frames.get(i).copied() else {
                 break;
             };
-            PipelineCounters::inc(&self.counters.rx);
+            n.rx += 1;
+            if ahead {
+                self.ct_hint = self.ct_hints.get(i % LOOKUP_BATCH).copied().flatten();
+            }
             let (mut action, gen) = self.rx_and_fragment(now_ns, mem, &mut f, batch);
+            self.ct_hint = None;
             if action == Action::Held {
                 if let Some((key, piece)) = self.pending_frag.take() {
                     f.action = action;
@@ -565,16 +623,20 @@ impl Pipeline {
                         if let Some(old) = self.neigh.hold(h) {
                             // Its buffer is given back with the spares.
                             batch.spare.push(old.addr);
-                            self.count_drops(DropReason::NeighborHoldFull, 1);
+                            n.dropped += 1;
+                            self.drops.inc(DropReason::NeighborHoldFull);
                         }
                     }
                     None => action = Action::Drop(DropReason::InvalidFrame),
                 }
             }
             match action {
-                Action::Forward { .. } => PipelineCounters::inc(&self.counters.forwarded),
-                Action::Consumed => PipelineCounters::inc(&self.counters.consumed),
-                Action::Drop(r) => self.count_drops(r, 1),
+                Action::Forward { .. } => n.forwarded += 1,
+                Action::Consumed => n.consumed += 1,
+                Action::Drop(r) => {
+                    n.dropped += 1;
+                    self.drops.inc(r);
+                }
                 Action::Held => {}
             }
             f.action = action;
@@ -585,7 +647,47 @@ impl Pipeline {
                 self.generate(now_ns, mem, &f, g, &mut batch.spare, &mut batch.generated);
             }
         }
+        n.add_to(&self.counters);
         self.service_held(now_ns, mem, batch);
+    }
+
+    /// The conntrack lookups of up to [`LOOKUP_BATCH`] received frames at
+    /// once, before any of them is processed: `lookup_batch` overlaps their
+    /// cache misses (in a large table, one on the bucket and one on the
+    /// entry per frame), and `ct_in` starts from what it found
+    /// ([`CtTable::track_hinted`], which walks the chain again if anything
+    /// was inserted or removed in between). TCP and UDP frames that are not
+    /// fragments only; the others get no hint. Returns whether it looked
+    /// (the table is large enough, [`PipelineOptions::conntrack_lookup_ahead`]).
+    fn lookup_ahead(&mut self, now_ns: u64, mem: &[u8], frames: &[Frame]) -> bool {
+        let Some(t) = self.ct.as_ref() else {
+            return false;
+        };
+        if t.len() < self.opts.conntrack_lookup_ahead {
+            return false;
+        }
+        self.ct_hints = [None; LOOKUP_BATCH];
+        let mut tuples = [Tuple::default(); LOOKUP_BATCH];
+        let mut at = [0u8; LOOKUP_BATCH];
+        let mut n = 0;
+        for (i, f) in frames.iter().take(LOOKUP_BATCH).enumerate() {
+            if let (Some(tuple), Some(slot), Some(pos)) =
+                (frame_tuple(mem, f), tuples.get_mut(n), at.get_mut(n))
+            {
+                *slot = tuple;
+                *pos = i as u8;
+                n += 1;
+            }
+        }
+        let mut found = [None; LOOKUP_BATCH];
+        t.lookup_batch(tuples.get(..n).unwrap_or(&[]), now_ns, &mut found);
+        let changes = t.changes();
+        for (&pos, hit) in at.iter().zip(found).take(n) {
+            if let (Some(h), Some(found)) = (self.ct_hints.get_mut(usize::from(pos)), hit) {
+                *h = Some(Hint { found, changes });
+            }
+        }
+        true
     }
 
     /// One received frame through the pipeline (`process_rx`), the end of
@@ -1112,8 +1214,43 @@ impl Pipeline {
     }
 
     /// Run one table, apply its effects to the frame, and say how it ended.
+    /// A chain that is absent or has no rules ([`Shortcut`]) is decided here
+    /// without the call (no rule ran, so there are no effects to apply);
+    /// while tracing, every table takes the full way for its trace line.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn run_table(
+        &mut self,
+        now_ns: u64,
+        table: Table,
+        hook: Hook,
+        ctx: &mut PacketCtx,
+        ct: &mut Ct,
+        buf: &mut [u8],
+        ip_len: usize,
+        route_mtu: Option<u16>,
+    ) -> Outcome {
+        if !self.tracing {
+            match self.shortcuts[table as usize][hook as usize] {
+                Some(Shortcut::Absent) => return Outcome::Continue,
+                Some(Shortcut::Policy { entry, verdict }) => {
+                    self.state.count(entry, ctx.len);
+                    ctx.effects.last = entry;
+                    return match verdict {
+                        Verdict::Drop => Outcome::Drop(DropReason::FilterDrop),
+                        _ => Outcome::Continue,
+                    };
+                }
+                None => {}
+            }
+        }
+        self.run_rules(now_ns, table, hook, ctx, ct, buf, ip_len, route_mtu)
+    }
+
+    /// [`Pipeline::run_table`] for a chain whose rules must run.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn run_rules(
         &mut self,
         now_ns: u64,
         table: Table,
@@ -1182,8 +1319,10 @@ impl Pipeline {
     }
 
     /// Conntrack in (`nf_conntrack_in`) for the datagram at `buf[14..]`:
-    /// classify, and set `ctx.ct`. `csum`: verify the transport checksum
-    /// (PREROUTING, as `nf_conntrack_checksum`).
+    /// classify, set `*ct` (written in place: a `Ct` is large) and `ctx.ct`.
+    /// `csum`: verify the transport checksum (PREROUTING, as
+    /// `nf_conntrack_checksum`). On an error `*ct` is left as it was.
+    #[inline(always)]
     fn ct_in(
         &mut self,
         now_ns: u64,
@@ -1191,20 +1330,38 @@ impl Pipeline {
         buf: &[u8],
         ctx: &mut PacketCtx,
         csum: bool,
-    ) -> Result<Ct, DropReason> {
+        ct: &mut Ct,
+    ) -> Result<(), DropReason> {
+        if self.ct.is_none() {
+            ctx.ct = CtCtx::untracked();
+            *ct = Ct::None;
+            return Ok(());
+        }
+        self.ct_track(now_ns, info, buf, ctx, csum, ct)
+    }
+
+    /// [`Pipeline::ct_in`] with the table loaded.
+    #[inline(never)]
+    fn ct_track(
+        &mut self,
+        now_ns: u64,
+        info: &Ipv4Info,
+        buf: &[u8],
+        ctx: &mut PacketCtx,
+        csum: bool,
+        ct: &mut Ct,
+    ) -> Result<(), DropReason> {
         let Some(table) = self.ct.as_mut() else {
             ctx.ct = CtCtx::untracked();
-            return Ok(Ct::None);
+            *ct = Ct::None;
+            return Ok(());
         };
         let ip_len = usize::from(info.total_len);
         let ip = buf.get(ETH_LEN..ETH_LEN + ip_len).unwrap_or(&[]);
         let csum_bad = csum
             && !info.is_fragment()
             && matches!(info.protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
-            && !l4_checksum_ok(
-                buf.get(..ETH_LEN + ip_len).unwrap_or(&[]),
-                &parse_frame_lite(info),
-            );
+            && !ipv4_l4_checksum_ok(ip, info);
         let mut facts = nat::facts(info, ip, usize::from(info.header_len), csum_bad);
         if let Some(total) = self.reasm {
             // The first fragment of a reassembled datagram: conntrack sees
@@ -1213,7 +1370,7 @@ impl Pipeline {
             facts.l4_len = l4;
             facts.tcp.l4_len = l4;
         }
-        let (ct, state) = match table.track(&facts, now_ns) {
+        let state = match table.track_hinted(&facts, now_ns, self.ct_hint.take()) {
             Track::Tracked(t) => {
                 if self.ct_events_on {
                     if let (Some(kind), Some(e)) = (t.events.kind(), table.entry(t.id)) {
@@ -1226,13 +1383,11 @@ impl Pipeline {
                         );
                     }
                 }
-                (
-                    Ct::Conn {
-                        id: t.id,
-                        dir: t.dir,
-                    },
-                    t.state,
-                )
+                *ct = Ct::Conn {
+                    id: t.id,
+                    dir: t.dir,
+                };
+                t.state
             }
             Track::Killed { entry, dir, state } => {
                 if self.ct_events_on {
@@ -1244,23 +1399,31 @@ impl Pipeline {
                         now_ns,
                     );
                 }
-                (Ct::Killed { entry, dir }, state)
+                *ct = Ct::Killed { entry, dir };
+                state
             }
-            Track::Related { id, dir } => (Ct::Related { id, dir }, CtState::Related),
-            Track::New(nc) => (Ct::New(nc), CtState::New),
+            Track::Related { id, dir } => {
+                *ct = Ct::Related { id, dir };
+                CtState::Related
+            }
+            Track::New(nc) => {
+                *ct = Ct::New(nc);
+                CtState::New
+            }
             Track::Invalid => {
                 ctx.ct = nat::invalid_ctx();
-                return Ok(Ct::None);
+                *ct = Ct::None;
+                return Ok(());
             }
             Track::Drop { log } => {
                 self.log_table_full(now_ns, log);
                 return Err(DropReason::ConntrackFull);
             }
         };
-        if let Some((e, _, _)) = self.ct_entry(&ct) {
+        if let Some((e, _, _)) = self.ct_entry(ct) {
             ctx.ct = nat::ct_ctx(e, state);
         }
-        Ok(ct)
+        Ok(())
     }
 
     fn log_table_full(&mut self, now_ns: u64, log: Option<TableFullLog>) {
@@ -1275,7 +1438,28 @@ impl Pipeline {
     /// target that fired, else the null binding. `dev`/`next_hop`: MASQUERADE's
     /// output device and next hop; REDIRECT uses the input device.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn nat_rules(
+        &mut self,
+        now_ns: u64,
+        hook: Hook,
+        ctx: &mut PacketCtx,
+        ct: &mut Ct,
+        buf: &mut [u8],
+        ip_len: usize,
+        route: Option<(IfIndex, u32, u16)>,
+        manip: Manip,
+    ) -> Result<Option<NatRange>, (DropReason, Option<RejectWith>)> {
+        if !matches!(ct, Ct::New(_)) {
+            return Ok(None);
+        }
+        self.nat_rules_new(now_ns, hook, ctx, ct, buf, ip_len, route, manip)
+    }
+
+    /// [`Pipeline::nat_rules`] for a NEW connection.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn nat_rules_new(
         &mut self,
         now_ns: u64,
         hook: Hook,
@@ -1323,6 +1507,7 @@ impl Pipeline {
 
     /// NAT of the destination for a NEW connection in PREROUTING/OUTPUT, then
     /// the packet rewrite of `manip` for any tracked packet. Refreshes `ctx`.
+    #[inline(always)]
     fn nat_dst(
         &mut self,
         now_ns: u64,
@@ -1332,17 +1517,26 @@ impl Pipeline {
         buf: &mut [u8],
         ip_len: usize,
     ) {
-        if let (Ct::New(nc), Some(r)) = (&mut *ct, range) {
-            if let Some(t) = self.ct.as_mut() {
-                t.nat_setup(nc, &r, Manip::Dst, now_ns);
-            }
-            ctx.ct = nat::ct_ctx(&nc.entry, CtState::New);
+        if let (Ct::New(_), Some(r)) = (&*ct, range) {
+            self.dnat_setup(now_ns, ct, &r, ctx);
         }
         self.nat_packet(ct, Manip::Dst, ctx, buf, ip_len);
     }
 
+    /// The destination NAT binding of a NEW connection.
+    #[inline(never)]
+    fn dnat_setup(&mut self, now_ns: u64, ct: &mut Ct, r: &NatRange, ctx: &mut PacketCtx) {
+        if let Ct::New(nc) = ct {
+            if let Some(t) = self.ct.as_mut() {
+                t.nat_setup(nc, r, Manip::Dst, now_ns);
+            }
+            ctx.ct = nat::ct_ctx(&nc.entry, CtState::New);
+        }
+    }
+
     /// Confirm a NEW connection (with its source manip) when the packet leaves
     /// (POSTROUTING, INPUT), then rewrite the packet's source.
+    #[inline(always)]
     fn confirm_and_snat(
         &mut self,
         now_ns: u64,
@@ -1352,9 +1546,28 @@ impl Pipeline {
         buf: &mut [u8],
         ip_len: usize,
     ) -> Result<(), DropReason> {
+        if let Ct::New(_) = ct {
+            if !self.confirm(now_ns, ct, snat)? {
+                return Ok(());
+            }
+        }
+        self.nat_packet(ct, Manip::Src, ctx, buf, ip_len);
+        Ok(())
+    }
+
+    /// Confirm the NEW connection of `ct` with its source binding `snat`;
+    /// `ct` becomes its entry. `Ok(false)` without a table (nothing to
+    /// confirm, nothing to rewrite).
+    #[inline(never)]
+    fn confirm(
+        &mut self,
+        now_ns: u64,
+        ct: &mut Ct,
+        snat: Option<NatRange>,
+    ) -> Result<bool, DropReason> {
         if let Ct::New(nc) = *ct {
             let Some(t) = self.ct.as_mut() else {
-                return Ok(());
+                return Ok(false);
             };
             match t.confirm(nc, None, snat.as_ref(), now_ns) {
                 Ok(id) => {
@@ -1389,13 +1602,35 @@ impl Pipeline {
                 Err(_) => return Err(DropReason::ConntrackInsertFailed),
             }
         }
-        self.nat_packet(ct, Manip::Src, ctx, buf, ip_len);
-        Ok(())
+        Ok(true)
     }
 
     /// `nf_nat_packet` / `nf_nat_icmp_reply_translation` for `manip` on the
     /// datagram at `buf[14..14 + ip_len]`; the context follows the rewrite.
+    /// Untracked packets and connections without this manip return here.
+    #[inline(always)]
     fn nat_packet(
+        &mut self,
+        ct: &Ct,
+        manip: Manip,
+        ctx: &mut PacketCtx,
+        buf: &mut [u8],
+        ip_len: usize,
+    ) {
+        match ct {
+            Ct::None => return,
+            Ct::Conn { id, dir } => match self.ct.as_ref().and_then(|t| t.entry(*id)) {
+                Some(e) if nat::needs_manip(e, *dir, manip) => {}
+                _ => return,
+            },
+            _ => {}
+        }
+        self.nat_rewrite(ct, manip, ctx, buf, ip_len);
+    }
+
+    /// [`Pipeline::nat_packet`] past its early returns.
+    #[inline(never)]
+    fn nat_rewrite(
         &mut self,
         ct: &Ct,
         manip: Manip,
@@ -1548,19 +1783,21 @@ impl Pipeline {
         if len >= ETH_LEN && !to_host && !dst_mac.is_multicast() {
             return (Action::Drop(DropReason::OtherHost), None);
         }
-        let parsed = match parse_frame(buf.get(..len).unwrap_or(&[])) {
+        // Matched by reference: the parse result is not copied again.
+        let res = parse_frame(buf.get(..len).unwrap_or(&[]));
+        let parsed = match &res {
             Ok(p) => p,
-            Err(e) => return (Action::Drop(drop_of_parse(e)), None),
+            Err(e) => return (Action::Drop(drop_of_parse(*e)), None),
         };
         if parsed.vlan_id.is_some() {
             return (Action::Drop(DropReason::NotIpv4), None);
         }
-        let info = match parsed.l3 {
+        let info = match &parsed.l3 {
             L3::Ipv4(i) => i,
             L3::Arp(arp) => {
                 let fib = &self.fib;
                 let ifs = &self.ifs;
-                let out = neigh::process_arp(&mut self.neigh, in_if, in_mac, &arp, |tip| {
+                let out = neigh::process_arp(&mut self.neigh, in_if, in_mac, arp, |tip| {
                     matches!(
                         fib.route_input(ifs, in_if, u32::from(arp.spa), tip),
                         Ok(r) if r.kind == RouteType::Local
@@ -1601,11 +1838,11 @@ impl Pipeline {
         }
 
         if self.tracer.is_some() {
-            self.trace_begin(&info, in_if);
+            self.trace_begin(info, in_if);
         }
 
         let mut ctx = PacketCtx::new();
-        fill_ctx(&mut ctx, &info, buf, self.needs, &self.ifs);
+        fill_ctx(&mut ctx, info, buf, self.needs, &self.ifs);
         if let Some(total) = self.reasm {
             // The first fragment stands for the reassembled datagram.
             ctx.len = total;
@@ -1638,9 +1875,8 @@ impl Pipeline {
         if notrack {
             ctx.ct = CtCtx::untracked();
         } else {
-            match self.ct_in(now_ns, &info, buf, &mut ctx, true) {
-                Ok(c) => ct = c,
-                Err(r) => return (Action::Drop(r), None),
+            if let Err(r) = self.ct_in(now_ns, info, buf, &mut ctx, true, &mut ct) {
+                return (Action::Drop(r), None);
             }
             if self.tracing {
                 self.trace_ct("conntrack", &ct);
@@ -1683,7 +1919,7 @@ impl Pipeline {
             Ok(r) => r,
             Err(DropReason::NoRoute) => {
                 // ip_error: net unreachable (forwarding on), not for non-unicast frames.
-                let g = (to_host && icmp::icmp_error_allowed(&info)).then_some(Gen::IcmpError {
+                let g = (to_host && icmp::icmp_error_allowed(info)).then_some(Gen::IcmpError {
                     ty: codes::DEST_UNREACH,
                     code: codes::NET_UNREACH,
                     rest: 0,
@@ -1696,7 +1932,7 @@ impl Pipeline {
 
         if route.kind != RouteType::Unicast {
             return self.local_in(
-                now_ns, buf, &info, &mut ctx, &mut ct, ip_len, route.kind, to_host,
+                now_ns, buf, info, &mut ctx, &mut ct, ip_len, route.kind, to_host,
             );
         }
 
@@ -1705,7 +1941,7 @@ impl Pipeline {
             return (Action::Drop(DropReason::OtherHost), None);
         }
         if ctx.ttl <= 1 {
-            let g = icmp::icmp_error_allowed(&info).then_some(Gen::IcmpError {
+            let g = icmp::icmp_error_allowed(info).then_some(Gen::IcmpError {
                 ty: codes::TIME_EXCEEDED,
                 code: codes::EXC_TTL,
                 rest: 0,
@@ -1715,7 +1951,7 @@ impl Pipeline {
         }
         let mtu = route.mtu;
         if ip_len > usize::from(mtu) && info.dont_frag {
-            let g = icmp::icmp_error_allowed(&info).then_some(Gen::IcmpError {
+            let g = icmp::icmp_error_allowed(info).then_some(Gen::IcmpError {
                 ty: codes::DEST_UNREACH,
                 code: codes::FRAG_NEEDED,
                 rest: u32::from(mtu),
@@ -1724,11 +1960,7 @@ impl Pipeline {
             return (Action::Drop(DropReason::FragNeeded), g);
         }
         ctx.ttl -= 1;
-        if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
-            if let Ok(mut p) = Ipv4Packet::new_checked(ip) {
-                p.set_ttl(ctx.ttl);
-            }
-        }
+        set_parsed_ttl(buf, ctx.ttl);
         ctx.out_if = Some(route.dev);
         for (table, hook) in [
             (Table::Mangle, Hook::Forward),
@@ -1750,7 +1982,7 @@ impl Pipeline {
                 Outcome::Reject(rw) => {
                     return (
                         Action::Drop(DropReason::Rejected),
-                        self.reject_gen(rw, &info, None, &ct),
+                        self.reject_gen(rw, info, None, &ct),
                     )
                 }
             }
@@ -1768,7 +2000,7 @@ impl Pipeline {
         ) {
             Ok(r) => r,
             Err((r, rw)) => {
-                let g = rw.and_then(|rw| self.reject_gen(rw, &info, None, &ct));
+                let g = rw.and_then(|rw| self.reject_gen(rw, info, None, &ct));
                 return (Action::Drop(r), g);
             }
         };
@@ -2373,7 +2605,7 @@ impl Pipeline {
                 if ctx.effects.notrack {
                     ctx.ct = CtCtx::untracked();
                 } else {
-                    ct = self.ct_in(now_ns, &info, out, &mut ctx, false)?;
+                    self.ct_in(now_ns, &info, out, &mut ctx, false, &mut ct)?;
                 }
             }
         }
@@ -2393,6 +2625,23 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Default [`PipelineOptions::conntrack_lookup_ahead`]: about where the
+/// table (some 200 bytes per entry) outgrows a core's share of the cache.
+pub const LOOKUP_AHEAD_MIN: usize = 16 * 1024;
+
+/// [`CompiledRuleset::shortcut`] of every (table, hook).
+type Shortcuts = [[Option<Shortcut>; 5]; 4];
+
+fn shortcuts(rules: &CompiledRuleset) -> Shortcuts {
+    let mut s = [[None; 5]; 4];
+    for t in Table::ALL {
+        for h in Hook::ALL {
+            s[t as usize][h as usize] = rules.shortcut(t, h);
+        }
+    }
+    s
 }
 
 /// Slots of the route cache (a power of two).
@@ -2473,6 +2722,46 @@ fn copy_rewritten_header(mem: &mut [u8], from: FrameAddr, to: FrameAddr) {
         let c = fastables_packet::checksum::checksum(&di[..hl]);
         di[10..12].copy_from_slice(&c.to_be_bytes());
     }
+}
+
+/// `Ipv4Packet::set_ttl` (incremental checksum) on the datagram at
+/// `frame[14..]`, whose header `parse_frame` validated.
+#[inline]
+fn set_parsed_ttl(frame: &mut [u8], ttl: u8) {
+    let Some(h) = frame.get_mut(ETH_LEN..ETH_LEN + 20) else {
+        return;
+    };
+    let old = u16::from_be_bytes([h[8], h[9]]);
+    let new = (u16::from(ttl) << 8) | (old & 0xff);
+    let c = fastables_packet::checksum::update16(u16::from_be_bytes([h[10], h[11]]), old, new);
+    h[8] = ttl;
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The conntrack tuple of a received untagged IPv4 TCP or UDP frame that is
+/// not a fragment, read from its bytes before the parse (`None` for anything
+/// else; `ct_in` then looks up the tuple of the parse itself).
+#[inline]
+fn frame_tuple(mem: &[u8], f: &Frame) -> Option<Tuple> {
+    let at = usize::try_from(f.addr).ok()?;
+    let b = mem.get(at..at.checked_add(usize::from(f.len).min(FRAME_SIZE))?)?;
+    let (eth, h) = (b.get(12..14)?, b.get(ETH_LEN..ETH_LEN + 20)?);
+    if eth != [0x08, 0x00] || h[0] >> 4 != 4 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let proto = h[9];
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let l4 = ETH_LEN + usize::from(h[0] & 0x0f) * 4;
+    let p = b.get(l4..l4 + 4)?;
+    Some(Tuple::new(
+        proto,
+        read_u32(h, 12),
+        u16::from_be_bytes([p[0], p[1]]),
+        read_u32(h, 16),
+        u16::from_be_bytes([p[2], p[3]]),
+    ))
 }
 
 fn read_u32(b: &[u8], at: usize) -> u32 {

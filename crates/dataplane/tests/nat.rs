@@ -734,3 +734,97 @@ fn reject_reset_of_a_dnated_connection_leaves_from_the_public_address() {
     );
     assert_eq!(rst[47] & 0x04, 0x04, "RST");
 }
+
+/// The batch's conntrack lookups done ahead (`conntrack_lookup_ahead: 0`)
+/// or one frame at a time give the same frames, actions, generated packets
+/// and connections, also when a frame of the batch creates or deletes the
+/// connection of a later one.
+#[test]
+fn lookups_ahead_change_nothing() {
+    use fastables_dataplane::pipeline::PipelineOptions;
+    let rules = nat(&format!("{MASQ}{DNAT}"));
+    let make = |ahead: usize| {
+        let rs = fastables_rules::parse::parse_restore(&rules, "test.rules").unwrap();
+        let c = Arc::new(CompiledRuleset::compile(&rs, &["eth0", "docker0", "srv0"]).unwrap());
+        let cfg = Config::parse(CONFIG, "/t/fastables.toml").unwrap();
+        let opts = PipelineOptions {
+            conntrack_lookup_ahead: ahead,
+            ..PipelineOptions::default()
+        };
+        Pipeline::with_options(&cfg, c, opts).unwrap()
+    };
+    let (mut a, mut b) = (make(0), make(usize::MAX));
+    const RST: u8 = 0x04;
+    let mut batches: Vec<Vec<(IfIndex, Vec<u8>)>> = Vec::new();
+    for round in 0..6u16 {
+        let mut v = Vec::new();
+        for f in 0..6u16 {
+            let port = 40000 + f;
+            // A new UDP flow and its second packet in the same batch, the
+            // reply to last round's, and TCP opened, answered, reset.
+            v.push((
+                DOCKER0,
+                udp(from_ctr(), CTR, port + 100 * round, DNS, 53, 64),
+            ));
+            v.push((
+                DOCKER0,
+                udp(from_ctr(), CTR, port + 100 * round, DNS, 53, 64),
+            ));
+            if round > 0 {
+                let back = port + 100 * (round - 1);
+                v.push((ETH0, udp(from_gw(), DNS, 53, ETH0_IP, back, 64)));
+            }
+            let flags = [SYN, SYN | ACK, ACK, RST, ACK, SYN][usize::from(round)];
+            v.push((
+                DOCKER0,
+                tcp(from_ctr(), CTR, port, REMOTE, 443, 7, 9, flags),
+            ));
+            v.push((
+                ETH0,
+                tcp(from_gw(), REMOTE, 443, ETH0_IP, port, 9, 8, flags | ACK),
+            ));
+            v.push((
+                ETH0,
+                tcp(from_gw(), REMOTE, 1000 + f, ETH0_IP, 8088, 3, 0, flags),
+            ));
+        }
+        batches.push(v);
+    }
+    for (i, frames) in batches.iter().enumerate() {
+        let now = 1_000_000_000 + i as u64 * 10_000_000;
+        let mut outs = Vec::new();
+        for p in [&mut a, &mut b] {
+            let n = frames.len() + 8;
+            let mut mem = vec![0u8; FRAME_SIZE * n * 2];
+            let mut batch = Batch::with_capacity(n);
+            for (k, (port, f)) in frames.iter().enumerate() {
+                mem[k * FRAME_SIZE..k * FRAME_SIZE + f.len()].copy_from_slice(f);
+                batch.frames.push(Frame::rx(
+                    (k * FRAME_SIZE) as FrameAddr,
+                    f.len() as u16,
+                    *port,
+                ));
+            }
+            for k in n..2 * n {
+                batch.spare.push((k * FRAME_SIZE) as FrameAddr);
+            }
+            p.process_batch(now, &mut mem, &mut batch);
+            let bytes = |f: &Frame| mem[f.addr as usize..f.addr as usize + f.len as usize].to_vec();
+            let out: Vec<_> = batch
+                .frames
+                .iter()
+                .chain(&batch.generated)
+                .map(|f| (f.action, f.port, bytes(f)))
+                .collect();
+            outs.push((out, ct_lines(p, now)));
+        }
+        assert_eq!(outs[0], outs[1], "batch {i}");
+        assert!(
+            outs[0]
+                .0
+                .iter()
+                .any(|(a, _, _)| matches!(a, Action::Forward { .. })),
+            "batch {i} forwards"
+        );
+    }
+}

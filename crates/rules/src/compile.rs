@@ -486,6 +486,17 @@ pub struct CompiledRuleset {
     id: u64,
 }
 
+/// A table run known in advance ([`CompiledRuleset::shortcut`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortcut {
+    /// The ruleset has no such chain: the packet goes on (ACCEPT), nothing is counted.
+    Absent,
+    /// A built-in chain without rules: `verdict` is its policy; count the
+    /// packet on `entry` ([`RuleState::count`]), which is also the deciding
+    /// entry (`Effects::last`).
+    Policy { entry: u32, verdict: Verdict },
+}
+
 /// Per-worker mutable state of a [`CompiledRuleset`].
 #[derive(Debug, Clone)]
 pub struct RuleState {
@@ -521,6 +532,16 @@ impl RuleState {
                 .collect(),
             stack: vec![0; c.stack_depth],
             id: c.id,
+        }
+    }
+
+    /// Counts one packet of `bytes` on entry `entry` (a policy from
+    /// [`Shortcut::Policy`]), as [`CompiledRuleset::run`] would.
+    #[inline]
+    pub fn count(&mut self, entry: u32, bytes: u16) {
+        if let Some(c) = self.counters.get_mut(entry as usize) {
+            c.packets = c.packets.wrapping_add(1);
+            c.bytes = c.bytes.wrapping_add(u64::from(bytes));
         }
     }
 }
@@ -1678,6 +1699,32 @@ impl CompiledRuleset {
                 Act::Tcpmss(v) => ctx.effects.tcpmss = Some(v),
             }
             pc += 1;
+        }
+    }
+
+    /// What [`CompiledRuleset::run`] does for `table`/`hook` whatever the
+    /// packet, when that is known from the ruleset alone: the chain is not
+    /// there ([`Shortcut::Absent`]: ACCEPT, nothing counted) or it is a
+    /// built-in chain without rules ([`Shortcut::Policy`]: its policy,
+    /// counted). `None` when its rules must run. The data plane computes
+    /// this once per ruleset and then skips the call for such chains.
+    pub fn shortcut(&self, table: Table, hook: Hook) -> Option<Shortcut> {
+        let Some((start, policy)) = self.hooks[table as usize][hook as usize] else {
+            return Some(Shortcut::Absent);
+        };
+        if start != policy {
+            return None;
+        }
+        match self.cold.get(policy as usize)?.act {
+            Act::Accept => Some(Shortcut::Policy {
+                entry: policy,
+                verdict: Verdict::Accept,
+            }),
+            Act::Drop => Some(Shortcut::Policy {
+                entry: policy,
+                verdict: Verdict::Drop,
+            }),
+            _ => None,
         }
     }
 
@@ -3269,5 +3316,52 @@ mod tests {
             t.input(&tcp_pkt([1, 1, 1, 1], [2, 2, 2, 2], 1, 2)),
             Verdict::Accept
         );
+    }
+
+    #[test]
+    fn shortcut_agrees_with_run() {
+        let text = "*mangle\n:PREROUTING ACCEPT [0:0]\n:FORWARD DROP [0:0]\n\
+            -A PREROUTING -i eth0 -j ACCEPT\nCOMMIT\n\
+            *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+        let rs = crate::parse::parse_restore(text, "t.rules").unwrap();
+        let c = CompiledRuleset::compile(&rs, IFACES).unwrap();
+        assert_eq!(c.shortcut(Table::Mangle, Hook::Prerouting), None);
+        assert_eq!(
+            c.shortcut(Table::Filter, Hook::Forward),
+            Some(Shortcut::Policy {
+                entry: c.hooks[Table::Filter as usize][Hook::Forward as usize]
+                    .unwrap()
+                    .1,
+                verdict: Verdict::Drop
+            })
+        );
+        let mut ctx = PacketCtx::new();
+        ctx.len = 100;
+        let mut absent = 0;
+        for table in Table::ALL {
+            for hook in Hook::ALL {
+                let mut by_run = RuleState::new(&c);
+                let mut by_shortcut = RuleState::new(&c);
+                let mut x = ctx;
+                let v = c.run(table, hook, &mut x, &mut by_run, 0);
+                match c.shortcut(table, hook) {
+                    None => continue,
+                    Some(Shortcut::Absent) => {
+                        absent += 1;
+                        assert_eq!(v, Verdict::Accept);
+                    }
+                    Some(Shortcut::Policy { entry, verdict }) => {
+                        assert_eq!(v, verdict, "{table:?} {hook:?}");
+                        assert_eq!(x.effects.last, entry);
+                        by_shortcut.count(entry, ctx.len);
+                    }
+                }
+                // The same counters either way.
+                let a = c.counters_into(&rs, &[&by_run]);
+                let b = c.counters_into(&rs, &[&by_shortcut]);
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{table:?} {hook:?}");
+            }
+        }
+        assert!(absent > 0, "the nat table is not in the ruleset");
     }
 }
