@@ -13,6 +13,11 @@
 //! - `pipeline:<empty|seed|N>[:tcp1500]`: the whole pipeline on batches of 64
 //!   frames (64-byte UDP unless `:tcp1500`); PACKETS is rounded up to a
 //!   multiple of 64;
+//! - `pipeline:<empty|seed|N>:stats`: the same, plus what `fastables run`'s
+//!   worker records per batch for the latency histograms (two clock reads,
+//!   two histogram updates), as with `[stats] latency = true`;
+//! - `pipeline:<empty|seed|N>:trace`: the same with a `fastables trace` set
+//!   whose filter matches none of the packets (TCP port 1);
 //! - `pipeline:new`: the seed rules, every packet (64-byte UDP) the first of
 //!   a new connection that MASQUERADE binds and conntrack confirms (PACKETS
 //!   flows, an empty table of room for all of them);
@@ -72,6 +77,21 @@ fn measure_rules(
 #[inline(never)]
 fn measure_batch(h: &mut Harness, now_ns: u64) {
     h.run(now_ns);
+}
+
+#[inline(never)]
+fn measure_batch_stats(
+    h: &mut Harness,
+    now_ns: u64,
+    batch: &mut fastables_stats::Latency,
+    pkt: &mut fastables_stats::Latency,
+) {
+    // As the worker loop of `fastables run` does it.
+    let t0 = std::time::Instant::now();
+    h.run(now_ns);
+    let ns = t0.elapsed().as_nanos() as u64;
+    batch.record(ns);
+    pkt.record(ns / BATCH as u64);
 }
 
 #[inline(never)]
@@ -172,7 +192,7 @@ fn measure_ct_new(t: &mut CtTable, n: usize) -> usize {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500] | pipeline:new | conntrack:<lookup|batch|new>"
+        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace] | pipeline:new | conntrack:<lookup|batch|new>"
     );
     ExitCode::from(2)
 }
@@ -218,6 +238,36 @@ fn main() -> ExitCode {
             }
             let made = h.connections();
             assert_eq!(made, batches * BATCH, "every packet made its connection");
+        }
+        ["pipeline", name, "stats"] => {
+            let mut h = Harness::new(&pipeline_setup::rules_text(name), kind);
+            let (mut b, mut p) = (
+                fastables_stats::Latency::new(),
+                fastables_stats::Latency::new(),
+            );
+            for i in 0..n.div_ceil(BATCH) {
+                h.restore();
+                measure_batch_stats(&mut h, 1_000_000_000 + i as u64, &mut b, &mut p);
+            }
+            h.check();
+            assert_eq!(b.count() as usize, n.div_ceil(BATCH));
+        }
+        ["pipeline", name, "trace"] => {
+            let mut h = Harness::new(&pipeline_setup::rules_text(name), kind);
+            let filter = fastables_dataplane::trace::TraceFilter {
+                proto: Some(6),
+                dport: Some(1),
+                ..Default::default()
+            };
+            h.pipeline_mut().set_trace(Some((filter, None)));
+            for b in 0..n.div_ceil(BATCH) {
+                h.restore();
+                measure_batch(&mut h, 1_000_000_000 + b as u64);
+            }
+            h.check();
+            let mut records = 0;
+            h.pipeline_mut().drain_trace(|_| records += 1);
+            assert_eq!(records, 0, "the filter matches nothing");
         }
         ["pipeline", name] => {
             let mut h = Harness::new(&pipeline_setup::rules_text(name), kind);

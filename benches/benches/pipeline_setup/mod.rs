@@ -275,6 +275,11 @@ impl Harness {
         h
     }
 
+    /// The pipeline (to set a trace).
+    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.rig.pipeline
+    }
+
     /// Put the pristine frames and descriptors back (no allocation).
     pub fn restore(&mut self) {
         let r = &mut self.rig;

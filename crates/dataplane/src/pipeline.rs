@@ -925,19 +925,33 @@ impl Pipeline {
             } => (src_port, dst_port, true),
             _ => (0, 0, false),
         };
-        let head = TraceHead {
-            proto: info.protocol,
-            src: u32::from(info.src),
-            dst: u32::from(info.dst),
-            sport,
-            dport,
-            ports,
-            in_if,
-            len: info.total_len,
-            ttl: info.ttl,
-        };
-        if self.tracer.as_ref().is_some_and(|t| !t.filter.marked) {
-            self.trace_start(&head);
+        // The filter first: a set trace costs a packet it does not match
+        // only this test.
+        let wanted = self.tracer.as_ref().is_some_and(|t| {
+            !t.filter.marked
+                && t.active()
+                && t.filter.matches(
+                    info.protocol,
+                    u32::from(info.src),
+                    u32::from(info.dst),
+                    sport,
+                    dport,
+                    ports,
+                    in_if,
+                )
+        });
+        if wanted {
+            self.trace_start(&TraceHead {
+                proto: info.protocol,
+                src: u32::from(info.src),
+                dst: u32::from(info.dst),
+                sport,
+                dport,
+                ports,
+                in_if,
+                len: info.total_len,
+                ttl: info.ttl,
+            });
         }
     }
 
@@ -959,6 +973,7 @@ impl Pipeline {
         }
     }
 
+    #[cold]
     fn trace_start(&mut self, h: &TraceHead) {
         let Some(t) = self.tracer.as_mut() else {
             return;

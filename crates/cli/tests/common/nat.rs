@@ -234,6 +234,8 @@ pub enum Step {
     Dyn(&'static str, &'static str, Builder),
     /// `conntrack -L` at this point, with a label.
     Snap(&'static str),
+    /// Time passes (milliseconds): the kernel run sleeps, sim's clock moves on.
+    Wait(u64),
 }
 
 #[derive(Default)]
@@ -259,6 +261,12 @@ impl Script {
     }
     pub fn snap(&mut self, label: &'static str) -> &mut Self {
         self.0.push(Step::Snap(label));
+        self
+    }
+    /// `ms` milliseconds pass before the next step (for timeouts that the
+    /// kernel counts in real time).
+    pub fn wait(&mut self, ms: u64) -> &mut Self {
+        self.0.push(Step::Wait(ms));
         self
     }
 }
@@ -400,8 +408,11 @@ pub fn run_sim(tag: &str, topo: &Topo, rules: &str, script: &Script) -> Outcome 
     let mut inputs: Vec<(&'static str, u64, Vec<u8>)> = Vec::new();
     let mut sent = BTreeMap::new();
     let mut runs = 0;
+    let mut waited_us = 0;
     for (i, step) in script.0.iter().enumerate() {
+        let t_us = |i: usize| t_us(i) + waited_us;
         match step {
+            Step::Wait(ms) => waited_us += ms * 1000,
             Step::In(iface, f) => inputs.push((iface, t_us(i), f.clone())),
             Step::Dyn(iface, what, b) => {
                 if !inputs.is_empty() {
@@ -765,6 +776,11 @@ pub fn run_kernel(
                 flush(&mut pending, pending_peer, &ns);
                 settle(&caps, expect.counts_at.get(&i));
                 o.snaps.push((label.to_string(), conntrack_l(&ns)));
+            }
+            Step::Wait(ms) => {
+                flush(&mut pending, pending_peer, &ns);
+                settle(&caps, expect.counts_at.get(&i));
+                std::thread::sleep(Duration::from_millis(*ms));
             }
         }
     }
