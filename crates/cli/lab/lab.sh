@@ -31,6 +31,12 @@
 #   LAB_SERVERS   servers up starts in <P>net: any of "http dns" (default both)
 #   LAB_TIMEOUT   seconds up waits for fastables to say `running` (default 5)
 #   LAB_CORE      the core the fastables worker is pinned to (default 0)
+#   LAB_CT_MAX, LAB_CT_BUCKETS
+#                 fastables' [conntrack] max and buckets (default: its defaults,
+#                 262144 each). Not applied with KERNEL_ROUTER=1: the kernel's
+#                 nf_conntrack_max and nf_conntrack_buckets are global (read-only
+#                 in a namespace); set them in the initial namespace with sysctl,
+#                 as perf/compare.sh does
 #   LAB_EXTRA_NAT, LAB_EXTRA_FILTER
 #                 extra lines for the nat / filter table of rules.v4, after the
 #                 seed's (iptables-save syntax, one per line; default none)
@@ -52,6 +58,8 @@ LAB_TIMEOUT="${LAB_TIMEOUT:-5}"
 LAB_EXTRA_NAT="${LAB_EXTRA_NAT:-}"
 LAB_EXTRA_FILTER="${LAB_EXTRA_FILTER:-}"
 LAB_CORE="${LAB_CORE:-0}"
+LAB_CT_MAX="${LAB_CT_MAX:-}"
+LAB_CT_BUCKETS="${LAB_CT_BUCKETS:-}"
 KERNEL_ROUTER="${KERNEL_ROUTER:-0}"
 FASTABLES="${FASTABLES:-fastables}"
 
@@ -101,6 +109,8 @@ check_env() {
     [[ "$LAB_PREFIX" =~ ^[A-Za-z0-9_.-]{1,20}$ ]] ||
         die "LAB_PREFIX must be 1-20 characters of [A-Za-z0-9_.-]: '$LAB_PREFIX'"
     [[ "$LAB_TIMEOUT" =~ ^[0-9]+$ ]] || die "LAB_TIMEOUT must be a number of seconds: '$LAB_TIMEOUT'"
+    [[ "$LAB_CT_MAX" =~ ^[0-9]*$ ]] || die "LAB_CT_MAX must be a number of entries: '$LAB_CT_MAX'"
+    [[ "$LAB_CT_BUCKETS" =~ ^[0-9]*$ ]] || die "LAB_CT_BUCKETS must be a number of buckets: '$LAB_CT_BUCKETS'"
     local s
     for s in $LAB_SERVERS; do
         [[ "$s" == http || "$s" == dns ]] || die "LAB_SERVERS: unknown server '$s' (http, dns)"
@@ -203,6 +213,14 @@ interval_ms = 200
 [control]
 socket = "$LAB_DIR/fastables.sock"
 EOF
+    if [[ -n "$LAB_CT_MAX$LAB_CT_BUCKETS" ]]; then
+        {
+            say ""
+            say "[conntrack]"
+            [[ -z "$LAB_CT_MAX" ]] || say "max = $LAB_CT_MAX"
+            [[ -z "$LAB_CT_BUCKETS" ]] || say "buckets = $LAB_CT_BUCKETS"
+        } >>"$LAB_DIR/fastables.toml"
+    fi
     {
         cat <<'EOF'
 # The seed's nat table: the container network MASQUERADEd out of eth0.
@@ -551,7 +569,7 @@ case "${1:-}" in
     demo) lab_demo ;;
     down) lab_down ;;
     *)
-        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_CORE, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
+        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_CORE, LAB_CT_MAX, LAB_CT_BUCKETS, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
         exit 2
         ;;
 esac
