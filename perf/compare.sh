@@ -421,7 +421,7 @@ labels="$work/labels"
 for s in $setups; do echo "$s ${label[$s]}"; done >"$labels"
 commit="$(git rev-parse --short HEAD)"
 dirty=""
-git diff --quiet HEAD -- crates perf Cargo.toml Cargo.lock || dirty=" (with uncommitted changes)"
+git diff --quiet HEAD -- crates perf Cargo.toml Cargo.lock ':!perf/RESULTS.md' || dirty=" (with uncommitted changes)"
 machine="nproc $(nproc), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 table="$(python3 - "$work/all" "$work/fills" "$labels" "$workloads" "$(getconf CLK_TCK)" <<'PY'
 import statistics, sys
