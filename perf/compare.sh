@@ -139,13 +139,17 @@ for s in $setups; do
         exit 2
     }
 done
-for t in ip ethtool taskset python3 iptables-restore nft conntrack; do
+for t in ip ethtool taskset sysctl renice python3 iptables-restore nft conntrack; do
     command -v "$t" >/dev/null 2>&1 || {
         echo "compare: missing tool $t (run .ci/setup as root)" >&2
         exit 1
     }
 done
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
 
 cargo build -q --release -p fastables-cli --bin fastables
 bin="${CARGO_TARGET_DIR:-$PWD/target}/release/fastables"
@@ -177,8 +181,8 @@ cleanup() {
         sysctl -qw net.netfilter.nf_conntrack_buckets="$2" net.netfilter.nf_conntrack_max="$1"
     fi
     if ((rc != 0)); then
-        echo "compare: failed (exit $rc); logs were in $work" >&2
-        tail -n 20 "$work"/*.log 2>/dev/null >&2
+        echo "compare: failed (exit $rc); the last lines of its logs:" >&2
+        tail -n 20 "$work"/*.log "$work"/lab/*.log >&2 2>/dev/null
     fi
     if [[ "${KEEP:-0}" == 1 ]]; then
         echo "compare: logs and JSON kept in $work" >&2
@@ -195,7 +199,9 @@ trap 'exit 143' TERM
 # softirq processing goes when it runs long, get the same nice for the run.
 ksoftirqd=""
 if ((nice_n != 0)); then
-    ksoftirqd="$(pgrep -x 'ksoftirqd/[0-9]+' | tr '\n' ' ')"
+    for f in /proc/[0-9]*/comm; do
+        [[ "$(cat "$f" 2>/dev/null)" =~ ^ksoftirqd/[0-9]+$ ]] && p="${f#/proc/}" && ksoftirqd+="${p%/comm} "
+    done
     for p in $ksoftirqd; do renice -n "$nice_n" -p "$p" >/dev/null; done
 fi
 if [[ " $setups " == *" iptables "* || " $setups " == *" nft "* ]]; then
