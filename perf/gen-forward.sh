@@ -27,6 +27,8 @@
 # Usage: [RUNS=N] [RATE=PPS] [SINK_CPU=N] perf/gen-forward.sh [DURATION]      (default 5 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
 
 duration="${1:-5}"
 rate="${RATE:-20000}"
@@ -45,40 +47,15 @@ cleanup() {
 trap cleanup EXIT
 
 # phase NAME PPS: one sink and one generator run; prints
-# "offered delivered loss% p50 p99 p99.9 sink_ring_full" (pps, %, us).
+# "offered delivered loss% p50 p99 p99.9 sink_ring_full sent unique" (pps, %, us).
 phase() {
-    local name="$1" pps="$2" spid i
-    # Fresh files: the previous run's "ready" must not be read for this one.
-    rm -f "$work/sink-$name.json" "$work/sink-$name.log" "$work/gen-$name.json"
-    : >"$work/sink-$name.log"
-    ip netns exec fg-net "${sink_pin[@]}" "$bin" gen --sink --dev up0 --idle 1 \
-        --duration $((duration + 30)) --json \
-        >"$work/sink-$name.json" 2>"$work/sink-$name.log" &
-    spid=$!
-    for ((i = 0; i < 100; i++)); do
-        grep -qs 'sink: ready' "$work/sink-$name.log" && break
-        sleep 0.1
-    done
-    grep -qs 'sink: ready' "$work/sink-$name.log" || {
-        kill "$spid" 2>/dev/null || true
-        cat "$work/sink-$name.log" >&2
-        echo "gen-forward: the sink did not start within 10 s" >&2
-        exit 1
-    }
+    local name="$1" pps="$2"
+    sink_start "$name" fg-net up0
     ip netns exec fg-ctr taskset -c 0 "$bin" gen --dev eth0 --src 172.18.0.2 --dst 8.8.8.8 \
         --sport 33894 --dport 9 --dst-mac 02:42:ac:12:00:01 --size 60 --rate "$pps" \
         --duration "$duration" --json >"$work/gen-$name.json" 2>"$work/gen-$name.log"
-    wait "$spid"
-    python3 - "$work/gen-$name.json" "$work/sink-$name.json" <<'PY'
-import json, sys
-g = json.load(open(sys.argv[1]))
-s = json.load(open(sys.argv[2]))
-sent, got, lat = g["sent"], s["unique"], s["latency"]
-loss = 100.0 * (sent - got) / sent if sent else 0.0
-print("%.0f %.0f %.3f %.1f %.1f %.1f %d" % (
-    g["pps"], s["pps"], loss, lat["p50_ns"] / 1e3, lat["p99_ns"] / 1e3,
-    lat["p999_ns"] / 1e3, s["kernel"]["rx_ring_full"]))
-PY
+    wait "$SINK_PID"
+    phase_summary "$name"
 }
 
 measure() {

@@ -36,6 +36,12 @@
 #                 per worker
 #   LAB_STATS     off: no metrics listener and no latency recording (for
 #                 perf/overhead.sh; default on)
+#   LAB_CT_MAX, LAB_CT_BUCKETS
+#                 fastables' [conntrack] max and buckets (default: its defaults,
+#                 262144 each). Not applied with KERNEL_ROUTER=1: the kernel's
+#                 nf_conntrack_max and nf_conntrack_buckets are global (read-only
+#                 in a namespace); set them in the initial namespace with sysctl,
+#                 as perf/compare.sh does
 #   LAB_EXTRA_NAT, LAB_EXTRA_FILTER
 #                 extra lines for the nat / filter table of rules.v4, after the
 #                 seed's (iptables-save syntax, one per line; default none)
@@ -60,6 +66,8 @@ LAB_CORE="${LAB_CORE:-0}"
 LAB_CORES="${LAB_CORES:-$LAB_CORE}"
 LAB_STATS="${LAB_STATS:-on}"
 LAB_QUEUES=$(($(tr -cd , <<<"$LAB_CORES" | wc -c) + 1))
+LAB_CT_MAX="${LAB_CT_MAX:-}"
+LAB_CT_BUCKETS="${LAB_CT_BUCKETS:-}"
 KERNEL_ROUTER="${KERNEL_ROUTER:-0}"
 FASTABLES="${FASTABLES:-fastables}"
 
@@ -109,6 +117,8 @@ check_env() {
     [[ "$LAB_PREFIX" =~ ^[A-Za-z0-9_.-]{1,20}$ ]] ||
         die "LAB_PREFIX must be 1-20 characters of [A-Za-z0-9_.-]: '$LAB_PREFIX'"
     [[ "$LAB_TIMEOUT" =~ ^[0-9]+$ ]] || die "LAB_TIMEOUT must be a number of seconds: '$LAB_TIMEOUT'"
+    [[ "$LAB_CT_MAX" =~ ^[0-9]*$ ]] || die "LAB_CT_MAX must be a number of entries: '$LAB_CT_MAX'"
+    [[ "$LAB_CT_BUCKETS" =~ ^[0-9]*$ ]] || die "LAB_CT_BUCKETS must be a number of buckets: '$LAB_CT_BUCKETS'"
     local s
     for s in $LAB_SERVERS; do
         [[ "$s" == http || "$s" == dns ]] || die "LAB_SERVERS: unknown server '$s' (http, dns)"
@@ -209,6 +219,14 @@ $(stats_section)
 [control]
 socket = "$LAB_DIR/fastables.sock"
 EOF
+    if [[ -n "$LAB_CT_MAX$LAB_CT_BUCKETS" ]]; then
+        {
+            say ""
+            say "[conntrack]"
+            [[ -z "$LAB_CT_MAX" ]] || say "max = $LAB_CT_MAX"
+            [[ -z "$LAB_CT_BUCKETS" ]] || say "buckets = $LAB_CT_BUCKETS"
+        } >>"$LAB_DIR/fastables.toml"
+    fi
     {
         cat <<'EOF'
 # The seed's nat table: the container network MASQUERADEd out of eth0.
@@ -569,7 +587,7 @@ case "${1:-}" in
     demo) lab_demo ;;
     down) lab_down ;;
     *)
-        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_CORE, LAB_CORES, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
+        say "usage: lab.sh up|demo|down   (env: FASTABLES, LAB_DIR, LAB_PREFIX, LAB_SERVERS, LAB_TIMEOUT, LAB_CORE, LAB_CORES, LAB_STATS, LAB_CT_MAX, LAB_CT_BUCKETS, LAB_EXTRA_NAT, LAB_EXTRA_FILTER, KERNEL_ROUTER)" >&2
         exit 2
         ;;
 esac
