@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2154
-# Shell functions shared by perf/gen-forward.sh and perf/compare.sh (sourced,
+# Shell functions shared by the perf/ scripts (sourced,
 # not run): one measured phase of `fastables gen` against `fastables gen
 # --sink`, and its summary.
 #
@@ -48,3 +48,29 @@ print("%.0f %.0f %.3f %.1f %.1f %.1f %d %d %d %d" % (
     s["kernel"]["rx_dropped"]))
 PY
 }
+
+# lab_setup PREFIX: builds the release binary and sets bin, work (a fresh
+# scratch directory), lab (lab.sh) and LAB_PREFIX; on exit the lab is taken
+# down and work removed. For the trafgen-driven scripts (live-forward.sh,
+# overhead.sh).
+lab_setup() {
+    cargo build -q --release -p fastables-cli --bin fastables
+    bin="${CARGO_TARGET_DIR:-$PWD/target}/release/fastables"
+    work="$(mktemp -d /tmp/fastables-perf.XXXXXX)"
+    lab=crates/cli/lab/lab.sh
+    export LAB_PREFIX="$1"
+    trap 'LAB_DIR="$work/lab" bash "$lab" down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+    # trafgen's frame: 64-byte UDP (60 + FCS), one flow, from the container
+    # (172.18.0.2:33894) to 8.8.8.8:9, to docker0's MAC.
+    cat >"$work/udp.cfg" <<'CFG'
+{
+  eth(da=02:42:ac:12:00:01, sa=02:42:ac:12:00:02),
+  ipv4(saddr=172.18.0.2, daddr=8.8.8.8, ttl=64),
+  udp(sp=33894, dp=9),
+  fill(0x00, 18)
+}
+CFG
+}
+
+# median N...: the median of the numbers given.
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

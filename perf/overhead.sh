@@ -20,25 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration="${1:-5}"
-cargo build -q --release -p fastables-cli --bin fastables
-bin="$PWD/target/release/fastables"
-work="$(mktemp -d /tmp/fastables-overhead.XXXXXX)"
-lab=crates/cli/lab/lab.sh
-export LAB_PREFIX=fo-
-cleanup() {
-    LAB_DIR="$work/lab" bash "$lab" down >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-cat >"$work/udp.cfg" <<'CFG'
-{
-  eth(da=02:42:ac:12:00:01, sa=02:42:ac:12:00:02),
-  ipv4(saddr=172.18.0.2, daddr=8.8.8.8, ttl=64),
-  udp(sp=33894, dp=9),
-  fill(0x00, 18)
-}
-CFG
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
+lab_setup fo-
 
 rx() { ip netns exec fo-net cat /sys/class/net/up0/statistics/rx_packets; }
 
@@ -85,7 +69,6 @@ for _ in $(seq "$runs"); do
     ss+=("$(measure stats)")
     ts+=("$(measure trace)")
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 b="$(median "${bs[@]}")"
 s="$(median "${ss[@]}")"
 t="$(median "${ts[@]}")"
