@@ -58,8 +58,9 @@ pub struct GenArgs {
     #[arg(long, value_name = "P[-Q]")]
     pub dport: Option<Span<u16>>,
     /// A fixed set of N flows (the first N of the flow space) instead of
-    /// cycling through all of it.
-    #[arg(long, value_name = "N", conflicts_with = "new_flows_rate")]
+    /// cycling through all of it. With --conntrack-fill: the established
+    /// flows [default: 100].
+    #[arg(long, value_name = "N")]
     pub flows: Option<u64>,
     /// N new flows (unique tuples) a second; between them, the flows
     /// started so far in turn.
@@ -74,6 +75,24 @@ pub struct GenArgs {
     /// Source MAC [default: the device's].
     #[arg(long, value_name = "MAC")]
     pub src_mac: Option<MacAddr>,
+    /// The conntrack-limit test: --flows established flows kept alive (a
+    /// packet each --keepalive-ms, answered by `gen --sink --echo`), then
+    /// after --warmup seconds new flows at --new-flows-rate a second, each
+    /// one packet on a fresh tuple; reports per second how many new flows
+    /// passed, whether the established ones survived, and their round trip.
+    #[arg(long)]
+    pub conntrack_fill: bool,
+    /// --conntrack-fill: a packet per established flow this often [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub keepalive_ms: Option<u64>,
+    /// --conntrack-fill: seconds of established traffic before the new
+    /// flows (the kernel marks a UDP stream ASSURED after 2 s) [default: 3].
+    #[arg(long, value_name = "SECS")]
+    pub warmup: Option<f64>,
+    /// Sink: send every stamped frame back (addresses and ports swapped),
+    /// the responder of --conntrack-fill.
+    #[arg(long)]
+    pub echo: bool,
     /// The summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -128,8 +147,11 @@ fn misplaced(a: &GenArgs) -> Option<&'static str> {
             .or(given(a.dst_mac.is_some(), "--dst-mac"))
             .or(given(a.gateway.is_some(), "--gateway"))
             .or(given(a.src_mac.is_some(), "--src-mac"))
+            .or(given(a.conntrack_fill, "--conntrack-fill"))
+            .or(given(a.keepalive_ms.is_some(), "--keepalive-ms"))
+            .or(given(a.warmup.is_some(), "--warmup"))
     } else {
-        given(a.idle.is_some(), "--idle")
+        given(a.idle.is_some(), "--idle").or(given(a.echo, "--echo"))
     }
 }
 
@@ -162,6 +184,12 @@ fn gen_options(a: &GenArgs) -> Result<GenOptions, CliError> {
         dport: a.dport.unwrap_or(Span::one(9)),
     };
     let mode = match (a.flows, a.new_flows_rate) {
+        (Some(_), Some(_)) if !a.conntrack_fill => {
+            return Err(usage(
+                "--flows and --new-flows-rate exclude each other (but for --conntrack-fill)",
+            ))
+        }
+        _ if a.conntrack_fill => FlowMode::Cycle,
         (Some(n), _) => FlowMode::Fixed(n),
         (None, Some(r)) => FlowMode::NewPerSecond(r),
         (None, None) => FlowMode::Cycle,
@@ -192,6 +220,40 @@ fn sink_options(a: &GenArgs) -> Result<SinkOptions, CliError> {
         count: a.count,
         duration_ns: secs_ns(a.duration, "--duration")?,
         idle_ns: secs_ns(a.idle, "--idle")?,
+        echo: a.echo,
+    })
+}
+
+/// `--conntrack-fill`'s options from the arguments.
+fn fill_options(a: &GenArgs) -> Result<xsk::FillOptions, CliError> {
+    let Some(new_rate) = a.new_flows_rate.filter(|r| *r > 0) else {
+        return Err(usage(
+            "--conntrack-fill needs --new-flows-rate N (new flows a second)",
+        ));
+    };
+    if a.duration.is_none() {
+        return Err(usage(
+            "--conntrack-fill needs --duration SECS (warm-up included)",
+        ));
+    }
+    if a.proto.is_some_and(|p| p != Proto::Udp) || a.count.is_some() || a.rate.is_some() {
+        return Err(usage(
+            "--conntrack-fill sends UDP paced by its plan: no --proto syn, --count or --rate",
+        ));
+    }
+    let keepalive_ms = a.keepalive_ms.unwrap_or(100);
+    if keepalive_ms == 0 {
+        return Err(usage("--keepalive-ms 0: expected at least 1"));
+    }
+    let plan = fastables_gen::fill::FillPlan {
+        established: a.flows.unwrap_or(100),
+        keepalive_ns: keepalive_ms * 1_000_000,
+        new_rate,
+        warmup_ns: secs_ns(Some(a.warmup.unwrap_or(3.0)), "--warmup")?.unwrap_or(0),
+    };
+    Ok(xsk::FillOptions {
+        gen: gen_options(a)?,
+        plan,
     })
 }
 
@@ -209,7 +271,16 @@ pub fn run(a: &GenArgs) -> Result<(), CliError> {
         return Err(usage("--count 0: expected at least 1"));
     }
     // Everything the arguments can get wrong, before root and devices.
-    let gen = if a.sink { None } else { Some(gen_options(a)?) };
+    let fill = if a.conntrack_fill {
+        Some(fill_options(a)?)
+    } else {
+        None
+    };
+    let gen = if a.sink || fill.is_some() {
+        None
+    } else {
+        Some(gen_options(a)?)
+    };
     let sink = if a.sink { Some(sink_options(a)?) } else { None };
     if !crate::run::is_root() {
         return Err(CliError::Start(
@@ -223,6 +294,16 @@ pub fn run(a: &GenArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
     }
     let progress = |l: &str| eprintln!("{l}");
+    if let Some(o) = fill {
+        let (f, xdp, end) = xsk::fill(o, &stop, progress).map_err(gen_error)?;
+        if a.json {
+            println!("{}", fastables_gen::fill::report_json(&f, end));
+        } else {
+            println!("gen: {} ({xdp})", a.dev);
+            print!("{}", fastables_gen::fill::report(&f, end));
+        }
+        return Ok(());
+    }
     let out = match (gen, sink) {
         (Some(o), _) => {
             if let NextHop::Arp(ip) = o.next_hop {

@@ -322,13 +322,23 @@ fn the_sink_counts_the_frames_that_never_came() {
 struct Lab {
     prefix: String,
     dir: TmpDir,
+    env: Vec<(String, String)>,
 }
 
 impl Lab {
     fn up(tag: &str) -> Lab {
+        Lab::up_with(tag, &[])
+    }
+
+    /// With extra lab.sh environment (`LAB_CT_MAX`, ...).
+    fn up_with(tag: &str, env: &[(&str, &str)]) -> Lab {
         let lab = Lab {
             prefix: format!("fl{}{tag}-", std::process::id()),
             dir: TmpDir::new(&format!("gen-{tag}")),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let out = lab.lab_sh("up");
         assert!(
@@ -349,6 +359,7 @@ impl Lab {
             .env("LAB_TIMEOUT", "15")
             .env("FASTABLES", FASTABLES)
             .env("KERNEL_ROUTER", if kernel_router() { "1" } else { "0" })
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -491,4 +502,114 @@ fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
         .filter(|l| l.contains("SYN_SENT") && l.contains("dport=80"))
         .count();
     assert_eq!(syns, 4, "conntrack -L on the router:\n{table}{context}");
+}
+
+/// `--conntrack-fill` through `fastables run` with a table of 300
+/// connections: the established flows (answered by `gen --sink --echo`,
+/// ASSURED after the warm-up) survive; new flows at 500 a second fill the
+/// table and go on passing as the kernel's early_drop lets them (a new
+/// connection evicts an unassured one) or are dropped when none can go.
+#[test]
+fn conntrack_fill_keeps_the_established_flows() {
+    if !can_run(&["ethtool"]) || kernel_router() {
+        return; // the kernel's nf_conntrack_max is global: perf/compare.sh sets it
+    }
+    let lab = Lab::up_with("cf", &[("LAB_CT_MAX", "300")]);
+    let log = lab.path("sink-fill.log");
+    let sink = SinkProc::start_with(
+        &lab.ns("net"),
+        "up0",
+        log.clone(),
+        &["--echo", "--idle", "2"],
+    );
+    let out = Command::new("timeout")
+        .args([
+            "-k",
+            "2",
+            "30",
+            "ip",
+            "netns",
+            "exec",
+            &lab.ns("ctr"),
+            FASTABLES,
+            "gen",
+        ])
+        .args([
+            "--conntrack-fill",
+            "--dev",
+            "eth0",
+            "--src",
+            "172.18.0.2",
+            "--dst",
+            "8.8.8.8",
+        ])
+        .args([
+            "--sport",
+            "1024-65535",
+            "--dport",
+            "9",
+            "--dst-mac",
+            "02:42:ac:12:00:01",
+        ])
+        .args([
+            "--flows",
+            "10",
+            "--new-flows-rate",
+            "500",
+            "--warmup",
+            "2.5",
+            "--duration",
+            "5",
+        ])
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let context = format!("\nsink log:\n{}\nrouter log:\n{}", read(&log), lab.log());
+    assert!(
+        out.status.success(),
+        "the fill failed: {}{context}",
+        describe(&out)
+    );
+    let r: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{context}", describe(&out)));
+    let _ = sink.finish();
+    assert_eq!(r["established_alive"], 10, "{r}{context}");
+    let (sent, answered) = (
+        r["new_sent"].as_u64().unwrap(),
+        r["new_answered"].as_u64().unwrap(),
+    );
+    assert!(
+        (1200..=1300).contains(&sent),
+        "2.5 s at 500/s: {r}{context}"
+    );
+    assert!(answered > 300 && answered <= sent, "{r}{context}");
+    let table = lab.conntrack_list();
+    let entries = table.lines().count();
+    let assured = table.lines().filter(|l| l.contains("[ASSURED]")).count();
+    assert!(
+        entries <= 300,
+        "the table holds at most 300: {entries}{context}"
+    );
+    assert!(
+        assured >= 10,
+        "the established flows are ASSURED:\n{table}{context}"
+    );
+    let st = Command::new(FASTABLES)
+        .args(["conntrack", "-S", "--socket"])
+        .arg(lab.path("fastables.sock"))
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&st.stdout).into_owned();
+    let field = |k: &str| -> u64 {
+        st.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(field("insert") >= 310, "{st}");
+    assert!(
+        field("drop") + field("early_drop") > 0,
+        "the table was full: {st}"
+    );
 }

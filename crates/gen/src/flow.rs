@@ -134,6 +134,41 @@ impl FlowSpace {
     pub fn first(&self) -> Tuple {
         self.tuple(0)
     }
+
+    /// The number of tuple `t` in the space (the inverse of
+    /// [`FlowSpace::tuple`]), `None` when it lies outside; numbers beyond
+    /// `u64` are `None` too.
+    pub fn index(&self, t: &Tuple) -> Option<u64> {
+        let within = |v: u64, lo: u64, hi: u64| (lo..=hi).contains(&v).then(|| v - lo);
+        let sport = within(
+            u64::from(t.sport),
+            u64::from(self.sport.lo),
+            u64::from(self.sport.hi),
+        )?;
+        let dport = within(
+            u64::from(t.dport),
+            u64::from(self.dport.lo),
+            u64::from(self.dport.hi),
+        )?;
+        let src = within(
+            u64::from(u32::from(t.src)),
+            u64::from(u32::from(self.src.lo)),
+            u64::from(u32::from(self.src.hi)),
+        )?;
+        let dst = within(
+            u64::from(u32::from(t.dst)),
+            u64::from(u32::from(self.dst.lo)),
+            u64::from(u32::from(self.dst.hi)),
+        )?;
+        let (ls, ld, la) = (
+            u128::from(span_len_u16(self.sport)),
+            u128::from(span_len_u16(self.dport)),
+            u128::from(span_len_u32(self.src)),
+        );
+        let i = u128::from(sport)
+            + ls * (u128::from(dport) + ld * (u128::from(src) + la * u128::from(dst)));
+        u64::try_from(i).ok()
+    }
 }
 
 /// How the flow of each packet is chosen.
@@ -398,5 +433,16 @@ mod tests {
         assert_eq!(f.next(1_000_000_000).0, 1);
         let next: HashSet<u64> = (0..4).map(|_| f.next(1_000_000_001).0).collect();
         assert_eq!(next, HashSet::from([0, 1]));
+    }
+
+    #[test]
+    fn index_inverts_tuple() {
+        let sp = space("10.0.0.1-10.0.0.3", "8.8.8.8-8.8.8.9", "1000-1009", "53-54");
+        for i in 0..sp.size() as u64 {
+            assert_eq!(sp.index(&sp.tuple(i)), Some(i));
+        }
+        let mut out = sp.tuple(0);
+        out.sport = 999;
+        assert_eq!(sp.index(&out), None);
     }
 }

@@ -11,11 +11,16 @@
 //! AF_XDP loop over `fastables-xdp`, batched: no allocation or system call
 //! per frame.
 //!
-//! Not here (yet): TCP flows that complete a handshake with a responder, a
-//! conntrack-filling mode, more than one queue or thread, IPv6.
+//! [`fill`] is the conntrack-limit test (`--conntrack-fill`): established
+//! flows kept alive through an echoing sink while new flows fill the
+//! router's table.
+//!
+//! Not here (yet): TCP flows that complete a handshake with a responder,
+//! more than one queue or thread, IPv6.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fill;
 pub mod flow;
 pub mod frame;
 pub mod pace;

@@ -19,6 +19,7 @@ use fastables_packet::parse::{parse_frame, L3};
 use fastables_packet::MacAddr;
 use fastables_xdp::{monotonic_ns, Options, PortSpec, XdpError, XdpPort};
 
+use crate::fill::{Fill, FillSchedule, Next};
 use crate::flow::Flows;
 use crate::frame::{FrameWriter, Proto};
 use crate::pace::Pacer;
@@ -87,6 +88,19 @@ pub struct SinkOptions {
     /// Stop when nothing of the generator's came for this long, ns, after
     /// something did.
     pub idle_ns: Option<u64>,
+    /// Send every stamped frame back where it came from (addresses and
+    /// ports swapped): the responder of `--conntrack-fill`.
+    pub echo: bool,
+}
+
+/// `--conntrack-fill`'s options (the generator's, plus the plan).
+#[derive(Debug, Clone)]
+pub struct FillOptions {
+    /// The generator's options (`flows` gives the flow space; `rate`,
+    /// `count` and `proto` are not used: the plan paces, UDP).
+    pub gen: GenOptions,
+    /// The plan.
+    pub plan: crate::fill::FillPlan,
 }
 
 /// Opens the socket on queue 0 of `p.dev`: the port, its description, and
@@ -351,6 +365,160 @@ pub fn generate(
     })
 }
 
+/// Turns a received Ethernet/IPv4 UDP or TCP frame into its echo, in place:
+/// MACs, addresses and ports swapped. The IPv4 and L4 checksums stay valid
+/// (the one's complement sum does not depend on the order of the words it
+/// adds). False for a frame too short to be one.
+pub fn swap_for_echo(f: &mut [u8]) -> bool {
+    if f.len() < 14 + 20 + 4 || f[12..14] != [0x08, 0x00] {
+        return false;
+    }
+    let hl = usize::from(f[14] & 0x0f) * 4;
+    if hl < 20 || f.len() < 14 + hl + 4 {
+        return false;
+    }
+    for i in 0..6 {
+        f.swap(i, 6 + i);
+    }
+    for i in 0..4 {
+        f.swap(14 + 12 + i, 14 + 16 + i);
+    }
+    let l4 = 14 + hl;
+    for i in 0..2 {
+        f.swap(l4 + i, l4 + 2 + i);
+    }
+    true
+}
+
+/// Runs `--conntrack-fill` until its duration or `stop`: the plan's
+/// packets out, the echoes in; `progress` gets a line a second. Returns the
+/// accounting, the XDP mode and the end time.
+pub fn fill(
+    o: FillOptions,
+    stop: &AtomicBool,
+    mut progress: impl FnMut(&str),
+) -> Result<(Fill, String, u64), GenError> {
+    let g = o.gen;
+    let dev = g.port.dev.clone();
+    let mtu = fastables_xdp::device_mtu(&dev).unwrap_or(1500) as usize;
+    let src_mac = match g.src_mac {
+        Some(m) => m,
+        None => fastables_xdp::device_mac(&dev)
+            .map(MacAddr)
+            .ok_or_else(|| GenError::NoMac(dev.clone()))?,
+    };
+    let mut writer = FrameWriter::new(
+        src_mac,
+        MacAddr::ZERO,
+        Proto::Udp,
+        g.size,
+        (mtu + 14).min(FRAME_SIZE),
+    )?;
+    let space = *g.flows.space();
+    let needed = o.plan.established as u128
+        + u128::from(o.plan.new_rate) * u128::from(g.duration_ns.unwrap_or(0) / SEC + 1);
+    if space.size() < needed {
+        return Err(GenError::Flow(crate::flow::FlowError::TooManyFlows {
+            flows: u64::try_from(needed).unwrap_or(u64::MAX),
+            size: space.size(),
+        }));
+    }
+    let (mut port, xdp, warning) = open(&g.port)?;
+    if let Some(w) = warning {
+        progress(&w);
+    }
+    let dst_mac = match g.next_hop {
+        NextHop::Mac(m) => m,
+        NextHop::Arp(ip) => resolve(&mut port, &dev, src_mac, space.src.lo, ip, stop)?,
+    };
+    writer.set_dst(dst_mac);
+    let batch = g.port.batch.max(1);
+    let t0 = monotonic_ns();
+    let mut sched = FillSchedule::new(o.plan, t0);
+    let mut acc = Fill::new(o.plan, space, t0);
+    let mut spare: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let mut pending: Vec<Frame> = Vec::with_capacity(batch);
+    let mut rx: Vec<Frame> = Vec::with_capacity(batch);
+    let mut addrs: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let mut seq = 0u64;
+    let mut last_tick = t0;
+    let mut shown = 0usize;
+    let end_at = t0 + g.duration_ns.unwrap_or(u64::MAX - t0);
+    let mut now = t0;
+    // Sending stops at the end; echoes are awaited 500 ms more.
+    while !stop.load(Ordering::Relaxed) && now < end_at.saturating_add(SEC / 2) {
+        now = monotonic_ns();
+        // Echoes.
+        rx.clear();
+        if port.rx_burst(0, &mut rx, batch) > 0 {
+            let mem = port.memory();
+            addrs.clear();
+            for f in &rx {
+                let at = f.addr as usize;
+                if let crate::sink::Recognised::Stamp(s, t) =
+                    crate::sink::stamp_of(mem.get(at..at + usize::from(f.len)).unwrap_or(&[]))
+                {
+                    acc.echo(s.seq, s.ts_ns, &t, now);
+                }
+                addrs.push(f.addr);
+            }
+            port.free(&addrs);
+        }
+        if now - last_tick >= SEC {
+            last_tick = now;
+            // The seconds that are over (their echoes have had 1 s to come).
+            let secs = acc.seconds();
+            while shown + 1 < secs.len() {
+                let s = secs[shown];
+                progress(&format!(
+                    "fill second {shown}: new {} sent, {} answered; established {} of {} answering",
+                    s.new_sent, s.new_answered, s.established_answering, o.plan.established
+                ));
+                shown += 1;
+            }
+        }
+        if now >= end_at {
+            continue;
+        }
+        // Packets due.
+        if pending.is_empty() {
+            spare.clear();
+            port.alloc(&mut spare, batch);
+            let mut used = 0;
+            {
+                let mem = port.memory();
+                for &a in &spare {
+                    let Some(n) = sched.next(now) else { break };
+                    let t = sched.tuple(&space, n);
+                    let at = a as usize;
+                    let len = mem
+                        .get_mut(at..at + FRAME_SIZE)
+                        .and_then(|f| writer.write(f, &t, Stamp { seq, ts_ns: now }));
+                    if let Some(len) = len {
+                        acc.sent(seq, now, matches!(n, Next::New(_)));
+                        pending.push(tx_frame(a, len));
+                        seq += 1;
+                        used += 1;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            port.free(&spare[used..]);
+        }
+        if !pending.is_empty() {
+            let k = port.tx_burst(0, &pending);
+            pending.drain(..k);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    spare.clear();
+    spare.extend(pending.iter().map(|f| f.addr));
+    port.free(&spare);
+    Ok((acc, xdp, now.min(end_at)))
+}
+
 /// Runs the sink until its count, duration or idle time, or until `stop`;
 /// `ready` is called once the socket is open, `progress` a second.
 pub fn sink(
@@ -368,6 +536,8 @@ pub fn sink(
     let mut s = Sink::new();
     let mut rx: Vec<Frame> = Vec::with_capacity(batch);
     let mut addrs: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let mut back: Vec<Frame> = Vec::with_capacity(batch);
+    let mut echoed = 0u64;
     let t0 = monotonic_ns();
     let (mut first, mut last) = (None::<u64>, t0);
     let (mut last_tick, mut last_received) = (t0, 0u64);
@@ -381,10 +551,22 @@ pub fn sink(
             let before = s.counters().received;
             let mem = port.memory();
             addrs.clear();
+            back.clear();
             for f in &rx {
                 let at = f.addr as usize;
-                s.frame(mem.get(at..at + usize::from(f.len)).unwrap_or(&[]), now);
-                addrs.push(f.addr);
+                let bytes = mem.get_mut(at..at + usize::from(f.len)).unwrap_or(&mut []);
+                let before = s.counters().received;
+                s.frame(bytes, now);
+                if o.echo && s.counters().received > before && swap_for_echo(bytes) {
+                    back.push(tx_frame(f.addr, usize::from(f.len)));
+                } else {
+                    addrs.push(f.addr);
+                }
+            }
+            if !back.is_empty() {
+                let k = port.tx_burst(0, &back);
+                echoed += k as u64;
+                addrs.extend(back[k..].iter().map(|f| f.addr));
             }
             port.free(&addrs);
             if s.counters().received > before {
@@ -423,6 +605,9 @@ pub fn sink(
     }
     let k = port.kernel_stats(0).unwrap_or_default();
     let c = s.counters();
+    if o.echo {
+        progress(&format!("sink: {echoed} frames echoed"));
+    }
     let secs = first.map_or(0.0, |f| (last - f) as f64 / 1e9);
     Ok(SinkReport {
         dev: o.port.dev,
@@ -446,4 +631,40 @@ pub fn sink(
             fill_ring_empty: k.rx_fill_ring_empty_descs,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastables_packet::builder::{udp_frame, EthSpec, IpSpec, UdpSpec};
+
+    #[test]
+    fn an_echo_swaps_both_ends_and_keeps_its_checksums() {
+        let f = udp_frame(
+            &EthSpec {
+                src: MacAddr([2, 0, 0, 0, 0, 1]),
+                dst: MacAddr([2, 0, 0, 0, 0, 2]),
+                ..EthSpec::default()
+            },
+            &IpSpec {
+                src: Ipv4Addr::new(10, 0, 2, 15),
+                dst: Ipv4Addr::new(8, 8, 8, 8),
+                ..IpSpec::default()
+            },
+            &UdpSpec {
+                src_port: 40000,
+                dst_port: 9,
+            },
+            b"a stamp would be here",
+        );
+        let mut e = f.clone();
+        assert!(swap_for_echo(&mut e));
+        assert_eq!((&e[0..6], &e[6..12]), (&f[6..12], &f[0..6]));
+        assert_eq!((&e[26..30], &e[30..34]), (&f[30..34], &f[26..30]));
+        assert_eq!((&e[34..36], &e[36..38]), (&f[36..38], &f[34..36]));
+        let p = parse_frame(&e).expect("parses");
+        assert!(fastables_packet::parse::l4_checksum_ok(&e, &p), "L4 checksum");
+        assert!(fastables_packet::checksum::verify(&e[14..34]), "IP checksum");
+        assert!(!swap_for_echo(&mut [0u8; 20]));
+    }
 }
