@@ -314,6 +314,8 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         latency: vec![(Latency::new(), Latency::new()); n],
         trace_sub: None,
         cfg: Arc::clone(&cfg),
+        last_sample: None,
+        rates: Vec::new(),
     };
     println!("control socket: {}", cfg.control.socket.display());
     println!("running");
@@ -600,6 +602,27 @@ fn publish(
         }
     }
     let m = Sample::merge(&samples);
+    // Rates over the interval, per interface.
+    let now = Instant::now();
+    if let Some((then, prev)) = &live.last_sample {
+        let dt = now.duration_since(*then).as_secs_f64();
+        if dt > 0.0 {
+            live.rates = m
+                .interfaces
+                .iter()
+                .zip(prev)
+                .map(|(a, b)| IfaceRate {
+                    name: a.name.clone(),
+                    rx_pps: a.rx_packets.saturating_sub(b.rx_packets) as f64 / dt,
+                    rx_bps: a.rx_bytes.saturating_sub(b.rx_bytes) as f64 * 8.0 / dt,
+                    tx_pps: a.tx_packets.saturating_sub(b.tx_packets) as f64 / dt,
+                    tx_bps: a.tx_bytes.saturating_sub(b.tx_bytes) as f64 * 8.0 / dt,
+                    secs: dt,
+                })
+                .collect();
+        }
+    }
+    live.last_sample = Some((now, m.interfaces.clone()));
     // Per interface and queue (one queue per worker).
     let interfaces = samples
         .iter()
@@ -792,6 +815,20 @@ struct Live {
     /// The `fastables trace` listener and how many records it still wants.
     trace_sub: Option<(mpsc::SyncSender<String>, Option<u64>)>,
     cfg: Arc<Config>,
+    /// The interfaces' counters at the last interval, for the rates.
+    last_sample: Option<(Instant, Vec<fastables_stats::IfaceSample>)>,
+    /// Packets and bits per second over the last interval.
+    rates: Vec<IfaceRate>,
+}
+
+/// One interface's rates over the last stats interval.
+struct IfaceRate {
+    name: String,
+    rx_pps: f64,
+    rx_bps: f64,
+    tx_pps: f64,
+    tx_bps: f64,
+    secs: f64,
 }
 
 impl Live {
@@ -1224,8 +1261,17 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
             samples
                 .iter()
                 .map(|x| {
+                    let rate = live.rates.iter().find(|r| r.name == x.name).map_or(
+                        String::new(),
+                        |r| {
+                            format!(
+                                ",\"rx_pps\":{:.1},\"tx_pps\":{:.1},\"rx_bps\":{:.0},\"tx_bps\":{:.0}",
+                                r.rx_pps, r.tx_pps, r.rx_bps, r.tx_bps
+                            )
+                        },
+                    );
                     format!(
-                        "{{\"name\":\"{}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}}}",
+                        "{{\"name\":\"{}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}{rate}}}",
                         x.name, x.rx_packets, x.rx_bytes, x.tx_packets, x.tx_bytes
                     )
                 })
@@ -1298,6 +1344,17 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
         ));
     }
     let mut o = s.to_string();
+    for r in &live.rates {
+        o.push_str(&format!(
+            "rate {} (last {:.1} s): rx {:.0} pps {:.1} Mbit/s, tx {:.0} pps {:.1} Mbit/s\n",
+            r.name,
+            r.secs,
+            r.rx_pps,
+            r.rx_bps / 1e6,
+            r.tx_pps,
+            r.tx_bps / 1e6
+        ));
+    }
     // What the kernel side of each AF_XDP socket dropped (XDP_STATISTICS).
     for x in samples {
         let f: Vec<String> = xdp(x).iter().map(|(k, v)| format!("{k} {v}")).collect();

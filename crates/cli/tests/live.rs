@@ -1033,6 +1033,22 @@ fn metrics_count_the_traffic_and_parse() {
         .map(|x| x.parse().unwrap())
         .collect();
     assert!(v[0] >= 3 && v[1] >= 3, "rx/tx counters: {text}");
+    if !kernel_router() {
+        // The stats table's rates over the last interval (200 ms in the lab).
+        let st = lab.control("stats", &[]);
+        let table = String::from_utf8_lossy(&st.stdout).into_owned();
+        for dev in ["eth0", "docker0"] {
+            assert!(
+                table.contains(&format!("rate {dev} (last 0.")) && table.contains(" pps "),
+                "{table}"
+            );
+        }
+        let js = lab.control("stats", &["--json"]);
+        assert!(
+            String::from_utf8_lossy(&js.stdout).contains("\"rx_pps\":"),
+            "{js:?}"
+        );
+    }
     assert!(v[2] >= 3, "batch latency samples: {text}");
     assert_eq!(v[3], 1, "one ICMP connection: {text}");
 }

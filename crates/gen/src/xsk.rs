@@ -663,8 +663,14 @@ mod tests {
         assert_eq!((&e[26..30], &e[30..34]), (&f[30..34], &f[26..30]));
         assert_eq!((&e[34..36], &e[36..38]), (&f[36..38], &f[34..36]));
         let p = parse_frame(&e).expect("parses");
-        assert!(fastables_packet::parse::l4_checksum_ok(&e, &p), "L4 checksum");
-        assert!(fastables_packet::checksum::verify(&e[14..34]), "IP checksum");
+        assert!(
+            fastables_packet::parse::l4_checksum_ok(&e, &p),
+            "L4 checksum"
+        );
+        assert!(
+            fastables_packet::checksum::verify(&e[14..34]),
+            "IP checksum"
+        );
         assert!(!swap_for_echo(&mut [0u8; 20]));
     }
 }
