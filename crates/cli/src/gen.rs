@@ -434,9 +434,38 @@ mod tests {
             err(&["--dev", "x", "--sink", "--count", "0"]),
             "fastables gen: --count 0: expected at least 1"
         );
-        assert!(
-            err(&["--dev", "x", "--flows", "2", "--new-flows-rate", "3"])
-                .contains("cannot be used with")
+        assert!(err(&[
+            "--dev",
+            "x",
+            "--src",
+            "1.1.1.1",
+            "--dst",
+            "2.2.2.2",
+            "--flows",
+            "2",
+            "--new-flows-rate",
+            "3"
+        ])
+        .contains("--flows and --new-flows-rate exclude each other"));
+        assert_eq!(
+            err(&[
+                "--dev",
+                "x",
+                "--conntrack-fill",
+                "--src",
+                "1.1.1.1",
+                "--dst",
+                "2.2.2.2"
+            ]),
+            "fastables gen: --conntrack-fill needs --new-flows-rate N (new flows a second)"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--sink", "--conntrack-fill"]),
+            "fastables gen: --conntrack-fill is a generator option: not for --sink"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--echo", "--src", "1.1.1.1", "--dst", "2.2.2.2"]),
+            "fastables gen: --echo is a sink option: not for the generator (add --sink)"
         );
     }
 }
