@@ -507,8 +507,9 @@ fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
 /// `--conntrack-fill` through `fastables run` with a table of 300
 /// connections: the established flows (answered by `gen --sink --echo`,
 /// ASSURED after the warm-up) survive; new flows at 500 a second fill the
-/// table and go on passing as the kernel's early_drop lets them (a new
-/// connection evicts an unassured one) or are dropped when none can go.
+/// table in the first second, then, as in the kernel, pass only when
+/// early_drop finds an unassured entry in the 8 buckets next to their hash
+/// (the gc worker's eviction waits for its next run, tens of seconds away).
 #[test]
 fn conntrack_fill_keeps_the_established_flows() {
     if !can_run(&["ethtool"]) || kernel_router() {
@@ -583,7 +584,14 @@ fn conntrack_fill_keeps_the_established_flows() {
         (1200..=1300).contains(&sent),
         "2.5 s at 500/s: {r}{context}"
     );
-    assert!(answered > 300 && answered <= sent, "{r}{context}");
+    // Room for 290 new connections, then a few by early_drop.
+    assert!((250..=400).contains(&answered), "{r}{context}");
+    assert_eq!(
+        r["limit"]["second"], 1,
+        "new flows stop after the fill: {r}{context}"
+    );
+    let before = r["limit"]["passed_before"].as_u64().unwrap();
+    assert!((250..=300).contains(&before), "{r}{context}");
     let table = lab.conntrack_list();
     let entries = table.lines().count();
     let assured = table.lines().filter(|l| l.contains("[ASSURED]")).count();
@@ -607,9 +615,6 @@ fn conntrack_fill_keeps_the_established_flows() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    assert!(field("insert") >= 310, "{st}");
-    assert!(
-        field("drop") + field("early_drop") > 0,
-        "the table was full: {st}"
-    );
+    assert!(field("insert") >= 290, "{st}");
+    assert!(field("drop") > 500, "the table was full: {st}");
 }

@@ -14,6 +14,37 @@ use crate::{ConfigError, Events, InsertError, Stats, TableConfig, Timeouts};
 const NS: u64 = 1_000_000_000;
 /// `NF_CT_EVICTION_RANGE`: buckets scanned by early drop.
 const EVICTION_RANGE: usize = 8;
+
+/// `GC_SCAN_INTERVAL_MIN`, `GC_SCAN_INTERVAL_MAX`, `GC_SCAN_INTERVAL_CLAMP`,
+/// `GC_SCAN_INITIAL_COUNT` of nf_conntrack_core.c, and one jiffy (250 Hz).
+const GC_INTERVAL_MIN_NS: u64 = NS;
+const GC_INTERVAL_MAX_NS: u64 = 60 * NS;
+const GC_TIMEOUT_CLAMP_NS: u64 = 300 * NS;
+const GC_INITIAL_COUNT: u64 = 100;
+const GC_JIFFY_NS: u64 = 4_000_000;
+
+/// One run of the kernel's gc worker: when it started, the running average
+/// of the entries' timeouts it computes for its next run (biased as if 100
+/// entries had the maximum), and whether it evicts unassured entries (the
+/// table was full when it started).
+#[derive(Debug, Clone, Copy)]
+struct GcRun {
+    start: u64,
+    avg: u64,
+    count: u64,
+    early: bool,
+}
+
+impl GcRun {
+    /// `expires = clamp(...); expires = (expires - next_run) / ++count;
+    /// next_run += expires;`
+    fn add(&mut self, expires_in: u64) {
+        let e = expires_in.clamp(GC_INTERVAL_MIN_NS, GC_TIMEOUT_CLAMP_NS) as i128;
+        self.count += 1;
+        let d = (e - self.avg as i128) / self.count as i128;
+        self.avg = (self.avg as i128 + d).max(0) as u64;
+    }
+}
 /// Hard cap on nodes visited in one chain walk (chains are kept far shorter).
 const CHAIN_WALK_CAP: usize = 1024;
 
@@ -301,6 +332,10 @@ pub struct Table {
     pub(crate) stats: Stats,
     sweep: usize,
     gc_early_drop: bool,
+    /// The gc worker's run in progress (a pass of the sweep), if any.
+    gc_run: Option<GcRun>,
+    /// When the gc worker runs next (its `queue_delayed_work`).
+    gc_next_run_ns: u64,
     full_log_at: Option<u64>,
     full_suppressed: u64,
     pub(crate) reserved: Box<[u64; 1024]>,
@@ -388,6 +423,8 @@ impl Table {
             stats: Stats::default(),
             sweep: 0,
             gc_early_drop: false,
+            gc_run: None,
+            gc_next_run_ns: 0,
             full_log_at: None,
             full_suppressed: 0,
             reserved,
@@ -928,8 +965,9 @@ impl Table {
     }
 
     /// `expire`, calling `on_destroy` with each removed entry (DESTROY events).
-    /// After a failed early drop it also evicts non-assured and closing TCP
-    /// entries while the table is at least 95% full (`gc_worker`).
+    /// After a failed early drop, the next run of the gc worker (see below)
+    /// also evicts non-assured and closing TCP entries while the table is at
+    /// least 95% full (`gc_worker`).
     pub fn expire_with(
         &mut self,
         now_ns: u64,
@@ -944,28 +982,66 @@ impl Table {
         let mut removed = 0;
         let mut left = budget.min(n);
         // Slot by slot as the kernel's gc worker, but the slots up to the next
-        // one to remove are tested in one tight pass over the slice.
+        // one to remove are tested in one tight pass over the slice. Expired
+        // entries go whenever the sweep passes them (the kernel also reaps
+        // them on lookup); the eviction of unassured entries after a failed
+        // early_drop happens only in a gc worker run: a pass that starts at
+        // the worker's next run time, which the pass before derived from the
+        // entries' timeouts (`gc_worker`'s `next_run`, 1 to 60 s).
         while left > 0 {
             if self.sweep >= n {
                 self.sweep = 0;
-                self.gc_early_drop = false;
+                if let Some(run) = self.gc_run.take() {
+                    let next = run.avg.clamp(GC_INTERVAL_MIN_NS, GC_INTERVAL_MAX_NS);
+                    let took = now_ns.saturating_sub(run.start).max(1);
+                    let next = if next > took {
+                        next - took
+                    } else {
+                        GC_JIFFY_NS
+                    };
+                    self.gc_next_run_ns = now_ns.saturating_add(next);
+                    if run.early {
+                        self.gc_early_drop = false;
+                    }
+                }
+            }
+            if self.sweep == 0 && self.gc_run.is_none() && now_ns >= self.gc_next_run_ns {
+                self.gc_run = Some(GcRun {
+                    start: now_ns,
+                    avg: GC_INTERVAL_MAX_NS,
+                    count: GC_INITIAL_COUNT,
+                    early: self.gc_early_drop,
+                });
+            }
+            // The worker reads the flag at each of its invocations (a run
+            // is cut into slices of at most 10 ms): a table that fills
+            // during a run is seen by it.
+            if let Some(run) = self.gc_run.as_mut() {
+                run.early |= self.gc_early_drop;
             }
             let start = self.sweep;
             let end = n.min(start + left);
             // Holds until an entry is removed (`len` changes).
-            let early = self.gc_early_drop && u64::from(self.len) >= max95;
-            let hit = self
-                .entries
-                .get(start..end)
-                .unwrap_or(&[])
-                .iter()
-                .position(|e| {
-                    e.status & status::CONFIRMED != 0
+            let early =
+                self.gc_run.as_ref().is_some_and(|r| r.early) && u64::from(self.len) >= max95;
+            let slice = self.entries.get(start..end).unwrap_or(&[]);
+            let hit = match self.gc_run.as_mut() {
+                // A run also averages the entries' timeouts for the next.
+                Some(run) => slice.iter().position(|e| {
+                    let gone = e.status & status::CONFIRMED != 0
                         && (e.is_expired(now_ns)
                             || (early
                                 && (e.status & status::ASSURED == 0
-                                    || e.tcp_state().is_some_and(tcp::tcp_can_early_drop))))
-                });
+                                    || e.tcp_state().is_some_and(tcp::tcp_can_early_drop))));
+                    if !gone && e.status & status::CONFIRMED != 0 {
+                        run.add(e.expires_in(now_ns));
+                    }
+                    gone
+                }),
+                None => slice
+                    .iter()
+                    .position(|e| e.status & status::CONFIRMED != 0 && e.is_expired(now_ns)),
+            };
             let Some(k) = hit else {
                 left -= end - start;
                 self.sweep = end;
