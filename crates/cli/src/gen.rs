@@ -289,10 +289,7 @@ pub fn run(a: &GenArgs) -> Result<(), CliError> {
     }
     crate::run::mount_bpffs();
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
-    }
+    crate::on_signals(&crate::STOP_SIGNALS, &stop)?;
     let progress = |l: &str| eprintln!("{l}");
     if let Some(o) = fill {
         let (f, xdp, end) = xsk::fill(o, &stop, progress).map_err(gen_error)?;

@@ -122,6 +122,31 @@ fn take_instance_args(args: Vec<String>, i: &mut InstanceArgs) -> Vec<String> {
     rest
 }
 
+/// Sets `flag` when one of `signals` arrives.
+pub(crate) fn on_signals(
+    signals: &[i32],
+    flag: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), CliError> {
+    for &sig in signals {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(flag))
+            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
+    }
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, the signals that stop a command.
+pub(crate) const STOP_SIGNALS: [i32; 2] =
+    [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
+/// A streamed request (`conntrack -E`, `trace`) until Ctrl-C or the instance
+/// ends it: the lines it sent, or the refusal printed and its exit code.
+fn stream(i: &InstanceArgs, args: &[String]) -> Result<Result<usize, u8>, CliError> {
+    let sock = control::socket_path(i.socket.as_deref(), i.config.as_deref())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    on_signals(&STOP_SIGNALS, &stop)?;
+    Ok(control::call_stream(&sock, args, &stop)?.map_err(|refused| control::print(&refused)))
+}
+
 fn instance_call(i: &InstanceArgs, args: Vec<String>) -> Result<(), CliError> {
     let sock = control::socket_path(i.socket.as_deref(), i.config.as_deref())?;
     control::exit(control::print(&control::call(&sock, &args, "")?))
@@ -129,36 +154,20 @@ fn instance_call(i: &InstanceArgs, args: Vec<String>) -> Result<(), CliError> {
 
 /// `conntrack -E`: events as they happen until Ctrl-C, then the summary.
 fn conntrack_events(i: &InstanceArgs, args: &[String]) -> Result<(), CliError> {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-    let sock = control::socket_path(i.socket.as_deref(), i.config.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
-    }
-    match control::call_stream(&sock, args, &stop)? {
+    match stream(i, args)? {
         Ok(n) => {
             eprintln!("{}", fastables_conntrack::format_events_summary(n));
             Ok(())
         }
-        Err(refused) => control::exit(control::print(&refused)),
+        Err(code) => control::exit(code),
     }
 }
 
 /// `trace`: records as packets come, until Ctrl-C or `--count` is reached.
 fn trace(i: &InstanceArgs, args: &[String]) -> Result<(), CliError> {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-    let sock = control::socket_path(i.socket.as_deref(), i.config.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
-    }
-    match control::call_stream(&sock, args, &stop)? {
+    match stream(i, args)? {
         Ok(_) => Ok(()),
-        Err(refused) => control::exit(control::print(&refused)),
+        Err(code) => control::exit(code),
     }
 }
 

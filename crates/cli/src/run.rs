@@ -121,7 +121,7 @@ impl Workers {
 
 /// One worker's counters (and, for the metrics, the latency recorded since
 /// the last sample).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Sample {
     interfaces: Vec<fastables_stats::IfaceSample>,
     drops: Vec<(DropReason, u64)>,
@@ -161,27 +161,10 @@ impl Sample {
 
     /// The instance's totals: counters summed over the workers.
     fn merge(all: &[Sample]) -> Sample {
-        let mut m = all.first().cloned().unwrap_or_else(|| Sample {
-            interfaces: Vec::new(),
-            drops: Vec::new(),
-            ct: None,
-            held: 0,
-            steer: SteerStats::default(),
-            arp: Default::default(),
-            batch_lat: Latency::new(),
-            pkt_lat: Latency::new(),
-        });
+        let mut m = all.first().cloned().unwrap_or_default();
         for s in all.iter().skip(1) {
             for (a, b) in m.interfaces.iter_mut().zip(&s.interfaces) {
-                a.rx_packets += b.rx_packets;
-                a.rx_bytes += b.rx_bytes;
-                a.tx_packets += b.tx_packets;
-                a.tx_bytes += b.tx_bytes;
-                a.xdp_rx_dropped += b.xdp_rx_dropped;
-                a.xdp_rx_ring_full += b.xdp_rx_ring_full;
-                a.xdp_fill_ring_empty += b.xdp_fill_ring_empty;
-                a.xdp_rx_invalid += b.xdp_rx_invalid;
-                a.xdp_tx_invalid += b.xdp_tx_invalid;
+                a.add(b);
             }
             for ((_, a), (_, b)) in m.drops.iter_mut().zip(&s.drops) {
                 *a += b;
@@ -192,10 +175,7 @@ impl Sample {
             };
             m.held += s.held;
             m.steer.add(&s.steer);
-            m.arp.received += s.arp.received;
-            m.arp.replies_sent += s.arp.replies_sent;
-            m.arp.requests_sent += s.arp.requests_sent;
-            m.arp.learned += s.arp.learned;
+            m.arp.add(&s.arp);
             m.batch_lat.add(&s.batch_lat);
             m.pkt_lat.add(&s.pkt_lat);
         }
@@ -298,12 +278,8 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     }
 
     let hup = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
-        .map_err(|e| CliError::Start(format!("cannot install the signal handler: {e}")))?;
+    crate::on_signals(&crate::STOP_SIGNALS, &stop)?;
+    crate::on_signals(&[signal_hook::consts::SIGHUP], &hup)?;
 
     let server = control::serve(&cfg.control.socket)?;
     let mut live = Live {
@@ -426,7 +402,7 @@ fn worker_main(w: WorkerSetup, ready: &mpsc::Sender<Ready>, jobs: &mpsc::Receive
                 file: cfg.path.display().to_string(),
                 source: e,
             }));
-            return empty_sample();
+            return Sample::default();
         }
     };
     if w.n > 1 {
@@ -451,7 +427,7 @@ fn worker_main(w: WorkerSetup, ready: &mpsc::Sender<Ready>, jobs: &mpsc::Receive
         Ok(p) => p,
         Err(e) => {
             let _ = ready.send(Err(e.into()));
-            return empty_sample();
+            return Sample::default();
         }
     };
     let lines = port.info().map(|i| i.to_string()).collect();
@@ -503,10 +479,6 @@ fn worker_main(w: WorkerSetup, ready: &mpsc::Sender<Ready>, jobs: &mpsc::Receive
         .pipeline_mut()
         .drain_logs(|l| eprintln!("log: {l}"));
     Sample::of(&mut c, cfg, true)
-}
-
-fn empty_sample() -> Sample {
-    Sample::merge(&[])
 }
 
 /// `conntrack -E`: the events the workers collected since last time, to

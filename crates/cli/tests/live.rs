@@ -234,6 +234,27 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The lab's HTTP server in the container, on 172.18.0.2:80 (the DNAT
+    /// tests' target; `/whoami` answers with the client's address).
+    fn container_httpd(&mut self) {
+        let httpd = self.dir.join("httpd.py");
+        let www = self.dir.join("www");
+        self.server(
+            "ctr",
+            "http-172.18.0.2",
+            &[
+                "python3",
+                "-u",
+                "-c",
+                HTTPD_NO_FQDN,
+                httpd.to_str().unwrap(),
+                "172.18.0.2",
+                "80",
+                www.to_str().unwrap(),
+            ],
+        );
+    }
+
     /// The router's `iptables -t TABLE -L -v -n -x`.
     fn list(&self, table: &str) -> String {
         let args = ["-t", table, "-L", "-v", "-n", "-x"];
@@ -572,22 +593,7 @@ fn dnat_forwards_a_port_from_outside_to_the_container() {
     let Some(mut lab) = Lab::start_with("n", &[("LAB_EXTRA_NAT", dnat)]) else {
         return;
     };
-    let httpd = lab.dir.join("httpd.py");
-    let www = lab.dir.join("www");
-    lab.server(
-        "ctr",
-        "http-172.18.0.2",
-        &[
-            "python3",
-            "-u",
-            "-c",
-            HTTPD_NO_FQDN,
-            httpd.to_str().unwrap(),
-            "172.18.0.2",
-            "80",
-            www.to_str().unwrap(),
-        ],
-    );
+    lab.container_httpd();
     // From the internet as 10.0.2.2: the page (the client address the server
     // saw), then curl's own port.
     let out = lab.exec(
@@ -1181,22 +1187,7 @@ fn two_workers_share_the_connections() {
     else {
         return;
     };
-    let httpd = lab.dir.join("httpd.py");
-    let www = lab.dir.join("www");
-    lab.server(
-        "ctr",
-        "http-172.18.0.2",
-        &[
-            "python3",
-            "-u",
-            "-c",
-            HTTPD_NO_FQDN,
-            httpd.to_str().unwrap(),
-            "172.18.0.2",
-            "80",
-            www.to_str().unwrap(),
-        ],
-    );
+    lab.container_httpd();
     // MASQUERADE --to-ports 55666-55680 towards 8.8.8.8:80: each worker
     // picks the ports whose replies land on it, 7 and 8 of the 15 (the
     // symmetric key); more connections than that on one worker in TIME_WAIT

@@ -135,6 +135,16 @@ pub struct ArpCounters {
     pub learned: u64,
 }
 
+impl ArpCounters {
+    /// Adds another worker's counters to these.
+    pub fn add(&mut self, o: &ArpCounters) {
+        self.received += o.received;
+        self.replies_sent += o.replies_sent;
+        self.requests_sent += o.requests_sent;
+        self.learned += o.learned;
+    }
+}
+
 /// The neighbor table.
 #[derive(Debug, Clone)]
 pub struct Neighbors {

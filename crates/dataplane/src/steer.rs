@@ -238,8 +238,7 @@ impl<P: PacketIo> Steered<P> {
     }
 
     /// Takes the announcements for this worker; forgets idle ones.
-    fn take_redirects(&mut self, now: u64) {
-        let Some(mesh) = &self.mesh else { return };
+    fn take_redirects(&mut self, mesh: &Mesh, now: u64) {
         while let Some((key, owner)) = mesh.redirects[usize::from(self.me)].pop() {
             if self.redirect.len() >= REDIRECTS_MAX && !self.redirect.contains_key(&key) {
                 self.stats.redirects_dropped += 1;
@@ -256,10 +255,13 @@ impl<P: PacketIo> Steered<P> {
     }
 
     /// Frames handed here for `port`, copied into buffers of this port.
-    fn take_handed(&mut self, port: IfIndex, out: &mut Vec<Frame>, max: usize) -> usize {
-        let Some(mesh) = self.mesh.clone() else {
-            return 0;
-        };
+    fn take_handed(
+        &mut self,
+        mesh: &Mesh,
+        port: IfIndex,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
         let Some(q) = mesh
             .frames
             .get(usize::from(self.me) * mesh.ports + port as usize)
@@ -307,10 +309,43 @@ impl<P: PacketIo> PacketIo for Steered<P> {
     }
 
     fn rx_burst(&mut self, port: IfIndex, out: &mut Vec<Frame>, max: usize) -> usize {
-        let Some(mesh) = self.mesh.clone() else {
+        // Moved out and back rather than cloned: no reference count per burst.
+        let Some(mesh) = self.mesh.take() else {
             return self.inner.rx_burst(port, out, max);
         };
-        let handed = self.take_handed(port, out, max);
+        let n = self.steered_rx(&mesh, port, out, max);
+        self.mesh = Some(mesh);
+        n
+    }
+
+    fn tx_burst(&mut self, port: IfIndex, frames: &[Frame]) -> usize {
+        self.inner.tx_burst(port, frames)
+    }
+
+    fn alloc(&mut self, out: &mut Vec<FrameAddr>, n: usize) {
+        self.inner.alloc(out, n)
+    }
+
+    fn free(&mut self, addrs: &[FrameAddr]) {
+        self.inner.free(addrs)
+    }
+
+    fn announce(&mut self, replies: &[Tuple]) {
+        self.announce_replies(replies);
+    }
+}
+
+impl<P: PacketIo> Steered<P> {
+    /// [`PacketIo::rx_burst`] with several workers: the frames handed here,
+    /// then this port's, each owned elsewhere handed on.
+    fn steered_rx(
+        &mut self,
+        mesh: &Mesh,
+        port: IfIndex,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> usize {
+        let handed = self.take_handed(mesh, port, out, max);
         self.scratch.clear();
         let room = max.saturating_sub(handed).min(self.scratch.capacity());
         if room == 0 {
@@ -319,7 +354,7 @@ impl<P: PacketIo> PacketIo for Steered<P> {
         let mut scratch = std::mem::take(&mut self.scratch);
         self.inner.rx_burst(port, &mut scratch, room);
         let now = self.inner.now_ns();
-        self.take_redirects(now);
+        self.take_redirects(mesh, now);
         self.give_back.clear();
         let mut kept = handed;
         for f in scratch.drain(..) {
@@ -364,22 +399,6 @@ impl<P: PacketIo> PacketIo for Steered<P> {
             self.inner.free(&self.give_back);
         }
         kept
-    }
-
-    fn tx_burst(&mut self, port: IfIndex, frames: &[Frame]) -> usize {
-        self.inner.tx_burst(port, frames)
-    }
-
-    fn alloc(&mut self, out: &mut Vec<FrameAddr>, n: usize) {
-        self.inner.alloc(out, n)
-    }
-
-    fn free(&mut self, addrs: &[FrameAddr]) {
-        self.inner.free(addrs)
-    }
-
-    fn announce(&mut self, replies: &[Tuple]) {
-        self.announce_replies(replies);
     }
 }
 

@@ -104,6 +104,11 @@ impl FrameWriter {
         })
     }
 
+    /// The source MAC.
+    pub fn src_mac(&self) -> MacAddr {
+        self.eth.src
+    }
+
     /// Sets the destination MAC (once resolved).
     pub fn set_dst(&mut self, mac: MacAddr) {
         self.eth.dst = mac;

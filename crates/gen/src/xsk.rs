@@ -240,6 +240,49 @@ fn pace_wait(wait_ns: u64) {
     }
 }
 
+/// The generator's frame writer for `proto` (its source MAC, its size
+/// checked against the device's MTU).
+fn frame_writer(o: &GenOptions, proto: Proto) -> Result<FrameWriter, GenError> {
+    let dev = &o.port.dev;
+    let mtu = fastables_xdp::device_mtu(dev).unwrap_or(1500) as usize;
+    let src_mac = match o.src_mac {
+        Some(m) => m,
+        None => fastables_xdp::device_mac(dev)
+            .map(MacAddr)
+            .ok_or_else(|| GenError::NoMac(dev.clone()))?,
+    };
+    FrameWriter::new(
+        src_mac,
+        MacAddr::ZERO,
+        proto,
+        o.size,
+        (mtu + 14).min(FRAME_SIZE),
+    )
+}
+
+/// Opens the generator's port and finds the destination MAC (given, or by
+/// ARP), which `writer` then uses: the port, its description, the MAC.
+fn connect(
+    o: &GenOptions,
+    writer: &mut FrameWriter,
+    stop: &AtomicBool,
+    progress: &mut impl FnMut(&str),
+) -> Result<(XdpPort, String, MacAddr), GenError> {
+    let (mut port, xdp, warning) = open(&o.port)?;
+    if let Some(w) = warning {
+        progress(&w);
+    }
+    let dst_mac = match o.next_hop {
+        NextHop::Mac(m) => m,
+        NextHop::Arp(ip) => {
+            let src = o.flows.space().src.lo;
+            resolve(&mut port, &o.port.dev, writer.src_mac(), src, ip, stop)?
+        }
+    };
+    writer.set_dst(dst_mac);
+    Ok((port, xdp, dst_mac))
+}
+
 /// Runs the generator until its count or duration, or until `stop`;
 /// `progress` gets a line a second.
 pub fn generate(
@@ -248,30 +291,9 @@ pub fn generate(
     mut progress: impl FnMut(&str),
 ) -> Result<GenReport, GenError> {
     let dev = o.port.dev.clone();
-    let mtu = fastables_xdp::device_mtu(&dev).unwrap_or(1500) as usize;
-    let src_mac = match o.src_mac {
-        Some(m) => m,
-        None => fastables_xdp::device_mac(&dev)
-            .map(MacAddr)
-            .ok_or_else(|| GenError::NoMac(dev.clone()))?,
-    };
     // Checked before the port opens, so that a bad size touches nothing.
-    let mut writer = FrameWriter::new(
-        src_mac,
-        MacAddr::ZERO,
-        o.proto,
-        o.size,
-        (mtu + 14).min(FRAME_SIZE),
-    )?;
-    let (mut port, xdp, warning) = open(&o.port)?;
-    if let Some(w) = warning {
-        progress(&w);
-    }
-    let dst_mac = match o.next_hop {
-        NextHop::Mac(m) => m,
-        NextHop::Arp(ip) => resolve(&mut port, &dev, src_mac, o.flows.space().src.lo, ip, stop)?,
-    };
-    writer.set_dst(dst_mac);
+    let mut writer = frame_writer(&o, o.proto)?;
+    let (mut port, xdp, dst_mac) = connect(&o, &mut writer, stop, &mut progress)?;
 
     let batch = o.port.batch.max(1);
     let mut pacer = Pacer::new(o.rate, batch);
@@ -399,21 +421,7 @@ pub fn fill(
     mut progress: impl FnMut(&str),
 ) -> Result<(Fill, String, u64), GenError> {
     let g = o.gen;
-    let dev = g.port.dev.clone();
-    let mtu = fastables_xdp::device_mtu(&dev).unwrap_or(1500) as usize;
-    let src_mac = match g.src_mac {
-        Some(m) => m,
-        None => fastables_xdp::device_mac(&dev)
-            .map(MacAddr)
-            .ok_or_else(|| GenError::NoMac(dev.clone()))?,
-    };
-    let mut writer = FrameWriter::new(
-        src_mac,
-        MacAddr::ZERO,
-        Proto::Udp,
-        g.size,
-        (mtu + 14).min(FRAME_SIZE),
-    )?;
+    let mut writer = frame_writer(&g, Proto::Udp)?;
     let space = *g.flows.space();
     let needed = o.plan.established as u128
         + u128::from(o.plan.new_rate) * u128::from(g.duration_ns.unwrap_or(0) / SEC + 1);
@@ -423,15 +431,7 @@ pub fn fill(
             size: space.size(),
         }));
     }
-    let (mut port, xdp, warning) = open(&g.port)?;
-    if let Some(w) = warning {
-        progress(&w);
-    }
-    let dst_mac = match g.next_hop {
-        NextHop::Mac(m) => m,
-        NextHop::Arp(ip) => resolve(&mut port, &dev, src_mac, space.src.lo, ip, stop)?,
-    };
-    writer.set_dst(dst_mac);
+    let (mut port, xdp, _) = connect(&g, &mut writer, stop, &mut progress)?;
     let batch = g.port.batch.max(1);
     let t0 = monotonic_ns();
     let mut sched = FillSchedule::new(o.plan, t0);

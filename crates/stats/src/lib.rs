@@ -142,6 +142,21 @@ pub struct IfaceSample {
     pub xdp_tx_invalid: u64,
 }
 
+impl IfaceSample {
+    /// Adds `o`'s counters to these (the same interface on another queue).
+    pub fn add(&mut self, o: &IfaceSample) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.xdp_rx_dropped += o.xdp_rx_dropped;
+        self.xdp_rx_ring_full += o.xdp_rx_ring_full;
+        self.xdp_fill_ring_empty += o.xdp_fill_ring_empty;
+        self.xdp_rx_invalid += o.xdp_rx_invalid;
+        self.xdp_tx_invalid += o.xdp_tx_invalid;
+    }
+}
+
 /// What one worker publishes each interval.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {

@@ -318,30 +318,24 @@ pub struct XdpPort {
 /// An `ifreq` ioctl on `name` in the calling thread's network namespace
 /// (sysfs shows the namespace it was mounted in, which may be another).
 fn ifreq(name: &str, req: libc::c_ulong) -> Option<libc::ifreq> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return None;
-    }
-    // SAFETY: an all-zero ifreq is valid (a C struct of integers and a union).
-    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, &b) in r.ifr_name.iter_mut().zip(bytes) {
-        *d = b as libc::c_char;
-    }
-    // SAFETY: a plain datagram socket, closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `r` is a valid ifreq for these read-only interface requests.
-    let ok = unsafe { libc::ioctl(fd, req as _, &mut r) } == 0;
-    // SAFETY: `fd` was opened above and is not used after this.
-    unsafe { libc::close(fd) };
-    ok.then_some(r)
+    ifreq_ioctl(name, req, None).ok()
 }
 
 /// `SIOCETHTOOL` on `name` with `data` as the command buffer (its first
 /// 32 bits the `ETHTOOL_*` command): `Ok` or the kernel's error.
 fn ethtool(name: &str, data: &mut [u32]) -> io::Result<()> {
+    ifreq_ioctl(name, SIOCETHTOOL, Some(data)).map(|_| ())
+}
+
+/// The `ifreq` ioctl `req` on `name` from a fresh datagram socket; with
+/// `data`, `ifr_data` points at it (the kernel reads and writes within it,
+/// as the command at its start announces). The filled `ifreq`, or the
+/// kernel's error (`ENODEV` for a name that cannot be one).
+fn ifreq_ioctl(
+    name: &str,
+    req: libc::c_ulong,
+    data: Option<&mut [u32]>,
+) -> io::Result<libc::ifreq> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
         return Err(io::Error::from_raw_os_error(libc::ENODEV));
@@ -351,21 +345,22 @@ fn ethtool(name: &str, data: &mut [u32]) -> io::Result<()> {
     for (d, &b) in r.ifr_name.iter_mut().zip(bytes) {
         *d = b as libc::c_char;
     }
-    r.ifr_ifru.ifru_data = data.as_mut_ptr().cast();
+    if let Some(d) = data {
+        r.ifr_ifru.ifru_data = d.as_mut_ptr().cast();
+    }
     // SAFETY: a plain datagram socket, closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `r` names the device and points at `data`, a live buffer of
-    // the size the command's header announces (the kernel reads and writes
-    // within it).
-    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut r) };
+    // SAFETY: `r` is a valid ifreq naming the device; its `ifr_data`, when
+    // set, points at the caller's buffer, alive for the call.
+    let rc = unsafe { libc::ioctl(fd, req as _, &mut r) };
     let err = io::Error::last_os_error();
     // SAFETY: `fd` was opened above and is not used after this.
     unsafe { libc::close(fd) };
     if rc == 0 {
-        Ok(())
+        Ok(r)
     } else {
         Err(err)
     }
