@@ -70,34 +70,49 @@ impl SinkProc {
         SinkProc::start_with(ns, dev, log, &["--count", &COUNT.to_string()])
     }
 
-    /// The same with other stop options than `--count COUNT`.
+    /// The same with other stop options than `--count COUNT`. The socket
+    /// of a sink that just ended on `dev` goes away asynchronously (the
+    /// kernel releases the queue and libxdp's program after the process
+    /// exits): a start that finds the queue still busy is tried again, for
+    /// up to 5 s.
     fn start_with(ns: &str, dev: &str, log: PathBuf, stop: &[&str]) -> SinkProc {
-        let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new("timeout")
-            .args(["-k", "2", "40", "ip", "netns", "exec", ns, FASTABLES, "gen"])
-            .args(["--sink", "--dev", dev])
-            .args(stop)
-            .args(["--duration", "30", "--json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        let mut s = SinkProc {
-            child: Some(child),
-            log,
-        };
         let t0 = Instant::now();
-        while !s.stderr().contains("sink: ready") {
-            let exited = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            assert!(
-                exited.is_none() && t0.elapsed() < Duration::from_secs(15),
-                "the sink did not get ready ({exited:?}):\n{}",
-                s.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            let err = std::fs::File::create(&log).unwrap();
+            let child = Command::new("timeout")
+                .args(["-k", "2", "40", "ip", "netns", "exec", ns, FASTABLES, "gen"])
+                .args(["--sink", "--dev", dev])
+                .args(stop)
+                .args(["--duration", "30", "--json"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(err)
+                .spawn()
+                .unwrap();
+            let mut s = SinkProc {
+                child: Some(child),
+                log: log.clone(),
+            };
+            loop {
+                if s.stderr().contains("sink: ready") {
+                    return s;
+                }
+                let exited = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                if exited.is_some()
+                    && s.stderr().contains("already has an AF_XDP socket")
+                    && t0.elapsed() < Duration::from_secs(5)
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                    break;
+                }
+                assert!(
+                    exited.is_none() && t0.elapsed() < Duration::from_secs(15),
+                    "the sink did not get ready ({exited:?}):\n{}",
+                    s.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        s
     }
 
     fn stderr(&self) -> String {
