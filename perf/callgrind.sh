@@ -11,6 +11,8 @@
 #   rules:R           filter FORWARD evaluation alone, R = empty | number of rules
 #                     (the packet matches rule R - 1, FORWARD policy DROP)
 #   pipeline:R        the whole pipeline (batches of 64), R = empty | seed | number
+#   pipeline:R:nocache  the same without the flow cache (every packet runs the chains)
+#   pipeline:R:nocsum   the same with [conntrack] checksum = false (nf_conntrack_checksum 0)
 #   conntrack:OP      a table of 4096 TCP connections: OP = lookup (one random
 #                     flow), batch (64 at a time, lookup_batch), new (SYN, SNAT
 #                     port choice, confirm, remove); "packet" = one operation

@@ -18,6 +18,11 @@
 //!   two histogram updates), as with `[stats] latency = true`;
 //! - `pipeline:<empty|seed|N>:trace`: the same with a `fastables trace` set
 //!   whose filter matches none of the packets (TCP port 1);
+//! - `pipeline:<empty|seed|N>:nocache`: the same without the flow cache
+//!   (`PipelineOptions::flow_cache` off: every packet runs the chains);
+//! - `pipeline:<empty|seed|N>:nocsum`: the same with `[conntrack] checksum
+//!   = false` (nf_conntrack_checksum 0: conntrack does not verify the
+//!   transport checksum);
 //! - `pipeline:new`: the seed rules, every packet (64-byte UDP) the first of
 //!   a new connection that MASQUERADE binds and conntrack confirms (PACKETS
 //!   flows, an empty table of room for all of them);
@@ -192,7 +197,7 @@ fn measure_ct_new(t: &mut CtTable, n: usize) -> usize {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace] | pipeline:new | conntrack:<lookup|batch|new>"
+        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace|:nocache|:nocsum] | pipeline:new | conntrack:<lookup|batch|new>"
     );
     ExitCode::from(2)
 }
@@ -268,6 +273,33 @@ fn main() -> ExitCode {
             let mut records = 0;
             h.pipeline_mut().drain_trace(|_| records += 1);
             assert_eq!(records, 0, "the filter matches nothing");
+        }
+        ["pipeline", name, "nocsum"] => {
+            let mut cfg = pipeline_setup::seed_config();
+            cfg.conntrack.checksum = false;
+            let mut h = Harness::with_config(
+                &pipeline_setup::rules_text(name),
+                kind,
+                Default::default(),
+                cfg,
+            );
+            for b in 0..n.div_ceil(BATCH) {
+                h.restore();
+                measure_batch(&mut h, 1_000_000_000 + b as u64);
+            }
+            h.check();
+        }
+        ["pipeline", name, "nocache"] => {
+            let opts = fastables_dataplane::pipeline::PipelineOptions {
+                flow_cache: false,
+                ..Default::default()
+            };
+            let mut h = Harness::with_options(&pipeline_setup::rules_text(name), kind, opts);
+            for b in 0..n.div_ceil(BATCH) {
+                h.restore();
+                measure_batch(&mut h, 1_000_000_000 + b as u64);
+            }
+            h.check();
         }
         ["pipeline", name] => {
             let mut h = Harness::new(&pipeline_setup::rules_text(name), kind);

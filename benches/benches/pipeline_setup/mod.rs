@@ -248,7 +248,22 @@ pub struct Harness {
 impl Harness {
     /// A pipeline for the seed topology with `rules`, and a batch of `kind` frames.
     pub fn new(rules: &str, kind: FrameKind) -> Harness {
-        let pipeline = Pipeline::new(&seed_config(), compile(rules)).expect("pipeline");
+        Harness::with_options(rules, kind, PipelineOptions::default())
+    }
+
+    /// [`Harness::new`] with these pipeline options.
+    pub fn with_options(rules: &str, kind: FrameKind, opts: PipelineOptions) -> Harness {
+        Harness::with_config(rules, kind, opts, seed_config())
+    }
+
+    /// [`Harness::new`] with these pipeline options and configuration.
+    pub fn with_config(
+        rules: &str,
+        kind: FrameKind,
+        opts: PipelineOptions,
+        cfg: Config,
+    ) -> Harness {
+        let pipeline = Pipeline::with_options(&cfg, compile(rules), opts).expect("pipeline");
         let pristine: Vec<Vec<u8>> = (0..BATCH).map(|i| frame(kind, i)).collect();
         let frames = pristine
             .iter()

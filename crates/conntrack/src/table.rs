@@ -60,6 +60,11 @@ impl EntryId {
     pub fn index(self) -> u32 {
         self.idx
     }
+
+    /// The slot's generation: it changes when the slot is reused.
+    pub fn generation(self) -> u32 {
+        self.gen
+    }
 }
 
 /// `ip_conntrack_info` as seen by `-m state` / `-m conntrack --ctstate`.

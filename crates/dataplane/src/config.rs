@@ -275,6 +275,11 @@ pub struct ConntrackConfig {
     pub tcp_loose: bool,
     /// nf_conntrack_tcp_be_liberal (default false): do not mark out-of-window packets INVALID.
     pub tcp_be_liberal: bool,
+    /// nf_conntrack_checksum (default true): verify the TCP/UDP/ICMP
+    /// checksum of received packets, a wrong one INVALID. The kernel skips
+    /// the check where the NIC verified it (`CHECKSUM_UNNECESSARY`), as
+    /// most do; AF_XDP does not say, so `false` is what such a box does.
+    pub checksum: bool,
     /// Timeouts in seconds.
     pub timeouts: ConntrackTimeouts,
     /// Source ports that SNAT/MASQUERADE never hand out when they move a
@@ -335,6 +340,7 @@ impl Default for ConntrackConfig {
             buckets: 262_144,
             tcp_loose: true,
             tcp_be_liberal: false,
+            checksum: true,
             timeouts: ConntrackTimeouts::default(),
             reserved_ports: Vec::new(),
         }

@@ -24,6 +24,7 @@
 pub mod config;
 pub mod defrag;
 pub mod drop;
+mod flow;
 pub mod frag;
 pub mod icmp;
 pub mod iface;

@@ -50,11 +50,12 @@ use fastables_packet::tcp::{flags as tcpf, TcpPacket};
 use fastables_packet::{parse_frame, MacAddr, ParseError};
 use fastables_rules::compile::{CompiledRuleset, RuleState, Shortcut};
 use fastables_rules::ctx::{tcp_option_kinds, CtCtx, IfIndex, Needs, PacketCtx, Verdict};
-use fastables_rules::model::{Hook, RejectWith, Table, Target};
+use fastables_rules::model::{CtStateSet, Hook, RejectWith, Table, Target};
 
 use crate::config::Config;
 use crate::defrag::{self, Defrag};
 use crate::drop::{DropCounters, DropReason};
+use crate::flow::{Decision, FlowCache};
 use crate::frag;
 use crate::rss::Rss;
 use crate::trace::{self, TraceFilter, Tracer};
@@ -95,6 +96,12 @@ pub struct PipelineOptions {
     /// a small one is in the cache, where the extra pass only costs
     /// instructions). Decisions are the same either way. `usize::MAX`: never.
     pub conntrack_lookup_ahead: usize,
+    /// The flow cache ([`crate::flow`]): when every chain a forwarded
+    /// packet crosses is flow-invariant, the packets of an ESTABLISHED
+    /// connection replay the rule counters and the route recorded from its
+    /// first such packet instead of running the chains. Decisions, counters
+    /// and output are the same either way.
+    pub flow_cache: bool,
 }
 
 impl Default for PipelineOptions {
@@ -109,6 +116,7 @@ impl Default for PipelineOptions {
             conntrack_seed: 0,
             conntrack_expire_budget: 1024,
             conntrack_lookup_ahead: LOOKUP_AHEAD_MIN,
+            flow_cache: true,
         }
     }
 }
@@ -285,6 +293,79 @@ pub struct Pipeline {
     ct_hints: [Option<Hint>; LOOKUP_BATCH],
     /// The hint of the frame being processed, taken by its PREROUTING `ct_in`.
     ct_hint: Option<Hint>,
+    /// The flow cache ([`crate::flow`]), sized for the conntrack table.
+    flow: FlowCache,
+    /// The flow cache is on and every chain of the forward path is
+    /// flow-invariant ([`CompiledRuleset::flow_invariant`]).
+    fast_ok: bool,
+    /// The frame being processed was tracked by [`Pipeline::fast_forward`],
+    /// which then gave it to the slow path: its PREROUTING `ct_in` takes
+    /// this instead of tracking again.
+    pretracked: Option<Track>,
+    /// The frame being processed records its decision for this connection
+    /// and direction (its rule counters are being recorded).
+    fast_rec: Option<(EntryId, Dir, CtState)>,
+    /// Set by the slow path when the recorded frame was forwarded as an
+    /// ESTABLISHED packet of `fast_rec`: its route.
+    fast_route: Option<(IfIndex, u32, u16)>,
+    /// Frames forwarded by [`Pipeline::fast_forward`].
+    fast_hits: u64,
+    /// `[conntrack] checksum` (nf_conntrack_checksum).
+    ct_checksum: bool,
+    /// The policy entries the chains of [`FORWARD_PATH`] without rules
+    /// count for every forwarded packet (not recorded in decisions).
+    fast_policies: ([u32; 5], usize),
+    /// raw PREROUTING is absent or a policy ACCEPT without rules: it lets
+    /// every packet reach conntrack.
+    raw_continues: bool,
+}
+
+/// The tables and hooks a forwarded packet crosses after conntrack has
+/// seen it as ESTABLISHED (nat runs only for a connection's first packet).
+const FORWARD_PATH: [(Table, Hook); 5] = [
+    (Table::Raw, Hook::Prerouting),
+    (Table::Mangle, Hook::Prerouting),
+    (Table::Mangle, Hook::Forward),
+    (Table::Filter, Hook::Forward),
+    (Table::Mangle, Hook::Postrouting),
+];
+
+/// The policy entries of the chains without rules of [`FORWARD_PATH`]
+/// (their counts are not in recorded paths).
+fn forward_policies(s: &Shortcuts) -> ([u32; 5], usize) {
+    let mut out = ([0; 5], 0);
+    for (t, h) in FORWARD_PATH {
+        if let Some(Shortcut::Policy { entry, .. }) = s[t as usize][h as usize] {
+            if let Some(slot) = out.0.get_mut(out.1) {
+                *slot = entry;
+                out.1 += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Whether raw PREROUTING lets every packet through unseen.
+fn raw_continues(s: &Shortcuts) -> bool {
+    matches!(
+        s[Table::Raw as usize][Hook::Prerouting as usize],
+        Some(Shortcut::Absent)
+            | Some(Shortcut::Policy {
+                verdict: Verdict::Accept,
+                ..
+            })
+    )
+}
+
+/// Whether `rules` lets the flow cache replay the forward path (the
+/// decisions whose counted entries act on the packet are not kept:
+/// [`CompiledRuleset::replayable`]).
+fn fast_ok(rules: &CompiledRuleset, opts: &PipelineOptions) -> bool {
+    opts.flow_cache
+        && rules.needs().conntrack
+        && FORWARD_PATH
+            .iter()
+            .all(|&(t, h)| rules.flow_invariant(t, h))
 }
 
 /// Two disjoint frame buffers of `mem`.
@@ -429,7 +510,17 @@ impl Pipeline {
         } else {
             None
         };
+        let flow = FlowCache::new(if ct.is_some() { ct_cfg.max as usize } else { 0 });
         Ok(Pipeline {
+            fast_ok: fast_ok(&rules, &opts),
+            flow,
+            pretracked: None,
+            fast_rec: None,
+            fast_route: None,
+            fast_hits: 0,
+            ct_checksum: config.conntrack.checksum,
+            fast_policies: forward_policies(&shortcuts),
+            raw_continues: raw_continues(&shortcuts),
             pending_hold: None,
             held_events: Vec::with_capacity(2 * neigh::HOLD_MAX),
             defrag: Defrag::new(),
@@ -476,8 +567,13 @@ impl Pipeline {
         // kernel's module does); existing connections keep their NAT bindings.
         if self.needs.conntrack && self.ct.is_none() {
             self.ct = CtTable::new(self.ct_cfg.clone()).ok();
+            self.flow = FlowCache::new(self.ct_cfg.max as usize);
             self.install_rss_filter();
         }
+        self.fast_ok = fast_ok(&self.rules, &self.opts);
+        self.raw_continues = raw_continues(&self.shortcuts);
+        self.fast_policies = forward_policies(&self.shortcuts);
+        self.flow.invalidate();
     }
 
     /// This pipeline is the worker of RX queue `queue` under `rss`: source
@@ -520,6 +616,18 @@ impl Pipeline {
     /// The ruleset in use.
     pub fn ruleset(&self) -> &Arc<CompiledRuleset> {
         &self.rules
+    }
+
+    /// Frames the flow cache forwarded ([`PipelineOptions::flow_cache`]):
+    /// their connection's recorded decision stood for the chains.
+    pub fn flow_cache_hits(&self) -> u64 {
+        self.fast_hits
+    }
+
+    /// Whether the flow cache can forward with this ruleset: it is on and
+    /// every chain of the forward path is flow-invariant.
+    pub fn flow_cache_usable(&self) -> bool {
+        self.fast_ok
     }
 
     /// Rule counters and limit state (for `CompiledRuleset::counters_into`, `save -c`).
@@ -699,7 +807,18 @@ impl Pipeline {
         f: &mut Frame,
         batch: &mut Batch,
     ) -> (Action, Option<Gen>) {
+        let in_if = f.port;
         let (mut action, mut gen) = self.process_rx(now_ns, mem, f);
+        if self.fast_rec.is_some() {
+            if !matches!(action, Action::Forward { .. }) {
+                self.fast_route = None;
+            }
+            self.fast_record(in_if);
+        }
+        // Taken by the PREROUTING `ct_in` of the slow path (its raw chain,
+        // flow-invariant, let the recorded packet through, so it lets this one).
+        debug_assert!(self.pretracked.is_none());
+        self.pretracked = None;
         if self.tracing {
             self.trace_end(mem, f, action);
         }
@@ -1343,16 +1462,16 @@ impl Pipeline {
         now_ns: u64,
         info: &Ipv4Info,
         buf: &[u8],
-        ctx: &mut PacketCtx,
+        cc: &mut CtCtx,
         csum: bool,
         ct: &mut Ct,
     ) -> Result<(), DropReason> {
         if self.ct.is_none() {
-            ctx.ct = CtCtx::untracked();
+            *cc = CtCtx::untracked();
             *ct = Ct::None;
             return Ok(());
         }
-        self.ct_track(now_ns, info, buf, ctx, csum, ct)
+        self.ct_track(now_ns, info, buf, cc, csum, ct)
     }
 
     /// [`Pipeline::ct_in`] with the table loaded.
@@ -1362,30 +1481,39 @@ impl Pipeline {
         now_ns: u64,
         info: &Ipv4Info,
         buf: &[u8],
-        ctx: &mut PacketCtx,
+        cc: &mut CtCtx,
         csum: bool,
         ct: &mut Ct,
     ) -> Result<(), DropReason> {
+        if let Some(t) = self.pretracked.take() {
+            return self.ct_apply(now_ns, &t, cc, ct);
+        }
+        match self.ct_classify(now_ns, info, buf, csum) {
+            Some(t) => self.ct_apply(now_ns, &t, cc, ct),
+            None => {
+                *cc = CtCtx::untracked();
+                *ct = Ct::None;
+                Ok(())
+            }
+        }
+    }
+
+    /// What conntrack made of the packet (`track`) into `*ct` and `ctx.ct`,
+    /// with its event.
+    #[inline(always)]
+    fn ct_apply(
+        &mut self,
+        now_ns: u64,
+        track: &Track,
+        cc: &mut CtCtx,
+        ct: &mut Ct,
+    ) -> Result<(), DropReason> {
         let Some(table) = self.ct.as_mut() else {
-            ctx.ct = CtCtx::untracked();
+            *cc = CtCtx::untracked();
             *ct = Ct::None;
             return Ok(());
         };
-        let ip_len = usize::from(info.total_len);
-        let ip = buf.get(ETH_LEN..ETH_LEN + ip_len).unwrap_or(&[]);
-        let csum_bad = csum
-            && !info.is_fragment()
-            && matches!(info.protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
-            && !ipv4_l4_checksum_ok(ip, info);
-        let mut facts = nat::facts(info, ip, usize::from(info.header_len), csum_bad);
-        if let Some(total) = self.reasm {
-            // The first fragment of a reassembled datagram: conntrack sees
-            // the whole datagram's length.
-            let l4 = u32::from(total).saturating_sub(u32::from(info.header_len));
-            facts.l4_len = l4;
-            facts.tcp.l4_len = l4;
-        }
-        let state = match table.track_hinted(&facts, now_ns, self.ct_hint.take()) {
+        let state = match *track {
             Track::Tracked(t) => {
                 if self.ct_events_on {
                     if let (Some(kind), Some(e)) = (t.events.kind(), table.entry(t.id)) {
@@ -1404,29 +1532,33 @@ impl Pipeline {
                 };
                 t.state
             }
-            Track::Killed { entry, dir, state } => {
+            Track::Killed {
+                ref entry,
+                dir,
+                state,
+            } => {
                 if self.ct_events_on {
                     push_event(
                         &mut self.ct_events,
                         &mut self.ct_events_lost,
                         EventKind::Destroy,
-                        &entry,
+                        entry,
                         now_ns,
                     );
                 }
-                *ct = Ct::Killed { entry, dir };
+                *ct = Ct::Killed { entry: *entry, dir };
                 state
             }
             Track::Related { id, dir } => {
                 *ct = Ct::Related { id, dir };
                 CtState::Related
             }
-            Track::New(nc) => {
-                *ct = Ct::New(nc);
+            Track::New(ref nc) => {
+                *ct = Ct::New(*nc);
                 CtState::New
             }
             Track::Invalid => {
-                ctx.ct = nat::invalid_ctx();
+                *cc = nat::invalid_ctx();
                 *ct = Ct::None;
                 return Ok(());
             }
@@ -1436,9 +1568,258 @@ impl Pipeline {
             }
         };
         if let Some((e, _, _)) = self.ct_entry(ct) {
-            ctx.ct = nat::ct_ctx(e, state);
+            *cc = nat::ct_ctx(e, state);
         }
         Ok(())
+    }
+
+    /// `nf_conntrack_in`'s classification of the datagram at `buf[14..]`
+    /// (the transport checksum verified when `csum`), with the hint of the
+    /// frame: what the table makes of it. `None` without a table.
+    #[inline(always)]
+    fn ct_classify(
+        &mut self,
+        now_ns: u64,
+        info: &Ipv4Info,
+        buf: &[u8],
+        csum: bool,
+    ) -> Option<Track> {
+        let table = self.ct.as_mut()?;
+        let ip_len = usize::from(info.total_len);
+        let ip = buf.get(ETH_LEN..ETH_LEN + ip_len).unwrap_or(&[]);
+        let csum_bad = csum
+            && !info.is_fragment()
+            && matches!(info.protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
+            && !ipv4_l4_checksum_ok(ip, info);
+        let mut facts = nat::facts(info, ip, usize::from(info.header_len), csum_bad);
+        if let Some(total) = self.reasm {
+            // The first fragment of a reassembled datagram: conntrack sees
+            // the whole datagram's length.
+            let l4 = u32::from(total).saturating_sub(u32::from(info.header_len));
+            facts.l4_len = l4;
+            facts.tcp.l4_len = l4;
+        }
+        Some(table.track_hinted(&facts, now_ns, self.ct_hint.take()))
+    }
+
+    /// The flow cache's way ([`crate::flow`]) for a received TCP or UDP
+    /// datagram that is not a fragment, with TTL above 1, addressed to
+    /// `in_if`'s MAC, when raw PREROUTING has rules: the connection's
+    /// decision is looked up first (it says whether raw lets the packet
+    /// reach conntrack), then conntrack sees the packet, then
+    /// [`Pipeline::fast_finish`]. `None`: take the slow path, with
+    /// [`Pipeline::pretracked`] set when conntrack already saw the packet,
+    /// and [`Pipeline::fast_rec`] when its decision is to be recorded.
+    #[inline(never)]
+    fn fast_forward(
+        &mut self,
+        now_ns: u64,
+        buf: &mut [u8],
+        info: &Ipv4Info,
+        in_if: IfIndex,
+    ) -> Option<(Action, Option<Gen>)> {
+        let (id, dir, n) = self.fast_decision(now_ns, info, in_if)?;
+        let track = self.ct_classify(now_ns, info, buf, self.ct_checksum)?;
+        if let Track::Tracked(t) = &track {
+            let same = matches!(self.flow.decision(n), Some(d) if d.state == t.state);
+            if t.id == id && t.dir == dir && same {
+                let events = t.events;
+                if let Some(done) = self.fast_finish(now_ns, buf, info, id, dir, n) {
+                    if self.ct_events_on {
+                        if let (Some(kind), Some(e)) =
+                            (events.kind(), self.ct.as_ref().and_then(|t| t.entry(id)))
+                        {
+                            push_event(
+                                &mut self.ct_events,
+                                &mut self.ct_events_lost,
+                                kind,
+                                e,
+                                now_ns,
+                            );
+                        }
+                    }
+                    return Some(done);
+                }
+            }
+        }
+        self.pretracked = Some(track);
+        None
+    }
+
+    /// The flow cache for a packet conntrack has seen (`ct`, `cc`)
+    /// before raw PREROUTING, which lets every packet through: its
+    /// decision, else the slow path goes on ([`Pipeline::fast_rec`] set when
+    /// it is to record one).
+    #[inline(always)]
+    fn fast_after_ct(
+        &mut self,
+        now_ns: u64,
+        buf: &mut [u8],
+        info: &Ipv4Info,
+        in_if: IfIndex,
+        cc: &CtCtx,
+        ct: &Ct,
+    ) -> Option<(Action, Option<Gen>)> {
+        let Ct::Conn { id, dir } = *ct else {
+            return None;
+        };
+        let state = if cc.state & CtStateSet::ESTABLISHED != 0 {
+            CtState::Established
+        } else if cc.state & CtStateSet::NEW != 0 {
+            CtState::New
+        } else {
+            return None;
+        };
+        match self.flow.get(id, dir) {
+            Some((n, d)) if d.in_if == in_if && d.state == state => {
+                self.fast_finish(now_ns, buf, info, id, dir, n)
+            }
+            _ => {
+                self.fast_rec = Some((id, dir, state));
+                self.state.record();
+                None
+            }
+        }
+    }
+
+    /// The rest of the way of a packet conntrack found in connection `id`,
+    /// `dir`, in the state of decision `n`: the rule counters replayed, the
+    /// NAT rewrite, the TTL and the L2 rewrite, as the slow path does them.
+    /// `None`, having changed nothing, when the route's MTU or the
+    /// neighbour asks for the slow path.
+    #[inline(always)]
+    fn fast_finish(
+        &mut self,
+        now_ns: u64,
+        buf: &mut [u8],
+        info: &Ipv4Info,
+        id: EntryId,
+        dir: Dir,
+        n: usize,
+    ) -> Option<(Action, Option<Gen>)> {
+        let ip_len = usize::from(info.total_len);
+        let d = self.flow.decision(n)?;
+        let (out_dev, next_hop) = (d.out_dev, d.next_hop);
+        if ip_len > usize::from(d.mtu) {
+            return None;
+        }
+        let out_mac = self.ifs.get(out_dev)?.mac;
+        let e = self.ct.as_ref()?.entry(id)?;
+        let (nh_mac, probe) = match self.neigh.resolve(out_dev, next_hop, now_ns) {
+            neigh::Resolve::Mac(m) => (m, false),
+            neigh::Resolve::Probe(m) => (m, true),
+            neigh::Resolve::Unresolved => return None,
+        };
+        self.state.replay(&d.path, info.total_len);
+        let (policies, n) = self.fast_policies;
+        for &p in policies.iter().take(n) {
+            self.state.count(p, info.total_len);
+        }
+        // As the slow path: the destination before routing, the TTL, the
+        // source after POSTROUTING.
+        let target = e.nat_target(dir);
+        if nat::needs_manip(e, dir, Manip::Dst) {
+            if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
+                nat::manip_pkt(ip, Manip::Dst, &target);
+            }
+        }
+        set_parsed_ttl(buf, info.ttl - 1);
+        if nat::needs_manip(e, dir, Manip::Src) {
+            if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
+                nat::manip_pkt(ip, Manip::Src, &target);
+            }
+        }
+        buf[0..6].copy_from_slice(&nh_mac.0);
+        buf[6..12].copy_from_slice(&out_mac.0);
+        let gen = probe.then(|| Gen::ArpProbe {
+            dev: out_dev,
+            target: next_hop,
+            sender: self.ifs.select_addr(out_dev, next_hop).unwrap_or(0),
+            mac: nh_mac,
+        });
+        self.fast_hits += 1;
+        Some((Action::Forward { port: out_dev }, gen))
+    }
+
+    /// The connection of the datagram and its current decision for
+    /// `in_if`, found before conntrack sees the packet. `None` (the slow
+    /// path) without one; [`Pipeline::fast_rec`] set when the packet is to
+    /// record it.
+    #[inline(always)]
+    fn fast_decision(
+        &mut self,
+        now_ns: u64,
+        info: &Ipv4Info,
+        in_if: IfIndex,
+    ) -> Option<(EntryId, Dir, usize)> {
+        let table = self.ct.as_ref()?;
+        let (sport, dport) = match info.l4 {
+            L4::Tcp {
+                src_port, dst_port, ..
+            }
+            | L4::Udp {
+                src_port, dst_port, ..
+            } => (src_port, dst_port),
+            _ => return None,
+        };
+        let changes = table.changes();
+        let (id, dir) = match self.ct_hint {
+            Some(h) if h.changes == changes => h.found,
+            _ => {
+                let tuple = Tuple::new(
+                    info.protocol,
+                    u32::from(info.src),
+                    sport,
+                    u32::from(info.dst),
+                    dport,
+                );
+                let found = table.lookup(&tuple, now_ns)?;
+                self.ct_hint = Some(Hint { found, changes });
+                found
+            }
+        };
+        // The state conntrack will give the packet (as `track` does).
+        let e = table.entry(id)?;
+        let state = if dir == Dir::Reply || e.status & fastables_conntrack::status::SEEN_REPLY != 0
+        {
+            CtState::Established
+        } else if e.status & fastables_conntrack::status::EXPECTED != 0 {
+            return None;
+        } else {
+            CtState::New
+        };
+        match self.flow.get(id, dir) {
+            Some((n, d)) if d.in_if == in_if && d.state == state => Some((id, dir, n)),
+            _ => {
+                self.fast_rec = Some((id, dir, state));
+                self.state.record();
+                None
+            }
+        }
+    }
+
+    /// After the slow path of a frame that recorded its rule counters
+    /// ([`Pipeline::fast_rec`]): the decision, if it was forwarded as an
+    /// ESTABLISHED packet of that connection.
+    fn fast_record(&mut self, in_if: IfIndex) {
+        let Some((id, dir, state)) = self.fast_rec.take() else {
+            return;
+        };
+        let path = self.state.take_path().filter(|p| self.rules.replayable(p));
+        if let (Some(path), Some((out_dev, next_hop, mtu))) = (path, self.fast_route.take()) {
+            self.flow.set(
+                id,
+                dir,
+                Decision {
+                    path,
+                    in_if,
+                    state,
+                    out_dev,
+                    next_hop,
+                    mtu,
+                },
+            );
+        }
     }
 
     fn log_table_full(&mut self, now_ns: u64, log: Option<TableFullLog>) {
@@ -1830,6 +2211,20 @@ impl Pipeline {
         // Trim Ethernet padding, as the kernel trims the skb to the IP total length.
         f.len = (ETH_LEN + ip_len) as u16;
 
+        // The flow cache's candidates.
+        let fast = self.fast_ok
+            && to_host
+            && info.ttl > 1
+            && !info.is_fragment()
+            && matches!(info.protocol, PROTO_TCP | PROTO_UDP)
+            && self.reasm.is_none()
+            && self.tracer.is_none();
+        if fast && !self.raw_continues {
+            if let Some(done) = self.fast_forward(now_ns, buf, info, in_if) {
+                return done;
+            }
+        }
+
         // nf_defrag_ipv4 runs before raw PREROUTING whenever conntrack is
         // loaded: a fragment waits for the rest of its datagram.
         if self.ct.is_some() && info.is_fragment() && self.reasm.is_none() {
@@ -1856,6 +2251,32 @@ impl Pipeline {
             self.trace_begin(info, in_if);
         }
 
+        let mut ct = Ct::None;
+        let mut ct_ctx = CtCtx::untracked();
+        // raw PREROUTING lets every packet through unseen: a candidate of
+        // the flow cache meets conntrack first, and perhaps its decision.
+        let ct_first = fast && self.raw_continues;
+        if ct_first {
+            if let Err(r) = self.ct_in(now_ns, info, buf, &mut ct_ctx, self.ct_checksum, &mut ct) {
+                // raw's count, as when it runs first.
+                let mut ctx = PacketCtx::new();
+                ctx.len = info.total_len;
+                self.run_table(
+                    now_ns,
+                    Table::Raw,
+                    Hook::Prerouting,
+                    &mut ctx,
+                    &mut ct,
+                    buf,
+                    ip_len,
+                    None,
+                );
+                return (Action::Drop(r), None);
+            }
+            if let Some(done) = self.fast_after_ct(now_ns, buf, info, in_if, &ct_ctx, &ct) {
+                return done;
+            }
+        }
         let mut ctx = PacketCtx::new();
         fill_ctx(&mut ctx, info, buf, self.needs, &self.ifs);
         if let Some(total) = self.reasm {
@@ -1864,12 +2285,13 @@ impl Pipeline {
         }
         ctx.in_if = Some(in_if);
         // raw runs before conntrack: no connection yet, `-m state` says INVALID.
-        ctx.ct = if self.ct.is_some() {
+        ctx.ct = if ct_first {
+            ct_ctx
+        } else if self.ct.is_some() {
             nat::invalid_ctx()
         } else {
             CtCtx::untracked()
         };
-        let mut ct = Ct::None;
 
         // PREROUTING.
         match self.run_table(
@@ -1889,8 +2311,8 @@ impl Pipeline {
         let notrack = ctx.effects.notrack;
         if notrack {
             ctx.ct = CtCtx::untracked();
-        } else {
-            if let Err(r) = self.ct_in(now_ns, info, buf, &mut ctx, true, &mut ct) {
+        } else if !ct_first {
+            if let Err(r) = self.ct_in(now_ns, info, buf, &mut ctx.ct, self.ct_checksum, &mut ct) {
                 return (Action::Drop(r), None);
             }
             if self.tracing {
@@ -2029,6 +2451,16 @@ impl Pipeline {
         let Some(out_mac) = self.ifs.get(out_dev).map(|i| i.mac) else {
             return (Action::Drop(DropReason::InvalidFrame), None);
         };
+        if let Some((id, dir, state)) = self.fast_rec {
+            // The decision recorded for this connection, if this packet
+            // went through the chains as one of its packets in `state`.
+            if matches!(ct, Ct::Conn { id: i, dir: d } if i == id && d == dir)
+                && matches!(self.ct_entry(&ct), Some((_, _, st)) if st == state)
+                && ip_len <= usize::from(mtu)
+            {
+                self.fast_route = Some((out_dev, route.next_hop, mtu));
+            }
+        }
         match self.neigh.resolve(out_dev, route.next_hop, now_ns) {
             neigh::Resolve::Mac(nh_mac) | neigh::Resolve::Probe(nh_mac)
                 if ip_len > usize::from(mtu) =>
@@ -2620,7 +3052,7 @@ impl Pipeline {
                 if ctx.effects.notrack {
                     ctx.ct = CtCtx::untracked();
                 } else {
-                    self.ct_in(now_ns, &info, out, &mut ctx, false, &mut ct)?;
+                    self.ct_in(now_ns, &info, out, &mut ctx.ct, false, &mut ct)?;
                 }
             }
         }

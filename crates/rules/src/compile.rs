@@ -504,6 +504,48 @@ pub struct RuleState {
     buckets: Vec<Bucket>,
     stack: Vec<u32>,
     id: u64,
+    /// Whether counted entries are appended to `path` ([`RuleState::record`]).
+    recording: bool,
+    path: Path,
+}
+
+/// The most counted entries a [`Path`] holds.
+pub const PATH_MAX: usize = 12;
+
+/// The entries counted for one packet, in order, while a [`RuleState`]
+/// records ([`RuleState::record`]): what [`RuleState::replay`] counts again
+/// for a later packet that would take the same way through the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Path {
+    len: u8,
+    /// More than [`PATH_MAX`] entries were counted: the path is incomplete.
+    overflow: bool,
+    entries: [u32; PATH_MAX],
+}
+
+impl Path {
+    /// The counted entries, in order.
+    pub fn entries(&self) -> &[u32] {
+        self.entries.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+
+    /// [`Path::push`] out of the hot code.
+    #[cold]
+    #[inline(never)]
+    fn push_cold(&mut self, entry: u32) {
+        self.push(entry);
+    }
+
+    #[inline]
+    fn push(&mut self, entry: u32) {
+        match self.entries.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = entry;
+                self.len += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
 }
 
 /// Per-rule limit state: xt_limit's `prev` (jiffies) and `credit`, or
@@ -532,16 +574,51 @@ impl RuleState {
                 .collect(),
             stack: vec![0; c.stack_depth],
             id: c.id,
+            recording: false,
+            path: Path::default(),
         }
     }
 
     /// Counts one packet of `bytes` on entry `entry` (a policy from
     /// [`Shortcut::Policy`]), as [`CompiledRuleset::run`] would.
+    /// Not recorded ([`RuleState::record`]): the caller knows these.
     #[inline]
     pub fn count(&mut self, entry: u32, bytes: u16) {
         if let Some(c) = self.counters.get_mut(entry as usize) {
             c.packets = c.packets.wrapping_add(1);
             c.bytes = c.bytes.wrapping_add(u64::from(bytes));
+        }
+    }
+
+    /// From now on, every entry [`CompiledRuleset::run`] counts is also
+    /// appended to a fresh [`Path`], until [`RuleState::take_path`].
+    pub fn record(&mut self) {
+        self.recording = true;
+        self.path = Path::default();
+    }
+
+    /// Whether [`RuleState::record`] is on.
+    pub fn recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Stops recording; the path since [`RuleState::record`], unless it
+    /// had more than [`PATH_MAX`] entries.
+    pub fn take_path(&mut self) -> Option<Path> {
+        self.recording = false;
+        (!self.path.overflow).then_some(self.path)
+    }
+
+    /// Counts one packet of `bytes` on every entry of `path`, as the run
+    /// that recorded it did.
+    #[inline(always)]
+    pub fn replay(&mut self, path: &Path, bytes: u16) {
+        let n = usize::from(path.len).min(PATH_MAX);
+        for &e in &path.entries[..n] {
+            if let Some(c) = self.counters.get_mut(e as usize) {
+                c.packets = c.packets.wrapping_add(1);
+                c.bytes = c.bytes.wrapping_add(u64::from(bytes));
+            }
         }
     }
 }
@@ -1573,6 +1650,9 @@ impl CompiledRuleset {
                 if let Some(v) = v {
                     c.packets = c.packets.wrapping_add(1);
                     c.bytes = c.bytes.wrapping_add(u64::from(ctx.len));
+                    if state.recording {
+                        state.path.push_cold(policy);
+                    }
                     ctx.effects.last = policy;
                     return v;
                 }
@@ -1588,6 +1668,8 @@ impl CompiledRuleset {
             counters,
             buckets,
             stack,
+            recording,
+            path,
             ..
         } = state;
         let mut pc = start;
@@ -1628,6 +1710,9 @@ impl CompiledRuleset {
             if let Some(c) = counters.get_mut(pc as usize) {
                 c.packets = c.packets.wrapping_add(1);
                 c.bytes = c.bytes.wrapping_add(bytes);
+            }
+            if *recording {
+                path.push_cold(pc);
             }
             match e.act {
                 Act::Continue => {}
@@ -1726,6 +1811,102 @@ impl CompiledRuleset {
             }),
             _ => None,
         }
+    }
+
+    /// Whether `table`/`hook` takes the same way for every TCP or UDP
+    /// packet (not a fragment) of one direction of one connection in the
+    /// same conntrack state, given the same interfaces: every entry it can
+    /// reach (through jumps and gotos) matches only on what such packets
+    /// share (addresses, protocol, ports, interfaces, conntrack state,
+    /// tuples and direction, the packet mark as earlier entries set it,
+    /// address types). Then the entries one packet counted
+    /// ([`RuleState::record`]) are the ones every later such packet would
+    /// count, with the same verdict; if none of them has a target that acts
+    /// on the packet or the connection ([`CompiledRuleset::replayable`]),
+    /// the data plane may count them again ([`RuleState::replay`]) instead
+    /// of running the chain (DESIGN.md: "a verdict may be cached per
+    /// connection"). Not invariant: TCP flags and options, `-m length`,
+    /// `-m ttl`, `-m limit`, `--ctstatus` (ASSURED comes later).
+    pub fn flow_invariant(&self, table: Table, hook: Hook) -> bool {
+        let Some((start, _)) = self.hooks[table as usize][hook as usize] else {
+            return true;
+        };
+        let mut seen = vec![false; self.cold.len()];
+        let mut todo = vec![start];
+        while let Some(first) = todo.pop() {
+            if std::mem::replace(seen.get_mut(first as usize).unwrap_or(&mut true), true) {
+                continue;
+            }
+            let mut pc = first;
+            loop {
+                let (Some(h), Some(c), Some(info)) = (
+                    self.hot.get(pc as usize),
+                    self.cold.get(pc as usize),
+                    self.infos.get(pc as usize),
+                ) else {
+                    return false;
+                };
+                if h.tfl_mask != 0 || !self.matches_invariant(c) {
+                    return false;
+                }
+                if let Act::Jump(t) | Act::Goto(t) = c.act {
+                    todo.push(t);
+                }
+                // The policy, or the implicit RETURN, ends the chain.
+                if info.index == 0 {
+                    break;
+                }
+                pc += 1;
+            }
+        }
+        true
+    }
+
+    /// Whether counting `path` again stands for the run that recorded it:
+    /// none of its entries has a target that acts on the packet or the
+    /// connection (LOG, CONNMARK, TTL, NOTRACK, TRACE, TCPMSS); deciding,
+    /// jumping, returning and setting the packet mark are what the way
+    /// itself is.
+    pub fn replayable(&self, path: &Path) -> bool {
+        path.entries().iter().all(|&e| {
+            matches!(
+                self.cold.get(e as usize).map(|c| c.act),
+                Some(
+                    Act::Continue
+                        | Act::Accept
+                        | Act::Drop
+                        | Act::Reject(_)
+                        | Act::Return
+                        | Act::Jump(_)
+                        | Act::Goto(_)
+                        | Act::Nat
+                        | Act::Mark(_)
+                )
+            )
+        })
+    }
+
+    /// [`CompiledRuleset::flow_invariant`] for one entry's side-table matches.
+    fn matches_invariant(&self, c: &Cold) -> bool {
+        let exts = self
+            .exts
+            .get(c.ext_start as usize..c.ext_end as usize)
+            .unwrap_or(&[]);
+        let exts_ok = exts.iter().all(|x| match x {
+            Ext::Tcp {
+                fl_mask, option, ..
+            } => *fl_mask == 0 && *option == 0,
+            Ext::Conntrack(m) => m.status.is_none(),
+            Ext::Udp { .. }
+            | Ext::Icmp { .. }
+            | Ext::Multiport { .. }
+            | Ext::State { .. }
+            | Ext::Mark { .. }
+            | Ext::Iprange { .. }
+            | Ext::Addrtype { .. } => true,
+            Ext::Ttl(_) | Ext::Length(_) | Ext::Limit { .. } => false,
+        });
+        exts_ok
     }
 
     /// What the data plane must compute per packet for this ruleset.
@@ -3363,5 +3544,128 @@ mod tests {
             }
         }
         assert!(absent > 0, "the nat table is not in the ruleset");
+    }
+
+    /// A filter table with `rules` in FORWARD (and `chain` as a user
+    /// chain), compiled.
+    fn forward(rules: &str) -> CompiledRuleset {
+        CompiledRuleset::compile(&forward_rules(rules), IFACES).unwrap()
+    }
+
+    fn forward_rules(rules: &str) -> Ruleset {
+        let text = format!(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:side - [0:0]\n{rules}COMMIT\n"
+        );
+        crate::parse::parse_restore(&text, "t.rules").unwrap()
+    }
+
+    #[test]
+    fn flow_invariance_of_matches_and_targets() {
+        let yes = [
+            "",
+            "-A FORWARD -i eth0 -o eth1 -j ACCEPT\n",
+            "-A FORWARD -s 10.0.0.0/8 -p tcp --dport 80 -j ACCEPT\n",
+            "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n",
+            "-A FORWARD -m state --state NEW -j DROP\n",
+            "-A FORWARD -p udp -m multiport --dports 53,123 -j MARK --set-mark 1\n-A FORWARD -m mark --mark 1 -j ACCEPT\n",
+            "-A FORWARD -m iprange --src-range 1.1.1.1-1.1.1.9 -j REJECT\n",
+            "-A FORWARD -j side\n-A side -p tcp -j RETURN\n",
+            "-A FORWARD -g side\n",
+            // A variant rule in a chain FORWARD cannot reach does not count.
+            "-A FORWARD -j ACCEPT\n-A INPUT -m length --length 0:100 -j LOG\n",
+            // Targets do not make a chain variant (see `replayable`).
+            "-A FORWARD -i eth0 -j LOG\n-A FORWARD -j CONNMARK --save-mark\n",
+        ];
+        for r in yes {
+            let c = forward(r);
+            assert!(c.flow_invariant(Table::Filter, Hook::Forward), "{r}");
+            assert!(
+                c.flow_invariant(Table::Mangle, Hook::Forward),
+                "absent: {r}"
+            );
+        }
+        let no = [
+            "-A FORWARD -p tcp --tcp-flags SYN,ACK SYN -j DROP\n",
+            "-A FORWARD -p tcp --syn -j DROP\n",
+            "-A FORWARD -p tcp --tcp-option 2 -j DROP\n",
+            "-A FORWARD -m length --length 0:100 -j ACCEPT\n",
+            "-A FORWARD -m ttl --ttl-lt 5 -j DROP\n",
+            "-A FORWARD -m limit --limit 1/s -j ACCEPT\n",
+            "-A FORWARD -m conntrack --ctstatus ASSURED -j ACCEPT\n",
+            // Reached through a jump.
+            "-A FORWARD -p tcp -j side\n-A side -m length --length 0:64 -j DROP\n",
+        ];
+        for r in no {
+            let c = forward(r);
+            assert!(!c.flow_invariant(Table::Filter, Hook::Forward), "{r}");
+            assert!(c.flow_invariant(Table::Filter, Hook::Input), "{r}");
+        }
+    }
+
+    #[test]
+    fn a_path_through_a_target_that_acts_is_not_replayable() {
+        let text =
+            "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n\
+                    :OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A FORWARD -i eth1 -j LOG\n\
+                    -A FORWARD -p tcp --dport 80 -j TTL --ttl-inc 1\nCOMMIT\n";
+        let rs = crate::parse::parse_restore(text, "t.rules").unwrap();
+        let c = CompiledRuleset::compile(&rs, IFACES).unwrap();
+        assert!(c.flow_invariant(Table::Mangle, Hook::Forward));
+        let mut s = RuleState::new(&c);
+        for (in_if, dport, replayable) in [(0, 81, true), (1, 81, false), (0, 80, false)] {
+            let mut p = tcp_pkt([1, 1, 1, 1], [2, 2, 2, 2], 1000, dport);
+            p.in_if = Some(in_if);
+            s.record();
+            c.run(Table::Mangle, Hook::Forward, &mut p, &mut s, 0);
+            let path = s.take_path().unwrap();
+            assert_eq!(
+                c.replayable(&path),
+                replayable,
+                "in {in_if} dport {dport}: {path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recorded_path_replays_the_counters_of_its_run() {
+        let rs = forward_rules(
+            "-A FORWARD -i eth1 -j ACCEPT\n-A FORWARD -p tcp -j side\n-A FORWARD -j ACCEPT\n\
+             -A side -p tcp --dport 81 -j DROP\n-A side -j MARK --set-mark 7\n-A side -m mark --mark 7 -j RETURN\n",
+        );
+        let c = CompiledRuleset::compile(&rs, IFACES).unwrap();
+        let mut s = RuleState::new(&c);
+        let mut p = tcp_pkt([1, 1, 1, 1], [2, 2, 2, 2], 1000, 80);
+        s.record();
+        assert!(s.recording());
+        assert_eq!(
+            c.run(Table::Filter, Hook::Forward, &mut p.clone(), &mut s, 0),
+            Verdict::Accept
+        );
+        let path = s.take_path().expect("a short path");
+        assert!(!s.recording());
+        assert!(c.replayable(&path));
+        // The jump, the MARK, the RETURN, and the last ACCEPT of FORWARD.
+        assert_eq!(path.entries().len(), 4, "{path:?}");
+        let once = c.counters_into(&rs, &[&s]);
+        // Replaying is counting the same entries again, bytes of this packet.
+        p.len = 100;
+        let mut by_run = s.clone();
+        c.run(Table::Filter, Hook::Forward, &mut p.clone(), &mut by_run, 0);
+        s.replay(&path, 100);
+        let (a, b) = (
+            c.counters_into(&rs, &[&s]),
+            c.counters_into(&rs, &[&by_run]),
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, once);
+        // A shortcut's count is not recorded; an overflow is.
+        s.record();
+        s.count(3, 60);
+        assert_eq!(s.take_path().map(|p| p.entries().to_vec()), Some(vec![]));
+        s.record();
+        for _ in 0..=PATH_MAX / 4 {
+            c.run(Table::Filter, Hook::Forward, &mut p.clone(), &mut s, 0);
+        }
+        assert_eq!(s.take_path(), None);
     }
 }
