@@ -49,7 +49,8 @@ fn bench_pipeline(c: &mut Criterion) {
 /// (default 1 million) connections in the table, 64 random ones per batch
 /// (`pipeline/udp_64B/seed_1m`): the conntrack entries are cache misses.
 /// `seed_1m_single`: the same with the batch's conntrack lookups one at a
-/// time (`conntrack_lookup_ahead` off), for the ratio.
+/// time (`conntrack_lookup_ahead` off), for the ratio; `seed_1m_nocache`:
+/// without the flow cache (every packet runs the chains).
 fn bench_pipeline_spread(c: &mut Criterion) {
     let flows = std::env::var("FASTABLES_BENCH_FLOWS")
         .ok()
@@ -62,13 +63,17 @@ fn bench_pipeline_spread(c: &mut Criterion) {
     } else {
         format!("seed_{flows}")
     };
-    for (ahead, suffix) in [(true, ""), (false, "_single")] {
+    for (ahead, cache, suffix) in [
+        (true, true, ""),
+        (false, true, "_single"),
+        (true, false, "_nocache"),
+    ] {
         // Criterion names the case before it runs it: build the table only then
         // (and one at a time: each is hundreds of MB).
         let mut h: Option<SpreadHarness> = None;
         let id = BenchmarkId::new(FrameKind::Udp64.name(), format!("{base}{suffix}"));
         g.bench_function(id, |b| {
-            let h = h.get_or_insert_with(|| SpreadHarness::new(flows, ahead));
+            let h = h.get_or_insert_with(|| SpreadHarness::with_cache(flows, ahead, cache));
             b.iter_custom(|iters| {
                 let t = time_batches(h, iters);
                 h.check();

@@ -367,7 +367,12 @@ impl SpreadHarness {
     /// batch together (`PipelineOptions::conntrack_lookup_ahead` default) or
     /// one at a time.
     pub fn new(flows: usize, ahead: bool) -> SpreadHarness {
-        let mut h = SpreadHarness::fresh(flows, ahead);
+        SpreadHarness::with_cache(flows, ahead, true)
+    }
+
+    /// [`SpreadHarness::new`] with the flow cache on or off.
+    pub fn with_cache(flows: usize, ahead: bool, cache: bool) -> SpreadHarness {
+        let mut h = SpreadHarness::fresh_with_cache(flows, ahead, cache);
         for first in (0..flows).step_by(BATCH) {
             h.load(|i| (first + i) % flows);
             h.rig.run(1);
@@ -384,6 +389,10 @@ impl SpreadHarness {
     /// `flows` flows and an empty connection table: batches of the next 64
     /// flows, each packet a new connection (the table has room for all).
     pub fn fresh(flows: usize, ahead: bool) -> SpreadHarness {
+        SpreadHarness::fresh_with_cache(flows, ahead, true)
+    }
+
+    fn fresh_with_cache(flows: usize, ahead: bool, cache: bool) -> SpreadHarness {
         let mut cfg = seed_config();
         cfg.conntrack.max = (flows + flows / 4 + 1024) as u32;
         cfg.conntrack.buckets = flows.next_power_of_two() as u32;
@@ -393,6 +402,7 @@ impl SpreadHarness {
             } else {
                 usize::MAX
             },
+            flow_cache: cache,
             ..PipelineOptions::default()
         };
         let pipeline = Pipeline::with_options(&cfg, compile(SEED_RULES), opts).expect("pipeline");

@@ -129,6 +129,9 @@ struct Sample {
     held: u64,
     steer: SteerStats,
     arp: fastables_dataplane::neigh::ArpCounters,
+    /// Whether the flow cache can forward with this ruleset, and the frames
+    /// it forwarded.
+    flow_cache: (bool, u64),
     batch_lat: Latency,
     pkt_lat: Latency,
 }
@@ -154,6 +157,7 @@ impl Sample {
             held: (p.held() + p.reassembling()) as u64,
             steer: c.port.stats(),
             arp: p.arp_counters(),
+            flow_cache: (p.flow_cache_usable(), p.flow_cache_hits()),
             batch_lat,
             pkt_lat,
         }
@@ -176,6 +180,7 @@ impl Sample {
             m.held += s.held;
             m.steer.add(&s.steer);
             m.arp.add(&s.arp);
+            m.flow_cache.1 += s.flow_cache.1;
             m.batch_lat.add(&s.batch_lat);
             m.pkt_lat.add(&s.pkt_lat);
         }
@@ -657,6 +662,11 @@ fn publish(
             "fastables_handoffs_dropped_total",
             "Frames lost on the way to their owner (queue full).",
             m.steer.handoff_dropped,
+        ),
+        (
+            "fastables_flow_cache_hits_total",
+            "Frames forwarded by their connection's cached decision (no chain run).",
+            m.flow_cache.1,
         ),
     ];
     s.batch_latency.add(&m.batch_lat);
@@ -1308,11 +1318,13 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
                 .collect(),
         );
         return control::Reply::ok(format!(
-            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}},\"arp\":{{\"received\":{},\"replies_sent\":{},\"requests_sent\":{},\"learned\":{}}},\"nat\":{{\"addresses\":[{nat_json}],\"ranges\":[{range_json}]}},\"workers\":[{workers_json}]}}\n",
+            "{{\"interfaces\":[{interfaces}],\"drops\":{{{drops}}},\"xdp\":{{{xdp}}},\"conntrack\":{{\"entries\":{entries},\"max\":{max}}},\"arp\":{{\"received\":{},\"replies_sent\":{},\"requests_sent\":{},\"learned\":{}}},\"flow_cache\":{{\"usable\":{},\"hits\":{}}},\"nat\":{{\"addresses\":[{nat_json}],\"ranges\":[{range_json}]}},\"workers\":[{workers_json}]}}\n",
             m.arp.received,
             m.arp.replies_sent,
             m.arp.requests_sent,
-            m.arp.learned
+            m.arp.learned,
+            m.flow_cache.0,
+            m.flow_cache.1
         ));
     }
     let mut o = s.to_string();
@@ -1337,6 +1349,15 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
         "arp: received {} replies_sent {} requests_sent {} learned {}\n",
         a.received, a.replies_sent, a.requests_sent, a.learned
     ));
+    o.push_str(&match m.flow_cache {
+        (true, hits) => {
+            format!("flow cache: on, {hits} frames forwarded by their connection's decision\n")
+        }
+        (false, _) => {
+            "flow cache: off (a chain of the forward path is not flow-invariant, or no conntrack)\n"
+                .to_string()
+        }
+    });
     if max > 0 {
         let fill = entries as f64 * 100.0 / max as f64;
         o.push_str(&format!(

@@ -96,6 +96,15 @@ impl FlowCache {
         Some((n, self.decisions.get(n)?))
     }
 
+    /// Loads the tag of `id` (a cache miss in a large table), so that a
+    /// batch's misses overlap ([`crate::pipeline::Pipeline`]'s lookups ahead).
+    #[inline]
+    pub(crate) fn warm(&self, id: EntryId) {
+        if let Some(t) = self.tags.get(id.index() as usize) {
+            std::hint::black_box(t[0]);
+        }
+    }
+
     /// Decision number `n` of the current generation.
     #[inline]
     pub(crate) fn decision(&self, n: usize) -> Option<&Decision> {

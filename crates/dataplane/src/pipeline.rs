@@ -793,6 +793,9 @@ impl Pipeline {
         for (&pos, hit) in at.iter().zip(found).take(n) {
             if let (Some(h), Some(found)) = (self.ct_hints.get_mut(usize::from(pos)), hit) {
                 *h = Some(Hint { found, changes });
+                if self.fast_ok {
+                    self.flow.warm(found.0);
+                }
             }
         }
         true
