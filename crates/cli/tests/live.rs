@@ -530,6 +530,19 @@ fn download_20mb_over_http_through_nat() {
             lab.logs()
         );
     }
+    if !kernel_router() {
+        // The client's ACKs (the seed's rules are flow-invariant; the
+        // replies from eth0 pass its TTL target, so they run the chains).
+        let st = lab.control("stats", &[]);
+        let text = String::from_utf8_lossy(&st.stdout).into_owned();
+        let hits: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("flow cache: on, "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no flow cache line: {text}"));
+        assert!(hits > 1000, "flow cache hits: {text}");
+    }
 }
 
 /// An `iptables-save` listing by table: its chain lines (without counters)
