@@ -6,6 +6,7 @@ use std::fmt;
 use fastables_stats::Latency;
 
 use crate::sink::SinkCounters;
+use crate::tcp::{ResponderCounters, TcpReport};
 
 /// Latency quantiles, nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -56,13 +57,14 @@ pub struct GenReport {
     pub dev: String,
     /// How the device was attached (`XDP generic, copy mode, ...`).
     pub xdp: String,
-    /// `udp` or `syn`.
+    /// `udp`, `syn` or `tcp`.
     pub proto: &'static str,
     /// Frame size without FCS.
     pub size: usize,
     /// Destination MAC used.
     pub dst_mac: String,
-    /// Frames the TX ring took (sequence numbers `0..sent`).
+    /// Frames the TX ring took (sequence numbers `0..sent`; with `tcp`
+    /// the data segments: the SYNs, ACKs and FINs are in `tcp`).
     pub sent: u64,
     /// Their bytes.
     pub bytes: u64,
@@ -76,8 +78,12 @@ pub struct GenReport {
     pub tx_ring_full: u64,
     /// TX frames that were still not completed by the kernel at the end.
     pub not_completed: u64,
-    /// Frames received (and dropped) on the device meanwhile.
+    /// Frames received (and dropped) on the device meanwhile (`tcp`: those
+    /// that were not the peers' segments).
     pub rx_ignored: u64,
+    /// `tcp`: the connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpReport>,
 }
 
 impl GenReport {
@@ -110,6 +116,41 @@ impl fmt::Display for GenReport {
             self.not_completed,
             self.rx_ignored
         )?;
+        if let Some(t) = &self.tcp {
+            let c = &t.counters;
+            writeln!(
+                f,
+                "  tcp: handshakes {} started, {} completed, {} failed, {} incomplete; SYN retransmits {}; resets received {}",
+                c.handshakes_started,
+                c.handshakes_completed,
+                c.handshakes_failed,
+                t.handshakes_incomplete,
+                c.syn_retransmits,
+                c.resets_received
+            )?;
+            let l = &t.setup_latency;
+            writeln!(
+                f,
+                "  tcp: set-up (SYN to SYN-ACK) p50 {:.1} us  p99 {:.1} us  max {:.1} us",
+                us(l.p50_ns),
+                us(l.p99_ns),
+                us(l.max_ns)
+            )?;
+            writeln!(
+                f,
+                "  tcp: data segments per flow {}..{}, {} flows fully acknowledged, window stalls {}; close {}: {} started, {} completed, {} failed, {} by the peer; {} control segments sent",
+                t.segments_per_flow_min,
+                t.segments_per_flow_max,
+                t.flows_acked,
+                c.window_stalls,
+                t.close.name(),
+                c.closes_started,
+                c.closes_completed,
+                c.closes_failed,
+                c.closed_by_peer,
+                c.control_sent
+            )?;
+        }
         writeln!(f, "  {}", self.xdp)
     }
 }
@@ -150,6 +191,9 @@ pub struct SinkReport {
     pub latency: LatencyReport,
     /// The kernel's counters of the socket.
     pub kernel: SinkXdp,
+    /// `--echo`: the TCP responder's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<ResponderCounters>,
 }
 
 impl SinkReport {
@@ -208,7 +252,26 @@ impl fmt::Display for SinkReport {
             self.kernel.rx_ring_full,
             self.kernel.fill_ring_empty,
             self.xdp
-        )
+        )?;
+        if let Some(t) = &self.tcp {
+            writeln!(
+                f,
+                "  tcp: {} segments; {} SYNs ({} again), {} handshakes completed, {} data segments ({} out of order) acknowledged, {} FINs answered, {} closed; resets {} received, {} sent; table full {}, {} open",
+                t.segments,
+                t.syns,
+                t.syn_retransmits,
+                t.handshakes_completed,
+                t.data_segments,
+                t.out_of_order,
+                t.fins,
+                t.closed,
+                t.resets_received,
+                t.resets_sent,
+                t.table_full,
+                t.open
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -265,6 +328,7 @@ mod tests {
             pps: 2000.0,
             latency: LatencyReport::from(&l),
             kernel: SinkXdp::default(),
+            tcp: None,
         }
     }
 
@@ -313,6 +377,7 @@ mod tests {
             tx_ring_full: 0,
             not_completed: 0,
             rx_ignored: 0,
+            tcp: None,
         };
         assert!(
             g.to_string().starts_with(
