@@ -255,7 +255,12 @@ fn sink_options(a: &GenArgs) -> Result<SinkOptions, CliError> {
                     "--tcp-connections {n} is for the responder: add --echo"
                 )))
             }
-            Some(0) => return Err(usage("--tcp-connections 0: expected at least 1")),
+            Some(n) if n == 0 || n > fastables_gen::tcp::MAX_RESPONDER_CONNECTIONS => {
+                return Err(usage(format!(
+                    "--tcp-connections {n}: expected 1 to {}",
+                    fastables_gen::tcp::MAX_RESPONDER_CONNECTIONS
+                )))
+            }
             Some(n) => n,
             None => 65536,
         },
@@ -456,6 +461,20 @@ mod tests {
             "10",
         ]);
         assert_eq!(sink_options(&s).unwrap().tcp_connections, 10);
+        for bad in ["0", "16777217"] {
+            let z = args(&[
+                "--dev",
+                "eth0",
+                "--sink",
+                "--echo",
+                "--tcp-connections",
+                bad,
+            ]);
+            assert_eq!(
+                sink_options(&z).unwrap_err().to_string(),
+                format!("fastables gen: --tcp-connections {bad}: expected 1 to 16777216")
+            );
+        }
     }
 
     #[test]

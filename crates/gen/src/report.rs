@@ -120,13 +120,15 @@ impl fmt::Display for GenReport {
             let c = &t.counters;
             writeln!(
                 f,
-                "  tcp: handshakes {} started, {} completed, {} failed, {} incomplete; SYN retransmits {}; resets received {}",
+                "  tcp: handshakes {} started, {} completed, {} failed, {} incomplete; SYN retransmits {}; late SYN-ACKs {}; resets received {}; unexpected segments {}",
                 c.handshakes_started,
                 c.handshakes_completed,
                 c.handshakes_failed,
                 t.handshakes_incomplete,
                 c.syn_retransmits,
-                c.resets_received
+                c.late_syn_acks,
+                c.resets_received,
+                c.unexpected
             )?;
             let l = &t.setup_latency;
             writeln!(
@@ -138,7 +140,7 @@ impl fmt::Display for GenReport {
             )?;
             writeln!(
                 f,
-                "  tcp: data segments per flow {}..{}, {} flows fully acknowledged, window stalls {}; close {}: {} started, {} completed, {} failed, {} by the peer; {} control segments sent",
+                "  tcp: data segments per flow {}..{}, {} flows fully acknowledged, window stalls {}; close {}: {} started, {} completed, {} failed, {} unanswered, {} by the peer; {} control segments sent",
                 t.segments_per_flow_min,
                 t.segments_per_flow_max,
                 t.flows_acked,
@@ -147,6 +149,7 @@ impl fmt::Display for GenReport {
                 c.closes_started,
                 c.closes_completed,
                 c.closes_failed,
+                t.closes_incomplete,
                 c.closed_by_peer,
                 c.control_sent
             )?;

@@ -89,6 +89,8 @@ pub const FIN_RTO_NS: u64 = SEC;
 pub const FIN_RETRIES: u8 = 1;
 /// Flows of which `--proto tcp` keeps state at most.
 pub const MAX_FLOWS: u64 = 1 << 20;
+/// The most connections the responder's table may be sized for.
+pub const MAX_RESPONDER_CONNECTIONS: usize = 1 << 24;
 
 /// `a` is after `b` in sequence space.
 fn after(a: u32, b: u32) -> bool {
@@ -294,6 +296,10 @@ pub struct TcpGenCounters {
     pub closed_by_peer: u64,
     /// Segments that fit no flow or state (counted, ignored).
     pub unexpected: u64,
+    /// SYN-ACKs for handshakes given up already (answered with a RST).
+    pub late_syn_acks: u64,
+    /// Received frames that were no TCP segment (or had a bad checksum).
+    pub not_tcp: u64,
 }
 
 /// What the next paced frame is.
@@ -653,7 +659,10 @@ impl TcpGen {
     /// SYN-ACK, of the peer's FIN), the answer is written into `buf` and
     /// its length returned.
     pub fn on_frame(&mut self, buf: &mut [u8], len: usize, now: u64) -> Option<usize> {
-        let seg = parse_segment(buf.get(..len)?)?;
+        let Some(seg) = buf.get(..len).and_then(parse_segment) else {
+            self.counters.not_tcp += 1;
+            return None;
+        };
         let Some(i) = self
             .space
             .index(&reversed(&seg.tuple))
@@ -741,6 +750,21 @@ impl TcpGen {
                 // The peer did not get our last ACK.
                 self.control(buf, i, flags::ACK)
             }
+            FlowState::Failed if seg.has(flags::SYN | flags::ACK) => {
+                // Too late: a RST, so that the peer and the middlebox
+                // forget the half-open connection.
+                self.counters.late_syn_acks += 1;
+                let h = TcpHeader {
+                    seq: seg.ack,
+                    ack: 0,
+                    flags: flags::RST,
+                    window: 0,
+                    options: &[],
+                };
+                let n = self.write(buf, i, h, None)?;
+                self.counters.control_sent += 1;
+                Some(n)
+            }
             _ => {
                 self.counters.unexpected += 1;
                 None
@@ -812,6 +836,7 @@ impl TcpGen {
         TcpReport {
             counters: self.counters,
             handshakes_incomplete: self.pending,
+            closes_incomplete: self.fin_waiting,
             setup_latency: LatencyReport::from(&self.setup),
             flows_acked: acked,
             segments_per_flow_min: min,
@@ -829,6 +854,9 @@ pub struct TcpReport {
     pub counters: TcpGenCounters,
     /// Handshakes still waiting for a SYN-ACK at the end.
     pub handshakes_incomplete: u64,
+    /// FINs still waiting for the peer's at the end (the close's time was
+    /// up).
+    pub closes_incomplete: u64,
     /// First SYN to SYN-ACK, of the completed handshakes.
     pub setup_latency: LatencyReport,
     /// Established flows whose data the peer acknowledged completely.
@@ -921,6 +949,11 @@ impl TcpResponder {
             open: self.conns.len() as u64,
             ..self.counters
         }
+    }
+
+    /// Connections in the table.
+    pub fn open(&self) -> usize {
+        self.conns.len()
     }
 
     /// Writes the answer to `seg` into `out` (the received frame's buffer):
@@ -1485,6 +1518,30 @@ mod tests {
         assert_eq!(g.handshakes_pending(), 0);
         assert!(!g.can_send(), "nothing left to send");
         assert!(!g.timer_due(t0 + 100 * SEC));
+    }
+
+    #[test]
+    fn a_syn_ack_after_the_handshake_failed_gets_a_rst() {
+        let mut w = Wire::new(tcp_gen(space("1000"), FlowMode::Fixed(1), 1));
+        let (_, syn) = w.next(0);
+        let mut b = vec![0u8; 2048];
+        for at in [1, 3, 7] {
+            w.now = 1_000_000_000 + at * SEC;
+            while w.gen.retransmit(w.now, &mut b).is_some() {}
+        }
+        assert_eq!(w.gen.state(0), FlowState::Failed);
+        // The first SYN arrives very late after all.
+        w.send(syn);
+        let (_, rst) = *w.seen.last().unwrap();
+        let (_, synack) = w.seen[w.seen.len() - 2];
+        assert_eq!((rst.flags, rst.seq), (flags::RST, synack.ack));
+        assert_eq!(w.peer.open(), 0, "the responder forgot it");
+        assert_eq!(w.gen.counters().late_syn_acks, 1);
+        assert!(w.invalid.is_empty(), "{:?}", w.invalid);
+        // Anything else is counted, not answered.
+        let mut junk = vec![0u8; 2048];
+        assert_eq!(w.gen.on_frame(&mut junk, 60, w.now), None);
+        assert_eq!(w.gen.counters().not_tcp, 1);
     }
 
     #[test]

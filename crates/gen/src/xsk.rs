@@ -505,16 +505,7 @@ fn generate_tcp(
                         .and_then(|b| tg.on_frame(b, usize::from(f.len), now));
                     match answer {
                         Some(len) => ctrl.push(tx_frame(f.addr, len)),
-                        None => {
-                            if crate::tcp::parse_segment(
-                                mem.get(at..at + usize::from(f.len)).unwrap_or(&[]),
-                            )
-                            .is_none()
-                            {
-                                ignored += 1;
-                            }
-                            addrs.push(f.addr)
-                        }
+                        None => addrs.push(f.addr),
                     }
                 }
                 port.free(&addrs);
@@ -622,7 +613,7 @@ fn generate_tcp(
         pps: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
         tx_ring_full: full,
         not_completed: port.accounting().in_tx,
-        rx_ignored: ignored,
+        rx_ignored: ignored + tg.counters().not_tcp,
         tcp: Some(tg.report(o.close)),
     })
 }
@@ -854,7 +845,12 @@ pub fn sink(
             ));
             (last_tick, last_received) = (now, c.received);
         }
-        if o.count.is_some_and(|c| s.unique() >= c)
+        // With TCP connections open, a count reached waits for their
+        // closes: until 1 s without a segment.
+        let lingering = responder
+            .as_ref()
+            .is_some_and(|r| r.open() > 0 && now - last_peer < SEC);
+        if (o.count.is_some_and(|c| s.unique() >= c) && !lingering)
             || o.duration_ns.is_some_and(|d| now - t0 >= d)
             || o.idle_ns
                 .is_some_and(|d| first.is_some() && now - last.max(last_peer) >= d)
