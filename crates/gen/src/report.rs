@@ -70,7 +70,8 @@ pub struct GenReport {
     pub bytes: u64,
     /// Distinct flows used.
     pub flows: u64,
-    /// Seconds from the first frame to the last completion.
+    /// Seconds from the first frame to the last completion (`tcp`: to
+    /// the end of the sending, before the drain and the closes).
     pub secs: f64,
     /// Frames per second over `secs`.
     pub pps: f64,
@@ -140,7 +141,7 @@ impl fmt::Display for GenReport {
             )?;
             writeln!(
                 f,
-                "  tcp: data segments per flow {}..{}, {} flows fully acknowledged, window stalls {}; close {}: {} started, {} completed, {} failed, {} unanswered, {} by the peer; {} control segments sent",
+                "  tcp: data segments per flow {}..{}, {} flows fully acknowledged, window stalls {}; close {}: {} started, {} completed, {} failed, {} unanswered, {} by the peer; {} control segments sent; {:.3} s in all",
                 t.segments_per_flow_min,
                 t.segments_per_flow_max,
                 t.flows_acked,
@@ -151,7 +152,8 @@ impl fmt::Display for GenReport {
                 c.closes_failed,
                 t.closes_incomplete,
                 c.closed_by_peer,
-                c.control_sent
+                c.control_sent,
+                t.total_secs
             )?;
         }
         writeln!(f, "  {}", self.xdp)
@@ -392,6 +394,101 @@ mod tests {
         assert_eq!(
             (v["sent"].as_u64(), v["proto"].as_str()),
             (Some(500), Some("udp"))
+        );
+    }
+
+    #[test]
+    fn tcp_sections_in_both_summaries() {
+        use crate::tcp::{Close, ResponderCounters, TcpGenCounters, TcpReport};
+        let mut l = Latency::new();
+        l.record(250_000);
+        let g = GenReport {
+            dev: "eth0".into(),
+            xdp: "eth0: XDP generic, copy mode, queue 0 of 1".into(),
+            proto: "tcp",
+            size: 72,
+            dst_mac: "02:42:ac:12:00:01".into(),
+            sent: 5000,
+            bytes: 360_000,
+            flows: 8,
+            secs: 1.0,
+            pps: 5000.0,
+            tx_ring_full: 0,
+            not_completed: 0,
+            rx_ignored: 0,
+            tcp: Some(TcpReport {
+                counters: TcpGenCounters {
+                    handshakes_started: 8,
+                    handshakes_completed: 7,
+                    handshakes_failed: 1,
+                    syn_retransmits: 2,
+                    closes_started: 7,
+                    closes_completed: 7,
+                    control_sent: 31,
+                    ..TcpGenCounters::default()
+                },
+                handshakes_incomplete: 0,
+                closes_incomplete: 0,
+                setup_latency: LatencyReport::from(&l),
+                flows_acked: 7,
+                segments_per_flow_min: 714,
+                segments_per_flow_max: 715,
+                close: Close::Fin,
+                total_secs: 2.5,
+            }),
+        };
+        let v: serde_json::Value = serde_json::from_str(&g.to_json()).unwrap();
+        let t = &v["tcp"];
+        assert_eq!(
+            (
+                t["handshakes_completed"].as_u64(),
+                t["handshakes_failed"].as_u64()
+            ),
+            (Some(7), Some(1))
+        );
+        assert_eq!(t["close"], "fin");
+        assert_eq!(t["segments_per_flow_max"], 715);
+        assert!(
+            t["setup_latency"]["p50_ns"]
+                .as_u64()
+                .unwrap()
+                .abs_diff(250_000)
+                < 500
+        );
+        let text = g.to_string();
+        assert!(
+            text.contains("tcp: handshakes 8 started, 7 completed, 1 failed, 0 incomplete; SYN retransmits 2;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("set-up (SYN to SYN-ACK) p50 250.1 us"),
+            "{text}"
+        );
+        assert!(
+            text.contains("data segments per flow 714..715, 7 flows fully acknowledged, window stalls 0; close fin: 7 started, 7 completed"),
+            "{text}"
+        );
+        // No tcp key for udp and syn.
+        let u = GenReport { tcp: None, ..g };
+        assert!(!u.to_json().contains("\"tcp\":"));
+        let mut r = sink_report();
+        assert!(!r.to_json().contains("\"tcp\":"));
+        r.tcp = Some(ResponderCounters {
+            syns: 8,
+            handshakes_completed: 8,
+            data_segments: 5000,
+            fins: 8,
+            closed: 8,
+            ..ResponderCounters::default()
+        });
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            (v["tcp"]["syns"].as_u64(), v["tcp"]["closed"].as_u64()),
+            (Some(8), Some(8))
+        );
+        assert!(
+            r.to_string().contains("8 handshakes completed, 5000 data segments (0 out of order) acknowledged, 8 FINs answered, 8 closed"),
+            "{r}"
         );
     }
 

@@ -842,6 +842,7 @@ impl TcpGen {
             segments_per_flow_min: min,
             segments_per_flow_max: max,
             close,
+            total_secs: 0.0,
         }
     }
 }
@@ -867,6 +868,9 @@ pub struct TcpReport {
     pub segments_per_flow_max: u32,
     /// How the connections were ended.
     pub close: Close,
+    /// Seconds from the start to the end of the closes (the report's
+    /// `secs` and `pps` are the sending's).
+    pub total_secs: f64,
 }
 
 /// The responder's state of a connection.

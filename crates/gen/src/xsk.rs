@@ -448,6 +448,7 @@ fn generate_tcp(
     let (mut seq, mut sent, mut bytes, mut full, mut ignored) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut last_tick, mut last_sent) = (t0, 0u64);
     let mut phase = Phase::Sending;
+    let mut send_end = t0;
     loop {
         let now = monotonic_ns();
         match phase {
@@ -460,6 +461,7 @@ fn generate_tcp(
                     // Data already written (and in the flows' sequence
                     // space) still goes, below.
                     phase = Phase::Draining(now + TCP_DRAIN_NS);
+                    send_end = now;
                 }
             }
             Phase::Draining(until) => {
@@ -599,7 +601,10 @@ fn generate_tcp(
         ignored += drain_rx(&mut port, &mut rx, &mut addrs, batch);
         std::hint::spin_loop();
     }
-    let secs = (monotonic_ns() - t0) as f64 / 1e9;
+    // The rate over the sending; the drain and the closes after it.
+    let secs = (send_end - t0) as f64 / 1e9;
+    let mut tcp = tg.report(o.close);
+    tcp.total_secs = (monotonic_ns() - t0) as f64 / 1e9;
     Ok(GenReport {
         dev,
         xdp,
@@ -614,7 +619,7 @@ fn generate_tcp(
         tx_ring_full: full,
         not_completed: port.accounting().in_tx,
         rx_ignored: ignored + tg.counters().not_tcp,
-        tcp: Some(tg.report(o.close)),
+        tcp: Some(tcp),
     })
 }
 
