@@ -69,7 +69,8 @@ pub struct GenArgs {
     pub dport: Option<Span<u16>>,
     /// A fixed set of N flows (the first N of the flow space) instead of
     /// cycling through all of it. With --conntrack-fill: the established
-    /// flows [default: 100].
+    /// flows [default: 100]. --proto tcp keeps a connection per flow: at
+    /// most 1048576.
     #[arg(long, value_name = "N")]
     pub flows: Option<u64>,
     /// N new flows (unique tuples) a second; between them, the flows

@@ -940,7 +940,9 @@ impl TcpResponder {
     /// allocated now); `nonce` makes its sequence numbers its own.
     pub fn new(cap: usize, nonce: u64) -> TcpResponder {
         TcpResponder {
-            conns: HashMap::with_capacity(cap),
+            // Twice the entries it may hold: at most half full, hashbrown
+            // rehashes its tombstones in place instead of growing.
+            conns: HashMap::with_capacity(cap.saturating_mul(2)),
             cap,
             nonce,
             counters: ResponderCounters::default(),
