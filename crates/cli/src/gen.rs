@@ -11,6 +11,7 @@ use clap::Args;
 use fastables_dataplane::config::XdpMode;
 use fastables_gen::flow::{FlowMode, FlowSpace, Flows, Span};
 use fastables_gen::frame::Proto;
+use fastables_gen::tcp::Close;
 use fastables_gen::xsk::{self, GenOptions, NextHop, PortOptions, SinkOptions};
 use fastables_packet::MacAddr;
 
@@ -39,12 +40,21 @@ pub struct GenArgs {
     #[arg(long, value_name = "SECS")]
     pub idle: Option<f64>,
     /// Frame size without FCS [default: the least the protocol needs, 60
-    /// for udp, 72 for syn].
+    /// for udp, 72 for syn and tcp].
     #[arg(long, value_name = "BYTES")]
     pub size: Option<usize>,
-    /// udp, or syn (TCP SYNs carrying the stamp as data) [default: udp].
+    /// udp; syn (TCP SYNs carrying the stamp as data); or tcp: every flow
+    /// a TCP connection with a three-way handshake (answered by `gen --sink
+    /// --echo`), then data segments carrying the stamp in sequence (--count
+    /// and --rate count SYNs and data; the ACKs and FINs go unpaced), then
+    /// closed (--close) [default: udp].
     #[arg(long, value_name = "PROTO")]
     pub proto: Option<Proto>,
+    /// --proto tcp: how the connections end: fin (FIN exchange: TIME_WAIT in
+    /// a router's conntrack), rst, or none (they stay ESTABLISHED)
+    /// [default: fin].
+    #[arg(long, value_name = "HOW")]
+    pub close: Option<Close>,
     /// Source addresses.
     #[arg(long, value_name = "A[-B]")]
     pub src: Option<Span<Ipv4Addr>>,
@@ -59,7 +69,8 @@ pub struct GenArgs {
     pub dport: Option<Span<u16>>,
     /// A fixed set of N flows (the first N of the flow space) instead of
     /// cycling through all of it. With --conntrack-fill: the established
-    /// flows [default: 100].
+    /// flows [default: 100]. --proto tcp keeps a connection per flow: at
+    /// most 1048576.
     #[arg(long, value_name = "N")]
     pub flows: Option<u64>,
     /// N new flows (unique tuples) a second; between them, the flows
@@ -89,10 +100,16 @@ pub struct GenArgs {
     /// flows (the kernel marks a UDP stream ASSURED after 2 s) [default: 3].
     #[arg(long, value_name = "SECS")]
     pub warmup: Option<f64>,
-    /// Sink: send every stamped frame back (addresses and ports swapped),
-    /// the responder of --conntrack-fill.
+    /// Sink: send every stamped UDP frame back (addresses and ports
+    /// swapped), the responder of --conntrack-fill; and answer TCP as the
+    /// peer of --proto tcp (SYN-ACK, an ACK per data segment, FIN|ACK; a RST
+    /// for unknown connections).
     #[arg(long)]
     pub echo: bool,
+    /// Sink with --echo: the TCP connections the responder keeps at once
+    /// (allocated at start; SYNs beyond get no answer) [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub tcp_connections: Option<usize>,
     /// The summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -150,8 +167,11 @@ fn misplaced(a: &GenArgs) -> Option<&'static str> {
             .or(given(a.conntrack_fill, "--conntrack-fill"))
             .or(given(a.keepalive_ms.is_some(), "--keepalive-ms"))
             .or(given(a.warmup.is_some(), "--warmup"))
+            .or(given(a.close.is_some(), "--close"))
     } else {
-        given(a.idle.is_some(), "--idle").or(given(a.echo, "--echo"))
+        given(a.idle.is_some(), "--idle")
+            .or(given(a.echo, "--echo"))
+            .or(given(a.tcp_connections.is_some(), "--tcp-connections"))
     }
 }
 
@@ -201,16 +221,25 @@ fn gen_options(a: &GenArgs) -> Result<GenOptions, CliError> {
         (None, None) => NextHop::Arp(dst.lo),
     };
     let proto = a.proto.unwrap_or(Proto::Udp);
+    if a.close.is_some() && proto != Proto::Tcp {
+        return Err(usage("--close is for --proto tcp"));
+    }
+    let duration_ns = secs_ns(a.duration, "--duration")?;
+    if proto == Proto::Tcp {
+        fastables_gen::tcp::flows_needed(&space, mode, duration_ns)
+            .map_err(|e| usage(e.to_string()))?;
+    }
     Ok(GenOptions {
         port: port(a)?,
         rate: a.rate.unwrap_or(0),
         count: a.count,
-        duration_ns: secs_ns(a.duration, "--duration")?,
+        duration_ns,
         proto,
         size: a.size.unwrap_or(proto.min_size()),
         flows,
         next_hop,
         src_mac: a.src_mac,
+        close: a.close.unwrap_or(Close::Fin),
     })
 }
 
@@ -221,6 +250,21 @@ fn sink_options(a: &GenArgs) -> Result<SinkOptions, CliError> {
         duration_ns: secs_ns(a.duration, "--duration")?,
         idle_ns: secs_ns(a.idle, "--idle")?,
         echo: a.echo,
+        tcp_connections: match a.tcp_connections {
+            Some(n) if !a.echo => {
+                return Err(usage(format!(
+                    "--tcp-connections {n} is for the responder: add --echo"
+                )))
+            }
+            Some(n) if n == 0 || n > fastables_gen::tcp::MAX_RESPONDER_CONNECTIONS => {
+                return Err(usage(format!(
+                    "--tcp-connections {n}: expected 1 to {}",
+                    fastables_gen::tcp::MAX_RESPONDER_CONNECTIONS
+                )))
+            }
+            Some(n) => n,
+            None => 65536,
+        },
     })
 }
 
@@ -238,7 +282,7 @@ fn fill_options(a: &GenArgs) -> Result<xsk::FillOptions, CliError> {
     }
     if a.proto.is_some_and(|p| p != Proto::Udp) || a.count.is_some() || a.rate.is_some() {
         return Err(usage(
-            "--conntrack-fill sends UDP paced by its plan: no --proto syn, --count or --rate",
+            "--conntrack-fill sends UDP paced by its plan: no --proto syn or tcp, --count or --rate",
         ));
     }
     let keepalive_ms = a.keepalive_ms.unwrap_or(100);
@@ -389,6 +433,49 @@ mod tests {
             "--dev", "eth0", "--src", "10.0.0.1", "--dst", "8.8.8.8", "--proto", "syn",
         ]);
         assert_eq!(gen_options(&c).unwrap().size, 72);
+        let d = args(&[
+            "--dev",
+            "eth0",
+            "--src",
+            "10.0.0.1",
+            "--dst",
+            "8.8.8.8",
+            "--sport",
+            "1000-1007",
+            "--proto",
+            "tcp",
+            "--close",
+            "none",
+        ]);
+        let o = gen_options(&d).unwrap();
+        assert_eq!((o.proto, o.size, o.close), (Proto::Tcp, 72, Close::None));
+        let e = args(&[
+            "--dev", "eth0", "--src", "10.0.0.1", "--dst", "8.8.8.8", "--proto", "tcp",
+        ]);
+        assert_eq!(gen_options(&e).unwrap().close, Close::Fin);
+        let s = args(&[
+            "--dev",
+            "eth0",
+            "--sink",
+            "--echo",
+            "--tcp-connections",
+            "10",
+        ]);
+        assert_eq!(sink_options(&s).unwrap().tcp_connections, 10);
+        for bad in ["0", "16777217"] {
+            let z = args(&[
+                "--dev",
+                "eth0",
+                "--sink",
+                "--echo",
+                "--tcp-connections",
+                bad,
+            ]);
+            assert_eq!(
+                sink_options(&z).unwrap_err().to_string(),
+                format!("fastables gen: --tcp-connections {bad}: expected 1 to 16777216")
+            );
+        }
     }
 
     #[test]
@@ -405,7 +492,27 @@ mod tests {
             err(&["--dev", "x", "--src", "10.0.0.9-10.0.0.1"]).contains("the range is reversed")
         );
         assert!(err(&["--dev", "x", "--dport", "99999"]).contains("`99999` is not a port"));
-        assert!(err(&["--dev", "x", "--proto", "icmp"]).contains("expected udp or syn"));
+        assert!(err(&["--dev", "x", "--proto", "icmp"]).contains("expected udp, syn or tcp"));
+        assert!(err(&["--dev", "x", "--close", "half"]).contains("expected fin, rst or none"));
+        assert_eq!(
+            err(&["--dev", "x", "--src", "1.1.1.1", "--dst", "2.2.2.2", "--close", "rst"]),
+            "fastables gen: --close is for --proto tcp"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--sink", "--close", "rst"]),
+            "fastables gen: --close is a generator option: not for --sink"
+        );
+        assert_eq!(
+            err(&["--dev", "x", "--sink", "--tcp-connections", "5"]),
+            "fastables gen: --tcp-connections 5 is for the responder: add --echo"
+        );
+        assert_eq!(
+            err(&[
+                "--dev", "x", "--src", "10.0.0.0-10.0.255.255", "--dst", "2.2.2.2", "--sport",
+                "1-100", "--proto", "tcp"
+            ]),
+            "fastables gen: --proto tcp keeps a connection per flow, at most 1048576: this run would use 6553600 (give --flows N, narrow a range, or a --duration for --new-flows-rate)"
+        );
         assert!(err(&["--dev", "x", "--dst-mac", "zz"]).contains("invalid MAC address"));
         assert_eq!(
             err(&["--dev", "x"]),

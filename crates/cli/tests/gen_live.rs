@@ -3,6 +3,8 @@
 //! mode), first directly over one veth pair, then through the reference lab
 //! (`lab/lab.sh`: the generator in the container, the sink on the internet
 //! side, `fastables run` as the router in between, MASQUERADE on the way).
+//! `--proto tcp` runs through the lab's router with the sink as the TCP
+//! responder (`--echo`), and over a veth pair against the Linux TCP stack.
 //!
 //! Namespaces are named `fl<pid><tag>-...` so that parallel tests (and the
 //! live tests, and a user's lab) never collide, and removed on drop, also
@@ -632,4 +634,365 @@ fn conntrack_fill_keeps_the_established_flows() {
     };
     assert!(field("insert") >= 290, "{st}");
     assert!(field("drop") > 500, "the table was full: {st}");
+}
+
+/// One `--proto tcp` run through the lab's router: the sink on the
+/// internet side as the responder (`--echo`), the generator in the
+/// container with `args` (flows, `--close`); both summaries, checked for
+/// every data segment arriving once and every handshake completing, and
+/// the context for messages. `sink_stop`: when the sink stops.
+fn tcp_run(
+    lab: &Lab,
+    name: &str,
+    flows: u64,
+    sink_stop: &[&str],
+    args: &[&str],
+) -> (serde_json::Value, serde_json::Value, String) {
+    let log = lab.path(&format!("sink-{name}.log"));
+    let sink = SinkProc::start_with(
+        &lab.ns("net"),
+        "up0",
+        log.clone(),
+        &[&["--echo"], sink_stop].concat(),
+    );
+    let gen = generate(
+        &lab.ns("ctr"),
+        &[
+            &[
+                "--dev",
+                "eth0",
+                "--src",
+                "172.18.0.2",
+                "--dst",
+                "8.8.8.8",
+                "--dst-mac",
+                "02:42:ac:12:00:01",
+                "--proto",
+                "tcp",
+            ],
+            args,
+        ]
+        .concat(),
+    );
+    let got = sink.finish();
+    let context = format!(
+        "\ngenerator: {gen}\nsink: {got}\nsink log:\n{}\nrouter log:\n{}",
+        read(&log),
+        lab.log()
+    );
+    assert_all_received(&gen, &got, &context);
+    let t = &gen["tcp"];
+    let per_flow = COUNT / flows;
+    for (k, want) in [
+        ("handshakes_started", flows),
+        ("handshakes_completed", flows),
+        ("handshakes_failed", 0),
+        ("handshakes_incomplete", 0),
+        ("resets_received", 0),
+        ("flows_acked", flows),
+        ("segments_per_flow_min", per_flow),
+        ("segments_per_flow_max", per_flow),
+        ("unexpected", 0),
+    ] {
+        assert_eq!(t[k], want, "generator tcp {k}{context}");
+    }
+    assert_eq!(gen["flows"], flows, "{context}");
+    assert!(
+        t["setup_latency"]["samples"] == flows
+            && t["setup_latency"]["p50_ns"].as_u64().is_some_and(|p| p > 0),
+        "set-up latency{context}"
+    );
+    let r = &got["tcp"];
+    for (k, want) in [
+        ("syns", flows),
+        ("handshakes_completed", flows),
+        ("data_segments", COUNT),
+        ("acks_sent", COUNT),
+        ("out_of_order", 0),
+        ("resets_sent", 0),
+        ("resets_received", 0),
+        ("table_full", 0),
+        ("unexpected", 0),
+    ] {
+        assert_eq!(r[k], want, "responder {k}{context}");
+    }
+    // The handshake and close segments are the responder's, not `other`.
+    assert!(got["other"].as_u64().is_some_and(|o| o < 10), "{context}");
+    (gen, got, context)
+}
+
+/// The router's `conntrack -L` lines of the flows to 8.8.8.8:`dport`.
+fn tcp_entries(lab: &Lab, dport: u16) -> Vec<String> {
+    lab.conntrack_list()
+        .lines()
+        .filter(|l| l.starts_with("tcp") && l.contains("dst=8.8.8.8 sport="))
+        .filter(|l| l.contains(&format!(" dport={dport} ")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Packets the router's `-A FORWARD -m conntrack --ctstate INVALID -j DROP`
+/// dropped (`iptables -L -v -x` of the kernel, or `fastables list`).
+fn invalid_dropped(lab: &Lab) -> u64 {
+    let mut c = Command::new("timeout");
+    if kernel_router() {
+        c.args([
+            "10",
+            "ip",
+            "netns",
+            "exec",
+            &lab.ns("rtr"),
+            "iptables",
+            "-L",
+        ]);
+    } else {
+        c.args(["10", FASTABLES, "list", "--socket"])
+            .arg(lab.path("fastables.sock"));
+    }
+    let out = c
+        .args(["FORWARD", "-v", "-x", "-n"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "list FORWARD: {}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("DROP") && l.contains("INVALID"))
+        .unwrap_or_else(|| panic!("no INVALID rule in FORWARD:\n{text}"));
+    line.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+/// `--proto tcp` through the router (fastables, or the kernel with
+/// `FASTABLES_LIVE_KERNEL=1`, whose window tracking is the reference):
+/// eight flows complete their handshakes with `gen --sink --echo` through
+/// MASQUERADE, carry 625 data segments each, all acknowledged, and stay
+/// ESTABLISHED and ASSURED in the router's table (`--close none`); then
+/// four more close with the FIN exchange: TIME_WAIT.
+#[test]
+fn tcp_flows_handshake_through_the_router_and_stay_established() {
+    let mut tools = vec!["bash", "ip", "ss", "ethtool", "timeout"];
+    if kernel_router() {
+        tools.extend(["iptables-restore", "conntrack"]);
+    }
+    if !can_run(&tools) {
+        return;
+    }
+    // Whatever a router's tracker finds out of window is INVALID, dropped
+    // and counted here: every segment must arrive.
+    let lab = Lab::up_with(
+        "gk",
+        &[(
+            "LAB_EXTRA_FILTER",
+            "-A FORWARD -m conntrack --ctstate INVALID -j DROP",
+        )],
+    );
+    if kernel_router() {
+        // No pick-up of connections from the middle: from the SYN only.
+        ns_ok(
+            &lab.ns("rtr"),
+            &["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
+        );
+    }
+    let (_, got, context) = tcp_run(
+        &lab,
+        "est",
+        8,
+        &["--idle", "2"],
+        &["--sport", "40000-40007", "--dport", "80", "--close", "none"],
+    );
+    assert_eq!(got["tcp"]["open"], 8, "{context}");
+    assert_eq!(got["tcp"]["fins"], 0, "{context}");
+    let first = got["first_flow"].as_str().unwrap_or("");
+    let port = first
+        .strip_prefix("10.0.2.15:")
+        .and_then(|r| r.strip_suffix(" -> 8.8.8.8:80"))
+        .and_then(|p| p.parse::<u16>().ok());
+    assert!(
+        port.is_some_and(|p| (55666..=55680).contains(&p)),
+        "MASQUERADEd to the --to-ports range: {first}{context}"
+    );
+    let est = tcp_entries(&lab, 80);
+    assert_eq!(est.len(), 8, "conntrack -L:\n{}{context}", est.join("\n"));
+    for l in &est {
+        assert!(
+            l.contains(" ESTABLISHED ") && l.contains("[ASSURED]") && l.contains("src=172.18.0.2 "),
+            "not ESTABLISHED [ASSURED]: {l}\n{}{context}",
+            est.join("\n")
+        );
+        let reply_port = l
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("dport="))
+            .nth(1)
+            .and_then(|p| p.parse::<u16>().ok());
+        assert!(
+            reply_port.is_some_and(|p| (55666..=55680).contains(&p)),
+            "{l}{context}"
+        );
+    }
+
+    // Four more, closed with FIN: the router saw the whole exchange. The
+    // sink stops at its count only once the closes are over.
+    let count = COUNT.to_string();
+    let (gen, got, context) = tcp_run(
+        &lab,
+        "fin",
+        4,
+        &["--count", &count],
+        &["--sport", "41000-41003", "--dport", "81"],
+    );
+    let t = &gen["tcp"];
+    for (k, want) in [
+        ("closes_started", 4),
+        ("closes_completed", 4),
+        ("closes_failed", 0),
+        ("closes_incomplete", 0),
+    ] {
+        assert_eq!(t[k], want, "generator tcp {k}{context}");
+    }
+    for (k, want) in [("fins", 4), ("closed", 4), ("open", 0)] {
+        assert_eq!(got["tcp"][k], want, "responder {k}{context}");
+    }
+    let closed = tcp_entries(&lab, 81);
+    assert_eq!(
+        closed.len(),
+        4,
+        "conntrack -L:\n{}{context}",
+        closed.join("\n")
+    );
+    for l in &closed {
+        assert!(
+            l.contains(" TIME_WAIT "),
+            "{l}\n{}{context}",
+            closed.join("\n")
+        );
+    }
+    assert_eq!(invalid_dropped(&lab), 0, "INVALID segments{context}");
+    // The first eight are still there, still established.
+    let est = tcp_entries(&lab, 80);
+    assert!(
+        est.len() == 8 && est.iter().all(|l| l.contains(" ESTABLISHED ")),
+        "{}{context}",
+        est.join("\n")
+    );
+}
+
+/// A TCP server in Python: accepts `n` connections on 10.9.0.2:80, reads
+/// each to its end, closes it, and prints the number of connections and
+/// the distinct byte counts.
+const TCP_SERVER: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.9.0.2", 80))
+s.listen(1024)
+print("listening", flush=True)
+n = int(sys.argv[1])
+got = []
+lock = threading.Lock()
+def serve(c):
+    b = 0
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        b += len(d)
+    c.close()
+    with lock:
+        got.append(b)
+s.settimeout(20)
+ts = []
+for _ in range(n):
+    c, _ = s.accept()
+    t = threading.Thread(target=serve, args=(c,))
+    t.start()
+    ts.append(t)
+for t in ts:
+    t.join(20)
+print("connections", len(got), "bytes", sorted(set(got)), flush=True)
+"#;
+
+/// `--proto tcp` against the Linux kernel's own TCP stack as the peer (a
+/// listening socket on the far side of a veth pair, no sink): the
+/// strictest check of the generator's segments. Eight connections are
+/// accepted, each reads exactly its 625 segments of 146 bytes, and each
+/// ends with the FIN exchange (the server closes after reading to the end).
+#[test]
+fn tcp_flows_to_the_linux_tcp_stack() {
+    if !can_run(&["ip", "ethtool", "timeout", "sysctl", "python3"]) {
+        return;
+    }
+    let pair = VethPair::new("gl");
+    let peer = &pair.ns[1];
+    ns_ok(peer, &["ip", "addr", "add", "10.9.0.2/24", "dev", "gb"]);
+    // The generator's kernel never sees the SYN-ACKs (the AF_XDP socket
+    // takes every frame) and answers no ARP: a static neighbor.
+    ns_ok(
+        peer,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "10.9.0.1",
+            "lladdr",
+            "02:00:00:00:00:0a",
+            "dev",
+            "gb",
+            "nud",
+            "permanent",
+        ],
+    );
+    let mut server = Command::new("timeout")
+        .args([
+            "-k", "2", "40", "ip", "netns", "exec", peer, "python3", "-c",
+        ])
+        .args([TCP_SERVER, "8"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "the server did not start");
+    let gen = generate(
+        &pair.ns[0],
+        &[
+            PAIR_GEN,
+            &["--dst", "10.9.0.2", "--sport", "3000-3007", "--dport", "80"],
+            &["--proto", "tcp", "--size", "200"],
+        ]
+        .concat(),
+    );
+    line.clear();
+    std::io::Read::read_to_string(&mut out, &mut line).unwrap();
+    let st = server.wait().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err);
+    let context = format!("\ngenerator: {gen}\nserver: {line}{err}");
+    assert!(st.success(), "the server failed: {st}{context}");
+    assert_eq!(gen["sent"], COUNT, "{context}");
+    // 625 segments a connection, 200 - 54 bytes each.
+    assert_eq!(
+        line.trim(),
+        format!("connections 8 bytes [{}]", COUNT / 8 * 146),
+        "{context}"
+    );
+    let t = &gen["tcp"];
+    for (k, want) in [
+        ("handshakes_completed", 8),
+        ("handshakes_failed", 0),
+        ("flows_acked", 8),
+        ("segments_per_flow_min", 625),
+        ("segments_per_flow_max", 625),
+        ("resets_received", 0),
+        ("closes_completed", 8),
+        ("closes_failed", 0),
+    ] {
+        assert_eq!(t[k], want, "generator tcp {k}{context}");
+    }
 }

@@ -197,6 +197,14 @@ pub enum FlowError {
     /// Zero flows or a zero rate.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// `--proto tcp` keeps state per flow, for at most `max` flows.
+    #[error("--proto tcp keeps a connection per flow, at most {max}: this run would use {flows} (give --flows N, narrow a range, or a --duration for --new-flows-rate)")]
+    TcpTooManyFlows {
+        /// Flows the run would use.
+        flows: u128,
+        /// The most.
+        max: u64,
+    },
 }
 
 /// Picks the flow of each packet: the sans-IO core of the flow options.
@@ -278,6 +286,11 @@ impl Flows {
     /// flow comes any more.
     pub fn exhausted(&self) -> bool {
         matches!(self.mode, FlowMode::NewPerSecond(_)) && self.started >= self.period
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> FlowMode {
+        self.mode
     }
 
     /// The space.

@@ -24,6 +24,10 @@ pub enum Proto {
     /// TCP SYNs (the stamp rides as SYN data), each a new connection
     /// attempt to conntrack; no handshake is completed.
     Syn,
+    /// TCP connections: a three-way handshake with a responder (`gen
+    /// --sink --echo`), then data segments carrying the stamp, in sequence
+    /// (see [`crate::tcp`]).
+    Tcp,
 }
 
 impl Proto {
@@ -32,13 +36,14 @@ impl Proto {
         match self {
             Proto::Udp => "udp",
             Proto::Syn => "syn",
+            Proto::Tcp => "tcp",
         }
     }
 
     fn l4_header(self) -> usize {
         match self {
             Proto::Udp => UDP_LEN,
-            Proto::Syn => TCP_LEN,
+            Proto::Syn | Proto::Tcp => TCP_LEN,
         }
     }
 
@@ -55,7 +60,8 @@ impl std::str::FromStr for Proto {
         match s {
             "udp" => Ok(Proto::Udp),
             "syn" => Ok(Proto::Syn),
-            _ => Err(format!("`{s}`: expected udp or syn")),
+            "tcp" => Ok(Proto::Tcp),
+            _ => Err(format!("`{s}`: expected udp, syn or tcp")),
         }
     }
 }
@@ -132,7 +138,7 @@ impl FrameWriter {
             dst: t.dst,
             protocol: match self.proto {
                 Proto::Udp => PROTO_UDP,
-                Proto::Syn => PROTO_TCP,
+                Proto::Syn | Proto::Tcp => PROTO_TCP,
             },
             ttl: 64,
             tos: 0,
@@ -153,12 +159,18 @@ impl FrameWriter {
             }
             .emit(seg, t.src, t.dst)
             .ok()?,
-            Proto::Syn => TcpRepr {
+            Proto::Syn | Proto::Tcp => TcpRepr {
                 src_port: t.sport,
                 dst_port: t.dport,
                 seq: s.seq as u32,
                 ack: 0,
-                flags: flags::SYN,
+                // Tcp: a data segment out of any connection (the tcp
+                // module writes its segments with `write_tcp`).
+                flags: if self.proto == Proto::Syn {
+                    flags::SYN
+                } else {
+                    flags::ACK | flags::PSH
+                },
                 window: 64240,
                 urgent: 0,
                 options: &[],
@@ -169,6 +181,92 @@ impl FrameWriter {
         };
         Some(self.size)
     }
+
+    /// Writes a TCP segment of `t` with header `h` at the start of `out`:
+    /// with `stamp`, a data segment of the writer's size whose payload is
+    /// the stamp and zeros; without, a segment without payload (padded to
+    /// the Ethernet minimum). Its length, or None when `out` is too short.
+    pub fn write_tcp(
+        &mut self,
+        out: &mut [u8],
+        t: &Tuple,
+        h: &TcpHeader<'_>,
+        stamp: Option<Stamp>,
+    ) -> Option<usize> {
+        let payload: &[u8] = match stamp {
+            Some(s) => {
+                s.encode(&mut self.payload);
+                &self.payload
+            }
+            None => &[],
+        };
+        let ident = stamp.map_or(0, |s| s.seq as u16);
+        write_tcp(out, &self.eth, t, h, payload, ident)
+    }
+}
+
+/// The header fields of a TCP segment to write (ports and addresses come
+/// from the tuple).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpHeader<'a> {
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Flags ([`flags`]).
+    pub flags: u8,
+    /// Window (as sent: the receiver scales it).
+    pub window: u16,
+    /// Options (padded to 4 bytes with EOL).
+    pub options: &'a [u8],
+}
+
+/// Writes an Ethernet/IPv4/TCP frame of `t` (`eth` its MACs) at the start
+/// of `out`, IPv4 and TCP checksums computed, padded with zeros to the
+/// Ethernet minimum; its length, or None when `out` is too short.
+pub fn write_tcp(
+    out: &mut [u8],
+    eth: &EthernetRepr,
+    t: &Tuple,
+    h: &TcpHeader<'_>,
+    payload: &[u8],
+    ident: u16,
+) -> Option<usize> {
+    let tcp = TcpRepr {
+        src_port: t.sport,
+        dst_port: t.dport,
+        seq: h.seq,
+        ack: h.ack,
+        flags: h.flags,
+        window: h.window,
+        urgent: 0,
+        options: h.options,
+        payload,
+    };
+    let seg_len = tcp.segment_len();
+    let end = ETH_LEN + IP_LEN + seg_len;
+    let frame = out.get_mut(..end.max(MIN_FRAME_LEN))?;
+    let (e, dgram) = frame.split_at_mut(ETH_LEN);
+    eth.emit(e).ok()?;
+    let (iph, rest) = dgram.split_at_mut(IP_LEN);
+    Ipv4Repr {
+        src: t.src,
+        dst: t.dst,
+        protocol: PROTO_TCP,
+        ttl: 64,
+        tos: 0,
+        ident,
+        dont_frag: true,
+        more_frags: false,
+        frag_offset: 0,
+        options: &[],
+        payload_len: seg_len,
+    }
+    .emit(iph)
+    .ok()?;
+    tcp.emit(rest, t.src, t.dst).ok()?;
+    rest[seg_len..].fill(0);
+    Some(frame.len())
 }
 
 #[cfg(test)]

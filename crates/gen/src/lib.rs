@@ -15,8 +15,11 @@
 //! flows kept alive through an echoing sink while new flows fill the
 //! router's table.
 //!
-//! Not here (yet): TCP flows that complete a handshake with a responder,
-//! more than one queue or thread, IPv6.
+//! [`tcp`] is `--proto tcp`: flows that complete a three-way handshake
+//! with the sink as their responder (`gen --sink --echo`), then carry the
+//! stamped data in sequence, and close.
+//!
+//! Not here (yet): more than one queue or thread, IPv6.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -27,6 +30,7 @@ pub mod pace;
 pub mod payload;
 pub mod report;
 pub mod sink;
+pub mod tcp;
 pub mod xsk;
 
 /// Errors of the generator and the sink; each says what to change.

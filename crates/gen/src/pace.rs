@@ -83,6 +83,13 @@ impl Pacer {
         n
     }
 
+    /// Gives back `n` packets taken but not sent (up to the cap).
+    pub fn refund(&mut self, n: usize) {
+        if self.rate != 0 {
+            self.credit = (self.credit + n as u128 * NANO).min(self.cap);
+        }
+    }
+
     /// Nanoseconds from `now_ns` until a batch of `want` is due (0: now).
     pub fn wait_ns(&mut self, now_ns: u64, want: usize) -> u64 {
         if self.rate == 0 {

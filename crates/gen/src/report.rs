@@ -6,6 +6,7 @@ use std::fmt;
 use fastables_stats::Latency;
 
 use crate::sink::SinkCounters;
+use crate::tcp::{ResponderCounters, TcpReport};
 
 /// Latency quantiles, nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -56,19 +57,21 @@ pub struct GenReport {
     pub dev: String,
     /// How the device was attached (`XDP generic, copy mode, ...`).
     pub xdp: String,
-    /// `udp` or `syn`.
+    /// `udp`, `syn` or `tcp`.
     pub proto: &'static str,
     /// Frame size without FCS.
     pub size: usize,
     /// Destination MAC used.
     pub dst_mac: String,
-    /// Frames the TX ring took (sequence numbers `0..sent`).
+    /// Frames the TX ring took (sequence numbers `0..sent`; with `tcp`
+    /// the data segments: the SYNs, ACKs and FINs are in `tcp`).
     pub sent: u64,
     /// Their bytes.
     pub bytes: u64,
     /// Distinct flows used.
     pub flows: u64,
-    /// Seconds from the first frame to the last completion.
+    /// Seconds from the first frame to the last completion (`tcp`: to
+    /// the end of the sending, before the drain and the closes).
     pub secs: f64,
     /// Frames per second over `secs`.
     pub pps: f64,
@@ -76,8 +79,12 @@ pub struct GenReport {
     pub tx_ring_full: u64,
     /// TX frames that were still not completed by the kernel at the end.
     pub not_completed: u64,
-    /// Frames received (and dropped) on the device meanwhile.
+    /// Frames received (and dropped) on the device meanwhile (`tcp`: those
+    /// that were not the peers' segments).
     pub rx_ignored: u64,
+    /// `tcp`: the connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpReport>,
 }
 
 impl GenReport {
@@ -110,6 +117,45 @@ impl fmt::Display for GenReport {
             self.not_completed,
             self.rx_ignored
         )?;
+        if let Some(t) = &self.tcp {
+            let c = &t.counters;
+            writeln!(
+                f,
+                "  tcp: handshakes {} started, {} completed, {} failed, {} incomplete; SYN retransmits {}; late SYN-ACKs {}; resets received {}; unexpected segments {}",
+                c.handshakes_started,
+                c.handshakes_completed,
+                c.handshakes_failed,
+                t.handshakes_incomplete,
+                c.syn_retransmits,
+                c.late_syn_acks,
+                c.resets_received,
+                c.unexpected
+            )?;
+            let l = &t.setup_latency;
+            writeln!(
+                f,
+                "  tcp: set-up (SYN to SYN-ACK) p50 {:.1} us  p99 {:.1} us  max {:.1} us",
+                us(l.p50_ns),
+                us(l.p99_ns),
+                us(l.max_ns)
+            )?;
+            writeln!(
+                f,
+                "  tcp: data segments per flow {}..{}, {} flows fully acknowledged, window stalls {}; close {}: {} started, {} completed, {} failed, {} unanswered, {} by the peer; {} control segments sent; {:.3} s in all",
+                t.segments_per_flow_min,
+                t.segments_per_flow_max,
+                t.flows_acked,
+                c.window_stalls,
+                t.close.name(),
+                c.closes_started,
+                c.closes_completed,
+                c.closes_failed,
+                t.closes_incomplete,
+                c.closed_by_peer,
+                c.control_sent,
+                t.total_secs
+            )?;
+        }
         writeln!(f, "  {}", self.xdp)
     }
 }
@@ -150,6 +196,9 @@ pub struct SinkReport {
     pub latency: LatencyReport,
     /// The kernel's counters of the socket.
     pub kernel: SinkXdp,
+    /// `--echo`: the TCP responder's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<ResponderCounters>,
 }
 
 impl SinkReport {
@@ -208,7 +257,26 @@ impl fmt::Display for SinkReport {
             self.kernel.rx_ring_full,
             self.kernel.fill_ring_empty,
             self.xdp
-        )
+        )?;
+        if let Some(t) = &self.tcp {
+            writeln!(
+                f,
+                "  tcp: {} segments; {} SYNs ({} again), {} handshakes completed, {} data segments ({} out of order) acknowledged, {} FINs answered, {} closed; resets {} received, {} sent; table full {}, {} open",
+                t.segments,
+                t.syns,
+                t.syn_retransmits,
+                t.handshakes_completed,
+                t.data_segments,
+                t.out_of_order,
+                t.fins,
+                t.closed,
+                t.resets_received,
+                t.resets_sent,
+                t.table_full,
+                t.open
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -265,6 +333,7 @@ mod tests {
             pps: 2000.0,
             latency: LatencyReport::from(&l),
             kernel: SinkXdp::default(),
+            tcp: None,
         }
     }
 
@@ -313,6 +382,7 @@ mod tests {
             tx_ring_full: 0,
             not_completed: 0,
             rx_ignored: 0,
+            tcp: None,
         };
         assert!(
             g.to_string().starts_with(
@@ -324,6 +394,101 @@ mod tests {
         assert_eq!(
             (v["sent"].as_u64(), v["proto"].as_str()),
             (Some(500), Some("udp"))
+        );
+    }
+
+    #[test]
+    fn tcp_sections_in_both_summaries() {
+        use crate::tcp::{Close, ResponderCounters, TcpGenCounters, TcpReport};
+        let mut l = Latency::new();
+        l.record(250_000);
+        let g = GenReport {
+            dev: "eth0".into(),
+            xdp: "eth0: XDP generic, copy mode, queue 0 of 1".into(),
+            proto: "tcp",
+            size: 72,
+            dst_mac: "02:42:ac:12:00:01".into(),
+            sent: 5000,
+            bytes: 360_000,
+            flows: 8,
+            secs: 1.0,
+            pps: 5000.0,
+            tx_ring_full: 0,
+            not_completed: 0,
+            rx_ignored: 0,
+            tcp: Some(TcpReport {
+                counters: TcpGenCounters {
+                    handshakes_started: 8,
+                    handshakes_completed: 7,
+                    handshakes_failed: 1,
+                    syn_retransmits: 2,
+                    closes_started: 7,
+                    closes_completed: 7,
+                    control_sent: 31,
+                    ..TcpGenCounters::default()
+                },
+                handshakes_incomplete: 0,
+                closes_incomplete: 0,
+                setup_latency: LatencyReport::from(&l),
+                flows_acked: 7,
+                segments_per_flow_min: 714,
+                segments_per_flow_max: 715,
+                close: Close::Fin,
+                total_secs: 2.5,
+            }),
+        };
+        let v: serde_json::Value = serde_json::from_str(&g.to_json()).unwrap();
+        let t = &v["tcp"];
+        assert_eq!(
+            (
+                t["handshakes_completed"].as_u64(),
+                t["handshakes_failed"].as_u64()
+            ),
+            (Some(7), Some(1))
+        );
+        assert_eq!(t["close"], "fin");
+        assert_eq!(t["segments_per_flow_max"], 715);
+        assert!(
+            t["setup_latency"]["p50_ns"]
+                .as_u64()
+                .unwrap()
+                .abs_diff(250_000)
+                < 500
+        );
+        let text = g.to_string();
+        assert!(
+            text.contains("tcp: handshakes 8 started, 7 completed, 1 failed, 0 incomplete; SYN retransmits 2;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("set-up (SYN to SYN-ACK) p50 250.1 us"),
+            "{text}"
+        );
+        assert!(
+            text.contains("data segments per flow 714..715, 7 flows fully acknowledged, window stalls 0; close fin: 7 started, 7 completed"),
+            "{text}"
+        );
+        // No tcp key for udp and syn.
+        let u = GenReport { tcp: None, ..g };
+        assert!(!u.to_json().contains("\"tcp\":"));
+        let mut r = sink_report();
+        assert!(!r.to_json().contains("\"tcp\":"));
+        r.tcp = Some(ResponderCounters {
+            syns: 8,
+            handshakes_completed: 8,
+            data_segments: 5000,
+            fins: 8,
+            closed: 8,
+            ..ResponderCounters::default()
+        });
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            (v["tcp"]["syns"].as_u64(), v["tcp"]["closed"].as_u64()),
+            (Some(8), Some(8))
+        );
+        assert!(
+            r.to_string().contains("8 handshakes completed, 5000 data segments (0 out of order) acknowledged, 8 FINs answered, 8 closed"),
+            "{r}"
         );
     }
 

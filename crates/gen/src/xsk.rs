@@ -26,6 +26,7 @@ use crate::pace::Pacer;
 use crate::payload::Stamp;
 use crate::report::{self, GenReport, LatencyReport, SinkReport, SinkXdp};
 use crate::sink::Sink;
+use crate::tcp::{Close, Sent, TcpGen, TcpResponder};
 use crate::GenError;
 
 const SEC: u64 = 1_000_000_000;
@@ -73,6 +74,8 @@ pub struct GenOptions {
     pub next_hop: NextHop,
     /// Source MAC (default: the device's).
     pub src_mac: Option<MacAddr>,
+    /// `tcp`: how the connections end.
+    pub close: Close,
 }
 
 /// The sink's options.
@@ -89,8 +92,11 @@ pub struct SinkOptions {
     /// something did.
     pub idle_ns: Option<u64>,
     /// Send every stamped frame back where it came from (addresses and
-    /// ports swapped): the responder of `--conntrack-fill`.
+    /// ports swapped): the responder of `--conntrack-fill`; and answer TCP
+    /// as the peer of `--proto tcp`'s connections.
     pub echo: bool,
+    /// With `echo`: the TCP connections the responder keeps at once.
+    pub tcp_connections: usize,
 }
 
 /// `--conntrack-fill`'s options (the generator's, plus the plan).
@@ -290,6 +296,9 @@ pub fn generate(
     stop: &AtomicBool,
     mut progress: impl FnMut(&str),
 ) -> Result<GenReport, GenError> {
+    if o.proto == Proto::Tcp {
+        return generate_tcp(o, stop, progress);
+    }
     let dev = o.port.dev.clone();
     // Checked before the port opens, so that a bad size touches nothing.
     let mut writer = frame_writer(&o, o.proto)?;
@@ -384,6 +393,233 @@ pub fn generate(
         tx_ring_full: full,
         not_completed: port.accounting().in_tx,
         rx_ignored: ignored,
+        tcp: None,
+    })
+}
+
+/// How long the generator waits, after sending stopped, for the peers to
+/// acknowledge the last data (before closing).
+const TCP_DRAIN_NS: u64 = SEC;
+/// How long closing may take at most (the FINs, their answers, one
+/// retransmission).
+const TCP_CLOSE_NS: u64 = 3 * SEC;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Sending,
+    /// Until this time, or every flow acknowledged.
+    Draining(u64),
+    /// Until this time, or every close answered.
+    Closing(u64),
+}
+
+/// `--proto tcp`: handshakes, data in sequence, closes (see
+/// [`crate::tcp`]); the SYN-ACKs and ACKs are answered in the received
+/// frame's buffer, per RX burst.
+fn generate_tcp(
+    o: GenOptions,
+    stop: &AtomicBool,
+    mut progress: impl FnMut(&str),
+) -> Result<GenReport, GenError> {
+    let dev = o.port.dev.clone();
+    let mut writer = frame_writer(&o, Proto::Tcp)?;
+    let space = *o.flows.space();
+    let flows = crate::tcp::flows_needed(&space, o.flows.mode(), o.duration_ns)?;
+    let (mut port, xdp, dst_mac) = connect(&o, &mut writer, stop, &mut progress)?;
+    let size = writer.size();
+    let t0 = monotonic_ns();
+    let mut tg = TcpGen::new(
+        space,
+        o.flows.mode(),
+        flows,
+        writer,
+        t0 ^ u64::from(std::process::id()) << 40,
+    );
+    tg.set_dst(dst_mac);
+
+    let batch = o.port.batch.max(1);
+    let mut pacer = Pacer::new(o.rate, batch);
+    let mut spare: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let mut pending: Vec<Frame> = Vec::with_capacity(batch);
+    // Answers and retransmissions: at most a burst of each.
+    let mut ctrl: Vec<Frame> = Vec::with_capacity(2 * batch);
+    let mut rx: Vec<Frame> = Vec::with_capacity(batch);
+    let mut addrs: Vec<FrameAddr> = Vec::with_capacity(batch);
+    let (mut seq, mut sent, mut bytes, mut full, mut ignored) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut last_tick, mut last_sent) = (t0, 0u64);
+    let mut phase = Phase::Sending;
+    let mut send_end = t0;
+    loop {
+        let now = monotonic_ns();
+        match phase {
+            Phase::Sending => {
+                let done = stop.load(Ordering::Relaxed)
+                    || o.duration_ns.is_some_and(|d| now - t0 >= d)
+                    || (o.count.is_some_and(|c| seq >= c) && pending.is_empty())
+                    || !tg.can_send();
+                if done {
+                    // Data already written (and in the flows' sequence
+                    // space) still goes, below.
+                    phase = Phase::Draining(now + TCP_DRAIN_NS);
+                    send_end = now;
+                }
+            }
+            Phase::Draining(until) => {
+                if tg.unacked_flows() == 0 || now >= until {
+                    tg.start_close();
+                    phase = Phase::Closing(now + TCP_CLOSE_NS);
+                }
+            }
+            Phase::Closing(until) => {
+                if (tg.closed() && ctrl.is_empty()) || now >= until || o.close == Close::None {
+                    break;
+                }
+            }
+        }
+        if now - last_tick >= SEC {
+            let c = tg.counters();
+            progress(&format!(
+                "{}  handshakes {} done {} pending {} failed",
+                report::gen_progress(
+                    (now - t0) as f64 / 1e9,
+                    sent,
+                    sent - last_sent,
+                    (now - last_tick) as f64 / 1e9,
+                ),
+                c.handshakes_completed,
+                tg.handshakes_pending(),
+                c.handshakes_failed
+            ));
+            (last_tick, last_sent) = (now, sent);
+        }
+        let mut busy = false;
+        // The peers' segments, answered in place.
+        if ctrl.len() <= batch {
+            rx.clear();
+            if port.rx_burst(0, &mut rx, batch) > 0 {
+                busy = true;
+                let mem = port.memory();
+                addrs.clear();
+                for f in &rx {
+                    let at = f.addr as usize;
+                    let answer = mem
+                        .get_mut(at..at + FRAME_SIZE)
+                        .and_then(|b| tg.on_frame(b, usize::from(f.len), now));
+                    match answer {
+                        Some(len) => ctrl.push(tx_frame(f.addr, len)),
+                        None => addrs.push(f.addr),
+                    }
+                }
+                port.free(&addrs);
+            }
+        }
+        // Retransmissions, closes.
+        let closing = matches!(phase, Phase::Closing(_)) && tg.close_pending();
+        if ctrl.len() < 2 * batch && (tg.timer_due(now) || closing) {
+            spare.clear();
+            port.alloc(&mut spare, 2 * batch - ctrl.len());
+            let mut used = 0;
+            let mem = port.memory();
+            for &a in &spare {
+                let at = a as usize;
+                let Some(buf) = mem.get_mut(at..at + FRAME_SIZE) else {
+                    break;
+                };
+                let len = tg
+                    .retransmit(now, buf)
+                    .or_else(|| closing.then(|| tg.close_next(now, buf, o.close)).flatten());
+                let Some(len) = len else { break };
+                ctrl.push(tx_frame(a, len));
+                used += 1;
+            }
+            port.free(&spare[used..]);
+        }
+        // SYNs and data, paced.
+        if phase == Phase::Sending && pending.is_empty() {
+            let left = o.count.map_or(u64::MAX, |c| c - seq);
+            let want = batch.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = if want > 0 { pacer.take(now, want) } else { 0 };
+            if n > 0 {
+                spare.clear();
+                port.alloc(&mut spare, n);
+                let mut used = 0;
+                let mem = port.memory();
+                for &a in &spare {
+                    let at = a as usize;
+                    let Some(buf) = mem.get_mut(at..at + FRAME_SIZE) else {
+                        break;
+                    };
+                    match tg.next_frame(now, buf, seq) {
+                        Sent::Syn(len) => ctrl.push(tx_frame(a, len)),
+                        Sent::Data(len) => {
+                            pending.push(tx_frame(a, len));
+                            seq += 1;
+                        }
+                        Sent::Nothing => break,
+                    }
+                    used += 1;
+                }
+                port.free(&spare[used..]);
+                pacer.refund(n - used);
+                if used == 0 && !busy && ctrl.is_empty() {
+                    // Handshakes pending, windows full: until a segment
+                    // comes (or 1 ms).
+                    port.wait(1);
+                }
+            } else if want > 0 && ctrl.is_empty() && !busy {
+                // Short sleeps only: a SYN-ACK waits in the ring meanwhile.
+                pace_wait(pacer.wait_ns(now, want).min(200_000));
+            }
+        }
+        if !ctrl.is_empty() {
+            busy = true;
+            let k = port.tx_burst(0, &ctrl);
+            if k < ctrl.len() {
+                full += 1;
+            }
+            ctrl.drain(..k);
+        }
+        if !pending.is_empty() {
+            busy = true;
+            let k = port.tx_burst(0, &pending);
+            if k < pending.len() {
+                full += 1;
+            }
+            sent += k as u64;
+            bytes += pending[..k].iter().map(|f| u64::from(f.len)).sum::<u64>();
+            pending.drain(..k);
+        }
+        if !busy && phase != Phase::Sending {
+            port.wait(1);
+        }
+    }
+    spare.clear();
+    spare.extend(ctrl.iter().chain(pending.iter()).map(|f| f.addr));
+    port.free(&spare);
+    let deadline = monotonic_ns() + SEC;
+    while port.accounting().in_tx > 0 && monotonic_ns() < deadline {
+        ignored += drain_rx(&mut port, &mut rx, &mut addrs, batch);
+        std::hint::spin_loop();
+    }
+    // The rate over the sending; the drain and the closes after it.
+    let secs = (send_end - t0) as f64 / 1e9;
+    let mut tcp = tg.report(o.close);
+    tcp.total_secs = (monotonic_ns() - t0) as f64 / 1e9;
+    Ok(GenReport {
+        dev,
+        xdp,
+        proto: Proto::Tcp.name(),
+        size,
+        dst_mac: dst_mac.to_string(),
+        sent,
+        bytes,
+        flows: tg.flows_started(),
+        secs,
+        pps: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
+        tx_ring_full: full,
+        not_completed: port.accounting().in_tx,
+        rx_ignored: ignored + tg.counters().not_tcp,
+        tcp: Some(tcp),
     })
 }
 
@@ -534,12 +770,17 @@ pub fn sink(
     ready(&xdp);
     let batch = o.port.batch.max(1);
     let mut s = Sink::new();
+    let mut responder = o
+        .echo
+        .then(|| TcpResponder::new(o.tcp_connections, monotonic_ns().rotate_left(17)));
     let mut rx: Vec<Frame> = Vec::with_capacity(batch);
     let mut addrs: Vec<FrameAddr> = Vec::with_capacity(batch);
     let mut back: Vec<Frame> = Vec::with_capacity(batch);
     let mut echoed = 0u64;
     let t0 = monotonic_ns();
     let (mut first, mut last) = (None::<u64>, t0);
+    // The last TCP segment the responder handled (a close has no stamp).
+    let mut last_peer = t0;
     let (mut last_tick, mut last_received) = (t0, 0u64);
     let mut idle_rounds = 0u32;
     while !stop.load(Ordering::Relaxed) {
@@ -554,7 +795,24 @@ pub fn sink(
             back.clear();
             for f in &rx {
                 let at = f.addr as usize;
-                let bytes = mem.get_mut(at..at + usize::from(f.len)).unwrap_or(&mut []);
+                let len = usize::from(f.len);
+                if let Some(r) = responder.as_mut() {
+                    // TCP: the peer's answer, in the frame's buffer; the
+                    // data segments' stamps counted first.
+                    let buf = mem.get_mut(at..at + FRAME_SIZE).unwrap_or(&mut []);
+                    if let Some(seg) = buf.get(..len).and_then(crate::tcp::parse_segment) {
+                        if seg.len > 0 {
+                            s.frame(&buf[..len], now);
+                        }
+                        last_peer = now;
+                        match r.on_segment(&seg, buf) {
+                            Some(n) => back.push(tx_frame(f.addr, n)),
+                            None => addrs.push(f.addr),
+                        }
+                        continue;
+                    }
+                }
+                let bytes = mem.get_mut(at..at + len).unwrap_or(&mut []);
                 let before = s.counters().received;
                 s.frame(bytes, now);
                 if o.echo && s.counters().received > before && swap_for_echo(bytes) {
@@ -592,10 +850,15 @@ pub fn sink(
             ));
             (last_tick, last_received) = (now, c.received);
         }
-        if o.count.is_some_and(|c| s.unique() >= c)
+        // With TCP connections open, a count reached waits for their
+        // closes: until 1 s without a segment.
+        let lingering = responder
+            .as_ref()
+            .is_some_and(|r| r.open() > 0 && now - last_peer < SEC);
+        if (o.count.is_some_and(|c| s.unique() >= c) && !lingering)
             || o.duration_ns.is_some_and(|d| now - t0 >= d)
             || o.idle_ns
-                .is_some_and(|d| first.is_some() && now - last >= d)
+                .is_some_and(|d| first.is_some() && now - last.max(last_peer) >= d)
         {
             break;
         }
@@ -606,7 +869,9 @@ pub fn sink(
     let k = port.kernel_stats(0).unwrap_or_default();
     let c = s.counters();
     if o.echo {
-        progress(&format!("sink: {echoed} frames echoed"));
+        progress(&format!(
+            "sink: {echoed} frames sent back (UDP echoes, TCP answers)"
+        ));
     }
     let secs = first.map_or(0.0, |f| (last - f) as f64 / 1e9);
     Ok(SinkReport {
@@ -630,6 +895,10 @@ pub fn sink(
             rx_ring_full: k.rx_ring_full,
             fill_ring_empty: k.rx_fill_ring_empty_descs,
         },
+        tcp: responder
+            .as_ref()
+            .map(|r| r.counters())
+            .filter(|c| c.segments > 0),
     })
 }
 
