@@ -45,7 +45,9 @@ use fastables_conntrack::{
     Table as CtTable, TableConfig, TableFullLog, Track, Tuple, LOOKUP_BATCH,
 };
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use fastables_packet::parse::{ipv4_l4_checksum_ok, l4_checksum_ok, Ipv4Info, L3, L4};
+use fastables_packet::parse::{
+    ipv4_l4_checksum_ok, l4_checksum_ok, parse_ipv4_simple, Ipv4Info, L3, L4,
+};
 use fastables_packet::tcp::{flags as tcpf, TcpPacket};
 use fastables_packet::{parse_frame, MacAddr, ParseError};
 use fastables_rules::compile::{CompiledRuleset, RuleState, Shortcut};
@@ -2182,33 +2184,41 @@ impl Pipeline {
         if len >= ETH_LEN && !to_host && !dst_mac.is_multicast() {
             return (Action::Drop(DropReason::OtherHost), None);
         }
-        // Matched by reference: the parse result is not copied again.
-        let res = parse_frame(buf.get(..len).unwrap_or(&[]));
-        let parsed = match &res {
-            Ok(p) => p,
-            Err(e) => return (Action::Drop(drop_of_parse(*e)), None),
-        };
-        if parsed.vlan_id.is_some() {
-            return (Action::Drop(DropReason::NotIpv4), None);
-        }
-        let info = match &parsed.l3 {
-            L3::Ipv4(i) => i,
-            L3::Arp(arp) => {
-                let fib = &self.fib;
-                let ifs = &self.ifs;
-                let out = neigh::process_arp(&mut self.neigh, in_if, in_mac, arp, |tip| {
-                    matches!(
-                        fib.route_input(ifs, in_if, u32::from(arp.spa), tip),
-                        Ok(r) if r.kind == RouteType::Local
-                    )
-                });
-                return match out {
-                    ArpOutcome::Reply(r) => (Action::Consumed, Some(Gen::ArpReply(r))),
-                    ArpOutcome::Consumed => (Action::Consumed, None),
-                    ArpOutcome::NotForUs => (Action::Drop(DropReason::ArpNotForUs), None),
-                };
+        // Matched by reference: the parse result is not copied again. Plain
+        // IPv4 (untagged, no options) takes the shorter parse.
+        let simple;
+        let res;
+        let info = if let Some(i) = parse_ipv4_simple(buf.get(..len).unwrap_or(&[])) {
+            simple = i;
+            &simple
+        } else {
+            res = parse_frame(buf.get(..len).unwrap_or(&[]));
+            let parsed = match &res {
+                Ok(p) => p,
+                Err(e) => return (Action::Drop(drop_of_parse(*e)), None),
+            };
+            if parsed.vlan_id.is_some() {
+                return (Action::Drop(DropReason::NotIpv4), None);
             }
-            L3::Other => return (Action::Drop(DropReason::NotIpv4), None),
+            match &parsed.l3 {
+                L3::Ipv4(i) => i,
+                L3::Arp(arp) => {
+                    let fib = &self.fib;
+                    let ifs = &self.ifs;
+                    let out = neigh::process_arp(&mut self.neigh, in_if, in_mac, arp, |tip| {
+                        matches!(
+                            fib.route_input(ifs, in_if, u32::from(arp.spa), tip),
+                            Ok(r) if r.kind == RouteType::Local
+                        )
+                    });
+                    return match out {
+                        ArpOutcome::Reply(r) => (Action::Consumed, Some(Gen::ArpReply(r))),
+                        ArpOutcome::Consumed => (Action::Consumed, None),
+                        ArpOutcome::NotForUs => (Action::Drop(DropReason::ArpNotForUs), None),
+                    };
+                }
+                L3::Other => return (Action::Drop(DropReason::NotIpv4), None),
+            }
         };
         let ip_len = usize::from(info.total_len);
         // Trim Ethernet padding, as the kernel trims the skb to the IP total length.

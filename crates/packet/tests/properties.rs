@@ -282,3 +282,53 @@ proptest! {
         }
     }
 }
+
+/// A valid frame of one of three kinds (UDP, TCP, ICMP echo), with
+/// `payload` bytes of payload, DF as given.
+fn valid_frame(kind: u8, payload: usize, df: bool, frag: u16) -> Vec<u8> {
+    let eth = EthSpec::default();
+    let ip = IpSpec {
+        src: Ipv4Addr::new(172, 18, 0, 2),
+        dst: Ipv4Addr::new(8, 8, 8, 8),
+        dont_frag: df,
+        frag_offset: frag,
+        ..IpSpec::default()
+    };
+    let data = vec![0x5a; payload];
+    match kind % 3 {
+        0 => builder::udp_frame(&eth, &ip, &UdpSpec::default(), &data),
+        1 => builder::tcp_frame(&eth, &ip, &TcpSpec::default(), &data),
+        _ => builder::icmp_echo_request(&eth, &ip, 7, 1, &data),
+    }
+}
+
+proptest! {
+    /// `parse_ipv4_simple` answers exactly for the frames `parse_frame`
+    /// parses as untagged IPv4 with a 20-byte header, with the same result.
+    #[test]
+    fn parse_ipv4_simple_is_parse_frame_for_plain_ipv4(
+        kind in 0u8..3,
+        payload in 0usize..64,
+        df in any::<bool>(),
+        frag in prop_oneof![Just(0u16), 0u16..0x2000],
+        flips in proptest::collection::vec((0usize..70, any::<u8>()), 0..4),
+        cut in 0usize..8,
+    ) {
+        let mut f = valid_frame(kind, payload, df, frag);
+        for (at, x) in flips {
+            if let Some(b) = f.get_mut(at) {
+                *b ^= x;
+            }
+        }
+        f.truncate(f.len().saturating_sub(cut));
+        let full = parse_frame(&f);
+        let plain = match &full {
+            Ok(p) if p.vlan_id.is_none() => match p.l3 {
+                fastables_packet::parse::L3::Ipv4(i) if i.header_len == 20 => Some(i),
+                _ => None,
+            },
+            _ => None,
+        };
+        prop_assert_eq!(fastables_packet::parse::parse_ipv4_simple(&f), plain, "{:?}", full);
+    }
+}
