@@ -1723,15 +1723,20 @@ impl Pipeline {
         // As the slow path: the destination before routing, the TTL, the
         // source after POSTROUTING.
         let target = e.nat_target(dir);
+        let manip = |ip: &mut [u8], m: Manip| {
+            if info.header_len != 20 || !nat::manip_simple(ip, m, &target) {
+                nat::manip_pkt(ip, m, &target);
+            }
+        };
         if nat::needs_manip(e, dir, Manip::Dst) {
             if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
-                nat::manip_pkt(ip, Manip::Dst, &target);
+                manip(ip, Manip::Dst);
             }
         }
         set_parsed_ttl(buf, info.ttl - 1);
         if nat::needs_manip(e, dir, Manip::Src) {
             if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
-                nat::manip_pkt(ip, Manip::Src, &target);
+                manip(ip, Manip::Src);
             }
         }
         buf[0..6].copy_from_slice(&nh_mac.0);
