@@ -572,9 +572,16 @@ impl Table {
             .chunks(LOOKUP_BATCH)
             .zip(out.chunks_mut(LOOKUP_BATCH))
         {
+            // The hashes first, then the bucket loads in a tight loop: the
+            // loads (cache misses in a large table) are not spread over the
+            // hashing's instructions, so more of them are in flight at once.
+            let mut buckets = [0usize; LOOKUP_BATCH];
+            for (b, t) in buckets.iter_mut().zip(tc) {
+                *b = self.bucket(t);
+            }
             let mut heads = [NIL; LOOKUP_BATCH];
-            for (h, t) in heads.iter_mut().zip(tc) {
-                *h = self.heads.get(self.bucket(t)).copied().unwrap_or(NIL);
+            for (h, &b) in heads.iter_mut().zip(&buckets[..tc.len()]) {
+                *h = self.heads.get(b).copied().unwrap_or(NIL);
             }
             // Touch each chain's first entry (the tuple compared first).
             let mut touch = 0u32;
