@@ -1493,14 +1493,13 @@ impl Pipeline {
         if let Some(t) = self.pretracked.take() {
             return self.ct_apply(now_ns, &t, cc, ct);
         }
-        match self.ct_classify(now_ns, info, buf, csum) {
-            Some(t) => self.ct_apply(now_ns, &t, cc, ct),
-            None => {
-                *cc = CtCtx::untracked();
-                *ct = Ct::None;
-                Ok(())
-            }
+        if self.ct.is_none() {
+            *cc = CtCtx::untracked();
+            *ct = Ct::None;
+            return Ok(());
         }
+        let t = self.ct_classify(now_ns, info, buf, csum);
+        self.ct_apply(now_ns, &t, cc, ct)
     }
 
     /// What conntrack made of the packet (`track`) into `*ct` and `ctx.ct`,
@@ -1580,16 +1579,13 @@ impl Pipeline {
 
     /// `nf_conntrack_in`'s classification of the datagram at `buf[14..]`
     /// (the transport checksum verified when `csum`), with the hint of the
-    /// frame: what the table makes of it. `None` without a table.
+    /// frame: what the table makes of it (INVALID without a table: the
+    /// callers check there is one).
     #[inline(always)]
-    fn ct_classify(
-        &mut self,
-        now_ns: u64,
-        info: &Ipv4Info,
-        buf: &[u8],
-        csum: bool,
-    ) -> Option<Track> {
-        let table = self.ct.as_mut()?;
+    fn ct_classify(&mut self, now_ns: u64, info: &Ipv4Info, buf: &[u8], csum: bool) -> Track {
+        let Some(table) = self.ct.as_mut() else {
+            return Track::Invalid;
+        };
         let ip_len = usize::from(info.total_len);
         let ip = buf.get(ETH_LEN..ETH_LEN + ip_len).unwrap_or(&[]);
         let csum_bad = csum
@@ -1604,7 +1600,7 @@ impl Pipeline {
             facts.l4_len = l4;
             facts.tcp.l4_len = l4;
         }
-        Some(table.track_hinted(&facts, now_ns, self.ct_hint.take()))
+        table.track_hinted(&facts, now_ns, self.ct_hint.take())
     }
 
     /// The flow cache's way ([`crate::flow`]) for a received TCP or UDP
@@ -1624,7 +1620,8 @@ impl Pipeline {
         in_if: IfIndex,
     ) -> Option<(Action, Option<Gen>)> {
         let (id, dir, n) = self.fast_decision(now_ns, info, in_if)?;
-        let track = self.ct_classify(now_ns, info, buf, self.ct_checksum)?;
+        self.ct.as_ref()?;
+        let track = self.ct_classify(now_ns, info, buf, self.ct_checksum);
         if let Track::Tracked(t) = &track {
             let same = matches!(self.flow.decision(n), Some(d) if d.state == t.state);
             if t.id == id && t.dir == dir && same {
