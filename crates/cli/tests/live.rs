@@ -531,8 +531,8 @@ fn download_20mb_over_http_through_nat() {
         );
     }
     if !kernel_router() {
-        // The client's ACKs (the seed's rules are flow-invariant; the
-        // replies from eth0 pass its TTL target, so they run the chains).
+        // The seed's rules are flow-invariant: the download's segments and
+        // the client's ACKs take their connection's decision.
         let st = lab.control("stats", &[]);
         let text = String::from_utf8_lossy(&st.stdout).into_owned();
         let hits: u64 = text
@@ -541,7 +541,7 @@ fn download_20mb_over_http_through_nat() {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no flow cache line: {text}"));
-        assert!(hits > 1000, "flow cache hits: {text}");
+        assert!(hits > 10_000, "flow cache hits: {text}");
     }
 }
 

@@ -34,6 +34,11 @@ pub(crate) const DECISIONS_MAX: usize = 4096;
 pub(crate) struct Decision {
     /// The entries the chains counted.
     pub path: Path,
+    /// How many of them PREROUTING counted, and whether a `-j TTL` is
+    /// among those (applied again; TTL targets later on the way are not
+    /// kept: [`fastables_rules::compile::CompiledRuleset::replayable`]).
+    pub pre_len: u8,
+    pub ttl: bool,
     /// The interface the packets arrive on (another one goes the slow way).
     pub in_if: IfIndex,
     /// Their conntrack state: NEW until the first reply, then ESTABLISHED

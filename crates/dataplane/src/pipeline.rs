@@ -52,7 +52,7 @@ use fastables_packet::tcp::{flags as tcpf, TcpPacket};
 use fastables_packet::{parse_frame, MacAddr, ParseError};
 use fastables_rules::compile::{CompiledRuleset, RuleState, Shortcut};
 use fastables_rules::ctx::{tcp_option_kinds, CtCtx, IfIndex, Needs, PacketCtx, Verdict};
-use fastables_rules::model::{CtStateSet, Hook, RejectWith, Table, Target};
+use fastables_rules::model::{CtStateSet, Hook, RejectWith, Table, Target, TtlTarget};
 
 use crate::config::Config;
 use crate::defrag::{self, Defrag};
@@ -312,6 +312,8 @@ pub struct Pipeline {
     fast_route: Option<(IfIndex, u32, u16)>,
     /// Frames forwarded by [`Pipeline::fast_forward`].
     fast_hits: u64,
+    /// While recording: the path's length after PREROUTING.
+    fast_pre_len: usize,
     /// `[conntrack] checksum` (nf_conntrack_checksum).
     ct_checksum: bool,
     /// The policy entries the chains of [`FORWARD_PATH`] without rules
@@ -520,6 +522,7 @@ impl Pipeline {
             fast_rec: None,
             fast_route: None,
             fast_hits: 0,
+            fast_pre_len: 0,
             ct_checksum: config.conntrack.checksum,
             fast_policies: forward_policies(&shortcuts),
             raw_continues: raw_continues(&shortcuts),
@@ -1707,6 +1710,27 @@ impl Pipeline {
         }
         let out_mac = self.ifs.get(out_dev)?.mac;
         let e = self.ct.as_ref()?.entry(id)?;
+        // mangle PREROUTING's TTL targets, as apply_effects writes them: once
+        // if any changed the TTL; then the forwarding check on the result.
+        let mut ttl = info.ttl;
+        let mut ttl_changed = false;
+        if d.ttl {
+            for &x in d.path.entries().iter().take(usize::from(d.pre_len)) {
+                let new = match self.rules.ttl_target(x) {
+                    Some(TtlTarget::Set(v)) => v,
+                    Some(TtlTarget::Inc(v)) => ttl.saturating_add(v),
+                    Some(TtlTarget::Dec(v)) => ttl.saturating_sub(v),
+                    None => continue,
+                };
+                if new != ttl {
+                    ttl = new;
+                    ttl_changed = true;
+                }
+            }
+            if ttl <= 1 {
+                return None;
+            }
+        }
         let (nh_mac, probe) = match self.neigh.resolve(out_dev, next_hop, now_ns) {
             neigh::Resolve::Mac(m) => (m, false),
             neigh::Resolve::Probe(m) => (m, true),
@@ -1719,6 +1743,9 @@ impl Pipeline {
         }
         // As the slow path: the destination before routing, the TTL, the
         // source after POSTROUTING.
+        if ttl_changed {
+            set_parsed_ttl(buf, ttl);
+        }
         let target = e.nat_target(dir);
         let manip = |ip: &mut [u8], m: Manip| {
             if info.header_len != 20 || !nat::manip_simple(ip, m, &target) {
@@ -1730,7 +1757,7 @@ impl Pipeline {
                 manip(ip, Manip::Dst);
             }
         }
-        set_parsed_ttl(buf, info.ttl - 1);
+        set_parsed_ttl(buf, ttl - 1);
         if nat::needs_manip(e, dir, Manip::Src) {
             if let Some(ip) = buf.get_mut(ETH_LEN..ETH_LEN + ip_len) {
                 manip(ip, Manip::Src);
@@ -1812,13 +1839,24 @@ impl Pipeline {
         let Some((id, dir, state)) = self.fast_rec.take() else {
             return;
         };
-        let path = self.state.take_path().filter(|p| self.rules.replayable(p));
+        let pre_len = std::mem::take(&mut self.fast_pre_len);
+        let path = self
+            .state
+            .take_path()
+            .filter(|p| self.rules.replayable(p, pre_len));
         if let (Some(path), Some((out_dev, next_hop, mtu))) = (path, self.fast_route.take()) {
+            let ttl = path
+                .entries()
+                .iter()
+                .take(pre_len)
+                .any(|&e| self.rules.ttl_target(e).is_some());
             self.flow.set(
                 id,
                 dir,
                 Decision {
                     path,
+                    pre_len: pre_len as u8,
+                    ttl,
                     in_if,
                     state,
                     out_dev,
@@ -2347,6 +2385,9 @@ impl Pipeline {
             Outcome::Continue | Outcome::Nat(_) => {}
             Outcome::Drop(r) => return (Action::Drop(r), None),
             Outcome::Reject(_) => return (Action::Drop(DropReason::Rejected), None),
+        }
+        if self.fast_rec.is_some() {
+            self.fast_pre_len = self.state.path_len();
         }
         // nat PREROUTING (NEW only), then the destination rewrite before routing.
         let dnat = match self.nat_rules(

@@ -51,6 +51,7 @@ const MIXED: &str = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
 -A PREROUTING -i eth0 -p udp --dport 5353 -j DNAT --to-destination 172.18.0.2:53\n\
 -A POSTROUTING -s 172.18.0.0/16 -o eth0 -j MASQUERADE\nCOMMIT\n\
 *mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+-A PREROUTING -i eth0 -p udp --dport 5353 -j TTL --ttl-dec 10\n\
 -A FORWARD -p udp -m multiport --dports 53,5353 -j MARK --set-mark 0x5\n\
 -A POSTROUTING -m mark --mark 0x5 -j ACCEPT\nCOMMIT\n\
 *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:fwd - [0:0]\n\
@@ -311,9 +312,15 @@ fn udp_traffic(pair: &mut Pair, dport: u16) {
             .filter(|(a, f)| {
                 *a == Action::Forward { port: ETH0 } && f.len() < 200 && src_of(f).0 == OUTSIDE
             })
-            .map(|(_, f)| {
+            .enumerate()
+            .map(|(k, (_, f))| {
                 let from = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
-                udp(false, (from, dport), (OUTSIDE, src_of(f).1), 30)
+                let mut r = udp(false, (from, dport), (OUTSIDE, src_of(f).1), 30);
+                // TTLs that the seed's `-j TTL --ttl-inc 1` on eth0 leaves
+                // alone (255), lifts over the forwarding limit (1), or not.
+                r.1[22] = [64, 255, 2, 1, 3][(k + usize::from(round)) % 5];
+                fix_ip_checksum(&mut r.1);
+                r
             })
             .collect();
         assert!(!replies.is_empty());
@@ -435,18 +442,27 @@ fn nat_both_ways_reloads_and_flushes_decide_the_same_with_the_cache() {
         tcp_traffic(&mut pair);
         // DNATed UDP in from eth0, answered by the host.
         for round in 0..5u16 {
+            // The TTL target takes 10 off: 11 and 5 expire, 12 leaves with 1.
+            let ttls = [64u8, 11, 12, 5, 255];
+            let ttl = |k: u16| {
+                if round == 0 {
+                    64
+                } else {
+                    ttls[usize::from(k + round) % 5]
+                }
+            };
             let frames: Vec<(IfIndex, Vec<u8>)> = (0..16)
                 .map(|k| {
-                    udp(
-                        false,
-                        (Ipv4Addr::new(198, 51, 100, 9), 7000 + k),
-                        (OUTSIDE, 5353),
-                        20,
-                    )
+                    let src = (Ipv4Addr::new(198, 51, 100, 9), 7000 + k);
+                    let mut f = udp(false, src, (OUTSIDE, 5353), 20);
+                    f.1[22] = ttl(k);
+                    fix_ip_checksum(&mut f.1);
+                    f
                 })
                 .collect();
             let out = pair.batch(&frames);
-            assert_eq!(forwarded(&out), 16, "round {round}");
+            let expired = (0..16).filter(|&k| matches!(ttl(k), 11 | 5)).count();
+            assert_eq!(forwarded(&out), 16 - expired, "round {round}");
             let replies: Vec<(IfIndex, Vec<u8>)> = (0..16)
                 .map(|k| {
                     udp(

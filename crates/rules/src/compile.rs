@@ -602,6 +602,11 @@ impl RuleState {
         self.recording
     }
 
+    /// The entries recorded so far.
+    pub fn path_len(&self) -> usize {
+        usize::from(self.path.len)
+    }
+
     /// Stops recording; the path since [`RuleState::record`], unless it
     /// had more than [`PATH_MAX`] entries.
     pub fn take_path(&mut self) -> Option<Path> {
@@ -1864,26 +1869,36 @@ impl CompiledRuleset {
 
     /// Whether counting `path` again stands for the run that recorded it:
     /// none of its entries has a target that acts on the packet or the
-    /// connection (LOG, CONNMARK, TTL, NOTRACK, TRACE, TCPMSS); deciding,
+    /// connection (LOG, CONNMARK, TTL, NOTRACK, TRACE, TCPMSS) — deciding,
     /// jumping, returning and setting the packet mark are what the way
-    /// itself is.
-    pub fn replayable(&self, path: &Path) -> bool {
-        path.entries().iter().all(|&e| {
-            matches!(
-                self.cold.get(e as usize).map(|c| c.act),
+    /// itself is — except TTL among its first `ttl_until` entries, which the
+    /// caller applies again ([`CompiledRuleset::ttl_target`]).
+    pub fn replayable(&self, path: &Path, ttl_until: usize) -> bool {
+        path.entries().iter().enumerate().all(|(i, &e)| {
+            match self.cold.get(e as usize).map(|c| c.act) {
                 Some(
                     Act::Continue
-                        | Act::Accept
-                        | Act::Drop
-                        | Act::Reject(_)
-                        | Act::Return
-                        | Act::Jump(_)
-                        | Act::Goto(_)
-                        | Act::Nat
-                        | Act::Mark(_)
-                )
-            )
+                    | Act::Accept
+                    | Act::Drop
+                    | Act::Reject(_)
+                    | Act::Return
+                    | Act::Jump(_)
+                    | Act::Goto(_)
+                    | Act::Nat
+                    | Act::Mark(_),
+                ) => true,
+                Some(Act::Ttl(_)) => i < ttl_until,
+                _ => false,
+            }
         })
+    }
+
+    /// The `-j TTL` of entry `entry`, if that is its target.
+    pub fn ttl_target(&self, entry: u32) -> Option<TtlTarget> {
+        match self.cold.get(entry as usize)?.act {
+            Act::Ttl(t) => Some(t),
+            _ => None,
+        }
     }
 
     /// [`CompiledRuleset::flow_invariant`] for one entry's side-table matches.
@@ -3619,10 +3634,15 @@ mod tests {
             c.run(Table::Mangle, Hook::Forward, &mut p, &mut s, 0);
             let path = s.take_path().unwrap();
             assert_eq!(
-                c.replayable(&path),
+                c.replayable(&path, 0),
                 replayable,
                 "in {in_if} dport {dport}: {path:?}"
             );
+            // The TTL rule's entry comes first: replayable when the caller
+            // applies TTL targets that far; never through the LOG.
+            assert_eq!(c.replayable(&path, 1), in_if == 0, "{path:?}");
+            let ttl = path.entries().iter().find_map(|&e| c.ttl_target(e));
+            assert_eq!(ttl, (dport == 80).then_some(TtlTarget::Inc(1)));
         }
     }
 
@@ -3643,7 +3663,7 @@ mod tests {
         );
         let path = s.take_path().expect("a short path");
         assert!(!s.recording());
-        assert!(c.replayable(&path));
+        assert!(c.replayable(&path, 0));
         // The jump, the MARK, the RETURN, and the last ACCEPT of FORWARD.
         assert_eq!(path.entries().len(), 4, "{path:?}");
         let once = c.counters_into(&rs, &[&s]);
