@@ -90,7 +90,9 @@ pub struct PipelineOptions {
     /// Seed of the conntrack table (hash keys, NAT port choice): `--seed` in
     /// `sim`; a live instance should pass a random value.
     pub conntrack_seed: u64,
-    /// Conntrack slots examined for expiry per batch.
+    /// Conntrack slots examined for expiry per batch, at most: the sweep
+    /// visits the whole table once a second ([`SWEEP_PERIOD_NS`]), at least
+    /// [`SWEEP_MIN`] slots a batch, and never more than this.
     pub conntrack_expire_budget: usize,
     /// From this many connections on, the conntrack entries of a batch's
     /// frames are looked up together before the frames are processed
@@ -312,6 +314,8 @@ pub struct Pipeline {
     fast_route: Option<(IfIndex, u32, u16)>,
     /// Frames forwarded by [`Pipeline::fast_forward`].
     fast_hits: u64,
+    /// When the expiry sweep ran last.
+    last_sweep_ns: u64,
     /// While recording: the path's length after PREROUTING.
     fast_pre_len: usize,
     /// `[conntrack] checksum` (nf_conntrack_checksum).
@@ -347,6 +351,26 @@ fn forward_policies(s: &Shortcuts) -> ([u32; 5], usize) {
         }
     }
     out
+}
+
+/// The expiry sweep visits every connection once in this time.
+pub const SWEEP_PERIOD_NS: u64 = 1_000_000_000;
+
+/// The least the sweep examines per batch (a small table: all of it).
+pub const SWEEP_MIN: usize = 256;
+
+/// The slots the expiry sweep examines in a batch at `now_ns` for a table of
+/// `entries`: its share of a pass a [`SWEEP_PERIOD_NS`] since the last
+/// batch, at least [`SWEEP_MIN`], at most `max`. (A table of a million
+/// entries under load was swept 1024 slots per 64 packets, 16 KiB of
+/// entries read per packet: a full pass every few milliseconds.)
+fn sweep_budget(last: &mut u64, now_ns: u64, entries: usize, max: usize) -> usize {
+    let dt = now_ns.saturating_sub(*last);
+    *last = now_ns;
+    let share = (entries as u128 * u128::from(dt)).div_ceil(u128::from(SWEEP_PERIOD_NS));
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .clamp(SWEEP_MIN.min(max), max)
 }
 
 /// Whether raw PREROUTING lets every packet through unseen.
@@ -522,6 +546,7 @@ impl Pipeline {
             fast_rec: None,
             fast_route: None,
             fast_hits: 0,
+            last_sweep_ns: 0,
             fast_pre_len: 0,
             ct_checksum: config.conntrack.checksum,
             fast_policies: forward_policies(&shortcuts),
@@ -691,11 +716,23 @@ impl Pipeline {
         if let Some(t) = self.ct.as_mut() {
             if self.ct_events_on {
                 let (q, lost) = (&mut self.ct_events, &mut self.ct_events_lost);
-                t.expire_with(now_ns, self.opts.conntrack_expire_budget, |_, e| {
+                let budget = sweep_budget(
+                    &mut self.last_sweep_ns,
+                    now_ns,
+                    t.len(),
+                    self.opts.conntrack_expire_budget,
+                );
+                t.expire_with(now_ns, budget, |_, e| {
                     push_event(q, lost, EventKind::Destroy, e, now_ns)
                 });
             } else {
-                t.expire(now_ns, self.opts.conntrack_expire_budget);
+                let budget = sweep_budget(
+                    &mut self.last_sweep_ns,
+                    now_ns,
+                    t.len(),
+                    self.opts.conntrack_expire_budget,
+                );
+                t.expire(now_ns, budget);
             }
         }
         // The totals of this batch's frames, added to the shared counters
@@ -798,6 +835,7 @@ impl Pipeline {
         for (&pos, hit) in at.iter().zip(found).take(n) {
             if let (Some(h), Some(found)) = (self.ct_hints.get_mut(usize::from(pos)), hit) {
                 *h = Some(Hint { found, changes });
+                t.warm(found.0);
                 if self.fast_ok {
                     self.flow.warm(found.0);
                 }
