@@ -403,25 +403,27 @@ impl Lab {
         (gen, got, context)
     }
 
-    /// `conntrack -L` on the router (the control socket, or the kernel's).
-    fn conntrack_list(&self) -> String {
+    /// A command of the router's: `kernel` in the kernel router's
+    /// namespace, or `fastables SUB --socket SOCK` for `ours` = SUB, with
+    /// `args` after either; at most 10 s.
+    fn router_command(&self, kernel: &str, ours: &str, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
         if kernel_router() {
-            c.args([
-                "10",
-                "ip",
-                "netns",
-                "exec",
-                &self.ns("rtr"),
-                "conntrack",
-                "-L",
-            ]);
+            c.args(["10", "ip", "netns", "exec", &self.ns("rtr"), kernel]);
         } else {
-            c.args(["10", FASTABLES, "conntrack", "--socket"])
-                .arg(self.path("fastables.sock"))
-                .arg("-L");
+            c.args(["10", FASTABLES, ours, "--socket"])
+                .arg(self.path("fastables.sock"));
         }
-        let out = c.stdin(Stdio::null()).output().unwrap();
+        c.args(args).stdin(Stdio::null());
+        c
+    }
+
+    /// `conntrack -L` on the router (the control socket, or the kernel's).
+    fn conntrack_list(&self) -> String {
+        let out = self
+            .router_command("conntrack", "conntrack", &["-L"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "conntrack -L: {}", describe(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -734,24 +736,15 @@ fn tcp_entries(lab: &Lab, dport: u16) -> Vec<String> {
 /// Packets the router's `-A FORWARD -m conntrack --ctstate INVALID -j DROP`
 /// dropped (`iptables -L -v -x` of the kernel, or `fastables list`).
 fn invalid_dropped(lab: &Lab) -> u64 {
-    let mut c = Command::new("timeout");
-    if kernel_router() {
-        c.args([
-            "10",
-            "ip",
-            "netns",
-            "exec",
-            &lab.ns("rtr"),
-            "iptables",
-            "-L",
-        ]);
+    // `iptables -L FORWARD ...`, or `fastables list --socket SOCK FORWARD ...`.
+    let list = ["-L", "FORWARD", "-v", "-x", "-n"];
+    let args = if kernel_router() {
+        &list[..]
     } else {
-        c.args(["10", FASTABLES, "list", "--socket"])
-            .arg(lab.path("fastables.sock"));
-    }
-    let out = c
-        .args(["FORWARD", "-v", "-x", "-n"])
-        .stdin(Stdio::null())
+        &list[1..]
+    };
+    let out = lab
+        .router_command("iptables", "list", args)
         .output()
         .unwrap();
     assert!(out.status.success(), "list FORWARD: {}", describe(&out));

@@ -2347,25 +2347,16 @@ impl Pipeline {
         // raw PREROUTING lets every packet through unseen: a candidate of
         // the flow cache meets conntrack first, and perhaps its decision.
         let ct_first = fast && self.raw_continues;
+        // Its drop (a full table) waits for raw's count, as when raw runs first.
+        let mut ct_drop = None;
         if ct_first {
-            if let Err(r) = self.ct_in(now_ns, info, buf, &mut ct_ctx, self.ct_checksum, &mut ct) {
-                // raw's count, as when it runs first.
-                let mut ctx = PacketCtx::new();
-                ctx.len = info.total_len;
-                self.run_table(
-                    now_ns,
-                    Table::Raw,
-                    Hook::Prerouting,
-                    &mut ctx,
-                    &mut ct,
-                    buf,
-                    ip_len,
-                    None,
-                );
-                return (Action::Drop(r), None);
-            }
-            if let Some(done) = self.fast_after_ct(now_ns, buf, info, in_if, &ct_ctx, &ct) {
-                return done;
+            match self.ct_in(now_ns, info, buf, &mut ct_ctx, self.ct_checksum, &mut ct) {
+                Err(r) => ct_drop = Some(r),
+                Ok(()) => {
+                    if let Some(done) = self.fast_after_ct(now_ns, buf, info, in_if, &ct_ctx, &ct) {
+                        return done;
+                    }
+                }
             }
         }
         let mut ctx = PacketCtx::new();
@@ -2398,6 +2389,9 @@ impl Pipeline {
             Outcome::Continue | Outcome::Nat(_) => {}
             Outcome::Drop(r) => return (Action::Drop(r), None),
             Outcome::Reject(_) => return (Action::Drop(DropReason::Rejected), None),
+        }
+        if let Some(r) = ct_drop {
+            return (Action::Drop(r), None);
         }
         let notrack = ctx.effects.notrack;
         if notrack {

@@ -360,13 +360,9 @@ pub fn generate(
             }
             port.free(&unused);
         }
-        let k = port.tx_burst(0, &pending);
-        if k < pending.len() {
-            full += 1;
-        }
-        sent += k as u64;
-        bytes += pending[..k].iter().map(|f| u64::from(f.len)).sum::<u64>();
-        pending.drain(..k);
+        let (k, b) = send_burst(&mut port, &mut pending, &mut full);
+        sent += k;
+        bytes += b;
     }
     // Unsent frames are the highest sequence numbers: they were never sent.
     spare.clear();
@@ -416,6 +412,18 @@ enum Phase {
 /// `--proto tcp`: handshakes, data in sequence, closes (see
 /// [`crate::tcp`]); the SYN-ACKs and ACKs are answered in the received
 /// frame's buffer, per RX burst.
+/// `frames` to the TX ring of queue 0, as many as it takes (the rest stay,
+/// and `full` counts the burst that did not fit): frames and bytes sent.
+fn send_burst(port: &mut XdpPort, frames: &mut Vec<Frame>, full: &mut u64) -> (u64, u64) {
+    let k = port.tx_burst(0, frames);
+    if k < frames.len() {
+        *full += 1;
+    }
+    let bytes = frames[..k].iter().map(|f| u64::from(f.len)).sum::<u64>();
+    frames.drain(..k);
+    (k as u64, bytes)
+}
+
 fn generate_tcp(
     o: GenOptions,
     stop: &AtomicBool,
@@ -573,21 +581,13 @@ fn generate_tcp(
         }
         if !ctrl.is_empty() {
             busy = true;
-            let k = port.tx_burst(0, &ctrl);
-            if k < ctrl.len() {
-                full += 1;
-            }
-            ctrl.drain(..k);
+            send_burst(&mut port, &mut ctrl, &mut full);
         }
         if !pending.is_empty() {
             busy = true;
-            let k = port.tx_burst(0, &pending);
-            if k < pending.len() {
-                full += 1;
-            }
-            sent += k as u64;
-            bytes += pending[..k].iter().map(|f| u64::from(f.len)).sum::<u64>();
-            pending.drain(..k);
+            let (k, b) = send_burst(&mut port, &mut pending, &mut full);
+            sent += k;
+            bytes += b;
         }
         if !busy && phase != Phase::Sending {
             port.wait(1);

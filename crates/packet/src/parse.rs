@@ -315,10 +315,24 @@ pub fn parse_ipv4_simple(frame: &[u8]) -> Option<Ipv4Info> {
     } else {
         parse_l4(protocol, b.get(ipv4::MIN_HEADER_LEN..total).unwrap_or(&[]))
     };
-    Some(Ipv4Info {
-        header_len: ipv4::MIN_HEADER_LEN as u8,
+    Some(ipv4_info(
+        h,
+        ipv4::MIN_HEADER_LEN,
+        total,
+        ethernet::HEADER_LEN,
+        l4,
+    ))
+}
+
+/// The [`Ipv4Info`] of the header `h` (its first 20 bytes) of `hl` bytes,
+/// `total` long, at `l3_offset` in the frame.
+#[inline(always)]
+fn ipv4_info(h: &[u8; 20], hl: usize, total: usize, l3_offset: usize, l4: L4) -> Ipv4Info {
+    let ff = be16(h[6], h[7]);
+    Ipv4Info {
+        header_len: hl as u8,
         total_len: total as u16,
-        protocol,
+        protocol: h[9],
         tos: h[1],
         ttl: h[8],
         ident: be16(h[4], h[5]),
@@ -326,10 +340,10 @@ pub fn parse_ipv4_simple(frame: &[u8]) -> Option<Ipv4Info> {
         dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
         dont_frag: ff & FLAG_DF != 0,
         more_frags: ff & FLAG_MF != 0,
-        frag_offset,
-        l4_offset: ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN,
+        frag_offset: (ff & FRAG_OFFSET_MASK) << 3,
+        l4_offset: l3_offset + hl,
         l4,
-    })
+    }
 }
 
 #[inline(always)]
@@ -367,21 +381,7 @@ fn parse_ipv4(b: &[u8], l3_offset: usize) -> Result<Ipv4Info, ParseError> {
     } else {
         parse_l4(protocol, seg)
     };
-    Ok(Ipv4Info {
-        header_len: hl as u8,
-        total_len: total as u16,
-        protocol,
-        tos: h[1],
-        ttl: h[8],
-        ident: be16(h[4], h[5]),
-        src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
-        dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
-        dont_frag: ff & FLAG_DF != 0,
-        more_frags: ff & FLAG_MF != 0,
-        frag_offset,
-        l4_offset: l3_offset + hl,
-        l4,
-    })
+    Ok(ipv4_info(h, hl, total, l3_offset, l4))
 }
 
 #[inline]
