@@ -438,6 +438,16 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
+/// Whether the tools of the tests through the lab's router are here (the
+/// kernel router's too); `can_run` says what is missing.
+fn router_tools() -> bool {
+    let mut tools = vec!["bash", "ip", "ss", "ethtool", "timeout"];
+    if kernel_router() {
+        tools.extend(["iptables-restore", "conntrack"]);
+    }
+    can_run(&tools)
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let out = self.lab_sh("down");
@@ -449,11 +459,7 @@ impl Drop for Lab {
 
 #[test]
 fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
-    let mut tools = vec!["bash", "ip", "ss", "ethtool", "timeout"];
-    if kernel_router() {
-        tools.extend(["iptables-restore", "conntrack"]);
-    }
-    if !can_run(&tools) {
+    if !router_tools() {
         return;
     }
     let lab = Lab::up("gr");
@@ -767,11 +773,7 @@ fn invalid_dropped(lab: &Lab) -> u64 {
 /// four more close with the FIN exchange: TIME_WAIT.
 #[test]
 fn tcp_flows_handshake_through_the_router_and_stay_established() {
-    let mut tools = vec!["bash", "ip", "ss", "ethtool", "timeout"];
-    if kernel_router() {
-        tools.extend(["iptables-restore", "conntrack"]);
-    }
-    if !can_run(&tools) {
+    if !router_tools() {
         return;
     }
     // Whatever a router's tracker finds out of window is INVALID, dropped
