@@ -2,6 +2,8 @@
 //!
 //! cargo bench -p fastables-benches --bench conntrack -- --warm-up-time 1 --measurement-time 3
 //! FASTABLES_BENCH_10M=1 adds the 10-million-entry table (about 1.4 GB).
+//! FASTABLES_BENCH_HUGE=0: no huge pages for the tables (`fastables run`
+//! asks for them: `fastables_xdp::advise_huge_pages`).
 
 use std::hint::black_box;
 
@@ -32,6 +34,13 @@ fn filled(n: u32) -> Table {
         ..Default::default()
     })
     .unwrap();
+    // Huge pages for the entries, as `fastables run` asks
+    // (FASTABLES_BENCH_HUGE=0: the system's default, 4 KiB pages).
+    if std::env::var("FASTABLES_BENCH_HUGE").as_deref() != Ok("0") {
+        for (addr, len) in t.regions() {
+            let _ = fastables_xdp::advise_huge_pages(addr, len);
+        }
+    }
     for i in 1..n {
         let o = flow(i);
         t.insert(o, o.invert().unwrap(), 0).unwrap();

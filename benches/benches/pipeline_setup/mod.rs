@@ -406,6 +406,13 @@ impl SpreadHarness {
             ..PipelineOptions::default()
         };
         let pipeline = Pipeline::with_options(&cfg, compile(SEED_RULES), opts).expect("pipeline");
+        // Huge pages for the table, as `fastables run` asks
+        // (FASTABLES_BENCH_HUGE=0: the system's default, 4 KiB pages).
+        if std::env::var("FASTABLES_BENCH_HUGE").as_deref() != Ok("0") {
+            for (addr, len) in pipeline.regions() {
+                let _ = fastables_xdp::advise_huge_pages(addr, len);
+            }
+        }
         let mut all = Vec::with_capacity(flows * FRAME_LEN);
         for k in 0..flows {
             let f = flow_frame(k);

@@ -413,6 +413,7 @@ fn worker_main(w: WorkerSetup, ready: &mpsc::Sender<Ready>, jobs: &mpsc::Receive
     if w.n > 1 {
         pipeline.set_rss(Arc::clone(&w.rss), w.k as u16);
     }
+    advise_huge_pages(&pipeline);
     let specs: Vec<PortSpec> = cfg
         .interfaces
         .iter()
@@ -713,7 +714,24 @@ fn publish_trace(live: &mut Live, workers: &Workers) {
 /// Sets a new ruleset on every worker.
 fn set_ruleset(workers: &Workers, c: &Arc<CompiledRuleset>) {
     let c = Arc::clone(c);
-    workers.map(move |x| x.worker.pipeline_mut().set_ruleset(Arc::clone(&c)));
+    workers.map(move |x| {
+        let p = x.worker.pipeline_mut();
+        let had_ct = p.conntrack().is_some();
+        p.set_ruleset(Arc::clone(&c));
+        if !had_ct {
+            // The first ruleset that needs conntrack made its table.
+            advise_huge_pages(p);
+        }
+    });
+}
+
+/// Huge pages for the pipeline's conntrack table and flow cache (where the
+/// system's transparent huge pages are `madvise`); a refusal only costs
+/// speed, so it is not an error.
+fn advise_huge_pages(p: &Pipeline) {
+    for (addr, len) in p.regions() {
+        let _ = fastables_xdp::advise_huge_pages(addr, len);
+    }
 }
 
 /// SIGHUP: the rules file again, all or nothing (counters start afresh, as

@@ -610,6 +610,23 @@ impl Table {
         }
     }
 
+    /// The table's large arrays as (address, bytes) of their allocations:
+    /// the entries (allocated for `max` at start, never moved), the hash
+    /// buckets and the NAT source buckets. For the caller to ask the system
+    /// for huge pages there (`fastables_xdp::advise_huge_pages`): a table
+    /// of a million entries is 128 MiB, and its random accesses otherwise
+    /// miss the TLB as well as the caches.
+    pub fn regions(&self) -> [(usize, usize); 3] {
+        fn of<T>(v: &[T], cap: usize) -> (usize, usize) {
+            (v.as_ptr() as usize, cap * std::mem::size_of::<T>())
+        }
+        [
+            of(&self.entries, self.entries.capacity()),
+            of(&self.heads, self.heads.capacity()),
+            of(&self.src_heads, self.src_heads.capacity()),
+        ]
+    }
+
     /// Loads the second cache line of entry `id` (its protocol state,
     /// which tracking reads and writes), so that the cache misses of a
     /// batch's entries overlap: [`Table::lookup_batch`] loads the first.

@@ -78,6 +78,15 @@ impl FlowCache {
         }
     }
 
+    /// The tags' allocation as (address, bytes) (see
+    /// [`fastables_conntrack::Table::regions`]).
+    pub(crate) fn region(&self) -> (usize, usize) {
+        (
+            self.tags.as_ptr() as usize,
+            self.tags.capacity() * std::mem::size_of::<Tag>(),
+        )
+    }
+
     /// A new generation: every tag is stale.
     pub(crate) fn invalidate(&mut self) {
         self.gen = self.gen.wrapping_add(1).max(1);

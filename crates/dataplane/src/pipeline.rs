@@ -638,6 +638,20 @@ impl Pipeline {
         self.ct.as_ref()
     }
 
+    /// The large arrays of this pipeline (the conntrack table's and the
+    /// flow cache's tags) as (address, bytes), for huge pages
+    /// (`fastables_xdp::advise_huge_pages`). Empty without conntrack.
+    pub fn regions(&self) -> Vec<(usize, usize)> {
+        match &self.ct {
+            Some(t) => {
+                let mut v = t.regions().to_vec();
+                v.push(self.flow.region());
+                v
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// The connection table, mutable (flush, delete, NAT reply filter).
     pub fn conntrack_mut(&mut self) -> Option<&mut CtTable> {
         self.ct.as_mut()
