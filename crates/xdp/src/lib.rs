@@ -1128,6 +1128,18 @@ mod tests {
     }
 
     #[test]
+    fn huge_page_advice_takes_any_heap_range() {
+        let v = vec![0u8; 8 << 20];
+        let a = v.as_ptr() as usize;
+        // Unaligned ends are rounded inward; a range inside one page is nothing.
+        advise_huge_pages(a + 1, v.len() - 1).unwrap();
+        advise_huge_pages(a, 10).unwrap();
+        advise_huge_pages(a, 0).unwrap();
+        // madvise refuses what is not mapped: the error is reported.
+        assert!(advise_huge_pages(usize::MAX - (8 << 20), 4 << 20).is_err());
+    }
+
+    #[test]
     fn max_mtu_leaves_room_for_ethernet_and_a_tag() {
         assert_eq!(MAX_MTU, 2030);
     }
