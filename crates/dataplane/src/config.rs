@@ -354,6 +354,8 @@ pub struct WorkersConfig {
     pub cores: Vec<u32>,
     /// Frames per RX burst (default 64, 1..=1024).
     pub batch: usize,
+    /// The flow cache (default true): see `PipelineOptions::flow_cache`.
+    pub flow_cache: bool,
 }
 
 impl Default for WorkersConfig {
@@ -361,6 +363,7 @@ impl Default for WorkersConfig {
         WorkersConfig {
             cores: vec![0],
             batch: 64,
+            flow_cache: true,
         }
     }
 }
@@ -485,6 +488,7 @@ struct RawNeighbor {
 struct RawWorkers {
     cores: Option<Spanned<Vec<u32>>>,
     batch: Option<Spanned<i64>>,
+    flow_cache: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -637,6 +641,9 @@ impl Config {
                 ));
             }
             workers.batch = v as usize;
+        }
+        if let Some(f) = raw.workers.flow_cache {
+            workers.flow_cache = f;
         }
         let stats = StatsConfig {
             listen: raw.stats.listen,

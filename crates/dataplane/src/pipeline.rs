@@ -519,6 +519,10 @@ impl Pipeline {
         rules: Arc<CompiledRuleset>,
         opts: PipelineOptions,
     ) -> Result<Pipeline, PipelineError> {
+        let opts = PipelineOptions {
+            flow_cache: opts.flow_cache && config.workers.flow_cache,
+            ..opts
+        };
         let ifs = Interfaces::new(config)?;
         let fib = Fib::new(&ifs, &config.routes);
         let neigh = Neighbors::new(&config.neighbors, opts.neigh_dynamic_max);

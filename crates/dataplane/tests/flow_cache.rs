@@ -536,3 +536,21 @@ fn a_ruleset_that_is_not_flow_invariant_turns_the_cache_off() {
     }
     assert_eq!(p.flow_cache_hits(), 0);
 }
+
+#[test]
+fn workers_flow_cache_false_turns_it_off() {
+    for (line, on) in [
+        ("", true),
+        ("flow_cache = true\n", true),
+        ("flow_cache = false\n", false),
+    ] {
+        let cfg = format!("{}{ROUTES}\n[workers]\n{line}", common::LAN);
+        let cfg = Config::parse(&cfg, "/t/fastables.toml").unwrap();
+        assert_eq!(cfg.workers.flow_cache, on);
+        let (_, c) = compile(SEED);
+        let p = Pipeline::new(&cfg, c).unwrap();
+        assert_eq!(p.flow_cache_usable(), on, "{line}");
+    }
+    let bad = format!("{}\n[workers]\nflow_cache = 1\n", common::LAN);
+    assert!(Config::parse(&bad, "/t/fastables.toml").is_err());
+}
