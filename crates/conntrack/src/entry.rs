@@ -297,6 +297,19 @@ impl Entry {
     }
 
     /// True for protocols the kernel tracks with state here (TCP, UDP, ICMP).
+    /// `ip_conntrack_info` of a packet of this entry travelling in `dir`,
+    /// as `nf_conntrack_in` gives it: ESTABLISHED in the reply direction or
+    /// once a reply was seen, RELATED for an expected connection, else NEW.
+    pub fn state_in(&self, dir: Dir) -> crate::CtState {
+        if dir == Dir::Reply || self.status & status::SEEN_REPLY != 0 {
+            crate::CtState::Established
+        } else if self.status & status::EXPECTED != 0 {
+            crate::CtState::Related
+        } else {
+            crate::CtState::New
+        }
+    }
+
     pub fn is_known_proto(&self) -> bool {
         matches!(
             self.tuple[0].proto,

@@ -1152,13 +1152,7 @@ impl Table {
                     let Some(e) = self.entries.get_mut(i) else {
                         break;
                     };
-                    let state = if dir == Dir::Reply || e.status & status::SEEN_REPLY != 0 {
-                        CtState::Established
-                    } else if e.status & status::EXPECTED != 0 {
-                        CtState::Related
-                    } else {
-                        CtState::New
-                    };
+                    let state = e.state_in(dir);
                     let mut ev = Events::default();
                     match l4_packet(cfg, e, dir, p, now_ns, &mut ev) {
                         TcpVerdict::Accept => {

@@ -732,24 +732,18 @@ impl Pipeline {
         self.neigh.set_now(now_ns);
         self.defrag_expire(now_ns, batch);
         if let Some(t) = self.ct.as_mut() {
+            let budget = sweep_budget(
+                &mut self.last_sweep_ns,
+                now_ns,
+                t.len(),
+                self.opts.conntrack_expire_budget,
+            );
             if self.ct_events_on {
                 let (q, lost) = (&mut self.ct_events, &mut self.ct_events_lost);
-                let budget = sweep_budget(
-                    &mut self.last_sweep_ns,
-                    now_ns,
-                    t.len(),
-                    self.opts.conntrack_expire_budget,
-                );
                 t.expire_with(now_ns, budget, |_, e| {
                     push_event(q, lost, EventKind::Destroy, e, now_ns)
                 });
             } else {
-                let budget = sweep_budget(
-                    &mut self.last_sweep_ns,
-                    now_ns,
-                    t.len(),
-                    self.opts.conntrack_expire_budget,
-                );
                 t.expire(now_ns, budget);
             }
         }
@@ -1501,14 +1495,7 @@ impl Pipeline {
             Ct::Killed { entry, dir } => Some((entry, *dir, CtState::Established)),
             Ct::Conn { id, dir } => {
                 let e = self.ct.as_ref()?.entry(*id)?;
-                let st = if *dir == Dir::Reply
-                    || e.status & fastables_conntrack::status::SEEN_REPLY != 0
-                {
-                    CtState::Established
-                } else {
-                    CtState::New
-                };
-                Some((e, *dir, st))
+                Some((e, *dir, e.state_in(*dir)))
             }
             Ct::Related { id, dir } => {
                 Some((self.ct.as_ref()?.entry(*id)?, *dir, CtState::Related))
@@ -1551,11 +1538,6 @@ impl Pipeline {
     ) -> Result<(), DropReason> {
         if let Some(t) = self.pretracked.take() {
             return self.ct_apply(now_ns, &t, cc, ct);
-        }
-        if self.ct.is_none() {
-            *cc = CtCtx::untracked();
-            *ct = Ct::None;
-            return Ok(());
         }
         let t = self.ct_classify(now_ns, info, buf, csum);
         self.ct_apply(now_ns, &t, cc, ct)
@@ -1679,7 +1661,6 @@ impl Pipeline {
         in_if: IfIndex,
     ) -> Option<(Action, Option<Gen>)> {
         let (id, dir, n) = self.fast_decision(now_ns, info, in_if)?;
-        self.ct.as_ref()?;
         let track = self.ct_classify(now_ns, info, buf, self.ct_checksum);
         if let Track::Tracked(t) = &track {
             let same = matches!(self.flow.decision(n), Some(d) if d.state == t.state);
@@ -1869,15 +1850,10 @@ impl Pipeline {
             }
         };
         // The state conntrack will give the packet (as `track` does).
-        let e = table.entry(id)?;
-        let state = if dir == Dir::Reply || e.status & fastables_conntrack::status::SEEN_REPLY != 0
-        {
-            CtState::Established
-        } else if e.status & fastables_conntrack::status::EXPECTED != 0 {
+        let state = table.entry(id)?.state_in(dir);
+        if state == CtState::Related {
             return None;
-        } else {
-            CtState::New
-        };
+        }
         match self.flow.get(id, dir) {
             Some((n, d)) if d.in_if == in_if && d.state == state => Some((id, dir, n)),
             _ => {

@@ -529,14 +529,9 @@ impl Path {
         self.entries.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
-    /// [`Path::push`] out of the hot code.
+    /// Appends `entry` (out of the rule loop's hot code: recording is rare).
     #[cold]
     #[inline(never)]
-    fn push_cold(&mut self, entry: u32) {
-        self.push(entry);
-    }
-
-    #[inline]
     fn push(&mut self, entry: u32) {
         match self.entries.get_mut(usize::from(self.len)) {
             Some(slot) => {
@@ -1656,7 +1651,7 @@ impl CompiledRuleset {
                     c.packets = c.packets.wrapping_add(1);
                     c.bytes = c.bytes.wrapping_add(u64::from(ctx.len));
                     if state.recording {
-                        state.path.push_cold(policy);
+                        state.path.push(policy);
                     }
                     ctx.effects.last = policy;
                     return v;
@@ -1717,7 +1712,7 @@ impl CompiledRuleset {
                 c.bytes = c.bytes.wrapping_add(bytes);
             }
             if *recording {
-                path.push_cold(pc);
+                path.push(pc);
             }
             match e.act {
                 Act::Continue => {}
