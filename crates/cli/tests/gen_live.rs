@@ -448,6 +448,20 @@ fn router_tools() -> bool {
     can_run(&tools)
 }
 
+/// The sink's first flow came from 10.0.2.15 with a port of the seed's TCP
+/// MASQUERADE range (`--to-ports 55666-55680`), to 8.8.8.8:80.
+fn assert_masqueraded_to_the_tcp_range(got: &serde_json::Value, context: &str) {
+    let first = got["first_flow"].as_str().unwrap_or("");
+    let port = first
+        .strip_prefix("10.0.2.15:")
+        .and_then(|r| r.strip_suffix(" -> 8.8.8.8:80"))
+        .and_then(|p| p.parse::<u16>().ok());
+    assert!(
+        port.is_some_and(|p| (55666..=55680).contains(&p)),
+        "first flow {first:?}, not 10.0.2.15:55666-55680 -> 8.8.8.8:80{context}"
+    );
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let out = self.lab_sh("down");
@@ -512,15 +526,7 @@ fn gen_through_the_router_arrives_whole_and_masqueraded_udp_and_syn() {
             "02:42:ac:12:00:01",
         ],
     );
-    let first = got["first_flow"].as_str().unwrap_or("");
-    let port = first
-        .strip_prefix("10.0.2.15:")
-        .and_then(|r| r.strip_suffix(" -> 8.8.8.8:80"))
-        .and_then(|p| p.parse::<u16>().ok());
-    assert!(
-        port.is_some_and(|p| (55666..=55680).contains(&p)),
-        "first flow {first:?}, not 10.0.2.15:55666-55680 -> 8.8.8.8:80{context}"
-    );
+    assert_masqueraded_to_the_tcp_range(&got, &context);
     let table = lab.conntrack_list();
     let syns = table
         .lines()
@@ -801,15 +807,7 @@ fn tcp_flows_handshake_through_the_router_and_stay_established() {
     );
     assert_eq!(got["tcp"]["open"], 8, "{context}");
     assert_eq!(got["tcp"]["fins"], 0, "{context}");
-    let first = got["first_flow"].as_str().unwrap_or("");
-    let port = first
-        .strip_prefix("10.0.2.15:")
-        .and_then(|r| r.strip_suffix(" -> 8.8.8.8:80"))
-        .and_then(|p| p.parse::<u16>().ok());
-    assert!(
-        port.is_some_and(|p| (55666..=55680).contains(&p)),
-        "MASQUERADEd to the --to-ports range: {first}{context}"
-    );
+    assert_masqueraded_to_the_tcp_range(&got, &context);
     let est = tcp_entries(&lab, 80);
     assert_eq!(est.len(), 8, "conntrack -L:\n{}{context}", est.join("\n"));
     for l in &est {
