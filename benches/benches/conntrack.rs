@@ -150,6 +150,51 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
+        // The same 64 at a time, as a worker's burst of new connections
+        // goes: the burst's tuples looked up together (`lookup_batch`, the
+        // pipeline's lookups ahead), each one's NAT candidates loaded
+        // (`prefetch_new`), then each SYN classified, bound and inserted,
+        // and removed again. ns per batch / 64 is the time per connection.
+        let mut syns: Vec<PacketFacts> = Vec::with_capacity(64);
+        let mut tuples = vec![flow(0); 64];
+        let mut j = 0u32;
+        g.throughput(criterion::Throughput::Elements(64));
+        g.bench_function(BenchmarkId::new("new_conn_snat_batch64", name), |b| {
+            b.iter(|| {
+                syns.clear();
+                for tu in tuples.iter_mut() {
+                    j = j.wrapping_add(1);
+                    let p = PacketFacts::tcp(
+                        0xac13_0000 + (j >> 16),
+                        j as u16,
+                        SRV,
+                        443,
+                        SYN,
+                        j,
+                        0,
+                        64240,
+                        0,
+                        &[],
+                    );
+                    *tu = p.tuple().unwrap();
+                    syns.push(p);
+                }
+                t.lookup_batch(&tuples, 2, &mut out);
+                let mut touch = 0;
+                for tu in &tuples {
+                    touch ^= t.prefetch_new(tu, Some(nat));
+                }
+                black_box(touch);
+                for p in &syns {
+                    if let Track::New(nc) = t.track(p, 2) {
+                        if let Ok(id) = t.confirm(nc, None, Some(&range), 2) {
+                            black_box(t.remove(id));
+                        }
+                    }
+                }
+            })
+        });
+        g.throughput(criterion::Throughput::Elements(1));
         g.finish();
     }
 }

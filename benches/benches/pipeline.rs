@@ -9,7 +9,8 @@
 //! matches the second to last rule; 64-byte UDP and 1500-byte TCP frames,
 //! forwarded from docker0 to eth0. `udp_64B/seed_1m` and `seed_1m_single`:
 //! the seed rules with a million connections in the table (see
-//! [`bench_pipeline_spread`]).
+//! [`bench_pipeline_spread`]); `seed_1m_new`: every packet a new
+//! connection in that table.
 //!
 //! The pipeline rewrites the frames in place, so each batch gets the pristine
 //! frames copied back before it runs; only `process_batch` is timed
@@ -81,6 +82,19 @@ fn bench_pipeline_spread(c: &mut Criterion) {
             })
         });
     }
+    // New connections in a table of `flows` (`seed_1m_new`): every packet
+    // of every batch the first of a connection that MASQUERADE binds and
+    // conntrack inserts ([`SpreadHarness::churn`]).
+    let mut h: Option<SpreadHarness> = None;
+    let id = BenchmarkId::new(FrameKind::Udp64.name(), format!("{base}_new"));
+    g.bench_function(id, |b| {
+        let h = h.get_or_insert_with(|| SpreadHarness::churn(flows));
+        b.iter_custom(|iters| {
+            let t = time_batches(h, iters);
+            h.check();
+            t
+        })
+    });
     g.finish();
 }
 

@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fastables_conntrack::Tuple;
 use fastables_dataplane::config::Config;
 use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
@@ -356,10 +357,16 @@ pub struct SpreadHarness {
     /// Random flows (`Some(xorshift state)`) or the next ones (`None`).
     rng: Option<u64>,
     next: usize,
+    /// [`SpreadHarness::churn`]: the flows after the first `flows` that
+    /// carry the new connections, and the first of the last batch's.
+    churn: Option<(usize, Option<usize>)>,
     frames: Vec<Frame>,
 }
 
 const FRAME_LEN: usize = 60;
+
+/// Flows that [`SpreadHarness::churn`] turns into new connections in turn.
+pub const CHURN: usize = 65_536;
 
 impl SpreadHarness {
     /// The table filled with `flows` connections (each flow's first packet
@@ -432,7 +439,45 @@ impl SpreadHarness {
             flows,
             rng: None,
             next: 0,
+            churn: None,
             frames,
+        }
+    }
+
+    /// The table holding `flows` connections as with
+    /// [`SpreadHarness::new`]; then each batch carries 64 flows without
+    /// a connection (the next of [`CHURN`] more), every packet a new
+    /// MASQUERADEd connection in a table of `flows`. Before the next batch
+    /// (untimed) its connections are removed again: the table keeps its
+    /// size, and the flows come round again as new ones.
+    pub fn churn(flows: usize) -> SpreadHarness {
+        let mut h = SpreadHarness::with_cache(flows, true, true);
+        h.rng = None;
+        h.all.reserve(CHURN * FRAME_LEN);
+        for k in flows..flows + CHURN {
+            h.all.extend_from_slice(&flow_frame(k));
+        }
+        h.churn = Some((0, None));
+        h
+    }
+
+    /// Remove the connections of the churn flows `first..first + 64`.
+    fn remove_churned(&mut self, first: usize) {
+        let flows = self.flows;
+        let Some(t) = self.rig.pipeline.conntrack_mut() else {
+            return;
+        };
+        for i in 0..BATCH {
+            let k = flows + (first + i) % CHURN;
+            let f = &self.all[k * FRAME_LEN..(k + 1) * FRAME_LEN];
+            // Ethernet + IPv4 (20 bytes) + UDP ports.
+            let word = |at: usize| u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]);
+            let port = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+            let o = Tuple::new(17, word(26), port(34), word(30), port(36));
+            let (id, _) = t
+                .lookup(&o, 0)
+                .expect("the churned flow has its connection");
+            t.remove(id);
         }
     }
 
@@ -464,6 +509,14 @@ impl Batches for SpreadHarness {
     /// allocation).
     fn restore(&mut self) {
         let n = self.flows;
+        if let Some((next, last)) = self.churn {
+            if let Some(first) = last {
+                self.remove_churned(first);
+            }
+            self.load(|i| n + (next + i) % CHURN);
+            self.churn = Some(((next + BATCH) % CHURN, Some(next)));
+            return;
+        }
         match self.rng {
             Some(mut x) => {
                 self.load(|_| {

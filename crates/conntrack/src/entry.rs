@@ -174,11 +174,11 @@ impl ProtoInfo {
     }
 }
 
-/// Chain terminator in the index.
+/// No link (an empty index slot, the end of the free list).
 pub(crate) const NIL: u32 = u32::MAX;
 
 /// One connection: exactly two cache lines. The first line holds what a
-/// lookup touches (tuples, chain links, timeout, status); the second the
+/// lookup touches (tuples, timeout, status); the second the
 /// tracker state. At most 128 bytes (asserted by a test).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(64))]
@@ -186,16 +186,14 @@ pub struct Entry {
     /// `tuplehash[ORIGINAL]` and `tuplehash[REPLY]`. The reply tuple carries the
     /// NAT binding: without NAT it is `tuple[0].invert()`.
     pub tuple: [Tuple; 2],
-    /// Hash chain links, one per direction (`(index << 1) | dir`).
-    pub(crate) next: [u32; 2],
+    /// The next free slot while this one is free.
+    pub(crate) free_next: u32,
     /// Absolute expiry time in ns once confirmed (relative before).
     pub timeout: u64,
     /// `status::*` bits.
     pub status: u32,
     /// The connection mark (`ctmark`).
     pub mark: u32,
-    /// NAT by-source chain link (entry index).
-    pub(crate) src_next: u32,
     /// Slot generation, bumped on every free.
     pub(crate) gen: u32,
     /// Per-protocol state.
@@ -220,11 +218,10 @@ impl Entry {
                 proto: 0,
             },
         ],
-        next: [NIL, NIL],
+        free_next: NIL,
         timeout: 0,
         status: 0,
         mark: 0,
-        src_next: NIL,
         gen: 0,
         proto: ProtoInfo::None,
     };

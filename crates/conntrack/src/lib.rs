@@ -22,6 +22,7 @@
 
 pub mod entry;
 pub mod format;
+mod index;
 pub mod nat;
 pub mod table;
 pub mod tcp;

@@ -285,28 +285,20 @@ impl Table {
 
     /// `nf_conntrack_tuple_taken()`: is `reply` used by another connection?
     fn tuple_taken(&mut self, reply: &Tuple, ct: &Entry, now: u64) -> bool {
-        let b = self.bucket(reply);
-        let mut link = self.heads.get(b).copied().unwrap_or(crate::entry::NIL);
-        let mut steps = 0;
-        while link != crate::entry::NIL && steps < 1024 {
-            let i = (link >> 1) as usize;
-            let d = (link & 1) as usize;
-            let Some(e) = self.entries.get(i) else {
-                return false;
-            };
-            link = e.next[d];
-            steps += 1;
-            if e.is_expired(now) || e.tuple[d] != *reply {
-                continue;
-            }
-            // Same original tuple: the same flow, left to clash resolution.
-            if e.tuple[0] == ct.tuple[0] {
-                continue;
-            }
+        let taken = self
+            .index
+            .find(self.hash(reply), |l| {
+                let (i, d) = ((l >> 1) as usize, (l & 1) as usize);
+                self.entries.get(i).is_some_and(|e| {
+                    // Same original tuple: the same flow, left to clash resolution.
+                    !e.is_expired(now) && e.tuple[d] == *reply && e.tuple[0] != ct.tuple[0]
+                })
+            })
+            .is_some();
+        if taken {
             self.stats.found += 1;
-            return true;
         }
-        false
+        taken
     }
 
     /// A source manip candidate NAT may not use although the table would allow
@@ -418,27 +410,18 @@ impl Table {
     /// `find_appropriate_src()`: reuse the mapping of another connection from
     /// the same source address/port if it fits the range.
     fn find_appropriate_src(&self, t: &Tuple, range: &NatRange) -> Option<Tuple> {
-        let b = self.src_bucket(t);
-        let mut cur = self.src_heads.get(b).copied().unwrap_or(crate::entry::NIL);
-        for _ in 0..1024 {
-            if cur == crate::entry::NIL {
+        self.src_index.probe(self.src_hash(t)).find_map(|i| {
+            let e = self.entries.get(i as usize)?;
+            let o = &e.tuple[0];
+            if o.proto != t.proto || o.src != t.src || o.sport != t.sport {
                 return None;
             }
-            let e = self.entries.get(cur as usize)?;
-            cur = e.src_next;
-            let o = &e.tuple[0];
-            if o.proto == t.proto && o.src == t.src && o.sport == t.sport {
-                if let Some(mut result) = e.tuple[1].invert() {
-                    result.dst = t.dst;
-                    result.dport = t.dport;
-                    result.proto = t.proto;
-                    if nf_in_range(&result, range) {
-                        return Some(result);
-                    }
-                }
-            }
-        }
-        None
+            let mut result = e.tuple[1].invert()?;
+            result.dst = t.dst;
+            result.dport = t.dport;
+            result.proto = t.proto;
+            nf_in_range(&result, range).then_some(result)
+        })
     }
 
     /// `get_unique_tuple()`.

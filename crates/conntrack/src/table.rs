@@ -1,10 +1,12 @@
-//! The connection table of one worker (nf_conntrack_core.c): a chained hash
-//! over a preallocated slab, both directions indexed, kernel early drop,
-//! incremental expiry, and the per-packet classification (`nf_conntrack_in`).
+//! The connection table of one worker (nf_conntrack_core.c): a preallocated
+//! slab of entries, a hash index of both directions (cache-line buckets of
+//! tagged links, `index.rs`), kernel early drop, incremental expiry, and the
+//! per-packet classification (`nf_conntrack_in`).
 
 use std::hash::{BuildHasher, Hasher};
 
 use crate::entry::{status, Entry, ProtoInfo, NIL};
+use crate::index::{Index, SLOTS};
 use crate::tcp::{self, TcpCfg, TcpSeg, TcpVerdict};
 use crate::tuple::{
     icmp_is_err, proto_has_ports, Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NR_ICMP_TYPES,
@@ -12,7 +14,7 @@ use crate::tuple::{
 use crate::{ConfigError, Events, InsertError, Stats, TableConfig, Timeouts};
 
 const NS: u64 = 1_000_000_000;
-/// `NF_CT_EVICTION_RANGE`: buckets scanned by early drop.
+/// `NF_CT_EVICTION_RANGE`: hash chains scanned by early drop.
 const EVICTION_RANGE: usize = 8;
 
 /// `GC_SCAN_INTERVAL_MIN`, `GC_SCAN_INTERVAL_MAX`, `GC_SCAN_INTERVAL_CLAMP`,
@@ -45,7 +47,10 @@ impl GcRun {
         self.avg = (self.avg as i128 + d).max(0) as u64;
     }
 }
-/// Hard cap on nodes visited in one chain walk (chains are kept far shorter).
+/// Index buckets a kernel chain may span before its nodes are counted.
+const CHAIN_RUN_MAX: usize = 16;
+
+/// Hard cap on expired copies of one tuple collected in one go.
 const CHAIN_WALK_CAP: usize = 1024;
 
 /// Handle of an entry; stale handles (entry removed) are detected.
@@ -223,6 +228,10 @@ impl<'a> PacketFacts<'a> {
 pub struct NewConn {
     /// The prospective entry; its `timeout` is relative until confirmed.
     pub entry: Entry,
+    /// The original tuple's hash, and [`Table::changes`] when tracking
+    /// found no live entry with that tuple: while nothing was linked or
+    /// unlinked since, insertion need not look again.
+    seen: (u64, u64),
 }
 
 /// Rate-limited "table full" message: log "nf_conntrack: table full, dropping
@@ -326,8 +335,20 @@ pub type ReplyFilter = Box<dyn Fn(&Tuple) -> bool + Send>;
 pub struct Table {
     pub(crate) entries: Vec<Entry>,
     free_head: u32,
-    pub(crate) heads: Vec<u32>,
-    pub(crate) src_heads: Vec<u32>,
+    /// Both tuples of every entry: link `(slot << 1) | dir`.
+    pub(crate) index: Index,
+    /// `nf_nat_bysource`: source-NATed entries by original source; link = slot.
+    pub(crate) src_index: Index,
+    /// `nf_conntrack_buckets`, the kernel's number of hash chains: the
+    /// index has its own buckets, and early drop evicts from the kernel's
+    /// chains (the nodes whose hash the kernel would put there).
+    chains: usize,
+    /// Nodes per kernel chain, kept only when a chain spans more than
+    /// `CHAIN_RUN_MAX` index buckets (`buckets` far below `max`): then
+    /// the buckets of a chain are too many to count its nodes from.
+    chain_count: Vec<u16>,
+    /// Buckets past its home an inserted link may go.
+    max_probe: usize,
     len: u32,
     max: u32,
     pub(crate) cfg: Cfg,
@@ -362,25 +383,9 @@ pub struct Hint {
     pub changes: u64,
 }
 
-/// Iterator over a hash chain: yields (slot index, direction of the node).
-struct Chain<'t> {
-    entries: &'t [Entry],
-    link: u32,
-    steps: usize,
-}
-
-impl Iterator for Chain<'_> {
-    type Item = (usize, Dir);
-    fn next(&mut self) -> Option<(usize, Dir)> {
-        if self.link == NIL || self.steps >= CHAIN_WALK_CAP {
-            return None;
-        }
-        let i = (self.link >> 1) as usize;
-        let d = Dir::from_bit(self.link);
-        self.link = self.entries.get(i).map_or(NIL, |e| e.next[d.idx()]);
-        self.steps += 1;
-        Some((i, d))
-    }
+#[inline]
+fn node(link: u32) -> (usize, Dir) {
+    ((link >> 1) as usize, Dir::from_bit(link))
 }
 
 /// Tuples looked up together by [`Table::lookup_batch`] (the worker's burst).
@@ -414,11 +419,29 @@ impl Table {
         let mut s = cfg.seed;
         let k: [u64; 8] = std::array::from_fn(|_| splitmix(&mut s));
         let rng_seed = splitmix(&mut s);
+        let chains = cfg.buckets as usize;
+        // Two links per entry at most half of the slots used when full, and
+        // no fewer buckets than a quarter of the kernel's chains.
+        let buckets = (cfg.max as usize * 2)
+            .div_ceil(SLOTS / 2)
+            .max(chains.div_ceil(4));
+        let src_buckets = (cfg.max as usize)
+            .div_ceil(SLOTS / 2)
+            .max(chains.div_ceil(8));
+        let max_probe = (cfg.max_chainlen as usize / SLOTS).max(1);
+        let chain_count = if buckets.div_ceil(chains) > CHAIN_RUN_MAX {
+            vec![0; chains]
+        } else {
+            Vec::new()
+        };
         Ok(Table {
             entries: Vec::with_capacity(cfg.max as usize),
             free_head: NIL,
-            heads: vec![NIL; cfg.buckets as usize],
-            src_heads: vec![NIL; cfg.buckets as usize],
+            index: Index::new(buckets),
+            src_index: Index::new(src_buckets),
+            chains,
+            chain_count,
+            max_probe,
             len: 0,
             max: cfg.max,
             cfg: Cfg::new(&cfg),
@@ -458,10 +481,16 @@ impl Table {
         self.stats
     }
 
-    /// Bytes reserved for `max` entries plus both bucket arrays.
+    /// Bytes reserved for `max` entries plus both indexes.
     pub fn reserved_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry>()
-            + (self.heads.len() + self.src_heads.len()) * 4
+            + self.index.bytes()
+            + self.src_index.bytes()
+    }
+
+    /// `nf_conntrack_buckets` as configured (the kernel's hash chains).
+    pub fn buckets(&self) -> usize {
+        self.chains
     }
 
     #[inline]
@@ -473,50 +502,43 @@ impl Table {
         h.finish()
     }
 
-    /// `reciprocal_scale()` of the hash's high 32 bits.
-    #[inline]
-    pub(crate) fn bucket_of_hash(&self, h: u64) -> usize {
-        (((h >> 32) * self.heads.len() as u64) >> 32) as usize
-    }
-
-    #[inline]
-    pub(crate) fn bucket(&self, t: &Tuple) -> usize {
-        self.bucket_of_hash(self.hash(t))
-    }
-
     /// `hash_by_src()`: original source address, port/id and protocol.
-    pub(crate) fn src_bucket(&self, t: &Tuple) -> usize {
+    #[inline]
+    pub(crate) fn src_hash(&self, t: &Tuple) -> u64 {
         let mut h = self.hs_src.build_hasher();
         h.write_u64((u64::from(t.src) << 32) | (u64::from(t.sport) << 8) | u64::from(t.proto));
-        let h = h.finish();
-        (((h >> 32) * self.src_heads.len() as u64) >> 32) as usize
+        h.finish()
     }
 
-    fn chain(&self, b: usize) -> Chain<'_> {
-        Chain {
-            entries: &self.entries,
-            link: self.heads.get(b).copied().unwrap_or(NIL),
-            steps: 0,
-        }
+    /// The index nodes that may carry a tuple of hash `h` (tags match).
+    #[inline]
+    pub(crate) fn nodes(&self, h: u64) -> impl Iterator<Item = (usize, Dir)> + '_ {
+        self.index.probe(h).map(node)
     }
 
-    /// Live entries in the chain of `t`'s bucket carrying `t` (either direction).
+    /// Live entries carrying `t` (either direction).
     pub(crate) fn find(&self, t: &Tuple, now: u64) -> Option<(usize, Dir)> {
-        self.chain(self.bucket(t)).find(|&(i, d)| {
-            self.entries
-                .get(i)
-                .is_some_and(|e| e.tuple[d.idx()] == *t && !e.is_expired(now))
-        })
+        self.find_h(self.hash(t), t, now)
     }
 
-    /// One walk of bucket `b` for tuple `t`: (chain length, live match, an
-    /// expired match).
-    fn scan(&self, b: usize, t: &Tuple, now: u64) -> (usize, Option<(usize, Dir)>, Option<usize>) {
-        let mut len = 0;
+    #[inline]
+    fn find_h(&self, h: u64, t: &Tuple, now: u64) -> Option<(usize, Dir)> {
+        self.index
+            .find(h, |l| {
+                let (i, d) = node(l);
+                self.entries
+                    .get(i)
+                    .is_some_and(|e| e.tuple[d.idx()] == *t && !e.is_expired(now))
+            })
+            .map(node)
+    }
+
+    /// The index nodes of tuple `t` (hash `h`): (a live match, an expired match).
+    fn scan(&self, h: u64, t: &Tuple, now: u64) -> (Option<(usize, Dir)>, Option<usize>) {
         let mut live = None;
         let mut dead = None;
-        for (i, d) in self.chain(b) {
-            len += 1;
+        self.index.find(h, |l| {
+            let (i, d) = node(l);
             if let Some(e) = self.entries.get(i) {
                 if e.tuple[d.idx()] == *t {
                     if e.is_expired(now) {
@@ -526,14 +548,16 @@ impl Table {
                     }
                 }
             }
-        }
-        (len, live, dead)
+            false
+        });
+        (live, dead)
     }
 
     /// Remove expired entries carrying `t` (the kernel's `nf_ct_gc_expired` on lookup).
     fn gc_tuple(&mut self, t: &Tuple, now: u64) {
+        let h = self.hash(t);
         for _ in 0..CHAIN_WALK_CAP {
-            let hit = self.chain(self.bucket(t)).find(|&(i, d)| {
+            let hit = self.nodes(h).find(|&(i, d)| {
                 self.entries
                     .get(i)
                     .is_some_and(|e| e.tuple[d.idx()] == *t && e.is_expired(now))
@@ -564,9 +588,9 @@ impl Table {
     /// [`Table::lookup`] for a batch of tuples (`out[i]` for `tuples[i]`;
     /// `out` at least as long). In a large table every lookup is a cache
     /// miss on the bucket and one on the entry; here the buckets of up to
-    /// [`LOOKUP_BATCH`] tuples are read first and then their first entries,
-    /// loads that do not depend on each other, so the misses overlap (what a
-    /// prefetch buys) instead of following one another.
+    /// [`LOOKUP_BATCH`] tuples are read first and then the entries their
+    /// tags point to, loads that do not depend on each other, so the misses
+    /// overlap (what a prefetch buys) instead of following one another.
     pub fn lookup_batch(&self, tuples: &[Tuple], now_ns: u64, out: &mut [Option<(EntryId, Dir)>]) {
         for (tc, oc) in tuples
             .chunks(LOOKUP_BATCH)
@@ -575,44 +599,71 @@ impl Table {
             // The hashes first, then the bucket loads in a tight loop: the
             // loads (cache misses in a large table) are not spread over the
             // hashing's instructions, so more of them are in flight at once.
-            let mut buckets = [0usize; LOOKUP_BATCH];
-            for (b, t) in buckets.iter_mut().zip(tc) {
-                *b = self.bucket(t);
+            let mut hashes = [0u64; LOOKUP_BATCH];
+            for (h, t) in hashes.iter_mut().zip(tc) {
+                *h = self.hash(t);
             }
-            let mut heads = [NIL; LOOKUP_BATCH];
-            for (h, &b) in heads.iter_mut().zip(&buckets[..tc.len()]) {
-                *h = self.heads.get(b).copied().unwrap_or(NIL);
-            }
-            // Touch each chain's first entry (the tuple compared first).
+            let hashes = &hashes[..tc.len()];
             let mut touch = 0u32;
-            for &h in &heads[..tc.len()] {
-                if h != NIL {
-                    if let Some(e) = self.entries.get((h >> 1) as usize) {
-                        touch ^= e.tuple[0].src;
-                    }
+            for &h in hashes {
+                touch ^= self.index.touch(h);
+            }
+            // Then the first entry each tag points to (the one compared).
+            let mut first = [NIL; LOOKUP_BATCH];
+            for (f, &h) in first.iter_mut().zip(hashes) {
+                *f = self.index.find(h, |_| true).unwrap_or(NIL);
+            }
+            for &f in &first[..tc.len()] {
+                if let Some(e) = self.entries.get((f >> 1) as usize) {
+                    touch ^= e.tuple[0].src;
                 }
             }
             std::hint::black_box(touch);
-            for ((o, t), &h) in oc.iter_mut().zip(tc).zip(&heads) {
-                let mut chain = Chain {
-                    entries: &self.entries,
-                    link: h,
-                    steps: 0,
-                };
-                *o = chain
-                    .find(|&(i, d)| {
-                        self.entries
-                            .get(i)
-                            .is_some_and(|e| e.tuple[d.idx()] == *t && !e.is_expired(now_ns))
-                    })
-                    .map(|(i, d)| (self.id_of(i), d));
+            for (((o, t), &h), &f) in oc.iter_mut().zip(tc).zip(hashes).zip(&first) {
+                let (i, d) = node(f);
+                let hit = self
+                    .entries
+                    .get(i)
+                    .is_some_and(|e| e.tuple[d.idx()] == *t && !e.is_expired(now_ns));
+                *o = if hit {
+                    Some((i, d))
+                } else if f == NIL {
+                    // The probe found no tag: nothing to walk.
+                    None
+                } else {
+                    self.find_h(h, t, now_ns)
+                }
+                .map(|(i, d)| (self.id_of(i), d));
             }
         }
     }
 
+    /// Loads what a new connection of `orig` reads before it is inserted,
+    /// as far as it can be guessed: the index bucket of its reply tuple
+    /// (the NAT uniqueness probe and the insertion) with the source
+    /// rewritten to `snat` (the address source NAT gave the last new
+    /// connection, keeping the port) or, without, as it is (no NAT, or a
+    /// null binding), and with `snat` the NAT source bucket. After the
+    /// burst's [`Table::lookup_batch`] (which loads the original tuple's
+    /// bucket), the cache misses of a burst of new connections overlap. A
+    /// wrong guess costs a load. Returns a value to fold into a `black_box`.
+    #[inline]
+    pub fn prefetch_new(&self, orig: &Tuple, snat: Option<u32>) -> u32 {
+        let mut touch = 0;
+        let mut t = *orig;
+        if let Some(a) = snat {
+            touch ^= self.src_index.touch(self.src_hash(orig));
+            t.src = a;
+        }
+        if let Some(reply) = t.invert() {
+            touch ^= self.index.touch(self.hash(&reply));
+        }
+        touch
+    }
+
     /// The table's large arrays as (address, bytes) of their allocations:
-    /// the entries (allocated for `max` at start, never moved), the hash
-    /// buckets and the NAT source buckets. For the caller to ask the system
+    /// the entries (allocated for `max` at start, never moved), the index
+    /// and the NAT source index. For the caller to ask the system
     /// for huge pages there (`fastables_xdp::advise_huge_pages`): a table
     /// of a million entries is 128 MiB, and its random accesses otherwise
     /// miss the TLB as well as the caches.
@@ -622,8 +673,8 @@ impl Table {
         }
         [
             of(&self.entries, self.entries.capacity()),
-            of(&self.heads, self.heads.capacity()),
-            of(&self.src_heads, self.src_heads.capacity()),
+            self.index.region(),
+            self.src_index.region(),
         ]
     }
 
@@ -705,59 +756,16 @@ impl Table {
 
     fn unlink_node(&mut self, i: usize, d: Dir) {
         let Some(e) = self.entries.get(i) else { return };
-        let b = self.bucket(&e.tuple[d.idx()]);
-        let target = ((i as u32) << 1) | d as u32;
-        let after = e.next[d.idx()];
-        let Some(head) = self.heads.get_mut(b) else {
-            return;
-        };
-        if *head == target {
-            *head = after;
-            return;
-        }
-        let mut cur = *head;
-        for _ in 0..CHAIN_WALK_CAP {
-            if cur == NIL {
-                return;
-            }
-            let ci = (cur >> 1) as usize;
-            let cd = (cur & 1) as usize;
-            let Some(ce) = self.entries.get_mut(ci) else {
-                return;
-            };
-            if ce.next[cd] == target {
-                ce.next[cd] = after;
-                return;
-            }
-            cur = ce.next[cd];
+        let h = self.hash(&e.tuple[d.idx()]);
+        if self.index.remove(h, ((i as u32) << 1) | d as u32) {
+            self.count_chain(h, false);
         }
     }
 
     fn unlink_src(&mut self, i: usize) {
         let Some(e) = self.entries.get(i) else { return };
-        let b = self.src_bucket(&e.tuple[0]);
-        let after = e.src_next;
-        let Some(head) = self.src_heads.get_mut(b) else {
-            return;
-        };
-        if *head == i as u32 {
-            *head = after;
-            return;
-        }
-        let mut cur = *head;
-        for _ in 0..CHAIN_WALK_CAP {
-            if cur == NIL {
-                return;
-            }
-            let Some(ce) = self.entries.get_mut(cur as usize) else {
-                return;
-            };
-            if ce.src_next == i as u32 {
-                ce.src_next = after;
-                return;
-            }
-            cur = ce.src_next;
-        }
+        let h = self.src_hash(&e.tuple[0]);
+        self.src_index.remove(h, i as u32);
     }
 
     /// Unlink and free slot `i`, returning the entry as it was (DYING set).
@@ -780,8 +788,7 @@ impl Table {
         old.status |= status::DYING;
         e.status = 0;
         e.gen = e.gen.wrapping_add(1);
-        e.next = [free_head, NIL];
-        e.src_next = NIL;
+        e.free_next = free_head;
         self.free_head = i as u32;
         self.len -= 1;
         old
@@ -803,49 +810,125 @@ impl Table {
         n
     }
 
-    fn chain_len(&self, b: usize) -> usize {
-        self.chain(b).count()
+    /// The kernel's hash chain of hash `h`: `reciprocal_scale(hash,
+    /// nf_conntrack_buckets)`.
+    #[inline]
+    fn kernel_chain(&self, h: u64) -> usize {
+        (((h >> 32) * self.chains as u64) >> 32) as usize
     }
 
-    /// `early_drop_list()`: evict every non-assured entry of bucket `b`
-    /// (expired ones are collected without counting). Returns the drops.
-    fn early_drop_list(&mut self, b: usize, now: u64) -> u64 {
+    /// The index buckets that hold the nodes of the kernel's chain `c`:
+    /// the nodes of one chain have neighbouring hashes, so their home
+    /// buckets are a run (first, and how many after it), and the buckets
+    /// their overflow reached follow it. A chain is a bucket or two unless
+    /// `buckets` is set far below `max`; then early drop looks at the
+    /// first 64 buckets of the run only.
+    fn chain_run(&self, c: usize) -> (usize, usize) {
+        let n = self.chains as u64;
+        let c = c as u64;
+        // The 32-bit hash values x with c = (x * n) >> 32.
+        let lo = (c << 32).div_ceil(n);
+        let hi = ((c + 1) << 32)
+            .div_ceil(n)
+            .saturating_sub(1)
+            .min(u64::from(u32::MAX));
+        let first = self.index.home(lo << 32);
+        let last = self.index.home(hi << 32);
+        (first, (last - first).min(64))
+    }
+
+    /// Calls `f` with each node of the kernel's chain `c` (slot, direction)
+    /// until it returns false.
+    fn chain_nodes(&self, c: usize, mut f: impl FnMut(usize, Dir, &Entry) -> bool) {
+        let (first, span) = self.chain_run(c);
+        for d in 0..=span + self.max_probe {
+            if d > span && self.index.overflow_at(first, d - 1) == 0 {
+                return;
+            }
+            for l in self.index.links_at(first, d) {
+                let (i, dir) = node(l);
+                let Some(e) = self.entries.get(i) else {
+                    continue;
+                };
+                if self.kernel_chain(self.hash(&e.tuple[dir.idx()])) == c && !f(i, dir, e) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A node of hash `h` was linked (`add`) or unlinked: the count of its
+    /// kernel chain, when kept.
+    #[inline]
+    fn count_chain(&mut self, h: u64, add: bool) {
+        if self.chain_count.is_empty() {
+            return;
+        }
+        let c = self.kernel_chain(h);
+        if let Some(n) = self.chain_count.get_mut(c) {
+            *n = if add {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            };
+        }
+    }
+
+    /// Whether the kernel's chain of hash `h` holds more than
+    /// `max_chainlen` nodes, when chains are counted (`buckets` far below
+    /// `max`). Otherwise a chain is a bucket or two of the index, far
+    /// shorter than `max_chainlen`, and what stands for it is the index's
+    /// own bound: an insert that finds no free slot within `max_probe`
+    /// buckets (`max_chainlen` links) of its home fails as too long.
+    #[inline]
+    fn chain_too_long_at(&self, h: u64) -> bool {
+        !self.chain_count.is_empty()
+            && self
+                .chain_count
+                .get(self.kernel_chain(h))
+                .is_some_and(|&n| usize::from(n) > self.cfg.max_chainlen)
+    }
+
+    /// `early_drop_list()` of the kernel's chain `c`: evict every
+    /// non-assured entry with a tuple in that chain (expired ones are
+    /// collected without counting). Returns the drops.
+    fn early_drop_list(&mut self, c: usize, now: u64) -> u64 {
+        let mut victims = [0u32; 64];
+        let mut k = 0;
+        self.chain_nodes(c, |i, _, e| {
+            let gone = e.is_expired(now) || e.status & (status::ASSURED | status::DYING) == 0;
+            if gone && !victims[..k].contains(&(i as u32)) {
+                let Some(v) = victims.get_mut(k) else {
+                    return false;
+                };
+                *v = i as u32;
+                k += 1;
+            }
+            true
+        });
         let mut drops = 0;
-        for _ in 0..CHAIN_WALK_CAP {
-            let victim = self.chain(b).find_map(|(i, _)| {
-                let e = self.entries.get(i)?;
-                if e.is_expired(now) {
-                    Some((i, true))
-                } else if e.status & (status::ASSURED | status::DYING) == 0 {
-                    Some((i, false))
-                } else {
-                    None
-                }
-            });
-            match victim {
-                Some((i, expired)) => {
-                    self.remove_idx(i);
-                    if expired {
-                        self.stats.expired += 1;
-                    } else {
-                        drops += 1;
-                    }
-                }
-                None => break,
+        for &v in &victims[..k] {
+            let i = v as usize;
+            let expired = self.entries.get(i).is_some_and(|e| e.is_expired(now));
+            self.remove_idx(i);
+            if expired {
+                self.stats.expired += 1;
+            } else {
+                drops += 1;
             }
         }
         drops
     }
 
-    /// `early_drop()`: scan `NF_CT_EVICTION_RANGE` buckets from the new tuple's.
+    /// `early_drop()`: scan `NF_CT_EVICTION_RANGE` kernel chains from the
+    /// new tuple's.
     fn early_drop(&mut self, h: u64, now: u64) -> bool {
-        let n = self.heads.len();
-        let mut bucket = self.bucket_of_hash(h);
+        let mut c = self.kernel_chain(h);
         for i in 0..EVICTION_RANGE {
             if i > 0 {
-                bucket = (bucket + 1) % n;
+                c = (c + 1) % self.chains;
             }
-            let drops = self.early_drop_list(bucket, now);
+            let drops = self.early_drop_list(c, now);
             if drops > 0 {
                 self.stats.early_drop += drops;
                 return true;
@@ -885,7 +968,7 @@ impl Table {
     fn alloc_slot(&mut self) -> usize {
         if self.free_head != NIL {
             let i = self.free_head as usize;
-            self.free_head = self.entries.get(i).map_or(NIL, |e| e.next[0]);
+            self.free_head = self.entries.get(i).map_or(NIL, |e| e.free_next);
             i
         } else {
             self.entries.push(Entry::EMPTY);
@@ -903,19 +986,29 @@ impl Table {
 
     /// `__nf_conntrack_confirm()`: capacity, clash and chain checks, then link.
     /// `e.timeout` is relative and becomes absolute here.
-    pub(crate) fn insert_entry(&mut self, e: Entry, now: u64) -> Result<EntryId, InsertError> {
-        let h0 = self.hash(&e.tuple[0]);
+    /// `seen`: [`NewConn::seen`], when the entry comes from tracking.
+    pub(crate) fn insert_entry(
+        &mut self,
+        e: Entry,
+        now: u64,
+        seen: Option<(u64, u64)>,
+    ) -> Result<EntryId, InsertError> {
+        let (h0, fresh) = match seen {
+            Some((h, changes)) => (h, changes == self.changes),
+            None => (self.hash(&e.tuple[0]), false),
+        };
         self.make_room(h0, now)
             .map_err(|log| InsertError::TableFull { log })?;
-        let b0 = self.bucket_of_hash(h0);
-        let b1 = self.bucket(&e.tuple[1]);
-        let (mut len0, live0, dead0) = self.scan(b0, &e.tuple[0], now);
-        let (mut len1, live1, dead1) = self.scan(b1, &e.tuple[1], now);
+        let h1 = self.hash(&e.tuple[1]);
+        let (live0, dead0) = if fresh {
+            (None, None)
+        } else {
+            self.scan(h0, &e.tuple[0], now)
+        };
+        let (live1, dead1) = self.scan(h1, &e.tuple[1], now);
         if dead0.is_some() || dead1.is_some() {
             self.gc_tuple(&e.tuple[0], now);
             self.gc_tuple(&e.tuple[1], now);
-            len0 = self.chain_len(b0);
-            len1 = self.chain_len(b1);
         }
         if live0.is_some() {
             return Err(self.clash(Dir::Original));
@@ -923,57 +1016,60 @@ impl Table {
         if live1.is_some() {
             return Err(self.clash(Dir::Reply));
         }
-        if len0 > self.cfg.max_chainlen || len1 > self.cfg.max_chainlen {
-            self.stats.chaintoolong += 1;
-            self.stats.insert_failed += 1;
-            return Err(InsertError::ChainTooLong);
+        if self.chain_too_long_at(h0) || self.chain_too_long_at(h1) {
+            return Err(self.chain_too_long());
         }
-        self.changes = self.changes.wrapping_add(1);
         let i = self.alloc_slot();
-        let sb = self.src_bucket(&e.tuple[0]);
-        let (Some(&h0v), Some(&h1v), Some(&sv)) = (
-            self.heads.get(b0),
-            self.heads.get(b1),
-            self.src_heads.get(sb),
-        ) else {
-            return Err(InsertError::ChainTooLong);
-        };
+        let link0 = (i as u32) << 1;
+        let link1 = link0 | 1;
+        if self.index.insert(h0, link0, self.max_probe).is_none() {
+            self.free_slot(i);
+            return Err(self.chain_too_long());
+        }
+        if self.index.insert(h1, link1, self.max_probe).is_none() {
+            self.index.remove(h0, link0);
+            self.free_slot(i);
+            return Err(self.chain_too_long());
+        }
+        self.count_chain(h0, true);
+        self.count_chain(h1, true);
+        self.changes = self.changes.wrapping_add(1);
+        let nat_src = e.status & status::SRC_NAT_DONE != 0;
+        if nat_src {
+            // Not found by find_appropriate_src() if its neighbourhood is
+            // full: a later connection from the same source then picks its
+            // mapping afresh, as after the entry's removal.
+            let sh = self.src_hash(&e.tuple[0]);
+            let _ = self.src_index.insert(sh, i as u32, self.max_probe);
+        }
         let Some(slot) = self.entries.get_mut(i) else {
             return Err(InsertError::ChainTooLong);
         };
         let gen = slot.gen;
         *slot = e;
         slot.gen = gen;
+        slot.free_next = NIL;
         // Timeout is relative to confirmation time.
         slot.timeout = slot.timeout.saturating_add(now);
         slot.status |= status::CONFIRMED;
-        slot.next = [h0v, NIL];
-        let link0 = (i as u32) << 1;
-        let link1 = ((i as u32) << 1) | 1;
-        // both tuples may hash to the same bucket
-        if b1 == b0 {
-            slot.next[1] = link0;
-        } else {
-            slot.next[1] = h1v;
-        }
-        let nat_src = slot.status & status::SRC_NAT_DONE != 0;
-        if nat_src {
-            slot.src_next = sv;
-        }
-        if let Some(h) = self.heads.get_mut(b0) {
-            *h = link0;
-        }
-        if let Some(h) = self.heads.get_mut(b1) {
-            *h = link1;
-        }
-        if nat_src {
-            if let Some(h) = self.src_heads.get_mut(sb) {
-                *h = i as u32;
-            }
-        }
         self.len += 1;
         self.stats.insert += 1;
         Ok(EntryId { idx: i as u32, gen })
+    }
+
+    fn chain_too_long(&mut self) -> InsertError {
+        self.stats.chaintoolong += 1;
+        self.stats.insert_failed += 1;
+        InsertError::ChainTooLong
+    }
+
+    /// Give back a slot `alloc_slot` handed out and nothing used.
+    fn free_slot(&mut self, i: usize) {
+        let free_head = self.free_head;
+        if let Some(e) = self.entries.get_mut(i) {
+            e.free_next = free_head;
+            self.free_head = i as u32;
+        }
     }
 
     /// Insert a connection with the given tuples and an empty tracker state
@@ -994,7 +1090,7 @@ impl Table {
         if let ProtoInfo::Udp { stream_ts } = &mut e.proto {
             *stream_ts = now_ns + 2 * NS;
         }
-        self.insert_entry(e, now_ns)
+        self.insert_entry(e, now_ns, None)
     }
 
     /// Incremental expiry: examine at most `budget` slots from where the last
@@ -1140,11 +1236,7 @@ impl Table {
             let (live, dead) = match hint.take().and_then(|h| self.hinted(h, &tuple, now_ns)) {
                 // A live match: the walk would not look at expired ones.
                 Some(l) => (Some(l), None),
-                None => {
-                    let b = self.bucket(&tuple);
-                    let (_, live, dead) = self.scan(b, &tuple, now_ns);
-                    (live, dead)
-                }
+                None => self.scan(self.hash(&tuple), &tuple, now_ns),
             };
             match live {
                 Some((i, dir)) => {
@@ -1209,7 +1301,10 @@ impl Table {
         let mut e = Entry::new(tuple, reply);
         let mut ev = Events::default();
         match l4_packet(&self.cfg, &mut e, Dir::Original, p, now, &mut ev) {
-            TcpVerdict::Accept => Track::New(NewConn { entry: e }),
+            TcpVerdict::Accept => Track::New(NewConn {
+                entry: e,
+                seen: (h, self.changes),
+            }),
             _ => {
                 self.stats.invalid += 1;
                 Track::Invalid
@@ -1258,7 +1353,7 @@ impl Table {
         snat: Option<&crate::NatRange>,
         now_ns: u64,
     ) -> Result<EntryId, InsertError> {
-        let mut e = new.entry;
+        let NewConn { entry: mut e, seen } = new;
         if let Some(r) = dnat {
             self.nat_setup_info(&mut e, r, crate::Manip::Dst, now_ns);
         }
@@ -1272,7 +1367,7 @@ impl Table {
                 }
             }
         }
-        self.insert_entry(e, now_ns)
+        self.insert_entry(e, now_ns, Some(seen))
     }
 
     /// Apply one manip to a new connection now (`nf_nat_setup_info`): the

@@ -295,6 +295,9 @@ pub struct Pipeline {
     /// What one `lookup_batch` found for each frame of the current run of
     /// [`LOOKUP_BATCH`] frames (index: position in the run).
     ct_hints: [Option<Hint>; LOOKUP_BATCH],
+    /// The address source NAT gave the last new connection (not a null
+    /// binding): the guess of [`CtTable::prefetch_new`].
+    last_snat: Option<u32>,
     /// The hint of the frame being processed, taken by its PREROUTING `ct_in`.
     ct_hint: Option<Hint>,
     /// The flow cache ([`crate::flow`]), sized for the conntrack table.
@@ -572,6 +575,7 @@ impl Pipeline {
             ct,
             ct_cfg,
             ct_hints: [None; LOOKUP_BATCH],
+            last_snat: None,
             ct_hint: None,
             ifs,
             fib,
@@ -844,15 +848,22 @@ impl Pipeline {
         let mut found = [None; LOOKUP_BATCH];
         t.lookup_batch(tuples.get(..n).unwrap_or(&[]), now_ns, &mut found);
         let changes = t.changes();
-        for (&pos, hit) in at.iter().zip(found).take(n) {
-            if let (Some(h), Some(found)) = (self.ct_hints.get_mut(usize::from(pos)), hit) {
-                *h = Some(Hint { found, changes });
-                t.warm(found.0);
-                if self.fast_ok {
-                    self.flow.warm(found.0);
+        let mut touch = 0;
+        for ((&pos, hit), tuple) in at.iter().zip(found).zip(&tuples).take(n) {
+            match (self.ct_hints.get_mut(usize::from(pos)), hit) {
+                (Some(h), Some(found)) => {
+                    *h = Some(Hint { found, changes });
+                    t.warm(found.0);
+                    if self.fast_ok {
+                        self.flow.warm(found.0);
+                    }
                 }
+                // A new connection, most likely: what its NAT and insertion
+                // will read.
+                _ => touch ^= t.prefetch_new(tuple, self.last_snat),
             }
         }
+        std::hint::black_box(touch);
         true
     }
 
@@ -1946,6 +1957,7 @@ impl Pipeline {
         let Ct::New(nc) = ct else {
             return Ok(None);
         };
+        let orig_src = nc.entry.orig().src;
         let null = match manip {
             Manip::Src => NatRange::null_binding(nc.entry.reply().dst),
             Manip::Dst => NatRange::null_binding(nc.entry.reply().src),
@@ -1975,6 +1987,11 @@ impl Pipeline {
                 }
             }
         };
+        if manip == Manip::Src {
+            // For the next bursts' lookups ahead (`CtTable::prefetch_new`).
+            self.last_snat = (range.flags & NatRange::MAP_IPS != 0 && range.min_addr != orig_src)
+                .then_some(range.min_addr);
+        }
         Ok(Some(range))
     }
 
