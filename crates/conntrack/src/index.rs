@@ -91,7 +91,12 @@ fn matches(k: &Bucket, t: u16) -> u16 {
 
 /// A hash index from 64-bit hashes to `u32` links.
 pub(crate) struct Index {
-    buckets: Vec<Bucket>,
+    /// The buckets, `n` of them from word `off`: a `Vec<u64>` is allocated
+    /// zeroed, but only 8-aligned, and a bucket must be one cache line
+    /// (aligned to 64), else its links are a second miss.
+    words: Vec<u64>,
+    off: usize,
+    n: usize,
 }
 
 /// Where [`Index::insert`] put a link: how many buckets past its home.
@@ -106,54 +111,67 @@ fn tag(h: u64) -> u16 {
 impl Index {
     /// An index of `n` buckets (at least one).
     pub(crate) fn new(n: usize) -> Index {
-        Index {
-            buckets: vec![[0; 8]; n.max(1)],
-        }
+        let n = n.max(1);
+        let words = vec![0u64; 8 * n + 7];
+        let off = (64 - words.as_ptr() as usize % 64) % 64 / 8;
+        Index { words, off, n }
+    }
+
+    #[inline]
+    fn bucket(&self, b: usize) -> Option<&Bucket> {
+        let i = self.off + 8 * b;
+        self.words.get(i..i + 8)?.try_into().ok()
+    }
+
+    #[inline]
+    fn bucket_mut(&mut self, b: usize) -> Option<&mut Bucket> {
+        let i = self.off + 8 * b;
+        self.words.get_mut(i..i + 8)?.try_into().ok()
     }
 
     /// Number of buckets.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.buckets.len()
+        self.n
     }
 
     /// The overflow count of bucket `d` past bucket `b`.
     pub(crate) fn overflow_at(&self, b: usize, d: usize) -> u16 {
-        self.buckets
-            .get((b + d) % self.buckets.len())
-            .map_or(0, overflow)
+        self.bucket((b + d) % self.n).map_or(0, overflow)
     }
 
     /// Bytes of the bucket array.
     pub(crate) fn bytes(&self) -> usize {
-        self.buckets.capacity() * std::mem::size_of::<Bucket>()
+        self.words.capacity() * 8
     }
 
     /// (address, bytes) of the bucket array.
     pub(crate) fn region(&self) -> (usize, usize) {
-        (self.buckets.as_ptr() as usize, self.bytes())
+        (self.words.as_ptr() as usize, self.bytes())
     }
 
     /// `reciprocal_scale()` of the hash's high 32 bits: the home bucket.
     #[inline]
     pub(crate) fn home(&self, h: u64) -> usize {
-        (((h >> 32) * self.buckets.len() as u64) >> 32) as usize
+        (((h >> 32) * self.n as u64) >> 32) as usize
     }
 
     #[inline]
     fn next(&self, b: usize) -> usize {
-        if b + 1 == self.buckets.len() {
+        if b + 1 == self.n {
             0
         } else {
             b + 1
         }
     }
 
-    /// Reads the home bucket of `h` (to have its line loaded before it is
-    /// needed); returns a value to fold into a `black_box`.
+    /// Starts loading the home bucket of `h` ([`crate::prefetch`]), to have
+    /// its line in the cache when it is needed.
     #[inline]
-    pub(crate) fn touch(&self, h: u64) -> u32 {
-        self.buckets.get(self.home(h)).map_or(0, |k| k[0] as u32)
+    pub(crate) fn touch(&self, h: u64) {
+        if let Some(k) = self.bucket(self.home(h)) {
+            crate::prefetch(k);
+        }
     }
 
     /// The first link, in probe order, whose tag matches `h` and that `f`
@@ -163,8 +181,8 @@ impl Index {
     pub(crate) fn find(&self, h: u64, mut f: impl FnMut(u32) -> bool) -> Option<u32> {
         let t = tag(h);
         let mut b = self.home(h);
-        for _ in 0..self.buckets.len() {
-            let k = self.buckets.get(b)?;
+        for _ in 0..self.n {
+            let k = self.bucket(b)?;
             let mut m = matches(k, t);
             while m != 0 {
                 let s = m.trailing_zeros() as usize;
@@ -192,7 +210,7 @@ impl Index {
             bucket: b,
             hits: 0,
             tag: tag(h),
-            left: self.buckets.len(),
+            left: self.n,
         };
         p.load();
         p
@@ -204,8 +222,8 @@ impl Index {
     pub(crate) fn chain_len(&self, h: u64) -> usize {
         let mut b = self.home(h);
         let mut n = 0;
-        for _ in 0..self.buckets.len() {
-            let Some(k) = self.buckets.get(b) else { break };
+        for _ in 0..self.n {
+            let Some(k) = self.bucket(b) else { break };
             n += used(k).count_ones() as usize;
             if overflow(k) == 0 {
                 break;
@@ -222,15 +240,15 @@ impl Index {
         let home = self.home(h);
         let mut b = home;
         let mut dist = None;
-        for d in 0..=max_probe.min(self.buckets.len() - 1) {
-            if self.buckets.get(b).is_some_and(|k| used(k) != FULL) {
+        for d in 0..=max_probe.min(self.n - 1) {
+            if self.bucket(b).is_some_and(|k| used(k) != FULL) {
                 dist = Some(d);
                 break;
             }
             b = self.next(b);
         }
         let d = dist?;
-        let k = self.buckets.get_mut(b)?;
+        let k = self.bucket_mut(b)?;
         let u = used(k);
         let s = (!u).trailing_zeros() as usize;
         set_lane(k, USED, u | (1 << s));
@@ -238,7 +256,7 @@ impl Index {
         set_link(k, s, l);
         let mut o = home;
         for _ in 0..d {
-            if let Some(k) = self.buckets.get_mut(o) {
+            if let Some(k) = self.bucket_mut(o) {
                 set_lane(k, OVERFLOW, overflow(k).saturating_add(1));
             }
             o = self.next(o);
@@ -251,8 +269,8 @@ impl Index {
         let home = self.home(h);
         let t = tag(h);
         let mut b = home;
-        for d in 0..self.buckets.len() {
-            let Some(k) = self.buckets.get_mut(b) else {
+        for d in 0..self.n {
+            let Some(k) = self.bucket_mut(b) else {
                 return false;
             };
             let mut m = matches(k, t);
@@ -264,7 +282,7 @@ impl Index {
                     set_lane(k, USED, used(k) & !(1 << s));
                     let mut o = home;
                     for _ in 0..d {
-                        if let Some(k) = self.buckets.get_mut(o) {
+                        if let Some(k) = self.bucket_mut(o) {
                             set_lane(k, OVERFLOW, overflow(k).saturating_sub(1));
                         }
                         o = self.next(o);
@@ -282,11 +300,7 @@ impl Index {
 
     /// Every link stored in bucket `d` past bucket `b`, whatever its tag.
     pub(crate) fn links_at(&self, b: usize, d: usize) -> impl Iterator<Item = u32> + '_ {
-        let k = self
-            .buckets
-            .get((b + d) % self.buckets.len())
-            .copied()
-            .unwrap_or([0; 8]);
+        let k = self.bucket((b + d) % self.n).copied().unwrap_or([0; 8]);
         let u = used(&k);
         (0..SLOTS)
             .filter(move |&s| u & (1 << s) != 0)
@@ -296,7 +310,7 @@ impl Index {
     /// Drop every link.
     #[cfg(test)]
     pub(crate) fn clear(&mut self) {
-        self.buckets.fill([0; 8]);
+        self.words.fill(0);
     }
 }
 
@@ -316,8 +330,7 @@ impl Probe<'_> {
     fn load(&mut self) {
         self.hits = self
             .index
-            .buckets
-            .get(self.bucket)
+            .bucket(self.bucket)
             .map_or(0, |k| matches(k, self.tag));
         self.left = self.left.saturating_sub(1);
     }
@@ -328,7 +341,7 @@ impl Iterator for Probe<'_> {
     #[inline]
     fn next(&mut self) -> Option<u32> {
         loop {
-            let k = self.index.buckets.get(self.bucket)?;
+            let k = self.index.bucket(self.bucket)?;
             if self.hits != 0 {
                 let s = self.hits.trailing_zeros() as usize;
                 self.hits &= self.hits - 1;
@@ -392,7 +405,7 @@ mod tests {
         for i in SLOTS as u64..(SLOTS as u64 + 3) {
             assert!(x.remove(h0(i), i as u32));
         }
-        assert_eq!(overflow(&x.buckets[0]), 0);
+        assert_eq!(overflow(x.bucket(0).unwrap()), 0);
         assert_eq!(x.chain_len(h0(0)), SLOTS - 1);
         assert!(!x.remove(h0(99), 99));
     }
@@ -405,7 +418,7 @@ mod tests {
         }
         assert_eq!(x.insert(h0(50), 50, 0), None);
         assert_eq!(
-            overflow(&x.buckets[0]),
+            overflow(x.bucket(0).unwrap()),
             0,
             "a refused insert changes nothing"
         );
@@ -419,8 +432,12 @@ mod tests {
         assert_eq!(x.insert(last, 200, 4), Some(Placed(2)), "0 is full too");
         assert!(x.probe(last).any(|l| l == 200));
         assert!(x.remove(last, 200));
-        assert_eq!(overflow(&x.buckets[3]), 0);
-        assert_eq!(overflow(&x.buckets[0]), 1, "link 50 is still past bucket 0");
+        assert_eq!(overflow(x.bucket(3).unwrap()), 0);
+        assert_eq!(
+            overflow(x.bucket(0).unwrap()),
+            1,
+            "link 50 is still past bucket 0"
+        );
     }
 
     #[test]
@@ -475,7 +492,11 @@ mod tests {
         for (h, l) in model.drain(..) {
             assert!(x.remove(h, l));
         }
-        assert!(x.buckets.iter().all(|k| overflow(k) == 0 && used(k) == 0));
+        assert!((0..x.len()).all(|b| {
+            let k = x.bucket(b).unwrap();
+            overflow(k) == 0 && used(k) == 0
+        }));
+        assert_eq!(x.words.as_ptr().wrapping_add(x.off) as usize % 64, 0);
         assert_eq!(x.len(), 5);
     }
 }

@@ -24,6 +24,7 @@ pub mod entry;
 pub mod format;
 mod index;
 pub mod nat;
+mod prefetch;
 pub mod table;
 pub mod tcp;
 pub mod tuple;
@@ -34,6 +35,7 @@ pub use format::{
     EventKind,
 };
 pub use nat::{Manip, NatRange};
+pub use prefetch::prefetch;
 pub use table::{
     CtState, EntryId, Hint, IcmpFacts, NewConn, PacketFacts, ReplyFilter, Table, TableFullLog,
     Track, Tracked, LOOKUP_BATCH,

@@ -285,9 +285,12 @@ impl Table {
 
     /// `nf_conntrack_tuple_taken()`: is `reply` used by another connection?
     fn tuple_taken(&mut self, reply: &Tuple, ct: &Entry, now: u64) -> bool {
+        let h = self.hash(reply);
+        // The last candidate is the one inserted: its hash is kept for that.
+        self.probed = (*reply, h);
         let taken = self
             .index
-            .find(self.hash(reply), |l| {
+            .find(h, |l| {
                 let (i, d) = ((l >> 1) as usize, (l & 1) as usize);
                 self.entries.get(i).is_some_and(|e| {
                     // Same original tuple: the same flow, left to clash resolution.
@@ -409,8 +412,10 @@ impl Table {
 
     /// `find_appropriate_src()`: reuse the mapping of another connection from
     /// the same source address/port if it fits the range.
-    fn find_appropriate_src(&self, t: &Tuple, range: &NatRange) -> Option<Tuple> {
-        self.src_index.probe(self.src_hash(t)).find_map(|i| {
+    fn find_appropriate_src(&mut self, t: &Tuple, range: &NatRange) -> Option<Tuple> {
+        let h = self.src_hash(t);
+        self.src_probed = (*t, h);
+        self.src_index.probe(h).find_map(|i| {
             let e = self.entries.get(i as usize)?;
             let o = &e.tuple[0];
             if o.proto != t.proto || o.src != t.src || o.sport != t.sport {

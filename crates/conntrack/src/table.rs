@@ -347,6 +347,11 @@ pub struct Table {
     /// `CHAIN_RUN_MAX` index buckets (`buckets` far below `max`): then
     /// the buckets of a chain are too many to count its nodes from.
     chain_count: Vec<u16>,
+    /// The last tuple NAT's uniqueness probe hashed, and its hash (the
+    /// candidate chosen is the reply tuple inserted next).
+    pub(crate) probed: (Tuple, u64),
+    /// The last original tuple NAT's source lookup hashed, and its hash.
+    pub(crate) src_probed: (Tuple, u64),
     /// Buckets past its home an inserted link may go.
     max_probe: usize,
     len: u32,
@@ -434,13 +439,15 @@ impl Table {
         } else {
             Vec::new()
         };
-        Ok(Table {
+        let mut t = Table {
             entries: Vec::with_capacity(cfg.max as usize),
             free_head: NIL,
             index: Index::new(buckets),
             src_index: Index::new(src_buckets),
             chains,
             chain_count,
+            probed: (Tuple::default(), 0),
+            src_probed: (Tuple::default(), 0),
             max_probe,
             len: 0,
             max: cfg.max,
@@ -458,7 +465,12 @@ impl Table {
             reserved,
             reply_filter: None,
             changes: 0,
-        })
+        };
+        // The memos hold a real hash from the start.
+        let zero = Tuple::default();
+        t.probed = (zero, t.hash(&zero));
+        t.src_probed = (zero, t.src_hash(&zero));
+        Ok(t)
     }
 
     /// Number of entries.
@@ -596,29 +608,25 @@ impl Table {
             .chunks(LOOKUP_BATCH)
             .zip(out.chunks_mut(LOOKUP_BATCH))
         {
-            // The hashes first, then the bucket loads in a tight loop: the
-            // loads (cache misses in a large table) are not spread over the
-            // hashing's instructions, so more of them are in flight at once.
+            // The hashes first, then the bucket prefetches in a tight loop:
+            // the loads (cache misses in a large table) are not spread over
+            // the hashing's instructions, so more of them are in flight.
             let mut hashes = [0u64; LOOKUP_BATCH];
             for (h, t) in hashes.iter_mut().zip(tc) {
                 *h = self.hash(t);
             }
             let hashes = &hashes[..tc.len()];
-            let mut touch = 0u32;
             for &h in hashes {
-                touch ^= self.index.touch(h);
+                self.index.touch(h);
             }
             // Then the first entry each tag points to (the one compared).
             let mut first = [NIL; LOOKUP_BATCH];
             for (f, &h) in first.iter_mut().zip(hashes) {
                 *f = self.index.find(h, |_| true).unwrap_or(NIL);
-            }
-            for &f in &first[..tc.len()] {
-                if let Some(e) = self.entries.get((f >> 1) as usize) {
-                    touch ^= e.tuple[0].src;
+                if let Some(e) = self.entries.get((*f >> 1) as usize) {
+                    crate::prefetch(e);
                 }
             }
-            std::hint::black_box(touch);
             for (((o, t), &h), &f) in oc.iter_mut().zip(tc).zip(hashes).zip(&first) {
                 let (i, d) = node(f);
                 let hit = self
@@ -639,26 +647,28 @@ impl Table {
     }
 
     /// Loads what a new connection of `orig` reads before it is inserted,
-    /// as far as it can be guessed: the index bucket of its reply tuple
-    /// (the NAT uniqueness probe and the insertion) with the source
-    /// rewritten to `snat` (the address source NAT gave the last new
-    /// connection, keeping the port) or, without, as it is (no NAT, or a
-    /// null binding), and with `snat` the NAT source bucket. After the
-    /// burst's [`Table::lookup_batch`] (which loads the original tuple's
-    /// bucket), the cache misses of a burst of new connections overlap. A
-    /// wrong guess costs a load. Returns a value to fold into a `black_box`.
+    /// as far as it can be guessed: the index bucket of its reply tuple as
+    /// it is (the probe of a null binding, or the insertion without NAT),
+    /// and with `snat` (the address source NAT gave the last new
+    /// connection) the bucket of the reply with the source rewritten to it,
+    /// the port kept (the uniqueness probe and the insertion), and the NAT
+    /// source bucket. After the burst's [`Table::lookup_batch`] (which
+    /// loads the original tuple's bucket), the cache misses of a burst of
+    /// new connections overlap. A wrong guess costs a prefetch.
     #[inline]
-    pub fn prefetch_new(&self, orig: &Tuple, snat: Option<u32>) -> u32 {
-        let mut touch = 0;
-        let mut t = *orig;
+    pub fn prefetch_new(&self, orig: &Tuple, snat: Option<u32>) {
+        let Some(reply) = orig.invert() else {
+            return;
+        };
+        self.index.touch(self.hash(&reply));
         if let Some(a) = snat {
-            touch ^= self.src_index.touch(self.src_hash(orig));
+            self.src_index.touch(self.src_hash(orig));
+            let mut t = *orig;
             t.src = a;
+            if let Some(reply) = t.invert() {
+                self.index.touch(self.hash(&reply));
+            }
         }
-        if let Some(reply) = t.invert() {
-            touch ^= self.index.touch(self.hash(&reply));
-        }
-        touch
     }
 
     /// The table's large arrays as (address, bytes) of their allocations:
@@ -678,13 +688,13 @@ impl Table {
         ]
     }
 
-    /// Loads the second cache line of entry `id` (its protocol state,
-    /// which tracking reads and writes), so that the cache misses of a
-    /// batch's entries overlap: [`Table::lookup_batch`] loads the first.
+    /// Starts loading the second cache line of entry `id` (its protocol
+    /// state, which tracking reads and writes), so that the cache misses of
+    /// a batch's entries overlap: [`Table::lookup_batch`] loads the first.
     #[inline]
     pub fn warm(&self, id: EntryId) {
         if let Some(e) = self.entries.get(id.idx as usize) {
-            std::hint::black_box(matches!(e.proto, ProtoInfo::Tcp(_)));
+            crate::prefetch(&e.proto);
         }
     }
 
@@ -999,7 +1009,10 @@ impl Table {
         };
         self.make_room(h0, now)
             .map_err(|log| InsertError::TableFull { log })?;
-        let h1 = self.hash(&e.tuple[1]);
+        let h1 = match self.probed {
+            (t, h) if t == e.tuple[1] => h,
+            _ => self.hash(&e.tuple[1]),
+        };
         let (live0, dead0) = if fresh {
             (None, None)
         } else {
@@ -1039,7 +1052,10 @@ impl Table {
             // Not found by find_appropriate_src() if its neighbourhood is
             // full: a later connection from the same source then picks its
             // mapping afresh, as after the entry's removal.
-            let sh = self.src_hash(&e.tuple[0]);
+            let sh = match self.src_probed {
+                (t, h) if t == e.tuple[0] => h,
+                _ => self.src_hash(&e.tuple[0]),
+            };
             let _ = self.src_index.insert(sh, i as u32, self.max_probe);
         }
         let Some(slot) = self.entries.get_mut(i) else {
@@ -1231,12 +1247,17 @@ impl Table {
             return Track::Invalid;
         };
         let mut hint = hint;
+        let mut hashed = None;
         // At most one repeat (TCP reopen of a closed connection).
         for _ in 0..2 {
             let (live, dead) = match hint.take().and_then(|h| self.hinted(h, &tuple, now_ns)) {
                 // A live match: the walk would not look at expired ones.
                 Some(l) => (Some(l), None),
-                None => self.scan(self.hash(&tuple), &tuple, now_ns),
+                None => {
+                    let h = self.hash(&tuple);
+                    hashed = Some(h);
+                    self.scan(h, &tuple, now_ns)
+                }
             };
             match live {
                 Some((i, dir)) => {
@@ -1280,7 +1301,8 @@ impl Table {
                     if dead.is_some() {
                         self.gc_tuple(&tuple, now_ns);
                     }
-                    return self.track_new(p, tuple, now_ns);
+                    let h = hashed.unwrap_or_else(|| self.hash(&tuple));
+                    return self.track_new(p, tuple, h, now_ns);
                 }
             }
         }
@@ -1289,12 +1311,12 @@ impl Table {
     }
 
     /// `init_conntrack()` + the protocol's first-packet handling.
-    fn track_new(&mut self, p: &PacketFacts, tuple: Tuple, now: u64) -> Track {
+    /// `h`: the hash of `tuple`.
+    fn track_new(&mut self, p: &PacketFacts, tuple: Tuple, h: u64, now: u64) -> Track {
         let Some(reply) = tuple.invert() else {
             self.stats.invalid += 1;
             return Track::Invalid;
         };
-        let h = self.hash(&tuple);
         if let Err(log) = self.make_room(h, now) {
             return Track::Drop { log };
         }

@@ -110,12 +110,13 @@ impl FlowCache {
         Some((n, self.decisions.get(n)?))
     }
 
-    /// Loads the tag of `id` (a cache miss in a large table), so that a
-    /// batch's misses overlap ([`crate::pipeline::Pipeline`]'s lookups ahead).
+    /// Starts loading the tag of `id` (a cache miss in a large table), so
+    /// that a batch's misses overlap ([`crate::pipeline::Pipeline`]'s
+    /// lookups ahead).
     #[inline]
     pub(crate) fn warm(&self, id: EntryId) {
         if let Some(t) = self.tags.get(id.index() as usize) {
-            std::hint::black_box(t[0]);
+            fastables_conntrack::prefetch(t);
         }
     }
 

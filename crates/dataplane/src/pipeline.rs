@@ -298,6 +298,10 @@ pub struct Pipeline {
     /// The address source NAT gave the last new connection (not a null
     /// binding): the guess of [`CtTable::prefetch_new`].
     last_snat: Option<u32>,
+    /// The tuples of the current run of lookups that were not found (new
+    /// connections, most likely), by frame: prefetched [`NEW_AHEAD`]
+    /// frames before their turn.
+    ct_new_ahead: [Option<Tuple>; LOOKUP_BATCH],
     /// The hint of the frame being processed, taken by its PREROUTING `ct_in`.
     ct_hint: Option<Hint>,
     /// The flow cache ([`crate::flow`]), sized for the conntrack table.
@@ -576,6 +580,7 @@ impl Pipeline {
             ct_cfg,
             ct_hints: [None; LOOKUP_BATCH],
             last_snat: None,
+            ct_new_ahead: [None; LOOKUP_BATCH],
             ct_hint: None,
             ifs,
             fib,
@@ -766,6 +771,7 @@ impl Pipeline {
             n.rx += 1;
             if ahead {
                 self.ct_hint = self.ct_hints.get(i % LOOKUP_BATCH).copied().flatten();
+                self.prefetch_new_at((i + NEW_AHEAD) % LOOKUP_BATCH);
             }
             let (mut action, gen) = self.rx_and_fragment(now_ns, mem, &mut f, batch);
             self.ct_hint = None;
@@ -848,9 +854,10 @@ impl Pipeline {
         let mut found = [None; LOOKUP_BATCH];
         t.lookup_batch(tuples.get(..n).unwrap_or(&[]), now_ns, &mut found);
         let changes = t.changes();
-        let mut touch = 0;
+        self.ct_new_ahead = [None; LOOKUP_BATCH];
         for ((&pos, hit), tuple) in at.iter().zip(found).zip(&tuples).take(n) {
-            match (self.ct_hints.get_mut(usize::from(pos)), hit) {
+            let pos = usize::from(pos);
+            match (self.ct_hints.get_mut(pos), hit) {
                 (Some(h), Some(found)) => {
                     *h = Some(Hint { found, changes });
                     t.warm(found.0);
@@ -859,12 +866,30 @@ impl Pipeline {
                     }
                 }
                 // A new connection, most likely: what its NAT and insertion
-                // will read.
-                _ => touch ^= t.prefetch_new(tuple, self.last_snat),
+                // will read is prefetched a few frames before its turn.
+                _ => {
+                    if let Some(slot) = self.ct_new_ahead.get_mut(pos) {
+                        *slot = Some(*tuple);
+                    }
+                }
             }
         }
-        std::hint::black_box(touch);
+        for pos in 0..NEW_AHEAD {
+            self.prefetch_new_at(pos);
+        }
         true
+    }
+
+    /// [`CtTable::prefetch_new`] for the frame at `pos` of the current run
+    /// of lookups, if its tuple was not found.
+    #[inline]
+    fn prefetch_new_at(&mut self, pos: usize) {
+        if let (Some(t), Some(Some(tuple))) = (
+            self.ct.as_ref(),
+            self.ct_new_ahead.get_mut(pos).map(Option::take),
+        ) {
+            t.prefetch_new(&tuple, self.last_snat);
+        }
     }
 
     /// One received frame through the pipeline (`process_rx`), the end of
@@ -3172,6 +3197,11 @@ impl Pipeline {
         }
     }
 }
+
+/// How many frames ahead a new connection's buckets are prefetched
+/// ([`CtTable::prefetch_new`]): all of a burst's at once are more misses
+/// than the core keeps in flight, and the first would wait behind the last.
+const NEW_AHEAD: usize = 8;
 
 /// Default [`PipelineOptions::conntrack_lookup_ahead`]: about where the
 /// table (some 200 bytes per entry) outgrows a core's share of the cache.
