@@ -8,8 +8,13 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use fastables_benches::{masq_new, nat_rules, syn_ctx};
 use fastables_conntrack::tcp_hdr::{ACK, SYN};
 use fastables_conntrack::{NatRange, PacketFacts, Table, TableConfig, Track, Tuple, IPPROTO_TCP};
+use fastables_dataplane::nat::range_of;
+use fastables_rules::compile::RuleState;
+use fastables_rules::ctx::Verdict;
+use fastables_rules::model::{Hook, Table as RTable};
 
 const SRV: u32 = 0x0808_0808;
 
@@ -102,6 +107,8 @@ fn sizes() -> Vec<(u32, &'static str)> {
 }
 
 fn bench(c: &mut Criterion) {
+    let nat_rules = nat_rules();
+    let mut state = RuleState::new(&nat_rules);
     for (n, name) in sizes() {
         let mut t = filled(n);
         let (ack, o) = establish(&mut t);
@@ -190,6 +197,42 @@ fn bench(c: &mut Criterion) {
                             black_box(t.remove(id));
                         }
                     }
+                }
+            })
+        });
+        // The same with the nat table's rules run for each SYN, as the
+        // pipeline runs them for a new connection: PREROUTING (no rule: a
+        // null destination binding) and POSTROUTING, whose MASQUERADE
+        // gives the range (`fastables_dataplane::nat::range_of`).
+        let mut ctx = syn_ctx(&syn(0xac14_0000, 0));
+        let fired = nat_rules.run(RTable::Nat, Hook::Postrouting, &mut ctx, &mut state, 0);
+        let Verdict::Nat(id) = fired else {
+            panic!("MASQUERADE must fire for the bench's SYNs, got {fired:?}")
+        };
+        assert_eq!(
+            range_of(nat_rules.target(id), Some(nat)),
+            Some(range),
+            "the rule gives the range of new_conn_snat_*"
+        );
+        let mut k = 0u32;
+        g.bench_function(BenchmarkId::new("new_conn_masq_rules_batch64", name), |b| {
+            b.iter(|| {
+                syns.clear();
+                for tu in tuples.iter_mut() {
+                    k = k.wrapping_add(1);
+                    let p = syn(0xac14_0000, k);
+                    *tu = p.tuple().unwrap();
+                    syns.push(p);
+                }
+                t.lookup_batch(&tuples, 2, &mut out);
+                for tu in &tuples[..AHEAD] {
+                    t.prefetch_new(tu, Some(nat));
+                }
+                for (n, p) in syns.iter().enumerate() {
+                    if let Some(tu) = tuples.get(n + AHEAD) {
+                        t.prefetch_new(tu, Some(nat));
+                    }
+                    black_box(masq_new(&mut t, &nat_rules, &mut state, p, nat, 2));
                 }
             })
         });

@@ -30,7 +30,9 @@
 //!   lookup of a random one (`lookup`), the same 64 at a time with
 //!   `lookup_batch` (`batch`, PACKETS rounded up to a multiple of 64), or a
 //!   new connection (SYN classified, a source port chosen in 1024-65535,
-//!   confirmed with the SNAT binding, then removed: `new`).
+//!   confirmed with the SNAT binding, then removed: `new`), or the same
+//!   with the nat table's rules run for it, PREROUTING's null binding and
+//!   POSTROUTING's MASQUERADE (`masq`, `fastables_benches::masq_new`).
 //!
 //! The rulesets, frames and topology are those of `benches/pipeline.rs`.
 
@@ -195,9 +197,37 @@ fn measure_ct_new(t: &mut CtTable, n: usize) -> usize {
     made
 }
 
+#[inline(never)]
+fn measure_ct_masq(
+    t: &mut CtTable,
+    rules: &CompiledRuleset,
+    state: &mut RuleState,
+    n: usize,
+) -> usize {
+    let mut made = 0;
+    for i in 0..n as u32 {
+        let p = PacketFacts::tcp(
+            0xac12_0000 + (i >> 16),
+            i as u16,
+            0x0808_0808,
+            443,
+            SYN,
+            i,
+            0,
+            64240,
+            0,
+            &[],
+        );
+        if fastables_benches::masq_new(t, rules, state, black_box(&p), 0x0a00_020f, 2) {
+            made += 1;
+        }
+    }
+    made
+}
+
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace|:nocache|:nocsum] | pipeline:new | conntrack:<lookup|batch|new>"
+        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace|:nocache|:nocsum] | pipeline:new | conntrack:<lookup|batch|new|masq>"
     );
     ExitCode::from(2)
 }
@@ -323,6 +353,13 @@ fn main() -> ExitCode {
         ["conntrack", "new"] => {
             let mut t = ct_table();
             let made = measure_ct_new(&mut t, n);
+            assert_eq!(made, n, "every connection is made");
+        }
+        ["conntrack", "masq"] => {
+            let mut t = ct_table();
+            let rules = fastables_benches::nat_rules();
+            let mut state = RuleState::new(&rules);
+            let made = measure_ct_masq(&mut t, &rules, &mut state, n);
             assert_eq!(made, n, "every connection is made");
         }
         _ => return usage(),
