@@ -286,18 +286,21 @@ impl Table {
     /// `nf_conntrack_tuple_taken()`: is `reply` used by another connection?
     fn tuple_taken(&mut self, reply: &Tuple, ct: &Entry, now: u64) -> bool {
         let h = self.hash(reply);
-        // The last candidate is the one inserted: its hash is kept for that.
-        self.probed = (*reply, h);
-        let taken = self
-            .index
-            .find(h, |l| {
-                let (i, d) = ((l >> 1) as usize, (l & 1) as usize);
-                self.entries.get(i).is_some_and(|e| {
-                    // Same original tuple: the same flow, left to clash resolution.
-                    !e.is_expired(now) && e.tuple[d] == *reply && e.tuple[0] != ct.tuple[0]
-                })
-            })
-            .is_some();
+        let (live, dead) = self.scan(h, reply, now);
+        if dead.is_some() {
+            // nf_conntrack_tuple_taken() collects expired entries it meets.
+            self.gc_tuple(reply, now);
+        }
+        // At most one live entry carries a tuple. With the same original
+        // tuple it is the same flow, left to clash resolution.
+        let taken = live.is_some_and(|(i, _)| {
+            self.entries
+                .get(i)
+                .is_some_and(|e| e.tuple[0] != ct.tuple[0])
+        });
+        // The last candidate is the one inserted: its hash is kept, and
+        // whether nothing carried it, for insertion not to look again.
+        self.probed = (*reply, h, live.is_none().then_some(self.changes()));
         if taken {
             self.stats.found += 1;
         }

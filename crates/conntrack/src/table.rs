@@ -347,9 +347,10 @@ pub struct Table {
     /// `CHAIN_RUN_MAX` index buckets (`buckets` far below `max`): then
     /// the buckets of a chain are too many to count its nodes from.
     chain_count: Vec<u16>,
-    /// The last tuple NAT's uniqueness probe hashed, and its hash (the
+    /// The last tuple NAT's uniqueness probe looked for, its hash, and
+    /// [`Table::changes`] when the probe found no entry carrying it (the
     /// candidate chosen is the reply tuple inserted next).
-    pub(crate) probed: (Tuple, u64),
+    pub(crate) probed: (Tuple, u64, Option<u64>),
     /// The last original tuple NAT's source lookup hashed, and its hash.
     pub(crate) src_probed: (Tuple, u64),
     /// Buckets past its home an inserted link may go.
@@ -446,7 +447,7 @@ impl Table {
             src_index: Index::new(src_buckets),
             chains,
             chain_count,
-            probed: (Tuple::default(), 0),
+            probed: (Tuple::default(), 0, None),
             src_probed: (Tuple::default(), 0),
             max_probe,
             len: 0,
@@ -468,7 +469,7 @@ impl Table {
         };
         // The memos hold a real hash from the start.
         let zero = Tuple::default();
-        t.probed = (zero, t.hash(&zero));
+        t.probed = (zero, t.hash(&zero), None);
         t.src_probed = (zero, t.src_hash(&zero));
         Ok(t)
     }
@@ -546,7 +547,12 @@ impl Table {
     }
 
     /// The index nodes of tuple `t` (hash `h`): (a live match, an expired match).
-    fn scan(&self, h: u64, t: &Tuple, now: u64) -> (Option<(usize, Dir)>, Option<usize>) {
+    pub(crate) fn scan(
+        &self,
+        h: u64,
+        t: &Tuple,
+        now: u64,
+    ) -> (Option<(usize, Dir)>, Option<usize>) {
         let mut live = None;
         let mut dead = None;
         self.index.find(h, |l| {
@@ -566,7 +572,7 @@ impl Table {
     }
 
     /// Remove expired entries carrying `t` (the kernel's `nf_ct_gc_expired` on lookup).
-    fn gc_tuple(&mut self, t: &Tuple, now: u64) {
+    pub(crate) fn gc_tuple(&mut self, t: &Tuple, now: u64) {
         let h = self.hash(t);
         for _ in 0..CHAIN_WALK_CAP {
             let hit = self.nodes(h).find(|&(i, d)| {
@@ -1009,16 +1015,22 @@ impl Table {
         };
         self.make_room(h0, now)
             .map_err(|log| InsertError::TableFull { log })?;
-        let h1 = match self.probed {
-            (t, h) if t == e.tuple[1] => h,
-            _ => self.hash(&e.tuple[1]),
+        let (h1, fresh1) = match self.probed {
+            (t, h, clean) if t == e.tuple[1] => (h, clean == Some(self.changes)),
+            _ => (self.hash(&e.tuple[1]), false),
         };
         let (live0, dead0) = if fresh {
             (None, None)
         } else {
             self.scan(h0, &e.tuple[0], now)
         };
-        let (live1, dead1) = self.scan(h1, &e.tuple[1], now);
+        // NAT's probe found no entry with the reply tuple, and nothing was
+        // linked or unlinked since.
+        let (live1, dead1) = if fresh1 {
+            (None, None)
+        } else {
+            self.scan(h1, &e.tuple[1], now)
+        };
         if dead0.is_some() || dead1.is_some() {
             self.gc_tuple(&e.tuple[0], now);
             self.gc_tuple(&e.tuple[1], now);
