@@ -8,15 +8,15 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use fastables_benches::{masq_new, nat_rules, syn_ctx};
+use fastables_benches::{masq_new, nat_rules, syn, syn_ctx, SRV};
 use fastables_conntrack::tcp_hdr::{ACK, SYN};
-use fastables_conntrack::{NatRange, PacketFacts, Table, TableConfig, Track, Tuple, IPPROTO_TCP};
+use fastables_conntrack::{
+    Dir, EntryId, NatRange, PacketFacts, Table, TableConfig, Track, Tuple, IPPROTO_TCP,
+};
 use fastables_dataplane::nat::range_of;
 use fastables_rules::compile::RuleState;
 use fastables_rules::ctx::Verdict;
 use fastables_rules::model::{Hook, Table as RTable};
-
-const SRV: u32 = 0x0808_0808;
 
 /// How many new connections ahead `prefetch_new` runs.
 const AHEAD: usize = 8;
@@ -56,20 +56,38 @@ fn filled(n: u32) -> Table {
     t
 }
 
-/// The SYN of new connection `i` from the /16 at `net` to SRV:443.
-fn syn(net: u32, i: u32) -> PacketFacts<'static> {
-    PacketFacts::tcp(
-        net + (i >> 16),
-        i as u16,
-        SRV,
-        443,
-        SYN,
-        i,
-        0,
-        64240,
-        0,
-        &[],
-    )
+/// The next burst of new connections: `tuples.len()` SYNs from `net`
+/// (counting on from `*i`) into `syns`, their tuples looked up together
+/// (`lookup_batch`, as the pipeline's lookups ahead do), and the first
+/// [`AHEAD`] of them prefetched (`prefetch_new`, source NAT to `nat`).
+fn burst(
+    t: &Table,
+    net: u32,
+    i: &mut u32,
+    syns: &mut Vec<PacketFacts<'static>>,
+    tuples: &mut [Tuple],
+    out: &mut [Option<(EntryId, Dir)>],
+    nat: u32,
+) {
+    syns.clear();
+    for tu in tuples.iter_mut() {
+        *i = i.wrapping_add(1);
+        let p = syn(net, *i);
+        *tu = p.tuple().unwrap();
+        syns.push(p);
+    }
+    t.lookup_batch(tuples, 2, out);
+    for tu in tuples.iter().take(AHEAD) {
+        t.prefetch_new(tu, Some(nat));
+    }
+}
+
+/// While connection `k` of a burst is made: prefetch for the one [`AHEAD`]
+/// after it.
+fn prefetch_ahead(t: &Table, tuples: &[Tuple], k: usize, nat: u32) {
+    if let Some(tu) = tuples.get(k + AHEAD) {
+        t.prefetch_new(tu, Some(nat));
+    }
 }
 
 /// SYN, SYN/ACK, ACK of flow 0 (src 10.0.0.0:1024).
@@ -177,21 +195,17 @@ fn bench(c: &mut Criterion) {
         g.throughput(criterion::Throughput::Elements(64));
         g.bench_function(BenchmarkId::new("new_conn_snat_batch64", name), |b| {
             b.iter(|| {
-                syns.clear();
-                for tu in tuples.iter_mut() {
-                    j = j.wrapping_add(1);
-                    let p = syn(0xac13_0000, j);
-                    *tu = p.tuple().unwrap();
-                    syns.push(p);
-                }
-                t.lookup_batch(&tuples, 2, &mut out);
-                for tu in &tuples[..AHEAD] {
-                    t.prefetch_new(tu, Some(nat));
-                }
+                burst(
+                    &t,
+                    0xac13_0000,
+                    &mut j,
+                    &mut syns,
+                    &mut tuples,
+                    &mut out,
+                    nat,
+                );
                 for (k, p) in syns.iter().enumerate() {
-                    if let Some(tu) = tuples.get(k + AHEAD) {
-                        t.prefetch_new(tu, Some(nat));
-                    }
+                    prefetch_ahead(&t, &tuples, k, nat);
                     if let Track::New(nc) = t.track(p, 2) {
                         if let Ok(id) = t.confirm(nc, None, Some(&range), 2) {
                             black_box(t.remove(id));
@@ -217,21 +231,17 @@ fn bench(c: &mut Criterion) {
         let mut k = 0u32;
         g.bench_function(BenchmarkId::new("new_conn_masq_rules_batch64", name), |b| {
             b.iter(|| {
-                syns.clear();
-                for tu in tuples.iter_mut() {
-                    k = k.wrapping_add(1);
-                    let p = syn(0xac14_0000, k);
-                    *tu = p.tuple().unwrap();
-                    syns.push(p);
-                }
-                t.lookup_batch(&tuples, 2, &mut out);
-                for tu in &tuples[..AHEAD] {
-                    t.prefetch_new(tu, Some(nat));
-                }
+                burst(
+                    &t,
+                    0xac14_0000,
+                    &mut k,
+                    &mut syns,
+                    &mut tuples,
+                    &mut out,
+                    nat,
+                );
                 for (n, p) in syns.iter().enumerate() {
-                    if let Some(tu) = tuples.get(n + AHEAD) {
-                        t.prefetch_new(tu, Some(nat));
-                    }
+                    prefetch_ahead(&t, &tuples, n, nat);
                     black_box(masq_new(&mut t, &nat_rules, &mut state, p, nat, 2));
                 }
             })

@@ -39,9 +39,8 @@
 use std::hint::black_box;
 use std::process::ExitCode;
 
-use fastables_conntrack::tcp_hdr::SYN;
 use fastables_conntrack::{
-    Dir, EntryId, NatRange, PacketFacts, Table as CtTable, TableConfig, Track, Tuple, IPPROTO_TCP,
+    Dir, EntryId, NatRange, Table as CtTable, TableConfig, Track, Tuple, IPPROTO_TCP,
 };
 use fastables_packet::parse::parse_frame;
 use fastables_rules::compile::{CompiledRuleset, RuleState};
@@ -175,18 +174,7 @@ fn measure_ct_new(t: &mut CtTable, n: usize) -> usize {
     let range = NatRange::addrs(nat, nat).with_ports(1024, 65535);
     let mut made = 0;
     for i in 0..n as u32 {
-        let p = PacketFacts::tcp(
-            0xac12_0000 + (i >> 16),
-            i as u16,
-            0x0808_0808,
-            443,
-            SYN,
-            i,
-            0,
-            64240,
-            0,
-            &[],
-        );
+        let p = fastables_benches::syn(0xac12_0000, i);
         if let Track::New(nc) = t.track(black_box(&p), 2) {
             if let Ok(id) = t.confirm(nc, None, Some(&range), 2) {
                 made += 1;
@@ -206,18 +194,7 @@ fn measure_ct_masq(
 ) -> usize {
     let mut made = 0;
     for i in 0..n as u32 {
-        let p = PacketFacts::tcp(
-            0xac12_0000 + (i >> 16),
-            i as u16,
-            0x0808_0808,
-            443,
-            SYN,
-            i,
-            0,
-            64240,
-            0,
-            &[],
-        );
+        let p = fastables_benches::syn(0xac12_0000, i);
         if fastables_benches::masq_new(t, rules, state, black_box(&p), 0x0a00_020f, 2) {
             made += 1;
         }

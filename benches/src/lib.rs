@@ -27,6 +27,26 @@ pub fn nat_rules() -> CompiledRuleset {
     CompiledRuleset::compile(&rs, &[]).expect("nat rules compile")
 }
 
+/// The server the benches' new connections go to: 8.8.8.8.
+pub const SRV: u32 = 0x0808_0808;
+
+/// The SYN of new connection `i` (source port `i`, the address `net +
+/// i / 65536`) to [`SRV`] port 443.
+pub fn syn(net: u32, i: u32) -> PacketFacts<'static> {
+    PacketFacts::tcp(
+        net + (i >> 16),
+        i as u16,
+        SRV,
+        443,
+        SYN,
+        i,
+        0,
+        64240,
+        0,
+        &[],
+    )
+}
+
 /// What the nat table's rules see of a SYN.
 pub fn syn_ctx(p: &PacketFacts) -> PacketCtx {
     let mut c = PacketCtx::new();
