@@ -227,6 +227,34 @@ fn resolve(
     })
 }
 
+/// Take up to `n` free buffers of `port` (into `spare`) and let `write`
+/// fill them in turn, given each buffer's address and bytes; it returns
+/// false (nothing written) to stop. The buffers not written go back.
+/// Returns how many were written.
+fn write_frames(
+    port: &mut impl PacketIo,
+    spare: &mut Vec<FrameAddr>,
+    n: usize,
+    mut write: impl FnMut(FrameAddr, &mut [u8]) -> bool,
+) -> usize {
+    spare.clear();
+    port.alloc(spare, n);
+    let mut used = 0;
+    let mem = port.memory();
+    for &a in spare.iter() {
+        let at = a as usize;
+        let Some(buf) = mem.get_mut(at..at + FRAME_SIZE) else {
+            break;
+        };
+        if !write(a, buf) {
+            break;
+        }
+        used += 1;
+    }
+    port.free(spare.get(used..).unwrap_or(&[]));
+    used
+}
+
 fn tx_frame(addr: FrameAddr, len: usize) -> Frame {
     Frame {
         addr,
@@ -310,7 +338,6 @@ pub fn generate(
     let mut pending: Vec<Frame> = Vec::with_capacity(batch);
     let mut rx: Vec<Frame> = Vec::with_capacity(batch);
     let mut rx_addrs: Vec<FrameAddr> = Vec::with_capacity(batch);
-    let mut unused: Vec<FrameAddr> = Vec::with_capacity(batch);
     let (mut seq, mut sent, mut bytes, mut full, mut ignored) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let t0 = monotonic_ns();
     let (mut last_tick, mut last_sent) = (t0, 0u64);
@@ -340,25 +367,15 @@ pub fn generate(
                 pace_wait(pacer.wait_ns(now, want));
                 continue;
             }
-            spare.clear();
-            port.alloc(&mut spare, n);
-            unused.clear();
-            let mem = port.memory();
-            for &a in &spare {
-                let at = a as usize;
+            write_frames(&mut port, &mut spare, n, |a, f| {
                 let (_, t) = o.flows.next(now);
-                let len = mem
-                    .get_mut(at..at + FRAME_SIZE)
-                    .and_then(|f| writer.write(f, &t, Stamp { seq, ts_ns: now }));
-                match len {
-                    Some(len) => {
-                        pending.push(tx_frame(a, len));
-                        seq += 1;
-                    }
-                    None => unused.push(a),
-                }
-            }
-            port.free(&unused);
+                let Some(len) = writer.write(f, &t, Stamp { seq, ts_ns: now }) else {
+                    return false;
+                };
+                pending.push(tx_frame(a, len));
+                seq += 1;
+                true
+            });
         }
         let (k, b) = send_burst(&mut port, &mut pending, &mut full);
         sent += k;
@@ -524,23 +541,15 @@ fn generate_tcp(
         // Retransmissions, closes.
         let closing = matches!(phase, Phase::Closing(_)) && tg.close_pending();
         if ctrl.len() < 2 * batch && (tg.timer_due(now) || closing) {
-            spare.clear();
-            port.alloc(&mut spare, 2 * batch - ctrl.len());
-            let mut used = 0;
-            let mem = port.memory();
-            for &a in &spare {
-                let at = a as usize;
-                let Some(buf) = mem.get_mut(at..at + FRAME_SIZE) else {
-                    break;
-                };
+            let want = 2 * batch - ctrl.len();
+            write_frames(&mut port, &mut spare, want, |a, buf| {
                 let len = tg
                     .retransmit(now, buf)
                     .or_else(|| closing.then(|| tg.close_next(now, buf, o.close)).flatten());
-                let Some(len) = len else { break };
+                let Some(len) = len else { return false };
                 ctrl.push(tx_frame(a, len));
-                used += 1;
-            }
-            port.free(&spare[used..]);
+                true
+            });
         }
         // SYNs and data, paced.
         if phase == Phase::Sending && pending.is_empty() {
@@ -548,26 +557,17 @@ fn generate_tcp(
             let want = batch.min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = if want > 0 { pacer.take(now, want) } else { 0 };
             if n > 0 {
-                spare.clear();
-                port.alloc(&mut spare, n);
-                let mut used = 0;
-                let mem = port.memory();
-                for &a in &spare {
-                    let at = a as usize;
-                    let Some(buf) = mem.get_mut(at..at + FRAME_SIZE) else {
-                        break;
-                    };
+                let used = write_frames(&mut port, &mut spare, n, |a, buf| {
                     match tg.next_frame(now, buf, seq) {
                         Sent::Syn(len) => ctrl.push(tx_frame(a, len)),
                         Sent::Data(len) => {
                             pending.push(tx_frame(a, len));
                             seq += 1;
                         }
-                        Sent::Nothing => break,
+                        Sent::Nothing => return false,
                     }
-                    used += 1;
-                }
-                port.free(&spare[used..]);
+                    true
+                });
                 pacer.refund(n - used);
                 if used == 0 && !busy && ctrl.is_empty() {
                     // Handshakes pending, windows full: until a segment
@@ -718,29 +718,19 @@ pub fn fill(
         }
         // Packets due.
         if pending.is_empty() {
-            spare.clear();
-            port.alloc(&mut spare, batch);
-            let mut used = 0;
-            {
-                let mem = port.memory();
-                for &a in &spare {
-                    let Some(n) = sched.next(now) else { break };
-                    let t = sched.tuple(&space, n);
-                    let at = a as usize;
-                    let len = mem
-                        .get_mut(at..at + FRAME_SIZE)
-                        .and_then(|f| writer.write(f, &t, Stamp { seq, ts_ns: now }));
-                    if let Some(len) = len {
-                        acc.sent(seq, now, matches!(n, Next::New(_)));
-                        pending.push(tx_frame(a, len));
-                        seq += 1;
-                        used += 1;
-                    } else {
-                        break;
-                    }
-                }
-            }
-            port.free(&spare[used..]);
+            write_frames(&mut port, &mut spare, batch, |a, f| {
+                let Some(n) = sched.next(now) else {
+                    return false;
+                };
+                let t = sched.tuple(&space, n);
+                let Some(len) = writer.write(f, &t, Stamp { seq, ts_ns: now }) else {
+                    return false;
+                };
+                acc.sent(seq, now, matches!(n, Next::New(_)));
+                pending.push(tx_frame(a, len));
+                seq += 1;
+                true
+            });
         }
         if !pending.is_empty() {
             let k = port.tx_burst(0, &pending);
