@@ -12,14 +12,12 @@ use fastables_benches::{masq_new, nat_rules, syn, syn_ctx, SRV};
 use fastables_conntrack::tcp_hdr::{ACK, SYN};
 use fastables_conntrack::{
     Dir, EntryId, NatRange, PacketFacts, Table, TableConfig, Track, Tuple, IPPROTO_TCP,
+    PREFETCH_AHEAD,
 };
 use fastables_dataplane::nat::range_of;
 use fastables_rules::compile::RuleState;
 use fastables_rules::ctx::Verdict;
 use fastables_rules::model::{Hook, Table as RTable};
-
-/// How many new connections ahead `prefetch_new` runs.
-const AHEAD: usize = 8;
 
 fn flow(i: u32) -> Tuple {
     Tuple::new(
@@ -59,7 +57,7 @@ fn filled(n: u32) -> Table {
 /// The next burst of new connections: `tuples.len()` SYNs from `net`
 /// (counting on from `*i`) into `syns`, their tuples looked up together
 /// (`lookup_batch`, as the pipeline's lookups ahead do), and the first
-/// [`AHEAD`] of them prefetched (`prefetch_new`, source NAT to `nat`).
+/// [`PREFETCH_AHEAD`] of them prefetched (`prefetch_new`, source NAT to `nat`).
 fn burst(
     t: &Table,
     net: u32,
@@ -77,15 +75,15 @@ fn burst(
         syns.push(p);
     }
     t.lookup_batch(tuples, 2, out);
-    for tu in tuples.iter().take(AHEAD) {
+    for tu in tuples.iter().take(PREFETCH_AHEAD) {
         t.prefetch_new(tu, Some(nat));
     }
 }
 
-/// While connection `k` of a burst is made: prefetch for the one [`AHEAD`]
+/// While connection `k` of a burst is made: prefetch for the one [`PREFETCH_AHEAD`]
 /// after it.
 fn prefetch_ahead(t: &Table, tuples: &[Tuple], k: usize, nat: u32) {
-    if let Some(tu) = tuples.get(k + AHEAD) {
+    if let Some(tu) = tuples.get(k + PREFETCH_AHEAD) {
         t.prefetch_new(tu, Some(nat));
     }
 }
@@ -187,7 +185,7 @@ fn bench(c: &mut Criterion) {
         // goes: the burst's tuples looked up together (`lookup_batch`, the
         // pipeline's lookups ahead), then each SYN classified, bound and
         // inserted, and removed again, with the NAT buckets of the one
-        // AHEAD connections later prefetched (`prefetch_new`, as the
+        // PREFETCH_AHEAD connections later prefetched (`prefetch_new`, as the
         // pipeline does). ns per batch / 64 is the time per connection.
         let mut syns: Vec<PacketFacts> = Vec::with_capacity(64);
         let mut tuples = vec![flow(0); 64];

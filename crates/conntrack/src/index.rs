@@ -99,10 +99,6 @@ pub(crate) struct Index {
     n: usize,
 }
 
-/// Where [`Index::insert`] put a link: how many buckets past its home.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Placed(pub usize);
-
 #[inline]
 fn tag(h: u64) -> u16 {
     h as u16
@@ -168,15 +164,15 @@ impl Index {
     /// Starts loading the home bucket of `h` ([`crate::prefetch`]), to have
     /// its line in the cache when it is needed.
     #[inline]
-    pub(crate) fn touch(&self, h: u64) {
+    pub(crate) fn prefetch(&self, h: u64) {
         if let Some(k) = self.bucket(self.home(h)) {
             crate::prefetch(k);
         }
     }
 
-    /// The first link, in probe order, whose tag matches `h` and that `f`
-    /// accepts (the caller compares the keys): [`Index::probe`] without
-    /// the iterator's state, for the hot paths.
+    /// The first link, in probe order (home bucket, then the buckets its
+    /// overflow reached), whose tag matches `h` and that `f` accepts: the
+    /// caller compares the keys (and may return false to see them all).
     #[inline]
     pub(crate) fn find(&self, h: u64, mut f: impl FnMut(u32) -> bool) -> Option<u32> {
         let t = tag(h);
@@ -200,22 +196,6 @@ impl Index {
         None
     }
 
-    /// The links whose tag matches `h`, in probe order: the candidates
-    /// for a key of hash `h` (the caller compares the keys).
-    #[inline]
-    pub(crate) fn probe(&self, h: u64) -> Probe<'_> {
-        let b = self.home(h);
-        let mut p = Probe {
-            index: self,
-            bucket: b,
-            hits: 0,
-            tag: tag(h),
-            left: self.n,
-        };
-        p.load();
-        p
-    }
-
     /// Number of links stored from the home bucket of `h` along its probe
     /// sequence (nodes a lookup may visit).
     #[cfg(test)]
@@ -234,9 +214,9 @@ impl Index {
     }
 
     /// Store `link` for hash `h` in the first free slot from its home
-    /// bucket, at most `max_probe` buckets past it. `None` when those are
-    /// all full (nothing changes).
-    pub(crate) fn insert(&mut self, h: u64, l: u32, max_probe: usize) -> Option<Placed> {
+    /// bucket, at most `max_probe` buckets past it. Returns how many
+    /// buckets past; `None` when those are all full (nothing changes).
+    pub(crate) fn insert(&mut self, h: u64, l: u32, max_probe: usize) -> Option<usize> {
         let home = self.home(h);
         let mut b = home;
         let mut dist = None;
@@ -261,7 +241,7 @@ impl Index {
             }
             o = self.next(o);
         }
-        Some(Placed(d))
+        Some(d)
     }
 
     /// Remove link `l`, stored for hash `h`. Returns whether it was there.
@@ -314,48 +294,6 @@ impl Index {
     }
 }
 
-/// Iterator of [`Index::probe`].
-pub(crate) struct Probe<'i> {
-    index: &'i Index,
-    bucket: usize,
-    /// Slots of the current bucket whose tag matched, not yet yielded.
-    hits: u16,
-    tag: u16,
-    /// Buckets still allowed (the whole index at most).
-    left: usize,
-}
-
-impl Probe<'_> {
-    #[inline]
-    fn load(&mut self) {
-        self.hits = self
-            .index
-            .bucket(self.bucket)
-            .map_or(0, |k| matches(k, self.tag));
-        self.left = self.left.saturating_sub(1);
-    }
-}
-
-impl Iterator for Probe<'_> {
-    type Item = u32;
-    #[inline]
-    fn next(&mut self) -> Option<u32> {
-        loop {
-            let k = self.index.bucket(self.bucket)?;
-            if self.hits != 0 {
-                let s = self.hits.trailing_zeros() as usize;
-                self.hits &= self.hits - 1;
-                return Some(link(k, s));
-            }
-            if overflow(k) == 0 || self.left == 0 {
-                return None;
-            }
-            self.bucket = self.index.next(self.bucket);
-            self.load();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,11 +334,11 @@ mod tests {
         assert!(x.remove(h0(2), 2));
         for i in (0..(SLOTS as u64 + 3)).filter(|&i| i != 2) {
             assert!(
-                x.probe(h0(i)).any(|l| l == i as u32),
+                x.find(h0(i), |l| l == i as u32).is_some(),
                 "link {i} lost after a removal"
             );
         }
-        assert!(!x.probe(h0(2)).any(|l| l == 2));
+        assert!(x.find(h0(2), |l| l == 2).is_none());
         // Remove the overflowed ones: the home bucket's count goes back to 0.
         for i in SLOTS as u64..(SLOTS as u64 + 3) {
             assert!(x.remove(h0(i), i as u32));
@@ -414,7 +352,7 @@ mod tests {
     fn insert_respects_the_probe_bound() {
         let mut x = Index::new(4);
         for i in 0..SLOTS as u64 {
-            assert_eq!(x.insert(h0(i), i as u32, 0), Some(Placed(0)));
+            assert_eq!(x.insert(h0(i), i as u32, 0), Some(0));
         }
         assert_eq!(x.insert(h0(50), 50, 0), None);
         assert_eq!(
@@ -422,15 +360,15 @@ mod tests {
             0,
             "a refused insert changes nothing"
         );
-        assert_eq!(x.insert(h0(50), 50, 1), Some(Placed(1)));
+        assert_eq!(x.insert(h0(50), 50, 1), Some(1));
         // The last bucket wraps to the first.
         let last = (3u64 << 62) | 7;
         assert_eq!(x.home(last), 3);
         for i in 0..SLOTS as u32 {
             x.insert(last, 100 + i, 0).unwrap();
         }
-        assert_eq!(x.insert(last, 200, 4), Some(Placed(2)), "0 is full too");
-        assert!(x.probe(last).any(|l| l == 200));
+        assert_eq!(x.insert(last, 200, 4), Some(2), "0 is full too");
+        assert!(x.find(last, |l| l == 200).is_some());
         assert!(x.remove(last, 200));
         assert_eq!(overflow(x.bucket(3).unwrap()), 0);
         assert_eq!(
@@ -441,17 +379,20 @@ mod tests {
     }
 
     #[test]
-    fn probe_yields_only_matching_tags_and_near_yields_all() {
+    fn find_offers_only_matching_tags_and_links_at_all() {
         let mut x = Index::new(8);
         x.insert(0x1234, 1, 1).unwrap();
         x.insert(0x1235, 2, 1).unwrap();
-        assert_eq!(x.probe(0x1234).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(x.probe(0x1235).collect::<Vec<_>>(), vec![2]);
+        // Only the link of the matching tag is offered.
+        assert_eq!(x.find(0x1234, |_| true), Some(1));
+        assert_eq!(x.find(0x1234, |l| l != 1), None);
+        assert_eq!(x.find(0x1235, |_| true), Some(2));
+        assert_eq!(x.find(0x1235, |l| l != 2), None);
         let mut all: Vec<u32> = x.links_at(x.home(0x1234), 0).collect();
         all.sort_unstable();
         assert_eq!(all, vec![1, 2]);
         x.clear();
-        assert_eq!(x.probe(0x1234).count(), 0);
+        assert_eq!(x.find(0x1234, |_| true), None);
     }
 
     /// Random inserts and removals in a small, crowded index against a
@@ -483,10 +424,13 @@ mod tests {
             } else if !model.is_empty() {
                 let (h, l) = model.swap_remove((v % model.len() as u64) as usize);
                 assert!(x.remove(h, l), "step {step}: link {l} not removable");
-                assert!(!x.probe(h).any(|m| m == l));
+                assert!(x.find(h, |m| m == l).is_none());
             }
             for &(h, l) in &model {
-                assert!(x.probe(h).any(|m| m == l), "step {step}: link {l} lost");
+                assert!(
+                    x.find(h, |m| m == l).is_some(),
+                    "step {step}: link {l} lost"
+                );
             }
         }
         for (h, l) in model.drain(..) {

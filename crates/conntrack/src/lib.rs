@@ -38,7 +38,7 @@ pub use nat::{Manip, NatRange};
 pub use prefetch::prefetch;
 pub use table::{
     CtState, EntryId, Hint, IcmpFacts, NewConn, PacketFacts, ReplyFilter, Table, TableFullLog,
-    Track, Tracked, LOOKUP_BATCH,
+    Track, Tracked, LOOKUP_BATCH, PREFETCH_AHEAD,
 };
 pub use tcp::{flags as tcp_hdr, TcpSeg};
 pub use tuple::{Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};

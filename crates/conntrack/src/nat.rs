@@ -300,7 +300,7 @@ impl Table {
         });
         // The last candidate is the one inserted: its hash is kept, and
         // whether nothing carried it, for insertion not to look again.
-        self.probed = (*reply, h, live.is_none().then_some(self.changes()));
+        self.probed = Some((*reply, h, live.is_none().then_some(self.changes())));
         if taken {
             self.stats.found += 1;
         }
@@ -417,19 +417,25 @@ impl Table {
     /// the same source address/port if it fits the range.
     fn find_appropriate_src(&mut self, t: &Tuple, range: &NatRange) -> Option<Tuple> {
         let h = self.src_hash(t);
-        self.src_probed = (*t, h);
-        self.src_index.probe(h).find_map(|i| {
-            let e = self.entries.get(i as usize)?;
+        self.src_probed = Some((*t, h));
+        let mut result = None;
+        self.src_index.find(h, |i| {
+            let Some(e) = self.entries.get(i as usize) else {
+                return false;
+            };
             let o = &e.tuple[0];
             if o.proto != t.proto || o.src != t.src || o.sport != t.sport {
-                return None;
+                return false;
             }
-            let mut result = e.tuple[1].invert()?;
-            result.dst = t.dst;
-            result.dport = t.dport;
-            result.proto = t.proto;
-            nf_in_range(&result, range).then_some(result)
-        })
+            result = e.tuple[1].invert().map(|mut r| {
+                r.dst = t.dst;
+                r.dport = t.dport;
+                r.proto = t.proto;
+                r
+            });
+            result.is_some_and(|r| nf_in_range(&r, range))
+        })?;
+        result
     }
 
     /// `get_unique_tuple()`.

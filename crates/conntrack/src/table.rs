@@ -350,9 +350,9 @@ pub struct Table {
     /// The last tuple NAT's uniqueness probe looked for, its hash, and
     /// [`Table::changes`] when the probe found no entry carrying it (the
     /// candidate chosen is the reply tuple inserted next).
-    pub(crate) probed: (Tuple, u64, Option<u64>),
+    pub(crate) probed: Option<(Tuple, u64, Option<u64>)>,
     /// The last original tuple NAT's source lookup hashed, and its hash.
-    pub(crate) src_probed: (Tuple, u64),
+    pub(crate) src_probed: Option<(Tuple, u64)>,
     /// Buckets past its home an inserted link may go.
     max_probe: usize,
     len: u32,
@@ -397,6 +397,11 @@ fn node(link: u32) -> (usize, Dir) {
 /// Tuples looked up together by [`Table::lookup_batch`] (the worker's burst).
 pub const LOOKUP_BATCH: usize = 64;
 
+/// How many new connections ahead of its turn [`Table::prefetch_new`] is
+/// best called: a whole burst's at once are more misses than the core keeps
+/// in flight, and the first would wait behind the last.
+pub const PREFETCH_AHEAD: usize = 8;
+
 fn splitmix(x: &mut u64) -> u64 {
     let mut r = Rng(*x);
     let v = r.next_u64();
@@ -440,15 +445,15 @@ impl Table {
         } else {
             Vec::new()
         };
-        let mut t = Table {
+        Ok(Table {
             entries: Vec::with_capacity(cfg.max as usize),
             free_head: NIL,
             index: Index::new(buckets),
             src_index: Index::new(src_buckets),
             chains,
             chain_count,
-            probed: (Tuple::default(), 0, None),
-            src_probed: (Tuple::default(), 0),
+            probed: None,
+            src_probed: None,
             max_probe,
             len: 0,
             max: cfg.max,
@@ -466,12 +471,7 @@ impl Table {
             reserved,
             reply_filter: None,
             changes: 0,
-        };
-        // The memos hold a real hash from the start.
-        let zero = Tuple::default();
-        t.probed = (zero, t.hash(&zero), None);
-        t.src_probed = (zero, t.src_hash(&zero));
-        Ok(t)
+        })
     }
 
     /// Number of entries.
@@ -501,11 +501,6 @@ impl Table {
             + self.src_index.bytes()
     }
 
-    /// `nf_conntrack_buckets` as configured (the kernel's hash chains).
-    pub fn buckets(&self) -> usize {
-        self.chains
-    }
-
     #[inline]
     pub(crate) fn hash(&self, t: &Tuple) -> u64 {
         let (a, b) = t.words();
@@ -521,12 +516,6 @@ impl Table {
         let mut h = self.hs_src.build_hasher();
         h.write_u64((u64::from(t.src) << 32) | (u64::from(t.sport) << 8) | u64::from(t.proto));
         h.finish()
-    }
-
-    /// The index nodes that may carry a tuple of hash `h` (tags match).
-    #[inline]
-    pub(crate) fn nodes(&self, h: u64) -> impl Iterator<Item = (usize, Dir)> + '_ {
-        self.index.probe(h).map(node)
     }
 
     /// Live entries carrying `t` (either direction).
@@ -575,11 +564,15 @@ impl Table {
     pub(crate) fn gc_tuple(&mut self, t: &Tuple, now: u64) {
         let h = self.hash(t);
         for _ in 0..CHAIN_WALK_CAP {
-            let hit = self.nodes(h).find(|&(i, d)| {
-                self.entries
-                    .get(i)
-                    .is_some_and(|e| e.tuple[d.idx()] == *t && e.is_expired(now))
-            });
+            let hit = self
+                .index
+                .find(h, |l| {
+                    let (i, d) = node(l);
+                    self.entries
+                        .get(i)
+                        .is_some_and(|e| e.tuple[d.idx()] == *t && e.is_expired(now))
+                })
+                .map(node);
             match hit {
                 Some((i, _)) => {
                     self.remove_idx(i);
@@ -623,7 +616,7 @@ impl Table {
             }
             let hashes = &hashes[..tc.len()];
             for &h in hashes {
-                self.index.touch(h);
+                self.index.prefetch(h);
             }
             // Then the first entry each tag points to (the one compared).
             let mut first = [NIL; LOOKUP_BATCH];
@@ -666,13 +659,13 @@ impl Table {
         let Some(reply) = orig.invert() else {
             return;
         };
-        self.index.touch(self.hash(&reply));
+        self.index.prefetch(self.hash(&reply));
         if let Some(a) = snat {
-            self.src_index.touch(self.src_hash(orig));
+            self.src_index.prefetch(self.src_hash(orig));
             let mut t = *orig;
             t.src = a;
             if let Some(reply) = t.invert() {
-                self.index.touch(self.hash(&reply));
+                self.index.prefetch(self.hash(&reply));
             }
         }
     }
@@ -1016,7 +1009,7 @@ impl Table {
         self.make_room(h0, now)
             .map_err(|log| InsertError::TableFull { log })?;
         let (h1, fresh1) = match self.probed {
-            (t, h, clean) if t == e.tuple[1] => (h, clean == Some(self.changes)),
+            Some((t, h, clean)) if t == e.tuple[1] => (h, clean == Some(self.changes)),
             _ => (self.hash(&e.tuple[1]), false),
         };
         let (live0, dead0) = if fresh {
@@ -1065,7 +1058,7 @@ impl Table {
             // full: a later connection from the same source then picks its
             // mapping afresh, as after the entry's removal.
             let sh = match self.src_probed {
-                (t, h) if t == e.tuple[0] => h,
+                Some((t, h)) if t == e.tuple[0] => h,
                 _ => self.src_hash(&e.tuple[0]),
             };
             let _ = self.src_index.insert(sh, i as u32, self.max_probe);

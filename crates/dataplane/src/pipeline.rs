@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use fastables_conntrack::{
     CtState, Dir, Entry, EntryId, EventKind, Hint, InsertError, Manip, NatRange, NewConn,
-    Table as CtTable, TableConfig, TableFullLog, Track, Tuple, LOOKUP_BATCH,
+    Table as CtTable, TableConfig, TableFullLog, Track, Tuple, LOOKUP_BATCH, PREFETCH_AHEAD,
 };
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{
@@ -294,14 +294,10 @@ pub struct Pipeline {
     ct_cfg: TableConfig,
     /// What one `lookup_batch` found for each frame of the current run of
     /// [`LOOKUP_BATCH`] frames (index: position in the run).
-    ct_hints: [Option<Hint>; LOOKUP_BATCH],
+    ct_ahead: [Ahead; LOOKUP_BATCH],
     /// The address source NAT gave the last new connection (not a null
     /// binding): the guess of [`CtTable::prefetch_new`].
     last_snat: Option<u32>,
-    /// The tuples of the current run of lookups that were not found (new
-    /// connections, most likely), by frame: prefetched [`NEW_AHEAD`]
-    /// frames before their turn.
-    ct_new_ahead: [Option<Tuple>; LOOKUP_BATCH],
     /// The hint of the frame being processed, taken by its PREROUTING `ct_in`.
     ct_hint: Option<Hint>,
     /// The flow cache ([`crate::flow`]), sized for the conntrack table.
@@ -578,9 +574,8 @@ impl Pipeline {
             ct_events_lost: 0,
             ct,
             ct_cfg,
-            ct_hints: [None; LOOKUP_BATCH],
+            ct_ahead: [Ahead::None; LOOKUP_BATCH],
             last_snat: None,
-            ct_new_ahead: [None; LOOKUP_BATCH],
             ct_hint: None,
             ifs,
             fib,
@@ -770,8 +765,12 @@ impl Pipeline {
             };
             n.rx += 1;
             if ahead {
-                self.ct_hint = self.ct_hints.get(i % LOOKUP_BATCH).copied().flatten();
-                self.prefetch_new_at((i + NEW_AHEAD) % LOOKUP_BATCH);
+                self.ct_hint = match self.ct_ahead.get(i % LOOKUP_BATCH) {
+                    Some(Ahead::Found(h)) => Some(*h),
+                    _ => None,
+                };
+                // The frame that many later in this run of lookups.
+                self.prefetch_new_at(i % LOOKUP_BATCH + PREFETCH_AHEAD);
             }
             let (mut action, gen) = self.rx_and_fragment(now_ns, mem, &mut f, batch);
             self.ct_hint = None;
@@ -838,7 +837,7 @@ impl Pipeline {
         if t.len() < self.opts.conntrack_lookup_ahead {
             return false;
         }
-        self.ct_hints = [None; LOOKUP_BATCH];
+        self.ct_ahead = [Ahead::None; LOOKUP_BATCH];
         let mut tuples = [Tuple::default(); LOOKUP_BATCH];
         let mut at = [0u8; LOOKUP_BATCH];
         let mut n = 0;
@@ -854,27 +853,24 @@ impl Pipeline {
         let mut found = [None; LOOKUP_BATCH];
         t.lookup_batch(tuples.get(..n).unwrap_or(&[]), now_ns, &mut found);
         let changes = t.changes();
-        self.ct_new_ahead = [None; LOOKUP_BATCH];
         for ((&pos, hit), tuple) in at.iter().zip(found).zip(&tuples).take(n) {
-            let pos = usize::from(pos);
-            match (self.ct_hints.get_mut(pos), hit) {
-                (Some(h), Some(found)) => {
-                    *h = Some(Hint { found, changes });
+            let Some(slot) = self.ct_ahead.get_mut(usize::from(pos)) else {
+                continue;
+            };
+            *slot = match hit {
+                Some(found) => {
                     t.warm(found.0);
                     if self.fast_ok {
                         self.flow.warm(found.0);
                     }
+                    Ahead::Found(Hint { found, changes })
                 }
                 // A new connection, most likely: what its NAT and insertion
                 // will read is prefetched a few frames before its turn.
-                _ => {
-                    if let Some(slot) = self.ct_new_ahead.get_mut(pos) {
-                        *slot = Some(*tuple);
-                    }
-                }
-            }
+                None => Ahead::New(*tuple),
+            };
         }
-        for pos in 0..NEW_AHEAD {
+        for pos in 0..PREFETCH_AHEAD {
             self.prefetch_new_at(pos);
         }
         true
@@ -884,11 +880,8 @@ impl Pipeline {
     /// of lookups, if its tuple was not found.
     #[inline]
     fn prefetch_new_at(&mut self, pos: usize) {
-        if let (Some(t), Some(Some(tuple))) = (
-            self.ct.as_ref(),
-            self.ct_new_ahead.get_mut(pos).map(Option::take),
-        ) {
-            t.prefetch_new(&tuple, self.last_snat);
+        if let (Some(t), Some(Ahead::New(tuple))) = (self.ct.as_ref(), self.ct_ahead.get(pos)) {
+            t.prefetch_new(tuple, self.last_snat);
         }
     }
 
@@ -3198,10 +3191,17 @@ impl Pipeline {
     }
 }
 
-/// How many frames ahead a new connection's buckets are prefetched
-/// ([`CtTable::prefetch_new`]): all of a burst's at once are more misses
-/// than the core keeps in flight, and the first would wait behind the last.
-const NEW_AHEAD: usize = 8;
+/// What the lookups ahead found for a frame.
+#[derive(Clone, Copy, Debug)]
+enum Ahead {
+    /// Not looked up (not TCP/UDP, a fragment).
+    None,
+    /// The entry, for `ct_in` to start from.
+    Found(Hint),
+    /// No entry: a new connection, most likely, whose buckets are
+    /// prefetched [`PREFETCH_AHEAD`] frames before its turn.
+    New(Tuple),
+}
 
 /// Default [`PipelineOptions::conntrack_lookup_ahead`]: about where the
 /// table (some 200 bytes per entry) outgrows a core's share of the cache.
