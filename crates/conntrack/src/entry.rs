@@ -186,8 +186,15 @@ pub struct Entry {
     /// `tuplehash[ORIGINAL]` and `tuplehash[REPLY]`. The reply tuple carries the
     /// NAT binding: without NAT it is `tuple[0].invert()`.
     pub tuple: [Tuple; 2],
-    /// The next free slot while this one is free.
-    pub(crate) free_next: u32,
+    /// While the slot is free: the next free slot. While the entry is live
+    /// and linked for NAT's source lookup: the next older entry from the
+    /// same source (`same_src()`: protocol, address, port), `NIL` for the
+    /// oldest.
+    pub(crate) next: u32,
+    /// The next newer entry from the same source, `NIL` for the newest:
+    /// the one the NAT source index links (or none, when the index had
+    /// no room for it).
+    pub(crate) src_prev: u32,
     /// Absolute expiry time in ns once confirmed (relative before).
     pub timeout: u64,
     /// `status::*` bits.
@@ -218,7 +225,8 @@ impl Entry {
                 proto: 0,
             },
         ],
-        free_next: NIL,
+        next: NIL,
+        src_prev: NIL,
         timeout: 0,
         status: 0,
         mark: 0,

@@ -278,6 +278,33 @@ impl Index {
         false
     }
 
+    /// Put link `new` in the place of link `old`, stored for hash `h` (the
+    /// slot keeps its tag: `new` must be stored for the same hash). Returns
+    /// whether `old` was there.
+    pub(crate) fn replace(&mut self, h: u64, old: u32, new: u32) -> bool {
+        let t = tag(h);
+        let mut b = self.home(h);
+        for _ in 0..self.n {
+            let Some(k) = self.bucket_mut(b) else {
+                return false;
+            };
+            let mut m = matches(k, t);
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if link(k, s) == old {
+                    set_link(k, s, new);
+                    return true;
+                }
+            }
+            if overflow(k) == 0 {
+                return false;
+            }
+            b = self.next(b);
+        }
+        false
+    }
+
     /// Every link stored in bucket `d` past bucket `b`, whatever its tag.
     pub(crate) fn links_at(&self, b: usize, d: usize) -> impl Iterator<Item = u32> + '_ {
         let k = self.bucket((b + d) % self.n).copied().unwrap_or([0; 8]);
@@ -397,7 +424,7 @@ mod tests {
 
     /// Random inserts and removals in a small, crowded index against a
     /// list of what is in it: every stored link is found by its hash, no
-    /// removed one is, and the overflow counts return to zero when empty.
+    /// removed or replaced one is, and the overflow counts return to zero when empty.
     #[test]
     fn random_operations_match_a_model() {
         let mut x = Index::new(5);
@@ -411,7 +438,19 @@ mod tests {
         };
         for step in 0..20_000u32 {
             let v = rnd();
-            if v % 3 != 0 && model.len() < 45 {
+            if v % 7 == 0 && !model.is_empty() {
+                // A link replaced in its place (the NAT source index's
+                // head moving to another entry of the same source).
+                let k = (v % model.len() as u64) as usize;
+                let (h, l) = model[k];
+                let new = step | 1 << 31;
+                assert!(x.replace(h, l, new), "step {step}: link {l} not replaced");
+                assert!(
+                    !x.replace(h, l, new),
+                    "step {step}: link {l} replaced twice"
+                );
+                model[k].1 = new;
+            } else if v % 3 != 0 && model.len() < 45 {
                 // Few distinct tags, so that probes see wrong matches too.
                 let h = (rnd() & !0xffff) | (v & 3);
                 match x.insert(h, step, 2) {

@@ -5,8 +5,9 @@
 //! Addition (not in the kernel): a reserved-port list. A source manip that
 //! moves the connection onto another address never picks a reserved port.
 
+use crate::entry::NIL;
 use crate::entry::{status, Entry, TcpState};
-use crate::table::Table;
+use crate::table::{SrcProbe, Table};
 use crate::tuple::{
     Dir, Tuple, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
@@ -415,27 +416,37 @@ impl Table {
 
     /// `find_appropriate_src()`: reuse the mapping of another connection from
     /// the same source address/port if it fits the range.
+    /// The kernel walks the bysource chain newest first; here the index
+    /// links each source's newest entry, and the entries from one source
+    /// are listed newest first through [`Entry::next`].
     fn find_appropriate_src(&mut self, t: &Tuple, range: &NatRange) -> Option<Tuple> {
-        let h = self.src_hash(t);
-        self.src_probed = Some((*t, h));
-        let mut result = None;
-        self.src_index.find(h, |i| {
-            let Some(e) = self.entries.get(i as usize) else {
-                return false;
-            };
-            let o = &e.tuple[0];
-            if o.proto != t.proto || o.src != t.src || o.sport != t.sport {
-                return false;
-            }
-            result = e.tuple[1].invert().map(|mut r| {
+        let hash = self.src_hash(t);
+        let head = self.src_head(hash, t);
+        self.src_probed = Some(SrcProbe {
+            tuple: *t,
+            hash,
+            head,
+            changes: self.changes(),
+        });
+        let mut i = head?;
+        // The list is acyclic; the bound only keeps the loop finite.
+        for _ in 0..self.entries.len() {
+            let e = self.entries.get(i as usize)?;
+            let result = e.tuple[1].invert().map(|mut r| {
                 r.dst = t.dst;
                 r.dport = t.dport;
                 r.proto = t.proto;
                 r
             });
-            result.is_some_and(|r| nf_in_range(&r, range))
-        })?;
-        result
+            if let Some(r) = result.filter(|r| nf_in_range(r, range)) {
+                return Some(r);
+            }
+            if e.next == NIL {
+                return None;
+            }
+            i = e.next;
+        }
+        None
     }
 
     /// `get_unique_tuple()`.

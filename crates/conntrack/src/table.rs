@@ -337,7 +337,9 @@ pub struct Table {
     free_head: u32,
     /// Both tuples of every entry: link `(slot << 1) | dir`.
     pub(crate) index: Index,
-    /// `nf_nat_bysource`: source-NATed entries by original source; link = slot.
+    /// `nf_nat_bysource`: source-NATed entries by original source
+    /// (`same_src()`), one link per source: the slot of its newest entry,
+    /// whose [`Entry::next`] leads to the older ones.
     pub(crate) src_index: Index,
     /// `nf_conntrack_buckets`, the kernel's number of hash chains: the
     /// index has its own buckets, and early drop evicts from the kernel's
@@ -351,8 +353,9 @@ pub struct Table {
     /// [`Table::changes`] when the probe found no entry carrying it (the
     /// candidate chosen is the reply tuple inserted next).
     pub(crate) probed: Option<(Tuple, u64, Option<u64>)>,
-    /// The last original tuple NAT's source lookup hashed, and its hash.
-    pub(crate) src_probed: Option<(Tuple, u64)>,
+    /// The last original tuple NAT's source lookup hashed, its hash, the
+    /// newest entry from its source then, and [`Table::changes`] then.
+    pub(crate) src_probed: Option<SrcProbe>,
     /// Buckets past its home an inserted link may go.
     max_probe: usize,
     len: u32,
@@ -387,6 +390,23 @@ pub struct Hint {
     pub found: (EntryId, Dir),
     /// [`Table::changes`] when it was found.
     pub changes: u64,
+}
+
+/// What NAT's source lookup found for an original tuple (kept for the
+/// insertion that follows it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SrcProbe {
+    pub(crate) tuple: Tuple,
+    pub(crate) hash: u64,
+    pub(crate) head: Option<u32>,
+    pub(crate) changes: u64,
+}
+
+/// `same_src()`: two original tuples from the same source (protocol,
+/// address, port or ICMP id): the key of the NAT source index.
+#[inline]
+pub(crate) fn same_src(a: &Tuple, b: &Tuple) -> bool {
+    a.proto == b.proto && a.src == b.src && a.sport == b.sport
 }
 
 #[inline]
@@ -771,10 +791,37 @@ impl Table {
         }
     }
 
+    /// The newest entry from the source of original tuple `t` (hash `h`).
+    pub(crate) fn src_head(&self, h: u64, t: &Tuple) -> Option<u32> {
+        self.src_index.find(h, |l| {
+            self.entries
+                .get(l as usize)
+                .is_some_and(|e| same_src(&e.tuple[0], t))
+        })
+    }
+
+    /// Take entry `i` out of its source's list (and the newest one's place
+    /// in the NAT source index to the next older).
     fn unlink_src(&mut self, i: usize) {
         let Some(e) = self.entries.get(i) else { return };
-        let h = self.src_hash(&e.tuple[0]);
-        self.src_index.remove(h, i as u32);
+        let (prev, next) = (e.src_prev, e.next);
+        if prev != NIL {
+            if let Some(p) = self.entries.get_mut(prev as usize) {
+                p.next = next;
+            }
+        } else {
+            let h = self.src_hash(&e.tuple[0]);
+            if next != NIL {
+                self.src_index.replace(h, i as u32, next);
+            } else {
+                self.src_index.remove(h, i as u32);
+            }
+        }
+        if next != NIL {
+            if let Some(n) = self.entries.get_mut(next as usize) {
+                n.src_prev = prev;
+            }
+        }
     }
 
     /// Unlink and free slot `i`, returning the entry as it was (DYING set).
@@ -797,7 +844,8 @@ impl Table {
         old.status |= status::DYING;
         e.status = 0;
         e.gen = e.gen.wrapping_add(1);
-        e.free_next = free_head;
+        e.next = free_head;
+        e.src_prev = NIL;
         self.free_head = i as u32;
         self.len -= 1;
         old
@@ -977,7 +1025,7 @@ impl Table {
     fn alloc_slot(&mut self) -> usize {
         if self.free_head != NIL {
             let i = self.free_head as usize;
-            self.free_head = self.entries.get(i).map_or(NIL, |e| e.free_next);
+            self.free_head = self.entries.get(i).map_or(NIL, |e| e.next);
             i
         } else {
             self.entries.push(Entry::EMPTY);
@@ -1051,25 +1099,48 @@ impl Table {
         }
         self.count_chain(h0, true);
         self.count_chain(h1, true);
-        self.changes = self.changes.wrapping_add(1);
-        let nat_src = e.status & status::SRC_NAT_DONE != 0;
-        if nat_src {
-            // Not found by find_appropriate_src() if its neighbourhood is
-            // full: a later connection from the same source then picks its
-            // mapping afresh, as after the entry's removal.
-            let sh = match self.src_probed {
-                Some((t, h)) if t == e.tuple[0] => h,
-                _ => self.src_hash(&e.tuple[0]),
+        // The NAT source index: the new entry becomes its source's newest
+        // (`hlist_add_head_rcu()` on the bysource chain), in the place of
+        // the one before it if any.
+        let mut next = NIL;
+        if e.status & status::SRC_NAT_DONE != 0 {
+            let (sh, head) = match self.src_probed {
+                Some(p) if same_src(&p.tuple, &e.tuple[0]) && p.changes == self.changes => {
+                    (p.hash, p.head)
+                }
+                Some(p) if same_src(&p.tuple, &e.tuple[0]) => {
+                    (p.hash, self.src_head(p.hash, &p.tuple))
+                }
+                _ => {
+                    let sh = self.src_hash(&e.tuple[0]);
+                    (sh, self.src_head(sh, &e.tuple[0]))
+                }
             };
-            let _ = self.src_index.insert(sh, i as u32, self.max_probe);
+            match head {
+                Some(hd) if self.src_index.replace(sh, hd, i as u32) => {
+                    if let Some(old) = self.entries.get_mut(hd as usize) {
+                        old.src_prev = i as u32;
+                    }
+                    next = hd;
+                }
+                // Not found by find_appropriate_src() if the index has no
+                // room near its home: a later connection from the same
+                // source then picks its mapping afresh, as after the
+                // entry's removal.
+                _ => {
+                    let _ = self.src_index.insert(sh, i as u32, self.max_probe);
+                }
+            }
         }
+        self.changes = self.changes.wrapping_add(1);
         let Some(slot) = self.entries.get_mut(i) else {
             return Err(InsertError::ChainTooLong);
         };
         let gen = slot.gen;
         *slot = e;
         slot.gen = gen;
-        slot.free_next = NIL;
+        slot.next = next;
+        slot.src_prev = NIL;
         // Timeout is relative to confirmation time.
         slot.timeout = slot.timeout.saturating_add(now);
         slot.status |= status::CONFIRMED;
@@ -1088,7 +1159,7 @@ impl Table {
     fn free_slot(&mut self, i: usize) {
         let free_head = self.free_head;
         if let Some(e) = self.entries.get_mut(i) {
-            e.free_next = free_head;
+            e.next = free_head;
             self.free_head = i as u32;
         }
     }

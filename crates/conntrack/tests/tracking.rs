@@ -824,3 +824,56 @@ fn expire_budget_is_slot_by_slot() {
         a.stats()
     );
 }
+
+/// `find_appropriate_src()` walks the bysource chain newest first: a new
+/// connection from a source reuses the mapping of the newest live
+/// connection from that source whose mapping is in its range. Many
+/// connections from one source (more than an index bucket holds), each
+/// mapped to one of eight addresses, removed in random order (newest,
+/// oldest and in between) and probed with random ranges, against a list of
+/// the live ones newest first.
+#[test]
+fn source_mapping_reuse_is_newest_first_through_removals() {
+    let src = ip(172, 18, 0, 2);
+    let nat = |k: u64| ip(10, 0, 0, 1 + k as u8);
+    let mut t = table();
+    let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
+    // Live connections from `src`, newest first: (id, NAT address).
+    let mut live: Vec<(EntryId, u32)> = Vec::new();
+    for step in 0..3000u32 {
+        let dst = 0x0800_0000 + step; // a new server each time: unique tuples
+        let q = PacketFacts::udp(src, 5000, dst, 53, 0);
+        let Track::New(n) = t.track(&q, 0) else {
+            panic!("step {step}: not new")
+        };
+        let (lo, hi) = if step < 40 {
+            (step as u64 % 8, step as u64 % 8)
+        } else {
+            let a = rnd(8);
+            (a, (a + rnd(3)).min(7))
+        };
+        let range = NatRange::addrs(nat(lo), nat(hi));
+        let expect = live
+            .iter()
+            .map(|&(_, a)| a)
+            .find(|a| (nat(lo)..=nat(hi)).contains(a));
+        let id = t.confirm(n, None, Some(&range), 0).unwrap();
+        let e = t.entry(id).unwrap();
+        assert_eq!(e.reply().dport, 5000, "step {step}: the port is kept");
+        let got = e.reply().dst;
+        assert!((nat(lo)..=nat(hi)).contains(&got), "step {step}");
+        if let Some(a) = expect {
+            assert_eq!(got, a, "step {step}: the newest in-range mapping is reused");
+        }
+        live.insert(0, (id, got));
+        // Keep between 15 and 60 of them: remove a random one.
+        while live.len() > 15 && (live.len() > 60 || rnd(2) == 0) {
+            let (id, _) = live.remove(rnd(live.len() as u64) as usize);
+            assert!(t.remove(id).is_some(), "step {step}");
+        }
+    }
+    for (id, _) in live.drain(..) {
+        t.remove(id).unwrap();
+    }
+    assert!(t.is_empty());
+}
