@@ -359,8 +359,12 @@ fn forward_policies(s: &Shortcuts) -> ([u32; 5], usize) {
 /// The expiry sweep visits every connection once in this time.
 pub const SWEEP_PERIOD_NS: u64 = 1_000_000_000;
 
-/// The least the sweep examines per batch (a small table: all of it).
-pub const SWEEP_MIN: usize = 256;
+/// The least the sweep examines per batch (a table this small: all of it),
+/// so that it moves on when batches come faster than the clock's steps.
+/// Small: at a high packet rate a larger floor, not the time share, sets
+/// the pace (256 made a table of a million entries swept 4 slots per packet
+/// at any rate, a full pass every quarter second at 1 M packets/s).
+pub const SWEEP_MIN: usize = 16;
 
 /// The slots the expiry sweep examines in a batch at `now_ns` for a table of
 /// `entries`: its share of a pass a [`SWEEP_PERIOD_NS`] since the last
@@ -3354,5 +3358,39 @@ fn parse_frame_lite(info: &Ipv4Info) -> fastables_packet::ParsedFrame {
         ethertype: fastables_packet::ethernet::ETHERTYPE_IPV4,
         l3_offset: ETH_LEN,
         l3: L3::Ipv4(*info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_passes_the_table_once_a_second() {
+        let mut last = 0;
+        // A million entries, a batch every 32 us (2 M packets/s): 32 slots.
+        assert_eq!(sweep_budget(&mut last, 32_000, 1_000_000, 1024), 32);
+        assert_eq!(last, 32_000);
+        // Over a second of such batches: the whole table (rounded up).
+        let mut swept = 0;
+        for i in 2..=31_251u64 {
+            swept += sweep_budget(&mut last, i * 32_000, 1_000_000, 1024);
+        }
+        assert!((1_000_000..1_001_000).contains(&(swept + 32)), "{swept}");
+        // Batches in the same nanosecond still move it on; a long gap is
+        // capped at the configured budget.
+        let t = last;
+        assert_eq!(sweep_budget(&mut last, t, 1_000_000, 1024), SWEEP_MIN);
+        assert_eq!(
+            sweep_budget(&mut last, t + 1_000_000_000, 1_000_000, 1024),
+            1024
+        );
+        let t = last;
+        assert_eq!(
+            sweep_budget(&mut last, t + 1, 100, 8),
+            8,
+            "max below the floor"
+        );
+        assert_eq!(sweep_budget(&mut last, t + 2, 100, 1024), SWEEP_MIN);
     }
 }
