@@ -10,7 +10,8 @@
 //! forwarded from docker0 to eth0. `udp_64B/seed_1m` and `seed_1m_single`:
 //! the seed rules with a million connections in the table (see
 //! [`bench_pipeline_spread`]); `seed_1m_new`: every packet a new
-//! connection in that table.
+//! connection in that table; `seed_1m_churn`: the same with the removal of
+//! each connection timed too.
 //!
 //! The pipeline rewrites the frames in place, so each batch gets the pristine
 //! frames copied back before it runs; only `process_batch` is timed
@@ -89,6 +90,18 @@ fn bench_pipeline_spread(c: &mut Criterion) {
     let id = BenchmarkId::new(FrameKind::Udp64.name(), format!("{base}_new"));
     g.bench_function(id, |b| {
         let h = h.get_or_insert_with(|| SpreadHarness::churn(flows));
+        b.iter_custom(|iters| {
+            let t = time_batches(h, iters);
+            h.check();
+            t
+        })
+    });
+    // The same with the removal of each connection timed as well
+    // (`seed_1m_churn`: [`SpreadHarness::churn_timed`]).
+    let mut h: Option<SpreadHarness> = None;
+    let id = BenchmarkId::new(FrameKind::Udp64.name(), format!("{base}_churn"));
+    g.bench_function(id, |b| {
+        let h = h.get_or_insert_with(|| SpreadHarness::churn_timed(flows));
         b.iter_custom(|iters| {
             let t = time_batches(h, iters);
             h.check();

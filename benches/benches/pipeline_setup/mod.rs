@@ -362,6 +362,9 @@ pub struct SpreadHarness {
     churn: Option<(usize, Option<usize>)>,
     /// Batches run so far (the churn's clock).
     batches: u64,
+    /// [`SpreadHarness::churn_timed`]: the first churn flow of the batch
+    /// whose connections the next run removes first.
+    remove_in_run: Option<Option<usize>>,
     frames: Vec<Frame>,
 }
 
@@ -448,6 +451,7 @@ impl SpreadHarness {
             next: 0,
             churn: None,
             batches: 0,
+            remove_in_run: None,
             frames,
         }
     }
@@ -467,6 +471,16 @@ impl SpreadHarness {
             h.all.extend_from_slice(&flow_frame(k));
         }
         h.churn = Some((0, None));
+        h
+    }
+
+    /// [`SpreadHarness::churn`], but the removal of the last batch's
+    /// connections is timed: done at the start of the next run, as the
+    /// expiry sweep would remove them (the steady state of a NAT whose
+    /// connections come and go at the rate they are made).
+    pub fn churn_timed(flows: usize) -> SpreadHarness {
+        let mut h = SpreadHarness::churn(flows);
+        h.remove_in_run = Some(None);
         h
     }
 
@@ -519,8 +533,13 @@ impl Batches for SpreadHarness {
     fn restore(&mut self) {
         let n = self.flows;
         if let Some((next, last)) = self.churn {
-            if let Some(first) = last {
-                self.remove_churned(first);
+            match self.remove_in_run.as_mut() {
+                Some(pending) => *pending = last,
+                None => {
+                    if let Some(first) = last {
+                        self.remove_churned(first);
+                    }
+                }
             }
             self.load(|i| n + (next + i) % CHURN);
             self.churn = Some(((next + BATCH) % CHURN, Some(next)));
@@ -546,6 +565,10 @@ impl Batches for SpreadHarness {
 
     #[inline(always)]
     fn run(&mut self, now_ns: u64) {
+        if let Some(Some(first)) = self.remove_in_run.take() {
+            self.remove_churned(first);
+            self.remove_in_run = Some(None);
+        }
         if self.churn.is_some() {
             // From 1 s on, [`CHURN_BATCH_NS`] a batch; back to 1 s every
             // 500 000 batches (16 s), before the table's unreplied UDP
