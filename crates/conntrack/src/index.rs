@@ -244,65 +244,60 @@ impl Index {
         Some(d)
     }
 
-    /// Remove link `l`, stored for hash `h`. Returns whether it was there.
-    pub(crate) fn remove(&mut self, h: u64, l: u32) -> bool {
-        let home = self.home(h);
+    /// Where link `l`, stored for hash `h`, is: (bucket, slot, buckets past
+    /// its home).
+    #[inline(always)]
+    fn locate(&self, h: u64, l: u32) -> Option<(usize, usize, usize)> {
         let t = tag(h);
-        let mut b = home;
+        let mut b = self.home(h);
         for d in 0..self.n {
-            let Some(k) = self.bucket_mut(b) else {
-                return false;
-            };
+            let k = self.bucket(b)?;
             let mut m = matches(k, t);
             while m != 0 {
                 let s = m.trailing_zeros() as usize;
                 m &= m - 1;
                 if link(k, s) == l {
-                    // The used bit alone says a slot is empty.
-                    set_lane(k, USED, used(k) & !(1 << s));
-                    let mut o = home;
-                    for _ in 0..d {
-                        if let Some(k) = self.bucket_mut(o) {
-                            set_lane(k, OVERFLOW, overflow(k).saturating_sub(1));
-                        }
-                        o = self.next(o);
-                    }
-                    return true;
+                    return Some((b, s, d));
                 }
             }
             if overflow(k) == 0 {
-                return false;
+                return None;
             }
             b = self.next(b);
         }
-        false
+        None
+    }
+
+    /// Remove link `l`, stored for hash `h`. Returns whether it was there.
+    pub(crate) fn remove(&mut self, h: u64, l: u32) -> bool {
+        let Some((b, s, d)) = self.locate(h, l) else {
+            return false;
+        };
+        if let Some(k) = self.bucket_mut(b) {
+            // The used bit alone says a slot is empty.
+            set_lane(k, USED, used(k) & !(1 << s));
+        }
+        let mut o = self.home(h);
+        for _ in 0..d {
+            if let Some(k) = self.bucket_mut(o) {
+                set_lane(k, OVERFLOW, overflow(k).saturating_sub(1));
+            }
+            o = self.next(o);
+        }
+        true
     }
 
     /// Put link `new` in the place of link `old`, stored for hash `h` (the
     /// slot keeps its tag: `new` must be stored for the same hash). Returns
     /// whether `old` was there.
     pub(crate) fn replace(&mut self, h: u64, old: u32, new: u32) -> bool {
-        let t = tag(h);
-        let mut b = self.home(h);
-        for _ in 0..self.n {
-            let Some(k) = self.bucket_mut(b) else {
-                return false;
-            };
-            let mut m = matches(k, t);
-            while m != 0 {
-                let s = m.trailing_zeros() as usize;
-                m &= m - 1;
-                if link(k, s) == old {
-                    set_link(k, s, new);
-                    return true;
-                }
-            }
-            if overflow(k) == 0 {
-                return false;
-            }
-            b = self.next(b);
+        let Some((b, s, _)) = self.locate(h, old) else {
+            return false;
+        };
+        if let Some(k) = self.bucket_mut(b) {
+            set_link(k, s, new);
         }
-        false
+        true
     }
 
     /// Every link stored in bucket `d` past bucket `b`, whatever its tag.
