@@ -621,8 +621,11 @@ fn conntrack_fill_keeps_the_established_flows() {
         r["limit"]["second"], 1,
         "new flows stop after the fill: {r}{context}"
     );
+    // The 290 free slots, plus what early_drop lets through in the rest of
+    // that second (the kernel passes 12-16 a second once full here:
+    // perf/RESULTS.md, commit dc70764; 301 has been seen under load).
     let before = r["limit"]["passed_before"].as_u64().unwrap();
-    assert!((250..=300).contains(&before), "{r}{context}");
+    assert!((250..=320).contains(&before), "{r}{context}");
     let table = lab.conntrack_list();
     let entries = table.lines().count();
     let assured = table.lines().filter(|l| l.contains("[ASSURED]")).count();
