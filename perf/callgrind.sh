@@ -16,7 +16,9 @@
 #   conntrack:OP      a table of 4096 TCP connections: OP = lookup (one random
 #                     flow), batch (64 at a time, lookup_batch), new (SYN, SNAT
 #                     port choice, confirm, remove), masq (new with the nat
-#                     table's rules run: a MASQUERADE); "packet" = one operation
+#                     table's rules run: a MASQUERADE), shared (masq with 16
+#                     connections already from each new one's address and
+#                     port); "packet" = one operation
 #
 # Builds benches/examples/pipeline_count.rs in the bench profile (the code criterion times) and, for
 # each case, runs it under `valgrind --tool=callgrind` twice, on N and on 2N

@@ -39,8 +39,9 @@
 use std::hint::black_box;
 use std::process::ExitCode;
 
+use fastables_conntrack::tcp_hdr::SYN;
 use fastables_conntrack::{
-    Dir, EntryId, NatRange, Table as CtTable, TableConfig, Track, Tuple, IPPROTO_TCP,
+    Dir, EntryId, NatRange, PacketFacts, Table as CtTable, TableConfig, Track, Tuple, IPPROTO_TCP,
 };
 use fastables_packet::parse::parse_frame;
 use fastables_rules::compile::{CompiledRuleset, RuleState};
@@ -185,16 +186,58 @@ fn measure_ct_new(t: &mut CtTable, n: usize) -> usize {
     made
 }
 
+/// The SYN of the `k`th connection from 172.19.0.2 and one of
+/// [`SHARED_PORTS`] source ports (port `40000 + k % SHARED_PORTS`), each to
+/// its own server (9.0.0.0 + `k`), port 443.
+fn shared_syn(k: u32) -> PacketFacts<'static> {
+    PacketFacts::tcp(
+        0xac13_0002,
+        40_000 + (k % SHARED_PORTS) as u16,
+        0x0900_0000 + k,
+        443,
+        SYN,
+        k,
+        0,
+        64240,
+        0,
+        &[],
+    )
+}
+
+/// Source ports of [`shared_syn`]: [`SHARED_PER_PORT`] connections from
+/// each are kept in the table of `conntrack:shared`.
+const SHARED_PORTS: u32 = 64;
+const SHARED_PER_PORT: u32 = 16;
+
+/// [`ct_table`] with [`SHARED_PORTS`] × [`SHARED_PER_PORT`] MASQUERADEd
+/// connections from one address: many connections per source address and
+/// port, as behind a resolver or a peer-to-peer client.
+fn ct_table_shared() -> CtTable {
+    let mut t = ct_table();
+    let nat = 0x0a00_020f;
+    let range = NatRange::addrs(nat, nat).with_ports(1024, 65535);
+    for k in 0..SHARED_PORTS * SHARED_PER_PORT {
+        let Track::New(nc) = t.track(&shared_syn(k), 0) else {
+            panic!("connection {k} is not new");
+        };
+        let dnat = NatRange::null_binding(nc.entry.reply().src);
+        t.confirm(nc, Some(&dnat), Some(&range), 0)
+            .expect("confirm");
+    }
+    t
+}
+
 #[inline(never)]
 fn measure_ct_masq(
     t: &mut CtTable,
     rules: &CompiledRuleset,
     state: &mut RuleState,
     n: usize,
+    syn_of: impl Fn(u32) -> PacketFacts<'static>,
 ) -> usize {
     let mut made = 0;
     for i in 0..n as u32 {
-        let p = fastables_benches::syn(0xac12_0000, i);
+        let p = syn_of(i);
         if fastables_benches::masq_new(t, rules, state, black_box(&p), 0x0a00_020f, 2) {
             made += 1;
         }
@@ -204,7 +247,7 @@ fn measure_ct_masq(
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace|:nocache|:nocsum] | pipeline:new | conntrack:<lookup|batch|new|masq>"
+        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace|:nocache|:nocsum] | pipeline:new | conntrack:<lookup|batch|new|masq|shared>"
     );
     ExitCode::from(2)
 }
@@ -336,7 +379,17 @@ fn main() -> ExitCode {
             let mut t = ct_table();
             let rules = fastables_benches::nat_rules();
             let mut state = RuleState::new(&rules);
-            let made = measure_ct_masq(&mut t, &rules, &mut state, n);
+            let made = measure_ct_masq(&mut t, &rules, &mut state, n, |i| {
+                fastables_benches::syn(0xac12_0000, i)
+            });
+            assert_eq!(made, n, "every connection is made");
+        }
+        ["conntrack", "shared"] => {
+            let mut t = ct_table_shared();
+            let rules = fastables_benches::nat_rules();
+            let mut state = RuleState::new(&rules);
+            let kept = SHARED_PORTS * SHARED_PER_PORT;
+            let made = measure_ct_masq(&mut t, &rules, &mut state, n, |i| shared_syn(kept + i));
             assert_eq!(made, n, "every connection is made");
         }
         _ => return usage(),
