@@ -21,7 +21,10 @@
 //!
 //! Run: `cargo bench -p fastables-benches --bench pipeline -- --warm-up-time 1 --measurement-time 3`
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 
 mod pipeline_setup;
 use pipeline_setup::{time_batches, FrameKind, Harness, SpreadHarness, BATCH};
@@ -70,45 +73,40 @@ fn bench_pipeline_spread(c: &mut Criterion) {
         (false, true, "_single"),
         (true, false, "_nocache"),
     ] {
-        // Criterion names the case before it runs it: build the table only then
-        // (and one at a time: each is hundreds of MB).
-        let mut h: Option<SpreadHarness> = None;
-        let id = BenchmarkId::new(FrameKind::Udp64.name(), format!("{base}{suffix}"));
-        g.bench_function(id, |b| {
-            let h = h.get_or_insert_with(|| SpreadHarness::with_cache(flows, ahead, cache));
-            b.iter_custom(|iters| {
-                let t = time_batches(h, iters);
-                h.check();
-                t
-            })
+        bench_harness(&mut g, format!("{base}{suffix}"), || {
+            SpreadHarness::with_cache(flows, ahead, cache)
         });
     }
     // New connections in a table of `flows` (`seed_1m_new`): every packet
     // of every batch the first of a connection that MASQUERADE binds and
-    // conntrack inserts ([`SpreadHarness::churn`]).
-    let mut h: Option<SpreadHarness> = None;
-    let id = BenchmarkId::new(FrameKind::Udp64.name(), format!("{base}_new"));
-    g.bench_function(id, |b| {
-        let h = h.get_or_insert_with(|| SpreadHarness::churn(flows));
-        b.iter_custom(|iters| {
-            let t = time_batches(h, iters);
-            h.check();
-            t
-        })
+    // conntrack inserts ([`SpreadHarness::churn`]); and the same with the
+    // removal of each connection timed as well (`seed_1m_churn`).
+    bench_harness(&mut g, format!("{base}_new"), || {
+        SpreadHarness::churn(flows)
     });
-    // The same with the removal of each connection timed as well
-    // (`seed_1m_churn`: [`SpreadHarness::churn_timed`]).
-    let mut h: Option<SpreadHarness> = None;
-    let id = BenchmarkId::new(FrameKind::Udp64.name(), format!("{base}_churn"));
-    g.bench_function(id, |b| {
-        let h = h.get_or_insert_with(|| SpreadHarness::churn_timed(flows));
-        b.iter_custom(|iters| {
-            let t = time_batches(h, iters);
-            h.check();
-            t
-        })
+    bench_harness(&mut g, format!("{base}_churn"), || {
+        SpreadHarness::churn_timed(flows)
     });
     g.finish();
+}
+
+/// One case of 64-byte UDP batches from the harness `make` builds.
+/// Criterion names the case before it runs it: the table is built only
+/// then (and one at a time: each is hundreds of MB).
+fn bench_harness(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: String,
+    make: impl Fn() -> SpreadHarness,
+) {
+    let mut h: Option<SpreadHarness> = None;
+    g.bench_function(BenchmarkId::new(FrameKind::Udp64.name(), name), |b| {
+        let h = h.get_or_insert_with(&make);
+        b.iter_custom(|iters| {
+            let t = time_batches(h, iters);
+            h.check();
+            t
+        })
+    });
 }
 
 criterion_group!(benches, bench_pipeline, bench_pipeline_spread);

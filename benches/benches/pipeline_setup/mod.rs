@@ -362,9 +362,11 @@ pub struct SpreadHarness {
     churn: Option<(usize, Option<usize>)>,
     /// Batches run so far (the churn's clock).
     batches: u64,
-    /// [`SpreadHarness::churn_timed`]: the first churn flow of the batch
-    /// whose connections the next run removes first.
-    remove_in_run: Option<Option<usize>>,
+    /// [`SpreadHarness::churn_timed`]: the removal is timed, in the run.
+    timed_removal: bool,
+    /// The first churn flow of the batch whose connections the next run
+    /// removes first (with `timed_removal`).
+    to_remove: Option<usize>,
     frames: Vec<Frame>,
 }
 
@@ -451,7 +453,8 @@ impl SpreadHarness {
             next: 0,
             churn: None,
             batches: 0,
-            remove_in_run: None,
+            timed_removal: false,
+            to_remove: None,
             frames,
         }
     }
@@ -480,7 +483,7 @@ impl SpreadHarness {
     /// connections come and go at the rate they are made).
     pub fn churn_timed(flows: usize) -> SpreadHarness {
         let mut h = SpreadHarness::churn(flows);
-        h.remove_in_run = Some(None);
+        h.timed_removal = true;
         h
     }
 
@@ -533,13 +536,10 @@ impl Batches for SpreadHarness {
     fn restore(&mut self) {
         let n = self.flows;
         if let Some((next, last)) = self.churn {
-            match self.remove_in_run.as_mut() {
-                Some(pending) => *pending = last,
-                None => {
-                    if let Some(first) = last {
-                        self.remove_churned(first);
-                    }
-                }
+            if self.timed_removal {
+                self.to_remove = last;
+            } else if let Some(first) = last {
+                self.remove_churned(first);
             }
             self.load(|i| n + (next + i) % CHURN);
             self.churn = Some(((next + BATCH) % CHURN, Some(next)));
@@ -565,9 +565,8 @@ impl Batches for SpreadHarness {
 
     #[inline(always)]
     fn run(&mut self, now_ns: u64) {
-        if let Some(Some(first)) = self.remove_in_run.take() {
+        if let Some(first) = self.to_remove.take() {
             self.remove_churned(first);
-            self.remove_in_run = Some(None);
         }
         if self.churn.is_some() {
             // From 1 s on, [`CHURN_BATCH_NS`] a batch; back to 1 s every

@@ -301,7 +301,6 @@ impl Entry {
         }
     }
 
-    /// True for protocols the kernel tracks with state here (TCP, UDP, ICMP).
     /// `ip_conntrack_info` of a packet of this entry travelling in `dir`,
     /// as `nf_conntrack_in` gives it: ESTABLISHED in the reply direction or
     /// once a reply was seen, RELATED for an expected connection, else NEW.
@@ -315,6 +314,7 @@ impl Entry {
         }
     }
 
+    /// True for protocols the kernel tracks with state here (TCP, UDP, ICMP).
     pub fn is_known_proto(&self) -> bool {
         matches!(
             self.tuple[0].proto,

@@ -5,8 +5,7 @@
 //! Addition (not in the kernel): a reserved-port list. A source manip that
 //! moves the connection onto another address never picks a reserved port.
 
-use crate::entry::NIL;
-use crate::entry::{status, Entry, TcpState};
+use crate::entry::{status, Entry, TcpState, NIL};
 use crate::table::{SrcProbe, Table};
 use crate::tuple::{
     Dir, Tuple, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,

@@ -1099,39 +1099,11 @@ impl Table {
         }
         self.count_chain(h0, true);
         self.count_chain(h1, true);
-        // The NAT source index: the new entry becomes its source's newest
-        // (`hlist_add_head_rcu()` on the bysource chain), in the place of
-        // the one before it if any.
-        let mut next = NIL;
-        if e.status & status::SRC_NAT_DONE != 0 {
-            let (sh, head) = match self.src_probed {
-                Some(p) if same_src(&p.tuple, &e.tuple[0]) && p.changes == self.changes => {
-                    (p.hash, p.head)
-                }
-                Some(p) if same_src(&p.tuple, &e.tuple[0]) => {
-                    (p.hash, self.src_head(p.hash, &p.tuple))
-                }
-                _ => {
-                    let sh = self.src_hash(&e.tuple[0]);
-                    (sh, self.src_head(sh, &e.tuple[0]))
-                }
-            };
-            match head {
-                Some(hd) if self.src_index.replace(sh, hd, i as u32) => {
-                    if let Some(old) = self.entries.get_mut(hd as usize) {
-                        old.src_prev = i as u32;
-                    }
-                    next = hd;
-                }
-                // Not found by find_appropriate_src() if the index has no
-                // room near its home: a later connection from the same
-                // source then picks its mapping afresh, as after the
-                // entry's removal.
-                _ => {
-                    let _ = self.src_index.insert(sh, i as u32, self.max_probe);
-                }
-            }
-        }
+        let next = if e.status & status::SRC_NAT_DONE != 0 {
+            self.link_src(i as u32, &e.tuple[0])
+        } else {
+            NIL
+        };
         self.changes = self.changes.wrapping_add(1);
         let Some(slot) = self.entries.get_mut(i) else {
             return Err(InsertError::ChainTooLong);
@@ -1147,6 +1119,36 @@ impl Table {
         self.len += 1;
         self.stats.insert += 1;
         Ok(EntryId { idx: i as u32, gen })
+    }
+
+    /// Link entry `i` (original tuple `orig`) as the newest from its source
+    /// (`hlist_add_head_rcu()` on the bysource chain): in the NAT source
+    /// index, in the place of the one before it if any. Returns that one
+    /// (the entry's [`Entry::next`]), or `NIL`.
+    #[inline(always)]
+    fn link_src(&mut self, i: u32, orig: &Tuple) -> u32 {
+        // NAT's source lookup for this connection, if it made one.
+        let (hash, head) = match &self.src_probed {
+            Some(p) if same_src(&p.tuple, orig) && p.changes == self.changes => (p.hash, p.head),
+            Some(p) if same_src(&p.tuple, orig) => (p.hash, self.src_head(p.hash, orig)),
+            _ => {
+                let hash = self.src_hash(orig);
+                (hash, self.src_head(hash, orig))
+            }
+        };
+        if let Some(hd) = head {
+            if self.src_index.replace(hash, hd, i) {
+                if let Some(old) = self.entries.get_mut(hd as usize) {
+                    old.src_prev = i;
+                }
+                return hd;
+            }
+        }
+        // Not found by find_appropriate_src() if the index has no room near
+        // its home: a later connection from the same source then picks its
+        // mapping afresh, as after the entry's removal.
+        let _ = self.src_index.insert(hash, i, self.max_probe);
+        NIL
     }
 
     fn chain_too_long(&mut self) -> InsertError {
