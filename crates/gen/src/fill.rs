@@ -41,7 +41,7 @@ impl FillPlan {
 }
 
 /// One second of the fill, by the send time of the packets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FillSecond {
     /// New flows sent.
     pub new_sent: u64,
@@ -339,36 +339,67 @@ pub fn report(f: &Fill, end: u64) -> String {
 /// The final report as one JSON object.
 pub fn report_json(f: &Fill, end: u64) -> String {
     let p = f.plan();
-    let secs: Vec<String> = f
-        .seconds()
-        .iter()
-        .map(|s| {
-            format!(
-                "{{\"new_sent\":{},\"new_answered\":{},\"established_answering\":{}}}",
-                s.new_sent, s.new_answered, s.established_answering
-            )
-        })
-        .collect();
     let window = 3 * p.keepalive_ns.max(SEC / 10);
-    let limit = f.limit().map_or("null".to_string(), |(s, n)| {
-        format!("{{\"second\":{s},\"passed_before\":{n}}}")
-    });
     let l = f.rtt();
-    format!(
-        "{{\"established\":{},\"keepalive_ms\":{},\"new_rate\":{},\"warmup_s\":{},\"seconds\":[{}],\"new_sent\":{},\"new_answered\":{},\"limit\":{limit},\"established_alive\":{},\"rtt_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1},\"samples\":{}}}}}",
-        p.established,
-        p.keepalive_ns / 1_000_000,
-        p.new_rate,
-        p.warmup_ns / SEC,
-        secs.join(","),
-        f.new_sent(),
-        f.new_answered(),
-        f.established_alive(end, window),
-        l.quantile(0.5) as f64 / 1e3,
-        l.quantile(0.99) as f64 / 1e3,
-        l.max() as f64 / 1e3,
-        l.count()
-    )
+    let us = |ns: u64| one_decimal(ns as f64 / 1e3);
+    let report = FillReport {
+        established: p.established,
+        keepalive_ms: p.keepalive_ns / 1_000_000,
+        new_rate: p.new_rate,
+        warmup_s: p.warmup_ns / SEC,
+        seconds: f.seconds(),
+        new_sent: f.new_sent(),
+        new_answered: f.new_answered(),
+        limit: f.limit().map(|(second, passed_before)| FillLimit {
+            second,
+            passed_before,
+        }),
+        established_alive: f.established_alive(end, window),
+        rtt_us: RoundTrip {
+            p50: us(l.quantile(0.5)),
+            p99: us(l.quantile(0.99)),
+            max: us(l.max()),
+            samples: l.count(),
+        },
+    };
+    serde_json::to_string(&report).unwrap_or_default()
+}
+
+/// `x` as the text shows it, to one decimal.
+fn one_decimal(x: f64) -> f64 {
+    format!("{x:.1}").parse().unwrap_or(x)
+}
+
+/// [`report_json`]'s object.
+#[derive(serde::Serialize)]
+struct FillReport<'a> {
+    established: u64,
+    keepalive_ms: u64,
+    new_rate: u64,
+    warmup_s: u64,
+    seconds: &'a [FillSecond],
+    new_sent: u64,
+    new_answered: u64,
+    /// `null` when new flows kept passing.
+    limit: Option<FillLimit>,
+    established_alive: u64,
+    rtt_us: RoundTrip,
+}
+
+/// The second new flows stopped passing in, and how many had passed.
+#[derive(serde::Serialize)]
+struct FillLimit {
+    second: usize,
+    passed_before: u64,
+}
+
+/// The established flows' round trip during the fill, microseconds.
+#[derive(serde::Serialize)]
+struct RoundTrip {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    samples: u64,
 }
 
 #[cfg(test)]
