@@ -591,10 +591,10 @@ fn publish(
                 .zip(prev)
                 .map(|(a, b)| IfaceRate {
                     name: a.name.clone(),
-                    rx_pps: a.rx_packets.saturating_sub(b.rx_packets) as f64 / dt,
-                    rx_bps: a.rx_bytes.saturating_sub(b.rx_bytes) as f64 * 8.0 / dt,
-                    tx_pps: a.tx_packets.saturating_sub(b.tx_packets) as f64 / dt,
-                    tx_bps: a.tx_bytes.saturating_sub(b.tx_bytes) as f64 * 8.0 / dt,
+                    rx_pps: a.traffic.rx_packets.saturating_sub(b.traffic.rx_packets) as f64 / dt,
+                    rx_bps: a.traffic.rx_bytes.saturating_sub(b.traffic.rx_bytes) as f64 * 8.0 / dt,
+                    tx_pps: a.traffic.tx_packets.saturating_sub(b.traffic.tx_packets) as f64 / dt,
+                    tx_bps: a.traffic.tx_bytes.saturating_sub(b.traffic.tx_bytes) as f64 * 8.0 / dt,
                     secs: dt,
                 })
                 .collect();
@@ -766,15 +766,19 @@ fn iface_samples(port: &XdpPort, cfg: &Config) -> Vec<fastables_stats::IfaceSamp
             fastables_stats::IfaceSample {
                 name: c.name.clone(),
                 queue: None,
-                rx_packets: k.rx,
-                rx_bytes: k.rx_bytes,
-                tx_packets: k.tx,
-                tx_bytes: k.tx_bytes,
-                xdp_rx_dropped: x.rx_dropped,
-                xdp_rx_ring_full: x.rx_ring_full,
-                xdp_fill_ring_empty: x.rx_fill_ring_empty_descs,
-                xdp_rx_invalid: x.rx_invalid_descs,
-                xdp_tx_invalid: x.tx_invalid_descs,
+                traffic: fastables_stats::TrafficCounters {
+                    rx_packets: k.rx,
+                    rx_bytes: k.rx_bytes,
+                    tx_packets: k.tx,
+                    tx_bytes: k.tx_bytes,
+                },
+                xdp: fastables_stats::XdpCounters {
+                    rx_dropped: x.rx_dropped,
+                    rx_ring_full: x.rx_ring_full,
+                    fill_ring_empty: x.rx_fill_ring_empty_descs,
+                    rx_invalid: x.rx_invalid_descs,
+                    tx_invalid: x.tx_invalid_descs,
+                },
             }
         })
         .collect()
@@ -787,10 +791,10 @@ fn summary(s: &Sample) -> Summary {
         .iter()
         .map(|x| IfaceTotals {
             name: x.name.clone(),
-            rx_packets: x.rx_packets,
-            rx_bytes: x.rx_bytes,
-            tx_packets: x.tx_packets,
-            tx_bytes: x.tx_bytes,
+            rx_packets: x.traffic.rx_packets,
+            rx_bytes: x.traffic.rx_bytes,
+            tx_packets: x.traffic.tx_packets,
+            tx_bytes: x.traffic.tx_bytes,
             rx_too_long: 0,
         })
         .collect();
@@ -1237,11 +1241,11 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
     let (entries, max, _) = m.ct.unwrap_or_default();
     let xdp = |x: &fastables_stats::IfaceSample| {
         [
-            ("rx_dropped", x.xdp_rx_dropped),
-            ("rx_ring_full", x.xdp_rx_ring_full),
-            ("fill_ring_empty", x.xdp_fill_ring_empty),
-            ("rx_invalid", x.xdp_rx_invalid),
-            ("tx_invalid", x.xdp_tx_invalid),
+            ("rx_dropped", x.xdp.rx_dropped),
+            ("rx_ring_full", x.xdp.rx_ring_full),
+            ("fill_ring_empty", x.xdp.fill_ring_empty),
+            ("rx_invalid", x.xdp.rx_invalid),
+            ("tx_invalid", x.xdp.tx_invalid),
         ]
     };
     let steer = |st: &SteerStats| {
@@ -1272,7 +1276,7 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
                     );
                     format!(
                         "{{\"name\":\"{}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}{rate}}}",
-                        x.name, x.rx_packets, x.rx_bytes, x.tx_packets, x.tx_bytes
+                        x.name, x.traffic.rx_packets, x.traffic.rx_bytes, x.traffic.tx_packets, x.traffic.tx_bytes
                     )
                 })
                 .collect(),
@@ -1303,8 +1307,8 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
                             .map(|(k, v)| format!("\"{k}\":{v}"))
                             .collect(),
                     );
-                    let rx: u64 = w.interfaces.iter().map(|x| x.rx_packets).sum();
-                    let tx: u64 = w.interfaces.iter().map(|x| x.tx_packets).sum();
+                    let rx: u64 = w.interfaces.iter().map(|x| x.traffic.rx_packets).sum();
+                    let tx: u64 = w.interfaces.iter().map(|x| x.traffic.tx_packets).sum();
                     let ct = w.ct.map_or(0, |c| c.0);
                     format!(
                         "{{\"worker\":{i},\"core\":{},\"rx_packets\":{rx},\"tx_packets\":{tx},\"conntrack_entries\":{ct},{st}}}",
@@ -1424,8 +1428,8 @@ fn stats_cmd(args: &[&str], live: &Live, workers: &Workers) -> control::Reply {
     }
     if per_worker.len() > 1 {
         for (i, w) in per_worker.iter().enumerate() {
-            let rx: u64 = w.interfaces.iter().map(|x| x.rx_packets).sum();
-            let tx: u64 = w.interfaces.iter().map(|x| x.tx_packets).sum();
+            let rx: u64 = w.interfaces.iter().map(|x| x.traffic.rx_packets).sum();
+            let tx: u64 = w.interfaces.iter().map(|x| x.traffic.tx_packets).sum();
             let ct = w.ct.map_or(0, |c| c.0);
             let st: Vec<String> = steer(&w.steer)
                 .iter()
