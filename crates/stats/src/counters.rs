@@ -38,6 +38,14 @@ impl<'a, T> Values<'a, T> {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.counters.iter().map(|c| (c.name, (c.get)(self.group)))
     }
+
+    /// The counters that have a metric: (metric, help, value), as
+    /// [`Snapshot::counters`](crate::Snapshot::counters) holds them.
+    pub fn metrics(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        self.counters
+            .iter()
+            .filter_map(|c| c.metric.map(|m| (m, c.help, (c.get)(self.group))))
+    }
 }
 
 impl<T> Serialize for Values<'_, T> {

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use fastables_dataplane::config::Config;
-use fastables_stats::Snapshot;
+use fastables_stats::{IfaceSample, Snapshot, Values};
 
 use super::commands::ControlState;
-use super::sample::Sample;
+use super::sample::{Sample, ARP_COUNTERS, STEER_COUNTERS};
 use super::worker::Workers;
 use crate::CliError;
 
@@ -57,15 +57,14 @@ pub(super) fn publish(
         .iter()
         .enumerate()
         .flat_map(|(q, s)| {
-            s.interfaces
-                .iter()
-                .map(move |i| fastables_stats::IfaceSample {
-                    queue: Some(q as u32),
-                    ..i.clone()
-                })
+            s.interfaces.iter().map(move |i| IfaceSample {
+                queue: Some(q as u32),
+                ..i.clone()
+            })
         })
         .collect();
-    let (ct_entries, ct_max, st) = m.ct.unwrap_or_default();
+    let ct = m.conntrack.unwrap_or_default();
+    let st = ct.stats;
     let ct_counters = vec![
         ("found", st.found),
         ("invalid", st.invalid),
@@ -77,50 +76,23 @@ pub(super) fn publish(
         ("expired", st.expired),
         ("chaintoolong", st.chaintoolong),
     ];
+    let mut counters: Vec<_> = Values::new(&m.arp, ARP_COUNTERS)
+        .metrics()
+        .chain(Values::new(&m.steer, STEER_COUNTERS).metrics())
+        .collect();
+    counters.push((
+        "fastables_flow_cache_hits_total",
+        "Frames forwarded by their connection's cached decision (no chain run).",
+        m.flow_cache.hits,
+    ));
     let Ok(mut s) = shared.lock() else { return };
     s.interfaces = interfaces;
     s.drops = m.drops.iter().map(|(r, n)| (r.name(), *n)).collect();
-    s.ct_entries = ct_entries;
-    s.ct_max = ct_max;
+    s.ct_entries = ct.entries;
+    s.ct_max = ct.max;
     s.ct_counters = ct_counters;
     s.held = m.held;
-    s.counters = vec![
-        (
-            "fastables_arp_received_total",
-            "ARP packets received.",
-            m.arp.received,
-        ),
-        (
-            "fastables_arp_replies_sent_total",
-            "ARP replies sent for our addresses.",
-            m.arp.replies_sent,
-        ),
-        (
-            "fastables_arp_requests_sent_total",
-            "ARP requests sent for next hops.",
-            m.arp.requests_sent,
-        ),
-        (
-            "fastables_neighbors_learned_total",
-            "Neighbor entries that got a MAC address.",
-            m.arp.learned,
-        ),
-        (
-            "fastables_handoffs_total",
-            "Frames handed to the worker that owns their connection.",
-            m.steer.handed_out,
-        ),
-        (
-            "fastables_handoffs_dropped_total",
-            "Frames lost on the way to their owner (queue full).",
-            m.steer.handoff_dropped,
-        ),
-        (
-            "fastables_flow_cache_hits_total",
-            "Frames forwarded by their connection's cached decision (no chain run).",
-            m.flow_cache.1,
-        ),
-    ];
+    s.counters = counters;
     s.batch_latency.add(&m.batch_lat);
     s.packet_latency.add(&m.pkt_lat);
     s.uptime_s = started.elapsed().as_secs_f64();
