@@ -163,3 +163,77 @@ fn tuple_option<'a>(
     };
     Some(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::instance::{ConntrackArgs, TraceArgs};
+
+    #[derive(Parser)]
+    struct Conntrack {
+        #[command(flatten)]
+        a: ConntrackArgs,
+    }
+
+    #[derive(Parser)]
+    struct Trace {
+        #[command(flatten)]
+        a: TraceArgs,
+    }
+
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
+    }
+
+    /// The client's options (clap's, for `--help`) hand the instance what
+    /// it read before from the raw arguments: the same command and filter.
+    #[test]
+    fn the_clients_options_reach_the_instance_unchanged() {
+        for line in [
+            "-L",
+            "-L -p tcp --dport 80",
+            "-D -s 10.0.0.1 --orig-dst 8.8.8.8 --orig-port-src 1024 --orig-port-dst 53",
+            "-C --src 1.2.3.4 --source 1.2.3.5 --proto udp --protocol 17",
+            "--dump --sport 1 --source-port 2 --destination-port 3 --destination 4.4.4.4",
+            "-S -E",
+            "-L -L",
+            "-E -p icmp",
+            "",
+        ] {
+            let raw = words(line);
+            let client = Conntrack::try_parse_from(std::iter::once("conntrack").chain(raw.clone()))
+                .unwrap_or_else(|e| panic!("{line}: {e}"))
+                .a
+                .args();
+            let client: Vec<&str> = client.iter().map(String::as_str).collect();
+            assert_eq!(parse_ct_args(&client), parse_ct_args(&raw), "{line}");
+        }
+        let cfg = Config::parse(
+            "[[interface]]\nname = \"eth0\"\naddresses = [\"10.0.0.1/24\"]\n\
+             [[interface]]\nname = \"eth1\"\naddresses = [\"10.1.0.1/24\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        for line in [
+            "",
+            "-p tcp --dport 80 --count 1",
+            "--marked -c 5 -i eth1 -m tcp -p tcp --sport 9",
+            "--in-interface eth0 --source 10.0.0.2 --destination 10.1.0.2 --protocol 6",
+            "-p udp --dport 53 --dport 54 -s 1.1.1.1",
+        ] {
+            let raw = words(line);
+            let client = Trace::try_parse_from(std::iter::once("trace").chain(raw.clone()))
+                .unwrap_or_else(|e| panic!("{line}: {e}"))
+                .a
+                .args();
+            let client: Vec<&str> = client.iter().map(String::as_str).collect();
+            assert_eq!(
+                parse_trace_args(&client, &cfg),
+                parse_trace_args(&raw, &cfg),
+                "{line}"
+            );
+        }
+    }
+}
