@@ -37,7 +37,7 @@ pub struct Snapshot {
     pub uptime_s: f64,
 }
 
-fn hist(out: &mut String, name: &str, help: &str, l: &Latency) {
+fn histogram(out: &mut String, name: &str, help: &str, l: &Latency) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
     for b in BUCKETS {
@@ -52,7 +52,7 @@ fn hist(out: &mut String, name: &str, help: &str, l: &Latency) {
     let _ = writeln!(out, "{name}_count {}", l.count());
 }
 
-fn counter(out: &mut String, name: &str, help: &str, kind: &str) {
+fn metric_header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -73,7 +73,7 @@ fn per_iface<T>(
 ) {
     for c in counters {
         let Some(name) = c.metric else { continue };
-        counter(o, name, c.help, "counter");
+        metric_header(o, name, c.help, "counter");
         for i in interfaces {
             let v = (c.get)(group(i));
             match i.queue {
@@ -96,7 +96,7 @@ pub fn render(s: &Snapshot) -> String {
         &i.traffic
     });
     per_iface(&mut o, &s.interfaces, XdpCounters::COUNTERS, |i| &i.xdp);
-    counter(
+    metric_header(
         &mut o,
         "fastables_drops_total",
         "Frames dropped by the pipeline, by reason.",
@@ -105,14 +105,14 @@ pub fn render(s: &Snapshot) -> String {
     for (r, n) in &s.drops {
         let _ = writeln!(o, "fastables_drops_total{{reason=\"{}\"}} {n}", label(r));
     }
-    counter(
+    metric_header(
         &mut o,
         "fastables_conntrack_entries",
         "Connections in the table.",
         "gauge",
     );
     let _ = writeln!(o, "fastables_conntrack_entries {}", s.ct_entries);
-    counter(
+    metric_header(
         &mut o,
         "fastables_conntrack_max",
         "The table's size (nf_conntrack_max).",
@@ -121,7 +121,7 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "fastables_conntrack_max {}", s.ct_max);
     for (c, n) in &s.ct_counters {
         let name = format!("fastables_conntrack_{c}_total");
-        counter(
+        metric_header(
             &mut o,
             &name,
             &format!("conntrack statistics: {c}."),
@@ -129,7 +129,7 @@ pub fn render(s: &Snapshot) -> String {
         );
         let _ = writeln!(o, "{name} {n}");
     }
-    counter(
+    metric_header(
         &mut o,
         "fastables_held_frames",
         "Frames waiting for ARP or for the rest of their datagram.",
@@ -137,22 +137,22 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(o, "fastables_held_frames {}", s.held);
     for (name, help, n) in &s.counters {
-        counter(&mut o, name, help, "counter");
+        metric_header(&mut o, name, help, "counter");
         let _ = writeln!(o, "{name} {n}");
     }
-    hist(
+    histogram(
         &mut o,
         "fastables_batch_latency_seconds",
         "Time from a receive burst to the transmit submit.",
         &s.batch_latency,
     );
-    hist(
+    histogram(
         &mut o,
         "fastables_packet_processing_seconds",
         "Processing time per packet (a batch's time over its frames).",
         &s.packet_latency,
     );
-    counter(
+    metric_header(
         &mut o,
         "fastables_uptime_seconds",
         "Seconds since start.",

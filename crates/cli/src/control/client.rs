@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Reply, SEP};
+use super::{Reply, FIELD_SEPARATOR};
 use crate::CliError;
 
 /// Where a client finds the socket: `--socket`, else the `[control] socket`
@@ -34,7 +34,7 @@ fn unreachable(path: &Path, e: std::io::Error) -> CliError {
 /// Connects to `path` and sends one request (its write side then shut).
 fn send(path: &Path, args: &[String], body: &str) -> Result<UnixStream, CliError> {
     let mut s = UnixStream::connect(path).map_err(|e| unreachable(path, e))?;
-    let mut req = args.join(&SEP.to_string());
+    let mut req = args.join(&FIELD_SEPARATOR.to_string());
     req.push('\n');
     req.push_str(body);
     s.write_all(req.as_bytes())

@@ -21,7 +21,7 @@ pub use client::{call, call_stream, exit, print, socket_path};
 pub use server::serve;
 
 /// Field separator of the request line.
-const SEP: char = '\x1f';
+const FIELD_SEPARATOR: char = '\x1f';
 
 /// What a command printed and its exit code.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Duration;
 
-use super::{Reply, Request, SEP, STREAM_QUEUE};
+use super::{Reply, Request, FIELD_SEPARATOR, STREAM_QUEUE};
 use crate::CliError;
 
 /// Largest request accepted (a rules file).
@@ -99,7 +99,7 @@ fn handle(mut conn: UnixStream, tx: &SyncSender<Request>) {
     }
     let text = String::from_utf8_lossy(&raw);
     let (line, body) = text.split_once('\n').unwrap_or((&text, ""));
-    let args: Vec<String> = line.split(SEP).map(str::to_string).collect();
+    let args: Vec<String> = line.split(FIELD_SEPARATOR).map(str::to_string).collect();
     let (rtx, rrx) = mpsc::sync_channel(1);
     let (stream, lines) = if is_stream(&args) {
         let (t, r) = mpsc::sync_channel::<String>(STREAM_QUEUE);

@@ -10,8 +10,8 @@ use fastables_packet::MacAddr;
 use fastables_stats::Latency;
 
 use super::{
-    after, mix, parse_segment, reversed, FIN_RETRIES, FIN_RTO_NS, MAX_FLOWS, SEC, SYN_OPTIONS,
-    SYN_RETRIES, SYN_RTO_NS, SYN_WINDOW, WINDOW,
+    after, parse_segment, reversed, splitmix64, FIN_RETRIES, FIN_RTO_NS, MAX_FLOWS, NS_PER_SEC,
+    SYN_OPTIONS, SYN_RETRIES, SYN_RTO_NS, SYN_WINDOW, WINDOW,
 };
 use crate::flow::{FlowError, FlowMode, FlowSpace};
 use crate::frame::{FrameWriter, TcpHeader};
@@ -75,7 +75,7 @@ pub enum FlowState {
 
 /// One flow's connection.
 #[derive(Debug, Clone, Copy, Default)]
-struct Conn {
+struct FlowConnection {
     state: FlowState,
     /// Retransmissions so far (SYN, then FIN).
     tries: u8,
@@ -148,21 +148,21 @@ pub struct TcpGen {
     space: FlowSpace,
     /// New flows a second (None: a fixed set, `conns.len()` of them).
     rate: Option<u64>,
-    conns: Vec<Conn>,
+    conns: Vec<FlowConnection>,
     /// Flows started.
     started: u64,
     t0: Option<u64>,
     /// Established flows, in the order they got there.
-    est: Vec<u32>,
-    /// The next position in `est` to send data on.
-    rr: usize,
+    established: Vec<u32>,
+    /// The next position in `established` to send data on.
+    next_established: usize,
     /// Handshakes waiting for a SYN-ACK.
     pending: u64,
     /// Established flows with data not acknowledged.
     unacked: u64,
     /// FINs waiting for the peer's.
     fin_waiting: u64,
-    /// Closing: the next position in `est` to close.
+    /// Closing: the next position in `established` to close.
     close_at: Option<usize>,
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     writer: FrameWriter,
@@ -184,7 +184,7 @@ pub fn flows_needed(
         FlowMode::Cycle => space.size(),
         FlowMode::Fixed(n) => u128::from(n),
         FlowMode::NewPerSecond(r) => match duration_ns {
-            Some(d) => (u128::from(r) * u128::from(d)).div_ceil(u128::from(SEC)) + 1,
+            Some(d) => (u128::from(r) * u128::from(d)).div_ceil(u128::from(NS_PER_SEC)) + 1,
             None => space.size(),
         }
         .min(space.size()),
@@ -218,11 +218,11 @@ impl TcpGen {
                 FlowMode::NewPerSecond(r) => Some(r),
                 _ => None,
             },
-            conns: vec![Conn::default(); n],
+            conns: vec![FlowConnection::default(); n],
             started: 0,
             t0: None,
-            est: Vec::with_capacity(n),
-            rr: 0,
+            established: Vec::with_capacity(n),
+            next_established: 0,
             pending: 0,
             unacked: 0,
             fin_waiting: 0,
@@ -284,14 +284,14 @@ impl TcpGen {
     /// Whether anything can still be sent: false when every flow has been
     /// started and none is established or shaking hands.
     pub fn can_send(&self) -> bool {
-        self.started < self.conns.len() as u64 || self.pending > 0 || !self.est.is_empty()
+        self.started < self.conns.len() as u64 || self.pending > 0 || !self.established.is_empty()
     }
 
     fn isn(&self, i: u64) -> u32 {
-        mix(self.nonce ^ i.wrapping_mul(0x0100_0000_01b3)) as u32
+        splitmix64(self.nonce ^ i.wrapping_mul(0x0100_0000_01b3)) as u32
     }
 
-    fn arm(&mut self, i: usize, at: u64) {
+    fn arm_timer(&mut self, i: usize, at: u64) {
         self.conns[i].timer = at;
         self.timers.push(Reverse((at, i as u32)));
     }
@@ -343,39 +343,40 @@ impl TcpGen {
         let due = match self.rate {
             None => n,
             Some(r) => {
-                let d = 1 + u128::from(now.saturating_sub(t0)) * u128::from(r) / u128::from(SEC);
+                let d =
+                    1 + u128::from(now.saturating_sub(t0)) * u128::from(r) / u128::from(NS_PER_SEC);
                 u64::try_from(d).unwrap_or(u64::MAX).min(n)
             }
         };
         if self.started < due {
             let i = self.started as usize;
             let iss = self.isn(self.started);
-            self.conns[i] = Conn {
+            self.conns[i] = FlowConnection {
                 state: FlowState::SynSent,
                 iss,
                 snd_una: iss,
                 snd_nxt: iss.wrapping_add(1),
                 syn_at: now,
-                ..Conn::default()
+                ..FlowConnection::default()
             };
             let Some(len) = self.syn(out, i) else {
-                self.conns[i] = Conn::default();
+                self.conns[i] = FlowConnection::default();
                 return Sent::Nothing;
             };
             self.started += 1;
             self.pending += 1;
             self.counters.handshakes_started += 1;
             self.counters.control_sent += 1;
-            self.arm(i, now + SYN_RTO_NS);
+            self.arm_timer(i, now + SYN_RTO_NS);
             return Sent::Syn(len);
         }
         // A fixed set: data once every handshake is over.
-        if (self.rate.is_none() && self.pending > 0) || self.est.is_empty() {
+        if (self.rate.is_none() && self.pending > 0) || self.established.is_empty() {
             return Sent::Nothing;
         }
-        for _ in 0..self.est.len() {
-            let i = self.est[self.rr % self.est.len()] as usize;
-            self.rr = (self.rr + 1) % self.est.len();
+        for _ in 0..self.established.len() {
+            let i = self.established[self.next_established % self.established.len()] as usize;
+            self.next_established = (self.next_established + 1) % self.established.len();
             let c = self.conns[i];
             let in_flight = u64::from(c.snd_nxt.wrapping_sub(c.snd_una));
             if in_flight + u64::from(self.payload_len) > u64::from(c.snd_wnd) {
@@ -431,7 +432,7 @@ impl TcpGen {
                     self.conns[i].tries += 1;
                     self.counters.syn_retransmits += 1;
                     self.counters.control_sent += 1;
-                    self.arm(i, now + (SYN_RTO_NS << (c.tries + 1)));
+                    self.arm_timer(i, now + (SYN_RTO_NS << (c.tries + 1)));
                     return Some(len);
                 }
                 FlowState::SynSent => {
@@ -446,7 +447,7 @@ impl TcpGen {
                     self.conns[i].snd_nxt = c.snd_nxt;
                     let len = len?;
                     self.conns[i].tries += 1;
-                    self.arm(i, now + FIN_RTO_NS);
+                    self.arm_timer(i, now + FIN_RTO_NS);
                     return Some(len);
                 }
                 FlowState::FinWait => {
@@ -462,18 +463,18 @@ impl TcpGen {
 
     fn leave_est(&mut self, i: usize) {
         // Rare (a RST, a peer's FIN): a scan of the established list.
-        if let Some(p) = self.est.iter().position(|&f| f as usize == i) {
-            self.est.remove(p);
-            if self.rr > p {
-                self.rr -= 1;
+        if let Some(p) = self.established.iter().position(|&f| f as usize == i) {
+            self.established.remove(p);
+            if self.next_established > p {
+                self.next_established -= 1;
             }
             if let Some(at) = self.close_at.as_mut().filter(|at| **at > p) {
                 *at -= 1;
             }
-            if self.est.is_empty() {
-                self.rr = 0;
+            if self.established.is_empty() {
+                self.next_established = 0;
             } else {
-                self.rr %= self.est.len();
+                self.next_established %= self.established.len();
             }
         }
         let c = self.conns[i];
@@ -531,7 +532,7 @@ impl TcpGen {
                 cm.snd_wnd = u32::from(seg.window);
                 cm.timer = 0;
                 self.pending -= 1;
-                self.est.push(i as u32);
+                self.established.push(i as u32);
                 self.counters.handshakes_completed += 1;
                 self.setup.record(now.saturating_sub(c.syn_at));
                 self.control(buf, i, flags::ACK)
@@ -608,14 +609,14 @@ impl TcpGen {
 
     /// Whether closing still has segments to send.
     pub fn close_pending(&self) -> bool {
-        self.close_at.is_some_and(|p| p < self.est.len())
+        self.close_at.is_some_and(|p| p < self.established.len())
     }
 
     /// While closing: the next flow's FIN or RST (`how`), written into
     /// `out`; None when every flow has had its own.
     pub fn close_next(&mut self, now: u64, out: &mut [u8], how: Close) -> Option<usize> {
         let p = self.close_at?;
-        let &i = self.est.get(p)?;
+        let &i = self.established.get(p)?;
         let i = i as usize;
         let c = self.conns[i];
         let len = match how {
@@ -628,7 +629,7 @@ impl TcpGen {
                 c.tries = 0;
                 self.fin_waiting += 1;
                 self.counters.closes_started += 1;
-                self.arm(i, now + FIN_RTO_NS);
+                self.arm_timer(i, now + FIN_RTO_NS);
                 len
             }
             Close::Rst => {

@@ -58,8 +58,7 @@ use fastables_packet::tcp::{option, TcpOptions};
 use fastables_packet::MacAddr;
 
 use crate::flow::Tuple;
-
-const SEC: u64 = 1_000_000_000;
+use crate::NS_PER_SEC;
 
 /// The window scale both ends offer.
 pub const WSCALE: u8 = 7;
@@ -84,11 +83,11 @@ const MSS_OPTION: [u8; 4] = [option::MSS, 4, 0x05, 0xb4];
 
 /// The first SYN retransmission timeout (Linux's initial RTO); doubled
 /// after each retransmission.
-pub const SYN_RTO_NS: u64 = SEC;
+pub const SYN_RTO_NS: u64 = NS_PER_SEC;
 /// SYN retransmissions before a handshake fails.
 pub const SYN_RETRIES: u8 = 2;
 /// The FIN retransmission timeout.
-pub const FIN_RTO_NS: u64 = SEC;
+pub const FIN_RTO_NS: u64 = NS_PER_SEC;
 /// FIN retransmissions before a close fails.
 pub const FIN_RETRIES: u8 = 1;
 /// Flows of which `--proto tcp` keeps state at most.
@@ -101,8 +100,8 @@ fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-fn mix(mut x: u64) -> u64 {
-    // splitmix64's finaliser.
+/// splitmix64's finaliser: the initial sequence numbers' hash.
+fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use fastables_packet::ethernet::{EthernetRepr, ETHERTYPE_IPV4};
 use fastables_packet::tcp::flags;
 
-use super::{after, mix, reversed, Segment, MSS_OPTION, SYN_OPTIONS, WINDOW};
+use super::{after, reversed, splitmix64, Segment, MSS_OPTION, SYN_OPTIONS, WINDOW};
 use crate::flow::Tuple;
 use crate::frame::{write_tcp, TcpHeader};
 
@@ -146,11 +146,13 @@ impl TcpResponder {
                 self.counters.table_full += 1;
                 return None;
             }
-            let iss = mix(self.nonce
-                ^ u64::from(seg.seq)
-                ^ (u64::from(u32::from(key.src)) << 32)
-                ^ (u64::from(key.sport) << 16)
-                ^ u64::from(key.dport)) as u32;
+            let iss = splitmix64(
+                self.nonce
+                    ^ u64::from(seg.seq)
+                    ^ (u64::from(u32::from(key.src)) << 32)
+                    ^ (u64::from(key.sport) << 16)
+                    ^ u64::from(key.dport),
+            ) as u32;
             let c = ResponderConn {
                 state: ResponderState::SynReceived,
                 irs: seg.seq,

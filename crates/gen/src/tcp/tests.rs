@@ -369,20 +369,20 @@ fn beyond_the_window_a_strict_conntrack_says_invalid() {
 fn syns_are_sent_again_then_the_handshake_fails() {
     let mut g = tcp_gen(space("1000"), FlowMode::Fixed(1), 1);
     let mut b = vec![0u8; 2048];
-    let t0 = 5 * SEC;
+    let t0 = 5 * NS_PER_SEC;
     assert_eq!(g.next_frame(t0, &mut b, 0), Sent::Syn(62));
     let first = parse_segment(&b[..62]).unwrap();
-    assert!(!g.timer_due(t0 + SEC - 1));
-    assert_eq!(g.retransmit(t0 + SEC - 1, &mut b), None);
-    assert_eq!(g.retransmit(t0 + SEC, &mut b), Some(62));
+    assert!(!g.timer_due(t0 + NS_PER_SEC - 1));
+    assert_eq!(g.retransmit(t0 + NS_PER_SEC - 1, &mut b), None);
+    assert_eq!(g.retransmit(t0 + NS_PER_SEC, &mut b), Some(62));
     assert_eq!(parse_segment(&b[..62]).unwrap(), first, "the same SYN");
-    assert_eq!(g.retransmit(t0 + SEC, &mut b), None);
-    assert_eq!(g.retransmit(t0 + 3 * SEC - 1, &mut b), None);
-    assert_eq!(g.retransmit(t0 + 3 * SEC, &mut b), Some(62));
-    assert_eq!(g.retransmit(t0 + 7 * SEC - 1, &mut b), None);
+    assert_eq!(g.retransmit(t0 + NS_PER_SEC, &mut b), None);
+    assert_eq!(g.retransmit(t0 + 3 * NS_PER_SEC - 1, &mut b), None);
+    assert_eq!(g.retransmit(t0 + 3 * NS_PER_SEC, &mut b), Some(62));
+    assert_eq!(g.retransmit(t0 + 7 * NS_PER_SEC - 1, &mut b), None);
     assert_eq!(g.state(0), FlowState::SynSent);
     assert!(g.can_send());
-    assert_eq!(g.retransmit(t0 + 7 * SEC, &mut b), None);
+    assert_eq!(g.retransmit(t0 + 7 * NS_PER_SEC, &mut b), None);
     assert_eq!(g.state(0), FlowState::Failed);
     let c = g.counters();
     assert_eq!(
@@ -396,7 +396,7 @@ fn syns_are_sent_again_then_the_handshake_fails() {
     );
     assert_eq!(g.handshakes_pending(), 0);
     assert!(!g.can_send(), "nothing left to send");
-    assert!(!g.timer_due(t0 + 100 * SEC));
+    assert!(!g.timer_due(t0 + 100 * NS_PER_SEC));
 }
 
 #[test]
@@ -405,7 +405,7 @@ fn a_syn_ack_after_the_handshake_failed_gets_a_rst() {
     let (_, syn) = w.next(0);
     let mut b = vec![0u8; 2048];
     for at in [1, 3, 7] {
-        w.now = 1_000_000_000 + at * SEC;
+        w.now = 1_000_000_000 + at * NS_PER_SEC;
         while w.gen.retransmit(w.now, &mut b).is_some() {}
     }
     assert_eq!(w.gen.state(0), FlowState::Failed);
@@ -427,7 +427,7 @@ fn a_syn_ack_after_the_handshake_failed_gets_a_rst() {
 fn set_up_latency_counts_from_the_first_syn() {
     let mut w = Wire::new(tcp_gen(space("1000"), FlowMode::Fixed(1), 1));
     let (_, _lost) = w.next(0);
-    w.now += SEC;
+    w.now += NS_PER_SEC;
     let mut b = vec![0u8; 2048];
     let n = w.gen.retransmit(w.now, &mut b).unwrap();
     w.now += 500_000;
@@ -437,7 +437,7 @@ fn set_up_latency_counts_from_the_first_syn() {
     let max = w.gen.setup_latency().max();
     assert!(max.abs_diff(1_000_500_000) < 1_000_000, "{max}");
     // The stale timer of the SYN does nothing.
-    assert_eq!(w.gen.retransmit(w.now + 10 * SEC, &mut b), None);
+    assert_eq!(w.gen.retransmit(w.now + 10 * NS_PER_SEC, &mut b), None);
     assert_eq!(w.gen.counters().handshakes_failed, 0);
     assert!(w.invalid.is_empty());
 }
@@ -547,7 +547,7 @@ fn a_reset_stops_the_flow_and_a_rst_close_is_seen_by_conntrack() {
 #[test]
 fn new_flows_handshake_at_their_rate_between_data() {
     let sp = space("1000-1099");
-    let flows = flows_needed(&sp, FlowMode::NewPerSecond(10), Some(SEC)).unwrap();
+    let flows = flows_needed(&sp, FlowMode::NewPerSecond(10), Some(NS_PER_SEC)).unwrap();
     assert_eq!(flows, 11);
     let mut w = Wire::new(tcp_gen(sp, FlowMode::NewPerSecond(10), flows));
     let t0 = w.now;
@@ -580,11 +580,11 @@ fn flows_needed_bounds_the_state() {
     assert_eq!(flows_needed(&sp, FlowMode::Cycle, None), Ok(65535));
     assert_eq!(flows_needed(&sp, FlowMode::Fixed(7), None), Ok(7));
     assert_eq!(
-        flows_needed(&sp, FlowMode::NewPerSecond(1000), Some(5 * SEC + 1)),
+        flows_needed(&sp, FlowMode::NewPerSecond(1000), Some(5 * NS_PER_SEC + 1)),
         Ok(5002)
     );
     assert_eq!(
-        flows_needed(&sp, FlowMode::NewPerSecond(1_000_000), Some(SEC)),
+        flows_needed(&sp, FlowMode::NewPerSecond(1_000_000), Some(NS_PER_SEC)),
         Ok(65535)
     );
     let big = FlowSpace {
