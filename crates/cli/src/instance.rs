@@ -113,7 +113,7 @@ pub struct ConntrackArgs {
     /// Statistics: one line per worker (`cpu=K`).
     #[arg(short = 'S', long = "stats", help_heading = "Commands")]
     pub stats: bool,
-    /// The events ([NEW], [UPDATE], [DESTROY]) of the connections the
+    /// The events (`[NEW]`, `[UPDATE]`, `[DESTROY]`) of the connections the
     /// filters match, as they happen, until Ctrl-C.
     #[arg(short = 'E', long = "event", help_heading = "Commands")]
     pub events: bool,

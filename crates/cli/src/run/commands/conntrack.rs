@@ -84,7 +84,7 @@ struct ConntrackPart {
 
 /// `conntrack -L/-C/-F/-D/-S` with the `-s -d -p --sport --dport` filters
 /// (on the ORIGINAL tuple, as conntrack-tools has them), over every
-/// worker's shard. `-E` is answered in [`answer`], which keeps the listener.
+/// worker's shard. `-E` is answered in [`answer`](super::answer), which keeps the listener.
 pub(super) fn conntrack_cmd(args: &[&str], workers: &Workers) -> control::Reply {
     let (op, filter) = match parse_ct_args(args) {
         Ok(x) => x,
