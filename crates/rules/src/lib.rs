@@ -11,7 +11,6 @@
 pub mod compile;
 pub mod ctx;
 pub mod error;
-pub mod eval_ref;
 pub mod list;
 pub mod model;
 pub mod names;

@@ -174,6 +174,18 @@ impl Ipv4Net {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfaceName(pub String);
 
+impl IfaceName {
+    /// The kernel's interface name comparison: `name` equals this one, or
+    /// starts with it when it ends in `+` (`eth+` matches `eth0`; `+` matches
+    /// every name, the empty one included).
+    pub fn matches(&self, name: &str) -> bool {
+        match self.0.strip_suffix('+') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == self.0,
+        }
+    }
+}
+
 /// An inclusive port range; a single port has `lo == hi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {

@@ -3,11 +3,13 @@
 //! give the same verdicts, the same packet context afterwards (effects, mark,
 //! TTL, conntrack mark) and the same counters.
 
+mod eval_ref;
+
 use std::net::Ipv4Addr;
 
+use eval_ref::{RefRuleset, RefState};
 use fastables_rules::compile::{CompileOptions, CompiledRuleset, Flavor, RuleState};
 use fastables_rules::ctx::{CtCtx, PacketCtx, Verdict};
-use fastables_rules::eval_ref::{RefRuleset, RefState};
 use fastables_rules::model::*;
 use proptest::prelude::*;
 

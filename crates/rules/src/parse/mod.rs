@@ -3244,7 +3244,7 @@ mod tests {
     /// Lines checked against the real `iptables-restore` + `iptables-save`
     /// (1.8.9, nft) in a fresh netns: `table \t input line \t saved rules
     /// joined by " | "` or `ERROR` when iptables-restore refused the line.
-    const KERNEL_LINES: &str = include_str!("testdata/kernel_lines.tsv");
+    const KERNEL_LINES: &str = include_str!("../testdata/kernel_lines.tsv");
 
     fn one(table: &str, line: &str) -> Result<String, RulesError> {
         let text = format!("*{table}\n{line}\nCOMMIT\n");

@@ -774,15 +774,7 @@ fn nft_limit_step(b: &mut Bucket, cost: u64, max: u64, now_ns: u64) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// Helpers shared with the reference evaluator
-
-/// The kernel's interface name comparison: exact, or prefix with a trailing `+`.
-pub(crate) fn iface_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('+') {
-        Some(prefix) => name.starts_with(prefix),
-        None => name == pattern,
-    }
-}
+// Interface masks
 
 /// The mask of an `-i`/`-o` match over interface indices plus [`IF_NONE`] and
 /// [`IF_UNKNOWN`], with the inversion folded in.
@@ -790,17 +782,16 @@ fn iface_mask(m: Option<&Neg<crate::model::IfaceName>>, ifaces: &[&str]) -> u64 
     let Some(n) = m else {
         return !0;
     };
-    let pat = n.val.0.as_str();
     let mut mask = 0u64;
     for (i, name) in ifaces.iter().enumerate() {
-        if iface_matches(pat, name) {
+        if n.val.matches(name) {
             mask |= 1 << i;
         }
     }
-    if iface_matches(pat, "") {
+    if n.val.matches("") {
         mask |= IF_NONE;
     }
-    if pat == "+" {
+    if n.val.0 == "+" {
         mask |= IF_UNKNOWN;
     }
     if n.inv {
