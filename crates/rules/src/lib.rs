@@ -12,10 +12,14 @@ pub mod compile;
 pub mod ctx;
 pub mod error;
 pub mod list;
+mod matches;
 pub mod model;
 pub mod names;
 pub mod parse;
 pub mod print;
+mod targets;
+#[cfg(test)]
+mod testutil;
 mod validate;
 
 pub use error::{ErrorKind, RulesError, RulesErrors};

@@ -292,6 +292,10 @@ impl CtStateSet {
     /// `--ctstate SNAT` / `DNAT` (virtual states of `-m conntrack`).
     pub const SNAT: u8 = 1 << 5;
     pub const DNAT: u8 = 1 << 6;
+    /// The states of a packet that has a connection.
+    pub const TRACKED: u8 = Self::NEW | Self::ESTABLISHED | Self::RELATED;
+    /// The states conntrack gives a packet (not the virtual SNAT and DNAT).
+    pub const BASIC: u8 = Self::TRACKED | Self::INVALID | Self::UNTRACKED;
 
     pub fn contains(self, bit: u8) -> bool {
         self.0 & bit != 0
