@@ -15,7 +15,7 @@ pub enum Shortcut {
     /// The ruleset has no such chain: the packet goes on (ACCEPT), nothing is counted.
     Absent,
     /// A built-in chain without rules: `verdict` is its policy; count the
-    /// packet on `entry` ([`RuleState::count`]), which is also the deciding
+    /// packet on `entry` ([`RuleState::count`](super::RuleState::count)), which is also the deciding
     /// entry (`Effects::last`).
     Policy { entry: u32, verdict: Verdict },
 }
@@ -54,10 +54,10 @@ impl CompiledRuleset {
     /// share (addresses, protocol, ports, interfaces, conntrack state,
     /// tuples and direction, the packet mark as earlier entries set it,
     /// address types). Then the entries one packet counted
-    /// ([`RuleState::record`]) are the ones every later such packet would
+    /// ([`RuleState::record`](super::RuleState::record)) are the ones every later such packet would
     /// count, with the same verdict; if none of them has a target that acts
     /// on the packet or the connection ([`CompiledRuleset::replayable`]),
-    /// the data plane may count them again ([`RuleState::replay`]) instead
+    /// the data plane may count them again ([`RuleState::replay`](super::RuleState::replay)) instead
     /// of running the chain (DESIGN.md: "a verdict may be cached per
     /// connection"). Not invariant: TCP flags and options, `-m length`,
     /// `-m ttl`, `-m limit`, `--ctstatus` (ASSURED comes later).

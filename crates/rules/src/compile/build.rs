@@ -5,8 +5,8 @@
 //! compiled by their extensions (`matches/`, `targets/`).
 
 use super::program::{
-    Act, ChainLayout, Entry, EntryInfo, Net, F_DST_INV, F_FRAG, F_FRAG_INV, F_PROTO_INV, F_SRC_INV,
-    IF_NONE, IF_UNKNOWN, MAX_IFACES,
+    Act, ChainLayout, Cold, EntryInfo, Hot, Net, F_DST_INV, F_FRAG, F_FRAG_INV, F_PROTO_INV,
+    F_SRC_INV, IF_NONE, IF_UNKNOWN, MAX_IFACES,
 };
 use super::{CompileError, CompileOptions, CompiledRuleset, Flavor};
 use crate::ctx::Needs;
@@ -20,7 +20,7 @@ use crate::targets::{self};
 pub(crate) struct RuleBuild<'a> {
     pub(crate) line: u32,
     pub(crate) proto: Option<Neg<u8>>,
-    pub(crate) entry: &'a mut Entry,
+    pub(crate) entry: &'a mut Hot,
     /// No side-table match compiled yet for this rule.
     pub(crate) first: bool,
     pub(crate) needs: &'a mut Needs,
@@ -82,7 +82,6 @@ impl CompiledRuleset {
         let mut c = CompiledRuleset {
             hot: Vec::new(),
             cold: Vec::new(),
-            entries: Vec::new(),
             exts: Vec::new(),
             targets: Vec::new(),
             infos: Vec::new(),
@@ -121,8 +120,6 @@ impl CompiledRuleset {
             let build = plan_table(table, tpos.map(|p| &rs.tables[p]))?;
             c.compile_table(&build, tpos, ifaces)?;
         }
-        (c.hot, c.cold) = c.entries.iter().map(Entry::split).unzip();
-        c.entries = Vec::new();
         Ok(c)
     }
 
@@ -136,7 +133,7 @@ impl CompiledRuleset {
         let nbuiltin = table.builtin_hooks().len();
         // First pass: entry index of each chain's first rule.
         let mut starts = Vec::with_capacity(b.order.len());
-        let mut next = self.entries.len() as u32;
+        let mut next = self.hot.len() as u32;
         for ch in &b.order {
             starts.push(next);
             next += ch.map_or(0, |(_, c)| c.rules.len() as u32) + 1;
@@ -190,10 +187,11 @@ impl CompiledRuleset {
             let chain_idx = self.chain_names.len() as u32;
             self.chain_names.push(chain_name);
             let rules: &[Rule] = ch.map_or(&[], |(_, c)| c.rules.as_slice());
-            debug_assert_eq!(self.entries.len() as u32, starts[k]);
+            debug_assert_eq!(self.hot.len() as u32, starts[k]);
             for (ri, r) in rules.iter().enumerate() {
-                let e = self.compile_rule(r, ifaces, &find)?;
-                self.entries.push(e);
+                let (hot, cold) = self.compile_rule(r, ifaces, &find)?;
+                self.hot.push(hot);
+                self.cold.push(cold);
                 self.targets.push(r.target.clone());
                 self.infos.push(EntryInfo {
                     table,
@@ -202,7 +200,7 @@ impl CompiledRuleset {
                     line: r.line,
                 });
             }
-            let end = self.entries.len() as u32;
+            let end = self.hot.len() as u32;
             let act = if k < nbuiltin {
                 let pol = ch.and_then(|(_, c)| c.policy).unwrap_or(Policy::Accept);
                 self.hooks[table as usize][table.builtin_hooks()[k] as usize] =
@@ -214,7 +212,8 @@ impl CompiledRuleset {
             } else {
                 Act::Return
             };
-            self.entries.push(Entry::always(act));
+            self.hot.push(Hot::always());
+            self.cold.push(Cold::always(act));
             self.targets.push(Target::None);
             self.infos.push(EntryInfo {
                 table,
@@ -238,8 +237,8 @@ impl CompiledRuleset {
         r: &Rule,
         ifaces: &[&str],
         find: &dyn Fn(&str, u32) -> Result<u32, CompileError>,
-    ) -> Result<Entry, CompileError> {
-        let mut e = Entry::always(Act::Continue);
+    ) -> Result<(Hot, Cold), CompileError> {
+        let mut e = Hot::always();
         if let Some(s) = &r.src {
             let n = Net::from(s);
             e.src = n.addr;
@@ -270,7 +269,7 @@ impl CompiledRuleset {
                 e.flags |= F_FRAG_INV;
             }
         }
-        e.ext_start = self.exts.len() as u32;
+        let ext_start = self.exts.len() as u32;
         let mut b = RuleBuild {
             line: r.line,
             proto: r.proto,
@@ -286,9 +285,12 @@ impl CompiledRuleset {
                 b.first = false;
             }
         }
-        e.ext_end = self.exts.len() as u32;
-        e.act = targets::compile(&r.target, r.line, find, &mut self.needs)?;
-        Ok(e)
+        let cold = Cold {
+            ext_start,
+            ext_end: self.exts.len() as u32,
+            act: targets::compile(&r.target, r.line, find, &mut self.needs)?,
+        };
+        Ok((e, cold))
     }
 }
 

@@ -15,6 +15,7 @@ pub(super) const IF_UNKNOWN: u64 = 1 << 62;
 /// Interfaces an interface match can address (bits 0..62 of the masks).
 pub const MAX_IFACES: usize = 62;
 
+// `Hot::flags`: which of the inline criteria are present or inverted.
 pub(super) const F_SRC_INV: u16 = 1 << 0;
 pub(super) const F_DST_INV: u16 = 1 << 1;
 pub(super) const F_PROTO_INV: u16 = 1 << 2;
@@ -45,31 +46,11 @@ pub(crate) enum Act {
     Apply(Action),
 }
 
-/// One flat entry while compiling; split into [`Hot`] and [`Cold`] at the end.
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub(super) src: u32,
-    pub(super) smsk: u32,
-    pub(super) dst: u32,
-    pub(super) dmsk: u32,
-    pub(super) in_mask: u64,
-    pub(super) out_mask: u64,
-    pub(super) sport: [u16; 2],
-    pub(super) dport: [u16; 2],
-    pub(super) ext_start: u32,
-    pub(super) ext_end: u32,
-    pub(super) flags: u16,
-    pub(super) proto: u8,
-    pub(super) tfl_mask: u8,
-    pub(super) tfl_comp: u8,
-    pub(super) act: Act,
-}
-
 /// The criteria of an entry that reject most non-matching rules, packed
 /// densely (48 bytes) for the scan. Interface masks have bit `i` for
 /// interface index `i`, plus [`IF_NONE`] and [`IF_UNKNOWN`], inversion folded in.
 #[derive(Debug, Clone)]
-pub(super) struct Hot {
+pub(crate) struct Hot {
     pub(super) src: u32,
     pub(super) smsk: u32,
     pub(super) dst: u32,
@@ -92,34 +73,22 @@ pub(super) struct Cold {
     pub(super) act: Act,
 }
 
-impl Entry {
-    pub(super) fn split(&self) -> (Hot, Cold) {
-        (
-            Hot {
-                src: self.src,
-                smsk: self.smsk,
-                dst: self.dst,
-                dmsk: self.dmsk,
-                in_mask: self.in_mask,
-                out_mask: self.out_mask,
-                sport: self.sport,
-                dport: self.dport,
-                flags: self.flags,
-                proto: self.proto,
-                tfl_mask: self.tfl_mask,
-                tfl_comp: self.tfl_comp,
-            },
-            Cold {
-                ext_start: self.ext_start,
-                ext_end: self.ext_end,
-                act: self.act,
-            },
-        )
+impl Cold {
+    /// No side-table match.
+    pub(super) fn always(act: Act) -> Cold {
+        Cold {
+            ext_start: 0,
+            ext_end: 0,
+            act,
+        }
     }
+}
 
-    /// An entry with no criteria (policy entries, implicit RETURN).
-    pub(super) fn always(act: Act) -> Entry {
-        Entry {
+impl Hot {
+    /// No criteria: every packet matches (policy entries, implicit RETURN,
+    /// and where a rule's compilation starts).
+    pub(super) fn always() -> Hot {
+        Hot {
             src: 0,
             smsk: 0,
             dst: 0,
@@ -128,13 +97,10 @@ impl Entry {
             out_mask: !0,
             sport: [0, u16::MAX],
             dport: [0, u16::MAX],
-            ext_start: 0,
-            ext_end: 0,
             flags: 0,
             proto: 0,
             tfl_mask: 0,
             tfl_comp: 0,
-            act,
         }
     }
 
@@ -256,7 +222,7 @@ pub struct RuleInfo<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flavor {
     /// The xtables modules (iptables-legacy): `-m limit` is `xt_limit.c`
-    /// (credits refilled per jiffy at [`HZ`]).
+    /// (credits refilled per jiffy at [`HZ`](super::HZ)).
     #[default]
     Xtables,
     /// What iptables-nft 1.8.9 installs: `-m limit` becomes nftables' native
@@ -276,10 +242,9 @@ pub struct CompileOptions {
 /// each worker keeps its own [`RuleState`](super::RuleState).
 #[derive(Debug, Clone)]
 pub struct CompiledRuleset {
+    /// The entries, in two parallel arrays.
     pub(super) hot: Vec<Hot>,
     pub(super) cold: Vec<Cold>,
-    /// Entries while compiling (empty afterwards).
-    pub(super) entries: Vec<Entry>,
     pub(super) exts: Vec<Ext>,
     pub(super) targets: Vec<Target>,
     pub(super) infos: Vec<EntryInfo>,

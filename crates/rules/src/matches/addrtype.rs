@@ -8,10 +8,10 @@ use std::fmt::Write;
 use super::{MatchResult, Missing};
 use crate::compile::{CompileError, RuleBuild};
 use crate::ctx::PacketCtx;
-use crate::error::{ErrorKind, PResult, Problem};
+use crate::error::{PResult, Problem};
 use crate::model::{AddrTypeSet, AddrtypeMatch, Neg};
 use crate::names;
-use crate::parse::{bad, conflict, Opt, OptSpec};
+use crate::parse::{bad, conflict, not_allowed, Opt, OptSpec};
 use crate::print::bang;
 use crate::validate::{IN, OUT, POST, PRE};
 
@@ -89,15 +89,13 @@ pub(super) fn finish(t: AddrtypeMatch, need: Missing) -> PResult<AddrtypeMatch> 
 /// output one, on every hook that reaches the rule.
 pub(super) fn hook_problems(a: &AddrtypeMatch, hooks: u8, problems: &mut Vec<Problem>) {
     if a.limit_iface_in && hooks & (OUT | POST) != 0 {
-        problems.push(Problem::new(
-            ErrorKind::NotAllowed,
+        problems.push(not_allowed(
             "--limit-iface-in",
             "addrtype --limit-iface-in is not valid in OUTPUT or POSTROUTING (no input interface)",
         ));
     }
     if a.limit_iface_out && hooks & (PRE | IN) != 0 {
-        problems.push(Problem::new(
-            ErrorKind::NotAllowed,
+        problems.push(not_allowed(
             "--limit-iface-out",
             "addrtype --limit-iface-out is not valid in PREROUTING or INPUT (no output interface)",
         ));

@@ -1,6 +1,8 @@
 //! `-m conntrack` (`xt_conntrack.c`): the connection's state (with the
-//! virtual SNAT and DNAT states), status bits, and the addresses and ports
-//! of its original and reply tuples.
+//! virtual SNAT and DNAT states), status bits, and the addresses of its
+//! original and reply tuples and the ports of the original one. Not
+//! supported yet (refused with a message): `--ctproto`, `--ctexpire`,
+//! `--ctdir`, `--ctreplsrcport`, `--ctrepldstport`.
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;

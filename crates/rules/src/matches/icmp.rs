@@ -3,14 +3,14 @@
 
 use std::fmt::Write;
 
-use super::{l4_guard, proto_required, MatchResult, Missing};
+use super::{l4_guard, MatchResult, Missing};
 use crate::compile::{CompileError, RuleBuild};
 use crate::ctx::PacketCtx;
 use crate::error::PResult;
 use crate::list::inv_prefix;
 use crate::model::{IcmpType, Neg};
 use crate::names::{self, parse_uint};
-use crate::parse::{bad, Opt, OptSpec};
+use crate::parse::{bad, not_allowed, Opt, OptSpec};
 use crate::print::bang;
 
 pub(super) const OPTIONS: &[OptSpec] = &[OptSpec::value("icmp-type", 0).invertible()];
@@ -88,10 +88,7 @@ pub(super) fn finish(
     need: Missing,
 ) -> PResult<Neg<IcmpType>> {
     if !matches!(proto, Some(Neg { inv: false, val: 1 })) {
-        return Err(proto_required(
-            "-m icmp",
-            "the icmp match requires `-p icmp`",
-        ));
+        return Err(not_allowed("-m icmp", "the icmp match requires `-p icmp`"));
     }
     i.ok_or_else(|| need.option("--icmp-type"))
 }

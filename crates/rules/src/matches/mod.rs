@@ -19,7 +19,7 @@ use std::fmt::Write;
 
 use crate::compile::{CompileError, RuleBuild};
 use crate::ctx::PacketCtx;
-use crate::error::{ErrorKind, PResult, Problem};
+use crate::error::{PResult, Problem};
 use crate::model::*;
 use crate::parse::{conflict, Opt, OptSpec};
 
@@ -433,11 +433,6 @@ fn list_ports(out: &mut String, name: &str, p: &Option<Neg<PortRange>>) {
     } else {
         let _ = write!(out, " {name}s:{inv}{lo}:{hi}");
     }
-}
-
-/// The match needs `-p` with one of the protocols its message names.
-fn proto_required(tok: &str, msg: &str) -> Problem {
-    Problem::new(ErrorKind::NotAllowed, tok, msg)
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use std::fmt::Write;
 use super::{l4_guard, MatchResult, Missing};
 use crate::compile::{CompileError, RuleBuild};
 use crate::ctx::PacketCtx;
-use crate::error::{ErrorKind, PResult, Problem};
+use crate::error::PResult;
 use crate::list::{inv_prefix, range};
 use crate::model::{MultiportDir, MultiportMatch, Neg, PortRange};
-use crate::parse::{bad, conflict, parse_port, Opt, OptSpec};
+use crate::parse::{bad, conflict, not_allowed, parse_port, Opt, OptSpec};
 use crate::print::{bang, ports};
 
 const SOURCE: u8 = 0;
@@ -82,18 +82,14 @@ pub(super) fn parse_option(
 /// its option (and at the end of the rule).
 pub(super) fn check_proto(proto: Option<Neg<u8>>) -> PResult<()> {
     match proto {
-        None | Some(Neg { val: 0, .. }) => Err(Problem::new(
-            ErrorKind::NotAllowed,
-            "-m multiport",
+        None | Some(Neg { val: 0, .. }) => Err(not_allowed("-m multiport",
             "multiport needs `-p tcp`, `-p udp`, `-p udplite`, `-p sctp` or `-p dccp` before its option",
         )),
         Some(Neg {
             inv: false,
             val: 6 | 17 | 136 | 132 | 33,
         }) => Ok(()),
-        Some(_) => Err(Problem::new(
-            ErrorKind::NotAllowed,
-            "-m multiport",
+        Some(_) => Err(not_allowed("-m multiport",
             "multiport only works with TCP, UDP, UDPLITE, SCTP and DCCP",
         )),
     }

@@ -5,12 +5,12 @@
 
 use std::fmt::Write;
 
-use super::{l4_guard, list_ports, nft_port, payload_port, proto_required, MatchResult};
+use super::{l4_guard, list_ports, nft_port, payload_port, MatchResult};
 use crate::compile::{CompileError, Range16, RuleBuild};
 use crate::ctx::PacketCtx;
 use crate::error::PResult;
 use crate::model::{Neg, TcpFlags, TcpMatch};
-use crate::parse::{bad, conflict, parse_num_range, parse_port_range, Opt, OptSpec};
+use crate::parse::{bad, conflict, not_allowed, parse_num_range, parse_port_range, Opt, OptSpec};
 use crate::print::{bang, hidden_only, port_opt, shown};
 
 const SPORT: u8 = 0;
@@ -102,7 +102,7 @@ fn parse_tcp_flags(s: &str) -> PResult<u8> {
 
 pub(super) fn finish(t: TcpMatch, proto: Option<Neg<u8>>) -> PResult<TcpMatch> {
     if !matches!(proto, Some(Neg { val: 6, .. })) {
-        return Err(proto_required("-m tcp", "the tcp match requires `-p tcp`"));
+        return Err(not_allowed("-m tcp", "the tcp match requires `-p tcp`"));
     }
     if matches!(proto, Some(Neg { inv: true, .. }))
         && (!(payload_port(&t.sport) || payload_port(&t.dport) || t.flags.is_some())
@@ -110,7 +110,7 @@ pub(super) fn finish(t: TcpMatch, proto: Option<Neg<u8>>) -> PResult<TcpMatch> {
     {
         // iptables-nft turns these into the xtables tcp match, which the
         // kernel refuses after `! -p tcp`.
-        return Err(proto_required(
+        return Err(not_allowed(
             "-m tcp",
             "after `! -p tcp` the tcp match needs a port or flag test and no --tcp-option",
         ));

@@ -1,12 +1,12 @@
 //! `-m udp` (`xt_tcpudp.c`): source and destination port ranges. A leading
 //! udp match's ports are also stored inline in the rule's entry.
 
-use super::{l4_guard, list_ports, nft_port, payload_port, proto_required, MatchResult};
+use super::{l4_guard, list_ports, nft_port, payload_port, MatchResult};
 use crate::compile::{CompileError, Range16, RuleBuild};
 use crate::ctx::PacketCtx;
 use crate::error::PResult;
 use crate::model::{Neg, UdpMatch};
-use crate::parse::{parse_port_range_wrapping, Opt, OptSpec};
+use crate::parse::{not_allowed, parse_port_range_wrapping, Opt, OptSpec};
 use crate::print::{hidden_only, port_opt, shown};
 
 const SPORT: u8 = 0;
@@ -30,12 +30,12 @@ pub(super) fn parse_option(u: &mut UdpMatch, opt: &Opt<'_>) -> PResult<()> {
 
 pub(super) fn finish(u: UdpMatch, proto: Option<Neg<u8>>) -> PResult<UdpMatch> {
     if !matches!(proto, Some(Neg { val: 17, .. })) {
-        return Err(proto_required("-m udp", "the udp match requires `-p udp`"));
+        return Err(not_allowed("-m udp", "the udp match requires `-p udp`"));
     }
     if matches!(proto, Some(Neg { inv: true, .. }))
         && !(payload_port(&u.sport) || payload_port(&u.dport))
     {
-        return Err(proto_required(
+        return Err(not_allowed(
             "-m udp",
             "after `! -p udp` the udp match needs a port test",
         ));

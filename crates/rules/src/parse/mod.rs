@@ -20,16 +20,12 @@
 //! - commands: `-A`, `-I [n]`, `-D rule|n`, `-R n`, `-N`, `-X [chain]`,
 //!   `-F [chain]`, `-Z [chain]`, `-P`, `-E`; rule options `-s -d -p -i -o -f -j
 //!   -g -m -c` and their long forms (unique prefixes accepted, as getopt does);
-//! - matches: tcp, udp, icmp, multiport, conntrack (ctstate, ctstatus,
-//!   ctorig/ctrepl addresses, ctorig ports), state, comment, mark, ttl, length,
-//!   iprange, limit, addrtype;
-//! - targets: ACCEPT, DROP, RETURN, chains (`-j`/`-g`), REJECT, LOG, MARK,
-//!   CONNMARK, TTL, NOTRACK, `CT --notrack`, TCPMSS, SNAT, DNAT, MASQUERADE,
-//!   REDIRECT.
+//! - the matches and targets of [`crate::names::SUPPORTED_MATCHES`] and
+//!   [`crate::names::SUPPORTED_TARGETS`] (each extension's file says which of
+//!   its options it refuses).
 //!
 //! Not supported (an error names them): other matches and targets, hostnames
-//! (except `localhost`), `-j CT` without `--notrack`,
-//! conntrack `--ctproto/--ctexpire/--ctdir/--ctrepl*port`.
+//! (except `localhost`).
 
 use crate::error::{RulesError, RulesErrors};
 use crate::model::*;
@@ -42,7 +38,7 @@ mod values;
 
 pub(crate) use options::{Opt, OptSpec};
 pub(crate) use restore::empty_table;
-pub(crate) use values::{bad, conflict};
+pub(crate) use values::{bad, conflict, not_allowed};
 pub(crate) use values::{
     parse_mark, parse_net_raw, parse_num_range, parse_port, parse_port_range,
     parse_port_range_wrapping, parse_range_addrs, parse_u32_val,

@@ -307,7 +307,7 @@ impl RuleParser {
                     }
                     self.base_opt(spec.id, this_inv, &opt_tok, &args)?;
                 }
-                Owner::Match(mi) => {
+                Owner::Match(_) | Owner::Target => {
                     self.rule_opts.push(opt_tok.clone());
                     let opt = Opt {
                         id: spec.id,
@@ -315,17 +315,9 @@ impl RuleParser {
                         tok: &opt_tok,
                         args: &args,
                     };
-                    self.matches[mi].apply(&opt, self.proto)?;
-                }
-                Owner::Target => {
-                    self.rule_opts.push(opt_tok.clone());
-                    let opt = Opt {
-                        id: spec.id,
-                        inv: this_inv,
-                        tok: &opt_tok,
-                        args: &args,
-                    };
-                    if let Some((ts, _)) = &mut self.target {
+                    if let Owner::Match(mi) = owner {
+                        self.matches[mi].apply(&opt, self.proto)?;
+                    } else if let Some((ts, _)) = &mut self.target {
                         ts.apply(&opt, self.proto)?;
                     }
                 }

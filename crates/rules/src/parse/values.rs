@@ -13,6 +13,12 @@ pub(crate) fn bad(tok: &str, msg: impl Into<String>) -> Problem {
     Problem::new(ErrorKind::BadValue, tok, msg)
 }
 
+/// A value or option that the rule's other options (its protocol, its chain)
+/// do not allow.
+pub(crate) fn not_allowed(tok: &str, msg: impl Into<String>) -> Problem {
+    Problem::new(ErrorKind::NotAllowed, tok, msg)
+}
+
 /// Options that cannot go together, or a required one missing.
 pub(crate) fn conflict(tok: &str, msg: impl Into<String>) -> Problem {
     Problem::new(ErrorKind::Conflict, tok, msg)

@@ -22,7 +22,7 @@ use std::fmt::Write;
 
 use crate::compile::{Act, CompileError};
 use crate::ctx::{Needs, PacketCtx};
-use crate::error::{ErrorKind, PResult, Problem};
+use crate::error::{PResult, Problem};
 use crate::model::*;
 use crate::parse::{conflict, Opt, OptSpec};
 use crate::validate::{FWD, IN, OUT, POST, PRE};
@@ -403,12 +403,6 @@ impl Action {
             | Action::Tcpmss(_) => false,
         }
     }
-}
-
-/// An error of a target's `finish`: a needed option is missing, or the rule's
-/// protocol does not allow it.
-fn not_allowed(tok: &str, msg: &str) -> Problem {
-    Problem::new(ErrorKind::NotAllowed, tok, msg)
 }
 
 #[cfg(test)]

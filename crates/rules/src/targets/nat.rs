@@ -5,9 +5,9 @@
 
 use std::fmt::Write;
 
-use crate::error::{ErrorKind, PResult, Problem};
+use crate::error::{PResult, Problem};
 use crate::model::{NatFlags, NatRange, Neg, PortRange};
-use crate::parse::{bad, conflict, parse_port, parse_range_addrs, Opt, OptSpec};
+use crate::parse::{bad, conflict, not_allowed, parse_port, parse_range_addrs, Opt, OptSpec};
 
 const RANGE: u8 = 0;
 const RANDOM: u8 = 1;
@@ -97,8 +97,7 @@ fn ports_ok(proto: Option<Neg<u8>>) -> bool {
 }
 
 fn need_ports_proto(tok: &str) -> Problem {
-    Problem::new(
-        ErrorKind::NotAllowed,
+    not_allowed(
         tok,
         "a port range needs `-p tcp`, `-p udp`, `-p sctp` or `-p dccp` given before it",
     )

@@ -4,11 +4,10 @@
 
 use std::fmt::Write;
 
-use super::not_allowed;
 use crate::error::PResult;
 use crate::model::{Neg, RejectWith};
 use crate::names;
-use crate::parse::{bad, Opt, OptSpec};
+use crate::parse::{bad, not_allowed, Opt, OptSpec};
 
 pub(super) const OPTIONS: &[OptSpec] = &[OptSpec::value("reject-with", 0)];
 

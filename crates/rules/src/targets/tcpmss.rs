@@ -3,11 +3,10 @@
 
 use std::fmt::Write;
 
-use super::not_allowed;
 use crate::ctx::PacketCtx;
-use crate::error::{ErrorKind, PResult, Problem};
+use crate::error::{PResult, Problem};
 use crate::model::{Neg, TcpmssTarget};
-use crate::parse::{conflict, parse_num_range, Opt, OptSpec};
+use crate::parse::{conflict, not_allowed, parse_num_range, Opt, OptSpec};
 use crate::validate::{FWD, OUT, POST};
 
 const SET_MSS: u8 = 0;
@@ -41,8 +40,7 @@ pub(super) fn finish(
 /// `--clamp-mss-to-pmtu` needs the route: FORWARD, OUTPUT and POSTROUTING.
 pub(super) fn hook_problems(t: &TcpmssTarget, hooks: u8, problems: &mut Vec<Problem>) {
     if *t == TcpmssTarget::ClampToPmtu && hooks & !(FWD | OUT | POST) != 0 {
-        problems.push(Problem::new(
-            ErrorKind::NotAllowed,
+        problems.push(not_allowed(
             "--clamp-mss-to-pmtu",
             "TCPMSS --clamp-mss-to-pmtu is only valid in FORWARD, OUTPUT and POSTROUTING",
         ));
