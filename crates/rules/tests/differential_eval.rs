@@ -372,7 +372,7 @@ fn ifidx() -> impl Strategy<Value = Option<u8>> {
     prop_oneof![Just(None), (0u8..4).prop_map(Some), Just(Some(9))]
 }
 
-fn ct() -> impl Strategy<Value = CtCtx> {
+fn conntrack_ctx() -> impl Strategy<Value = CtCtx> {
     (
         prop_oneof![
             Just(CtStateSet::INVALID),
@@ -434,7 +434,7 @@ fn packet() -> impl Strategy<Value = PacketCtx> {
             ifidx(),
             ifidx(),
         ),
-        (1u16..16, 1u16..16, 0u32..4, ct()),
+        (1u16..16, 1u16..16, 0u32..4, conntrack_ctx()),
     )
         .prop_map(
             |(

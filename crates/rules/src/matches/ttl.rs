@@ -9,12 +9,12 @@ use crate::error::PResult;
 use crate::model::TtlMatch;
 use crate::parse::{conflict, parse_num_range, Opt, OptSpec};
 
-const EQ: u8 = 0;
-const LT: u8 = 1;
+const TTL_EQ: u8 = 0;
+const TTL_LT: u8 = 1;
 
 pub(super) const OPTIONS: &[OptSpec] = &[
-    OptSpec::value("ttl-eq", EQ).invertible(),
-    OptSpec::value("ttl-lt", LT),
+    OptSpec::value("ttl-eq", TTL_EQ).invertible(),
+    OptSpec::value("ttl-lt", TTL_LT),
     OptSpec::value("ttl-gt", 2),
 ];
 
@@ -28,9 +28,9 @@ pub(super) fn parse_option(t: &mut Option<TtlMatch>, opt: &Opt<'_>) -> PResult<(
     }
     let v = parse_num_range(opt.arg(), 0, 255, tok)? as u8;
     *t = Some(match (opt.id, opt.inv) {
-        (EQ, false) => TtlMatch::Eq(v),
-        (EQ, true) => TtlMatch::Ne(v),
-        (LT, _) => TtlMatch::Lt(v),
+        (TTL_EQ, false) => TtlMatch::Eq(v),
+        (TTL_EQ, true) => TtlMatch::Ne(v),
+        (TTL_LT, _) => TtlMatch::Lt(v),
         _ => TtlMatch::Gt(v),
     });
     Ok(())

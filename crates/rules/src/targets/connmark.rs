@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::mark::{self, Builder, Op};
+use super::mark::{self, Builder, Operation};
 use crate::ctx::PacketCtx;
 use crate::error::PResult;
 use crate::model::{ConnmarkTarget, CtStateSet, XMark};
@@ -25,16 +25,16 @@ pub(super) const OPTIONS: &[OptSpec] = &[
 
 pub(super) fn finish(t: Builder, tok: &str) -> PResult<ConnmarkTarget> {
     Ok(match t.op {
-        Op::Set => ConnmarkTarget::Set(t.xmark.unwrap_or(XMark { value: 0, mask: 0 })),
-        Op::Save => ConnmarkTarget::Save {
+        Operation::Set => ConnmarkTarget::Set(t.xmark.unwrap_or(XMark { value: 0, mask: 0 })),
+        Operation::Save => ConnmarkTarget::Save {
             nfmask: t.nfmask,
             ctmask: t.ctmask,
         },
-        Op::Restore => ConnmarkTarget::Restore {
+        Operation::Restore => ConnmarkTarget::Restore {
             nfmask: t.nfmask,
             ctmask: t.ctmask,
         },
-        Op::None => {
+        Operation::None => {
             return Err(conflict(
                 tok,
                 "CONNMARK: one of --set-xmark, --set-mark, --and-mark, --or-mark, --xor-mark, --save-mark, --restore-mark is required",

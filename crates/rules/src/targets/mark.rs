@@ -32,14 +32,14 @@ pub(super) const OPTIONS: &[OptSpec] = &[
 #[derive(Debug, Clone)]
 pub(crate) struct Builder {
     pub(super) xmark: Option<XMark>,
-    pub(super) op: Op,
+    pub(super) op: Operation,
     pub(super) nfmask: u32,
     pub(super) ctmask: u32,
 }
 
 /// CONNMARK's operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Op {
+pub(super) enum Operation {
     None,
     /// A mark operation (`--set-xmark` ...).
     Set,
@@ -53,7 +53,7 @@ impl Default for Builder {
     fn default() -> Builder {
         Builder {
             xmark: None,
-            op: Op::None,
+            op: Operation::None,
             nfmask: u32::MAX,
             ctmask: u32::MAX,
         }
@@ -83,7 +83,7 @@ pub(super) fn parse_option(
         SET_XMARK => {
             let (v, m) = parse_mark(a)?;
             t.xmark = Some(XMark { value: v, mask: m });
-            t.op = Op::Set;
+            t.op = Operation::Set;
         }
         SET_MARK => {
             let (v, m) = parse_mark(a)?;
@@ -91,25 +91,25 @@ pub(super) fn parse_option(
                 value: v,
                 mask: v | m,
             });
-            t.op = Op::Set;
+            t.op = Operation::Set;
         }
         AND_MARK => {
             let v = parse_u32_val(a, "mark")?;
             t.xmark = Some(XMark { value: 0, mask: !v });
-            t.op = Op::Set;
+            t.op = Operation::Set;
         }
         OR_MARK => {
             let v = parse_u32_val(a, "mark")?;
             t.xmark = Some(XMark { value: v, mask: v });
-            t.op = Op::Set;
+            t.op = Operation::Set;
         }
         XOR_MARK => {
             let v = parse_u32_val(a, "mark")?;
             t.xmark = Some(XMark { value: v, mask: 0 });
-            t.op = Op::Set;
+            t.op = Operation::Set;
         }
-        SAVE_MARK => t.op = Op::Save,
-        RESTORE_MARK => t.op = Op::Restore,
+        SAVE_MARK => t.op = Operation::Save,
+        RESTORE_MARK => t.op = Operation::Restore,
         MASK..=CTMASK
             if seen.contains(&MASK) && seen.iter().any(|&x| x == NFMASK || x == CTMASK) =>
         {
