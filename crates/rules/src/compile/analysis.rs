@@ -15,8 +15,8 @@ pub enum Shortcut {
     /// The ruleset has no such chain: the packet goes on (ACCEPT), nothing is counted.
     Absent,
     /// A built-in chain without rules: `verdict` is its policy; count the
-    /// packet on `entry` ([`RuleState::count`](super::RuleState::count)), which is also the deciding
-    /// entry (`Effects::last`).
+    /// packet on `entry` ([`RuleState::count`](super::RuleState::count)),
+    /// which is also the deciding entry (`Effects::last`).
     Policy { entry: u32, verdict: Verdict },
 }
 

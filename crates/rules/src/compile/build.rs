@@ -12,7 +12,7 @@ use super::{CompileError, CompileOptions, CompiledRuleset, Flavor};
 use crate::ctx::Needs;
 use crate::matches::{self, limit::Bucket};
 use crate::model::{Chain, IfaceName, Neg, Policy, Rule, Ruleset, Table, TableRules, Target};
-use crate::targets::{self};
+use crate::targets;
 
 /// What a rule's matches compile against: the rule's line (for errors) and
 /// protocol, its entry (whose inline fields a leading tcp or udp match
