@@ -174,6 +174,18 @@ impl Ipv4Net {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfaceName(pub String);
 
+impl IfaceName {
+    /// The kernel's interface name comparison: `name` equals this one, or
+    /// starts with it when it ends in `+` (`eth+` matches `eth0`; `+` matches
+    /// every name, the empty one included).
+    pub fn matches(&self, name: &str) -> bool {
+        match self.0.strip_suffix('+') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == self.0,
+        }
+    }
+}
+
 /// An inclusive port range; a single port has `lo == hi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -280,6 +292,10 @@ impl CtStateSet {
     /// `--ctstate SNAT` / `DNAT` (virtual states of `-m conntrack`).
     pub const SNAT: u8 = 1 << 5;
     pub const DNAT: u8 = 1 << 6;
+    /// The states of a packet that has a connection.
+    pub const TRACKED: u8 = Self::NEW | Self::ESTABLISHED | Self::RELATED;
+    /// The states conntrack gives a packet (not the virtual SNAT and DNAT).
+    pub const BASIC: u8 = Self::TRACKED | Self::INVALID | Self::UNTRACKED;
 
     pub fn contains(self, bit: u8) -> bool {
         self.0 & bit != 0
