@@ -9,7 +9,7 @@ use crate::entry::{status, Entry, ProtoInfo, NIL};
 use crate::index::{Index, SLOTS};
 use crate::tcp::{self, TcpCfg, TcpSeg, TcpVerdict};
 use crate::tuple::{
-    icmp_is_err, proto_has_ports, Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NR_ICMP_TYPES,
+    proto_has_ports, Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NR_ICMP_TYPES,
 };
 use crate::{ConfigError, Events, InsertError, Stats, TableConfig, Timeouts};
 
@@ -1316,7 +1316,7 @@ impl Table {
                 self.stats.error += 1;
                 return Track::Invalid;
             }
-            if icmp_is_err(p.icmp.icmp_type) {
+            if fastables_packet::icmp::is_error(p.icmp.icmp_type) {
                 return self.icmp_error(p, now_ns);
             }
         }

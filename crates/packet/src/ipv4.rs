@@ -19,6 +19,10 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
+/// IP protocol number of SCTP (ports where TCP and UDP have them).
+pub const PROTO_SCTP: u8 = 132;
+/// IP protocol number of UDP-Lite (ports where UDP has them).
+pub const PROTO_UDPLITE: u8 = 136;
 
 /// "Don't fragment" bit in the flags/fragment-offset word.
 pub const FLAG_DF: u16 = 0x4000;
