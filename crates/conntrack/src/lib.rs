@@ -46,12 +46,13 @@ pub use tuple::{Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 /// Timeouts in seconds; the defaults are the kernel's (`nf_conntrack_*_timeout*`
 /// sysctls). With the `serde` feature this is also the configuration file's
 /// `[conntrack.timeouts]` table: the field names are its keys, absent keys
-/// take the defaults, unknown keys are rejected.
+/// take the defaults, unknown keys are rejected (its error messages call the
+/// table `ConntrackTimeouts`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Deserialize),
-    serde(deny_unknown_fields, default)
+    serde(deny_unknown_fields, default, expecting = "struct ConntrackTimeouts")
 )]
 pub struct Timeouts {
     /// `nf_conntrack_tcp_timeout_syn_sent`.
