@@ -2,6 +2,8 @@
 //! connection they quote, a live entry's protocol tracker (TCP window and
 //! state, UDP stream, ICMP, generic), or a new connection.
 
+use fastables_packet::icmp::types;
+
 use crate::entry::{status, Entry, ProtoInfo};
 use crate::tcp::{self, TcpVerdict};
 use crate::tuple::{Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NR_ICMP_TYPES};
@@ -214,7 +216,10 @@ fn l4_packet(
         }
         IPPROTO_ICMP => {
             // nf_conntrack_icmp_packet(): only request types create connections.
-            if !matches!(tuple[0].icmp_type(), 8 | 13 | 15 | 17) {
+            if !matches!(
+                tuple[0].icmp_type(),
+                types::ECHO_REQUEST | types::TIMESTAMP | types::INFO_REQUEST | types::ADDRESS_MASK
+            ) {
                 return TcpVerdict::Invalid;
             }
             tcp::refresh(*st, timeout, cfg.icmp, now);
