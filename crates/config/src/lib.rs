@@ -27,6 +27,7 @@ use std::str::FromStr;
 
 use fastables_conntrack::{TableConfig, Timeouts};
 use fastables_packet::ethernet;
+pub use fastables_packet::ipv4::prefix_mask;
 use fastables_packet::{IfIndex, MacAddr};
 use serde::Deserialize;
 use toml::Spanned;
@@ -102,15 +103,6 @@ impl Ipv4Prefix {
     /// Whether `ip` is inside this prefix.
     pub fn contains(self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == self.network()
-    }
-}
-
-/// The netmask of a prefix length as a host-order u32; lengths above 32 count as 32.
-pub fn prefix_mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
     }
 }
 

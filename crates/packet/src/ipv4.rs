@@ -31,6 +31,19 @@ pub const FLAG_MF: u16 = 0x2000;
 /// Mask of the fragment offset (in 8-byte units) in the flags/fragment-offset word.
 pub const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
+/// The netmask of a prefix length as a host-order u32 (`/24` is
+/// `0xffff_ff00`); lengths above 32 count as 32.
+#[inline]
+pub const fn prefix_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else if len >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - len as u32)
+    }
+}
+
 /// Field offsets of the IPv4 header.
 pub mod field {
     use crate::Field;
@@ -425,6 +438,15 @@ mod tests {
         v.extend((0..payload_len).map(|i| i as u8));
         v.extend(std::iter::repeat_n(0, pad));
         v
+    }
+
+    #[test]
+    fn prefix_masks() {
+        assert_eq!(prefix_mask(0), 0);
+        assert_eq!(prefix_mask(1), 0x8000_0000);
+        assert_eq!(prefix_mask(24), 0xffff_ff00);
+        assert_eq!(prefix_mask(32), u32::MAX);
+        assert_eq!(prefix_mask(33), u32::MAX);
     }
 
     #[test]
