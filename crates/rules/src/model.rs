@@ -139,13 +139,7 @@ impl Ipv4Net {
 
     /// The mask of a prefix length: `/24` is `0xffff_ff00`; above 32 means 32.
     pub const fn prefix_mask(len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else if len >= 32 {
-            u32::MAX
-        } else {
-            u32::MAX << (32 - len as u32)
-        }
+        fastables_packet::ipv4::prefix_mask(len)
     }
 
     /// The prefix length when the mask is contiguous (`255.255.0.0` is 16),
