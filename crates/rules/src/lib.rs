@@ -24,6 +24,8 @@
 //!   is all of `-m limit`: options, checks, both printed forms, compiled form,
 //!   evaluation, tests); `matches/mod.rs` and `targets/mod.rs` are their
 //!   registries.
+//! - `blocks`: SNAT pools cut into port blocks, and the deterministic
+//!   mapping (RFC 7422) both ways.
 //! - `ctx`: what evaluation reads of a packet and what it writes back.
 //! - `names`, `error`: name tables; errors with file, line and token.
 //!
@@ -55,6 +57,7 @@
 //! to the frame, and then the data plane.
 #![deny(unsafe_code)]
 
+pub mod blocks;
 pub mod compile;
 pub mod ctx;
 pub mod error;

@@ -460,6 +460,25 @@ pub struct NatRange {
     /// `None` for REDIRECT/MASQUERADE (address chosen at run time) and for `:port`-only ranges.
     pub addr: Option<(Ipv4Addr, Ipv4Addr)>,
     pub ports: Option<PortRange>,
+    /// SNAT's port-block options (ours): the range is a pool handed out in
+    /// blocks of ports; `None` for every other range.
+    pub blocks: Option<PortBlocks>,
+}
+
+/// How an SNAT pool is handed out in blocks of ports (fastables' options of
+/// SNAT, after RFC 7422 and RFC 6888): deterministically, one computed
+/// block per inside address, or on demand. The layout and the mapping are
+/// [`crate::blocks`]'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortBlocks {
+    /// `--deterministic A/len` or `A-B`: the inside addresses, each with its
+    /// own block; `None`: dynamic blocks (`--block-size` alone).
+    pub inside: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// `--block-size N`: ports per block (deterministic: by default the
+    /// port range shared by the subscribers of one address).
+    pub size: Option<u16>,
+    /// `--max-blocks N`: dynamic blocks a subscriber may hold at once.
+    pub max_blocks: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

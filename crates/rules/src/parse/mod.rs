@@ -40,7 +40,7 @@ pub(crate) use options::{Opt, OptSpec};
 pub(crate) use restore::empty_table;
 pub(crate) use values::{bad, conflict, not_allowed};
 pub(crate) use values::{
-    parse_mark, parse_net_raw, parse_num_range, parse_port, parse_port_range,
+    parse_addr, parse_mark, parse_net_raw, parse_num_range, parse_port, parse_port_range,
     parse_port_range_wrapping, parse_range_addrs, parse_u32_val,
 };
 

@@ -2,23 +2,38 @@
 //! (`xt_MASQUERADE.c`) and `-j REDIRECT` (`xt_REDIRECT.c`). The rule only
 //! decides (`Verdict::Nat`); the data plane's NAT stage binds the connection
 //! to the target's range.
+//!
+//! SNAT also takes fastables' port-block options (`--deterministic`,
+//! `--block-size`, `--max-blocks`; the layout is `crate::blocks`'), which
+//! let `--to-source` be a prefix (`a/len`) as well.
 
 use std::fmt::Write;
+use std::net::Ipv4Addr;
 
+use crate::blocks::{range_text, Layout};
 use crate::error::{PResult, Problem};
-use crate::model::{NatFlags, NatRange, Neg, PortRange};
-use crate::parse::{bad, conflict, not_allowed, parse_port, parse_range_addrs, Opt, OptSpec};
+use crate::model::{NatFlags, NatRange, Neg, PortBlocks, PortRange};
+use crate::parse::{
+    bad, conflict, not_allowed, parse_addr, parse_num_range, parse_port, parse_range_addrs, Opt,
+    OptSpec,
+};
 
 const RANGE: u8 = 0;
 const RANDOM: u8 = 1;
 const RANDOM_FULLY: u8 = 2;
 const PERSISTENT: u8 = 3;
+const DETERMINISTIC: u8 = 4;
+const BLOCK_SIZE: u8 = 5;
+const MAX_BLOCKS: u8 = 6;
 
 pub(super) const SNAT_OPTIONS: &[OptSpec] = &[
     OptSpec::value("to-source", RANGE),
     OptSpec::flag("random", RANDOM),
     OptSpec::flag("random-fully", RANDOM_FULLY),
     OptSpec::flag("persistent", PERSISTENT),
+    OptSpec::value("deterministic", DETERMINISTIC),
+    OptSpec::value("block-size", BLOCK_SIZE),
+    OptSpec::value("max-blocks", MAX_BLOCKS),
 ];
 
 pub(super) const DNAT_OPTIONS: &[OptSpec] = &[
@@ -45,6 +60,11 @@ pub(crate) struct Builder {
     range: Option<NatRange>,
     ports: Option<PortRange>,
     flags: NatFlags,
+    /// SNAT's port-block options, if any was given.
+    blocks: Option<PortBlocks>,
+    /// `--to-source` as written when it was a prefix (`a/len`), which only
+    /// port blocks allow.
+    prefix: Option<String>,
 }
 
 /// An option of SNAT or DNAT; `proto` is the rule's `-p` so far.
@@ -53,13 +73,56 @@ pub(super) fn parse_range_option(
     opt: &Opt<'_>,
     proto: Option<Neg<u8>>,
 ) -> PResult<()> {
+    let blocks = || PortBlocks {
+        inside: None,
+        size: None,
+        max_blocks: None,
+    };
     match opt.id {
-        RANGE => b.range = Some(parse_nat_range(opt.arg())?),
+        RANGE => {
+            let arg = opt.arg();
+            let mut r = parse_nat_range(arg)?;
+            // A prefix stands for its addresses (port blocks only: finish
+            // refuses it otherwise).
+            if let Some((a, _)) = arg.split_once('/') {
+                let len = arg[a.len() + 1..].split(':').next().unwrap_or("");
+                r.addr = Some(parse_prefix(&format!("{a}/{len}"))?);
+                b.prefix = Some(arg.to_string());
+            }
+            b.range = Some(r);
+        }
         RANDOM => b.flags.random = true,
         RANDOM_FULLY => b.flags.random_fully = true,
-        _ => b.flags.persistent = true,
+        PERSISTENT => b.flags.persistent = true,
+        DETERMINISTIC => {
+            let arg = opt.arg();
+            let inside = if arg.contains('/') {
+                parse_prefix(arg)?
+            } else {
+                parse_range_addrs(arg)?
+            };
+            b.blocks.get_or_insert_with(blocks).inside = Some(inside);
+        }
+        BLOCK_SIZE => {
+            let n = parse_num_range(opt.arg(), 1, 65535, "--block-size")?;
+            b.blocks.get_or_insert_with(blocks).size = Some(n as u16);
+        }
+        _ => {
+            let n = parse_num_range(opt.arg(), 1, 65535, "--max-blocks")?;
+            b.blocks.get_or_insert_with(blocks).max_blocks = Some(n as u16);
+        }
     }
     check_ports(b, opt, proto)
+}
+
+/// `a/len` as the first and last address of the prefix (host bits of `a`
+/// ignored, as iptables does with `-s`).
+fn parse_prefix(s: &str) -> PResult<(Ipv4Addr, Ipv4Addr)> {
+    let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+    let len = parse_num_range(l, 0, 32, "a prefix length")? as u32;
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    let net = u32::from(parse_addr(a)?) & mask;
+    Ok((Ipv4Addr::from(net), Ipv4Addr::from(net | !mask)))
 }
 
 /// An option of MASQUERADE or REDIRECT; `proto` is the rule's `-p` so far.
@@ -137,6 +200,9 @@ fn parse_nat_range(s: &str) -> PResult<NatRange> {
     };
     let addr = if a.is_empty() {
         None
+    } else if a.contains('/') {
+        // A prefix: the caller reads it.
+        Some((Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED))
     } else {
         Some(parse_range_addrs(a)?)
     };
@@ -147,7 +213,11 @@ fn parse_nat_range(s: &str) -> PResult<NatRange> {
     if addr.is_none() && ports.is_none() {
         return Err(bad(s, "empty NAT range: use addr[-addr][:port[-port]]"));
     }
-    Ok(NatRange { addr, ports })
+    Ok(NatRange {
+        addr,
+        ports,
+        blocks: None,
+    })
 }
 
 /// SNAT's or DNAT's range (`opt` names it) and flags; `name` and `tok` are
@@ -159,11 +229,26 @@ pub(super) fn finish_range(
     tok: &str,
     opt: &str,
 ) -> PResult<(NatRange, NatFlags)> {
-    let range = b
+    let mut range = b
         .range
         .ok_or_else(|| conflict(tok, format!("{name}: option {opt} must be specified")))?;
     if range.ports.is_some() && !ports_ok(proto) {
         return Err(need_ports_proto(opt));
+    }
+    range.blocks = b.blocks;
+    if let Some(p) = &b.prefix {
+        if b.blocks.is_none() {
+            return Err(bad(
+                p,
+                format!(
+                    "{name}: {opt} takes addr[-addr][:port[-port]]; a prefix is for port \
+                     blocks (--deterministic or --block-size)"
+                ),
+            ));
+        }
+    }
+    if let Err(m) = Layout::of(&range) {
+        return Err(conflict(tok, format!("{name}: {m}")));
     }
     Ok((range, b.flags))
 }
@@ -218,6 +303,23 @@ fn save_flags(s: &mut String, f: &NatFlags, persistent: bool) {
 pub(super) fn save_snat(s: &mut String, range: &NatRange, flags: &NatFlags) {
     let _ = write!(s, " -j SNAT --to-source {}", nat_range(range));
     save_flags(s, flags, true);
+    if let Some(b) = &range.blocks {
+        blocks_text(s, b, "--");
+    }
+}
+
+/// The port-block options, each as `{dash}name value` (`--` for save,
+/// nothing for list).
+fn blocks_text(s: &mut String, b: &PortBlocks, dash: &str) {
+    if let Some((lo, hi)) = b.inside {
+        let _ = write!(s, " {dash}deterministic {}", range_text(lo, hi));
+    }
+    if let Some(n) = b.size {
+        let _ = write!(s, " {dash}block-size {n}");
+    }
+    if let Some(n) = b.max_blocks {
+        let _ = write!(s, " {dash}max-blocks {n}");
+    }
 }
 
 pub(super) fn save_dnat(s: &mut String, range: &NatRange, flags: &NatFlags) {
@@ -266,6 +368,9 @@ pub(super) fn list_range(out: &mut String, range: &NatRange, flags: &NatFlags) {
         let _ = write!(out, ":{}", nat_ports(p));
     }
     list_flags(out, flags);
+    if let Some(b) = &range.blocks {
+        blocks_text(out, b, "");
+    }
 }
 
 pub(super) fn list_masquerade(out: &mut String, ports: &Option<PortRange>, flags: &NatFlags) {
@@ -280,4 +385,96 @@ pub(super) fn list_redirect(out: &mut String, ports: &Option<PortRange>, flags: 
         let _ = write!(out, " redir ports {}", nat_ports(p));
     }
     list_flags(out, flags);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::list::{print_list, ListOptions};
+    use crate::model::Table;
+    use crate::parse::parse_restore;
+    use crate::print::print_save;
+
+    fn nat(rule: &str) -> Result<crate::model::Ruleset, String> {
+        let text = format!("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING {rule}\nCOMMIT\n");
+        parse_restore(&text, "t.v4").map_err(|e| e.to_string())
+    }
+
+    fn saved(rule: &str) -> String {
+        let rs = nat(rule).unwrap_or_else(|e| panic!("{rule}: {e}"));
+        let s = print_save(&rs, false);
+        s.lines()
+            .find(|l| l.starts_with("-A"))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn port_blocks_are_saved_and_listed() {
+        let r = "-s 172.18.0.0/24 -j SNAT --to-source 203.0.113.0/28 --deterministic 172.18.0.0/24 --block-size 2016";
+        let s = saved(r);
+        assert_eq!(
+            s,
+            "-A POSTROUTING -s 172.18.0.0/24 -j SNAT --to-source 203.0.113.0-203.0.113.15 \
+             --deterministic 172.18.0.0/24 --block-size 2016"
+        );
+        // What save prints reads back the same.
+        assert_eq!(saved(s.trim_start_matches("-A POSTROUTING ")), s);
+        let rs = nat(r).unwrap();
+        let l = print_list(&rs, Table::Nat, None, ListOptions::default()).unwrap();
+        assert!(
+            l.contains("to:203.0.113.0-203.0.113.15 deterministic 172.18.0.0/24 block-size 2016"),
+            "{l}"
+        );
+        assert_eq!(
+            saved("-p udp -j SNAT --to-source 198.51.100.1:2000-2999 --block-size 100 --max-blocks 3 --random"),
+            "-A POSTROUTING -p udp -j SNAT --to-source 198.51.100.1:2000-2999 --random \
+             --block-size 100 --max-blocks 3"
+        );
+        assert_eq!(
+            saved("-j SNAT --deterministic 10.0.0.1-10.0.0.5 --to-source 1.1.1.1"),
+            "-A POSTROUTING -j SNAT --to-source 1.1.1.1 --deterministic 10.0.0.1-10.0.0.5"
+        );
+    }
+
+    #[test]
+    fn inconsistent_port_blocks_are_refused() {
+        for (rule, want) in [
+            (
+                "-j SNAT --to-source 203.0.113.0/30 --deterministic 172.18.0.0/24 --block-size 2016",
+                "the pool is too small",
+            ),
+            (
+                "-j SNAT --to-source 203.0.113.0/28",
+                "a prefix is for port blocks",
+            ),
+            (
+                "-j SNAT --to-source 1.1.1.1 --max-blocks 2",
+                "dynamic port blocks need --block-size",
+            ),
+            (
+                "-j SNAT --to-source 1.1.1.1 --deterministic 10.0.0.0/24 --max-blocks 2",
+                "--max-blocks is for dynamic blocks",
+            ),
+            (
+                "-p tcp -j SNAT --to-source 1.1.1.1:5000-5009 --block-size 11",
+                "larger than the port range",
+            ),
+            (
+                "-j SNAT --to-source 1.1.1.1 --block-size 0",
+                "--block-size",
+            ),
+            (
+                "-j SNAT --to-source 1.1.1.1 --deterministic 10.0.0.9-10.0.0.1",
+                "reversed",
+            ),
+            (
+                "-j DNAT --to-destination 10.0.0.0/24",
+                "a prefix is for port blocks",
+            ),
+            ("-j MASQUERADE --block-size 64", "block-size"),
+        ] {
+            let e = nat(rule).expect_err(rule);
+            assert!(e.contains(want), "{rule}: {e}");
+        }
+    }
 }
