@@ -20,21 +20,25 @@
 //! tracker), IPv6, zones, accounting counters, TCP sequence adjustment.
 #![deny(unsafe_code)]
 
+pub mod blocks;
 pub mod entry;
 pub mod format;
 mod index;
 pub mod nat;
+pub mod natevent;
 mod prefetch;
 pub mod table;
 pub mod tcp;
 pub mod tuple;
 
+pub use blocks::BlockPoolSpec;
 pub use entry::{status, tcp_flags, Entry, ProtoInfo, TcpDirState, TcpInfo, TcpState};
 pub use format::{
     format_count, format_entry, format_event, format_events_summary, format_stats, format_summary,
     EventKind,
 };
 pub use nat::{Manip, NatRange};
+pub use natevent::{NatEvent, NatEventKind};
 pub use prefetch::prefetch;
 pub use table::{
     CtState, EntryId, Hint, IcmpFacts, NewConn, PacketFacts, ReplyFilter, Table, TableFullLog,

@@ -37,6 +37,9 @@ pub struct NatRange {
     pub max_proto: u16,
     /// Base port for `PROTO_OFFSET`.
     pub base_proto: u16,
+    /// With [`NatRange::BLOCKS`]: the table's dynamic block pool
+    /// ([`Table::set_block_pools`]' order) the ports come from.
+    pub pool: u16,
 }
 
 impl NatRange {
@@ -50,6 +53,13 @@ impl NatRange {
     pub const PROTO_RANDOM_FULLY: u32 = 1 << 4;
     pub const PROTO_OFFSET: u32 = 1 << 5;
     pub const NETMAP: u32 = 1 << 6;
+    /// Ours: the range is one subscriber's deterministic block (RFC 7422),
+    /// so that no free port in it is that subscriber's quota exceeded.
+    pub const DETERMINISTIC: u32 = 1 << 8;
+    /// Ours: the ports come from the subscriber's dynamic blocks of pool
+    /// [`NatRange::pool`], a new block when none has a free port; the
+    /// address and port fields are then ignored.
+    pub const BLOCKS: u32 = 1 << 9;
     /// `NF_NAT_RANGE_PROTO_RANDOM_ALL`.
     pub const PROTO_RANDOM_ALL: u32 = Self::PROTO_RANDOM | Self::PROTO_RANDOM_FULLY;
 
@@ -239,24 +249,33 @@ fn find_best_ips_proto(t: &mut Tuple, range: &NatRange, manip: Manip) {
 }
 
 impl Table {
-    /// `nf_nat_setup_info()` on an unconfirmed entry.
+    /// `nf_nat_setup_info()` on an unconfirmed entry. False when the range
+    /// is dynamic port blocks and none could serve the connection (which
+    /// must then be dropped).
     pub(crate) fn nat_setup_info(
         &mut self,
         e: &mut Entry,
         range: &NatRange,
         manip: Manip,
         now: u64,
-    ) {
+    ) -> bool {
         let done = match manip {
             Manip::Src => status::SRC_NAT_DONE,
             Manip::Dst => status::DST_NAT_DONE,
         };
         if e.status & done != 0 {
-            return;
+            return true;
         }
+        let mut ok = true;
         // What we've got will look like inverse of reply.
         if let Some(curr) = e.tuple[1].invert() {
-            let new = self.get_unique_tuple(&curr, range, e, manip, now);
+            let new = if manip == Manip::Src && range.flags & NatRange::BLOCKS != 0 {
+                let (t, found) = self.block_tuple(&curr, range, e, now);
+                ok = found;
+                t
+            } else {
+                self.get_unique_tuple(&curr, range, e, manip, now)
+            };
             if new != curr {
                 if let Some(reply) = new.invert() {
                     e.tuple[1] = reply;
@@ -268,6 +287,7 @@ impl Table {
             }
         }
         e.status |= done;
+        ok
     }
 
     /// Choose the tuple for NAT of a new connection without inserting it: what
@@ -457,15 +477,30 @@ impl Table {
         manip: Manip,
         now: u64,
     ) -> Tuple {
+        self.unique_tuple(orig, range, ct, manip, now, false).0
+    }
+
+    /// `get_unique_tuple()`, and whether the tuple is known to be free:
+    /// with `check`, ways the kernel takes without looking (a one-port
+    /// range, a protocol without ports, a search given up) look.
+    pub(crate) fn unique_tuple(
+        &mut self,
+        orig: &Tuple,
+        range: &NatRange,
+        ct: &Entry,
+        manip: Manip,
+        now: u64,
+        check: bool,
+    ) -> (Tuple, bool) {
         // 1) Source mappings: keep the original, or reuse the current mapping.
         if manip == Manip::Src && range.flags & NatRange::PROTO_RANDOM_ALL == 0 {
             if nf_in_range(orig, range) {
                 if !self.used_tuple_new(orig, ct, now) {
-                    return *orig;
+                    return (*orig, true);
                 }
             } else if let Some(t) = self.find_appropriate_src(orig, range) {
                 if !self.used_tuple(&t, ct, manip, now) {
-                    return t;
+                    return (t, true);
                 }
             }
         }
@@ -479,18 +514,23 @@ impl Table {
                     && l4proto_in_range(&t, manip, range.min_proto, range.max_proto)
                     && (range.min_proto == range.max_proto || !self.used_tuple(&t, ct, manip, now))
                 {
-                    return t;
+                    let free = range.min_proto != range.max_proto
+                        || (check && !self.used_tuple(&t, ct, manip, now));
+                    return (t, free);
                 }
             } else if !self.used_tuple(&t, ct, manip, now) {
-                return t;
+                return (t, true);
             }
         }
         // Last chance: get protocol to try to obtain unique tuple.
-        self.l4proto_unique_tuple(&mut t, range, manip, ct, now);
-        t
+        let found = self.l4proto_unique_tuple(&mut t, range, manip, ct, now);
+        let free = found || (check && !self.used_tuple(&t, ct, manip, now));
+        (t, free)
     }
 
-    /// `nf_nat_l4proto_unique_tuple()`.
+    /// `nf_nat_l4proto_unique_tuple()`; true when it found a free tuple
+    /// (false too when it did not look: a protocol without ports, a
+    /// destination port it may not change).
     fn l4proto_unique_tuple(
         &mut self,
         t: &mut Tuple,
@@ -498,7 +538,7 @@ impl Table {
         manip: Manip,
         ct: &Entry,
         now: u64,
-    ) {
+    ) -> bool {
         let specified = range.flags & NatRange::PROTO_SPECIFIED != 0;
         let (min, range_size): (u32, u32);
         let icmp = t.proto == IPPROTO_ICMP;
@@ -521,7 +561,7 @@ impl Table {
             if !specified {
                 // If it's dst rewrite, can't change port
                 if manip == Manip::Dst {
-                    return;
+                    return false;
                 }
                 if key < 1024 {
                     // Loose convention: >> 512 is credential passing
@@ -546,10 +586,10 @@ impl Table {
             }
             key
         } else {
-            return;
+            return false;
         };
         if range_size == 0 {
-            return;
+            return false;
         }
 
         let mut off: u16 = if range.flags & NatRange::PROTO_OFFSET != 0 {
@@ -571,12 +611,12 @@ impl Table {
                     t.dport = v;
                 }
                 if !self.used_tuple_harder(t, ct, manip, attempts - i, now) {
-                    return;
+                    return true;
                 }
                 off = off.wrapping_add(1);
             }
             if attempts >= range_size || attempts < 16 {
-                return;
+                return false;
             }
             attempts /= 2;
             off = self.rng.u16();

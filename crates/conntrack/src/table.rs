@@ -12,18 +12,22 @@
 //! - `insert.rs`: confirming a new connection (capacity, clash and chain
 //!   checks, linking, the NAT source index);
 //! - `early_drop.rs`: the kernel's hash chains, early drop and "table full";
-//! - `expire.rs`: the incremental sweep and the gc worker's runs.
+//! - `expire.rs`: the incremental sweep and the gc worker's runs;
+//! - `blocks.rs`: dynamic port blocks and the NAT event log.
 //!
 //! NAT's port search is in `crate::nat`.
 
 use std::hash::{BuildHasher, Hasher};
 
+use crate::blocks::BlockPool;
 use crate::entry::{status, Entry, NIL};
 use crate::index::{Index, SLOTS};
+use crate::natevent::NatLog;
 use crate::tcp::TcpCfg;
 use crate::tuple::{Dir, Tuple};
 use crate::{ConfigError, Events, Stats, TableConfig, Timeouts};
 
+mod blocks;
 mod early_drop;
 mod expire;
 mod facts;
@@ -156,6 +160,17 @@ pub struct Table {
     /// Bumped whenever an entry is linked into or unlinked from the hash
     /// chains: a [`Hint`] taken at another value may be stale.
     changes: u64,
+    /// Dynamic port-block pools (`-j SNAT --block-size`), this worker's
+    /// share of each; the active ones first, in the rules' order.
+    pub(crate) pools: Vec<BlockPool>,
+    /// The NAT event log, while attached.
+    pub(crate) natlog: NatLog,
+    /// The latest `now` the table was given: the time of events recorded
+    /// where none is passed (removals).
+    pub(crate) clock: u64,
+    /// The block just handed out for the connection being confirmed (pool,
+    /// block), until its insertion counts it or fails.
+    pub(crate) block_fresh: Option<(usize, u32)>,
 }
 
 /// What [`Table::lookup_batch`] found for one tuple, handed to
@@ -269,6 +284,10 @@ impl Table {
             reserved,
             reply_filter: None,
             changes: 0,
+            pools: Vec::new(),
+            natlog: NatLog::default(),
+            clock: 0,
+            block_fresh: None,
         })
     }
 
@@ -443,6 +462,9 @@ impl Table {
 
     /// Unlink and free slot `i`, returning the entry as it was (DYING set).
     pub(crate) fn remove_idx(&mut self, i: usize) -> Entry {
+        if self.natlog.on || !self.pools.is_empty() {
+            self.nat_removed(i);
+        }
         self.changes = self.changes.wrapping_add(1);
         self.unlink_node(i, Dir::Original);
         self.unlink_node(i, Dir::Reply);

@@ -26,6 +26,10 @@ pub const DEFAULT_PORTS: (u16, u16) = (1024, 65535);
 /// given (Junos' `max-blocks-per-address` default).
 pub const DEFAULT_MAX_BLOCKS: u16 = 8;
 
+/// Blocks a dynamic pool may have: each worker keeps state for every
+/// block (the conntrack crate's `MAX_POOL_BLOCKS`).
+pub const MAX_DYNAMIC_BLOCKS: u64 = 1 << 20;
+
 /// How the blocks of a pool are handed out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -156,11 +160,19 @@ impl Layout {
                 if max_blocks == 0 {
                     return Err("--max-blocks must be at least 1".into());
                 }
+                let per_addr = nports / u32::from(size);
+                let blocks = naddr * u64::from(per_addr);
+                if blocks > MAX_DYNAMIC_BLOCKS {
+                    return Err(format!(
+                        "the pool has {blocks} blocks; dynamic pools have at most \
+                         {MAX_DYNAMIC_BLOCKS}: use larger blocks or a smaller pool"
+                    ));
+                }
                 Ok(Layout {
                     pool,
                     ports,
                     size,
-                    per_addr: nports / u32::from(size),
+                    per_addr,
                     mode: Mode::Dynamic { max_blocks },
                 })
             }
@@ -232,6 +244,35 @@ impl Layout {
         let inside = u64::from(lo) + k;
         (inside <= u64::from(hi)).then_some(inside as u32)
     }
+}
+
+/// The port-block pools of a table's rules that overlap, as (line, line of
+/// the earlier rule, message): a public address and port must belong to one
+/// pool for the mapping to be answered, and for a block to be found again.
+pub fn overlaps(rules: &[(u32, &NatRange)]) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let pools: Vec<(u32, Layout)> = rules
+        .iter()
+        .filter_map(|(line, r)| Layout::of(r).ok().flatten().map(|l| (*line, l)))
+        .collect();
+    for (i, (line, a)) in pools.iter().enumerate() {
+        if let Some((first, _)) = pools[..i].iter().find(|(_, b)| {
+            a.pool.0 <= b.pool.1
+                && b.pool.0 <= a.pool.1
+                && a.ports.0 <= b.ports.1
+                && b.ports.0 <= a.ports.1
+                && a != b
+        }) {
+            out.push((
+                *line,
+                format!(
+                    "its port blocks overlap those of the rule at line {first}: give each \
+                     port-block rule its own pool (the same options again share one)"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// An address range as the rules print it: `a/len` when it is exactly a

@@ -162,6 +162,7 @@ pub(crate) fn validate_table(t: &TableRules) -> Vec<(u32, Problem)> {
             errs.extend(problems.into_iter().map(|p| (r.line, p)));
         }
     }
+    errs.extend(targets::table_problems(t));
     errs.sort_by_key(|e| e.0);
     errs
 }

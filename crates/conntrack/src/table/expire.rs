@@ -56,6 +56,7 @@ impl Table {
         budget: usize,
         mut on_destroy: impl FnMut(EntryId, &Entry),
     ) -> usize {
+        self.clock = now_ns;
         let n = self.entries.len();
         if n == 0 {
             return 0;

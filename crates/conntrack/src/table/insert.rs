@@ -105,6 +105,9 @@ impl Table {
         slot.status |= status::CONFIRMED;
         self.len += 1;
         self.stats.insert += 1;
+        if self.natlog.on || !self.pools.is_empty() {
+            self.nat_inserted(i);
+        }
         Ok(EntryId { idx: i as u32, gen })
     }
 
@@ -161,6 +164,7 @@ impl Table {
         reply: Tuple,
         now_ns: u64,
     ) -> Result<EntryId, InsertError> {
+        self.clock = now_ns;
         let mut e = Entry::new(orig, reply);
         e.timeout = match orig.proto {
             IPPROTO_TCP => self.cfg.tcp.timeouts[0],
@@ -186,21 +190,29 @@ impl Table {
         snat: Option<&crate::NatRange>,
         now_ns: u64,
     ) -> Result<EntryId, InsertError> {
+        self.clock = now_ns;
         let NewConn { entry: mut e, seen } = new;
         if let Some(r) = dnat {
             self.nat_setup_info(&mut e, r, crate::Manip::Dst, now_ns);
         }
         if let Some(r) = snat {
-            self.nat_setup_info(&mut e, r, crate::Manip::Src, now_ns);
+            let served = self.nat_setup_info(&mut e, r, crate::Manip::Src, now_ns);
             // The port search gave up on a reserved port: nothing clashes in
             // the table, but the port may not be used.
-            if let Some(t) = e.tuple[1].invert() {
-                if self.reserved_hit(&t, &e, crate::Manip::Src) {
-                    return Err(self.clash(Dir::Reply));
-                }
+            let reserved = e.tuple[1]
+                .invert()
+                .is_some_and(|t| self.reserved_hit(&t, &e, crate::Manip::Src));
+            if !served || reserved {
+                let err = self.clash(Dir::Reply);
+                self.nat_refused(&e, r, served.then_some(err));
+                return Err(err);
             }
         }
-        self.insert_entry(e, now_ns, Some(seen))
+        let res = self.insert_entry(e, now_ns, Some(seen));
+        if let (Err(err), Some(r)) = (res, snat) {
+            self.nat_refused(&e, r, Some(err));
+        }
+        res
     }
 
     /// Apply one manip to a new connection now (`nf_nat_setup_info`): the

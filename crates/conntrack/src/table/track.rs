@@ -21,6 +21,7 @@ impl Table {
     /// tuple found: when the hint still holds ([`Hint`]) the chain is not
     /// walked again; the result is the same either way.
     pub fn track_hinted(&mut self, p: &PacketFacts, now_ns: u64, hint: Option<Hint>) -> Track {
+        self.clock = now_ns;
         if p.fragment {
             // get_l4proto() fails for non-first fragments
             self.stats.invalid += 1;

@@ -22,7 +22,7 @@ use std::fmt::Write;
 
 use crate::compile::{Act, CompileError};
 use crate::ctx::{Needs, PacketCtx};
-use crate::error::{PResult, Problem};
+use crate::error::{ErrorKind, PResult, Problem};
 use crate::model::*;
 use crate::parse::{conflict, Opt, OptSpec};
 use crate::validate::{FWD, IN, OUT, POST, PRE};
@@ -314,6 +314,24 @@ pub(crate) fn hook_problems(t: &Target, hooks: u8, problems: &mut Vec<Problem>) 
     if let Target::Tcpmss(t) = t {
         tcpmss::hook_problems(t, hooks, problems);
     }
+}
+
+/// Problems between the rules of one table that no rule has alone: SNAT
+/// port-block pools that overlap.
+pub(crate) fn table_problems(t: &TableRules) -> Vec<(u32, Problem)> {
+    let snat: Vec<(u32, &NatRange)> = t
+        .chains
+        .iter()
+        .flat_map(|c| c.rules.iter())
+        .filter_map(|r| match &r.target {
+            Target::Snat { range, .. } => Some((r.line, range)),
+            _ => None,
+        })
+        .collect();
+    crate::blocks::overlaps(&snat)
+        .into_iter()
+        .map(|(line, m)| (line, Problem::new(ErrorKind::Conflict, "-j SNAT", m)))
+        .collect()
 }
 
 /// What a rule's entry does when the rule matches; `jump` gives the first

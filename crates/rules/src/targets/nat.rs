@@ -437,6 +437,12 @@ mod tests {
     }
 
     #[test]
+    fn rules_may_share_a_pool_with_the_same_options() {
+        let r = "-p tcp -j SNAT --to-source 1.1.1.0/30 --block-size 64\n-A POSTROUTING -p udp -j SNAT --to-source 1.1.1.0-1.1.1.3 --block-size 64";
+        nat(r).unwrap();
+    }
+
+    #[test]
     fn inconsistent_port_blocks_are_refused() {
         for (rule, want) in [
             (
@@ -472,6 +478,10 @@ mod tests {
                 "a prefix is for port blocks",
             ),
             ("-j MASQUERADE --block-size 64", "block-size"),
+            (
+                "-j SNAT --to-source 1.1.1.0/30 --block-size 64\n-A POSTROUTING -j SNAT --to-source 1.1.1.3 --block-size 100",
+                "overlap those of the rule at line 3",
+            ),
         ] {
             let e = nat(rule).expect_err(rule);
             assert!(e.contains(want), "{rule}: {e}");
