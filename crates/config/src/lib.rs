@@ -32,6 +32,9 @@ use fastables_packet::{IfIndex, MacAddr};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod natlog;
+pub use natlog::{NatLogConfig, SyslogFormat, SyslogTarget};
+
 /// At most this many interfaces (interface matches compile to 64-bit masks).
 pub const MAX_INTERFACES: usize = 64;
 /// The smallest MTU an IPv4 interface may have (RFC 791).
@@ -377,6 +380,8 @@ pub struct Config {
     pub stats: StatsConfig,
     /// Control socket settings.
     pub control: ControlConfig,
+    /// NAT event logging (`[nat_log]`), if configured.
+    pub nat_log: Option<NatLogConfig>,
 }
 
 // ---------------------------------------------------------------------------
@@ -400,6 +405,7 @@ struct RawConfig {
     stats: RawStats,
     #[serde(default)]
     control: RawControl,
+    nat_log: Option<Spanned<natlog::RawNatLog>>,
 }
 
 #[derive(Deserialize)]
@@ -607,6 +613,14 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| ControlConfig::default().socket),
         };
+        let nat_log = match raw.nat_log {
+            Some(n) => {
+                let span = n.span();
+                let dir = path.parent().unwrap_or(Path::new(""));
+                Some(n.into_inner().validate(&cx, span, dir)?)
+            }
+            None => None,
+        };
         Ok(Config {
             path: path.to_path_buf(),
             rules,
@@ -617,6 +631,7 @@ impl Config {
             workers,
             stats,
             control,
+            nat_log,
         })
     }
 
