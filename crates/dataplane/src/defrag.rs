@@ -4,7 +4,7 @@
 //! While conntrack is loaded the kernel reassembles every fragmented datagram
 //! before raw PREROUTING, so that conntrack and NAT see it whole, and
 //! fragments it again on output. Here the fragments of a datagram stay in
-//! their frame buffers ([`crate::io::Action::Held`]) until all of it has
+//! their frame buffers ([`crate::worker::Action::Held`]) until all of it has
 //! arrived; then the first fragment goes through the pipeline standing for
 //! the whole datagram (its length for the rules and counters is the
 //! datagram's), and the other fragments follow its fate: the header fields
@@ -21,7 +21,7 @@
 //! Bounds: [`MAX_DATAGRAMS`] datagrams, [`MAX_FRAGS`] fragments each and
 //! [`MAX_HELD`] frames in all; beyond them the oldest datagram goes.
 
-use crate::io::FrameAddr;
+use crate::port::FrameAddr;
 use fastables_rules::ctx::IfIndex;
 
 /// Datagrams being reassembled at once.

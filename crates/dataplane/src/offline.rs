@@ -26,9 +26,10 @@ use std::path::{Path, PathBuf};
 use fastables_rules::ctx::IfIndex;
 
 use crate::drop::DropReason;
-use crate::io::{Frame, FrameAddr, PacketIo, Worker, FRAME_SIZE};
 use crate::pcap::{PcapError, PcapReader, PcapRecord, PcapWriter, LINKTYPE_ETHERNET};
+use crate::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use crate::rss::Rss;
+use crate::worker::Worker;
 
 /// Errors of the offline port.
 #[derive(Debug, thiserror::Error)]

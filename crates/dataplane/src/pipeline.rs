@@ -64,11 +64,12 @@ use crate::trace::{self, TraceFilter, Tracer};
 
 use crate::icmp::{self, codes};
 use crate::iface::{IfaceError, Interfaces};
-use crate::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use crate::log::{format_ipv4, LogQueue};
 use crate::nat;
 use crate::neigh::{self, ArpOutcome, HeldEvent, Neighbors};
+use crate::port::{Frame, FrameAddr, FRAME_SIZE};
 use crate::route::{Fib, RouteResult, RouteType};
+use crate::worker::{Action, Batch};
 
 const ETH_LEN: usize = 14;
 
@@ -759,6 +760,7 @@ impl Pipeline {
         // once at the end (one atomic add per counter and batch, not per frame).
         let mut n = BatchTotals::default();
         let mut ahead = false;
+        batch.verdicts.clear();
         for i in 0..batch.frames.len() {
             if i % LOOKUP_BATCH == 0 && self.ct.is_some() {
                 let end = batch.frames.len().min(i + LOOKUP_BATCH);
@@ -780,10 +782,10 @@ impl Pipeline {
             self.ct_hint = None;
             if action == Action::Held {
                 if let Some((key, piece)) = self.pending_frag.take() {
-                    f.action = action;
                     if let Some(slot) = batch.frames.get_mut(i) {
                         *slot = f;
                     }
+                    batch.verdicts.push(action);
                     self.defrag_add(now_ns, mem, batch, key, piece, f.port);
                     continue;
                 }
@@ -814,10 +816,10 @@ impl Pipeline {
                 }
                 Action::Held => {}
             }
-            f.action = action;
             if let Some(slot) = batch.frames.get_mut(i) {
                 *slot = f;
             }
+            batch.verdicts.push(action);
             if let Some(g) = gen {
                 self.generate(now_ns, mem, &f, g, &mut batch.spare, &mut batch.generated);
             }
@@ -1041,14 +1043,13 @@ impl Pipeline {
         match action {
             Action::Forward { port } => {
                 self.counters.forwarded.fetch_add(frames, Ordering::Relaxed);
-                batch.generated.push(Frame { action, port, ..f });
+                batch.generated.push(Frame { port, ..f });
                 for p in rest {
                     copy_rewritten_header(mem, first.addr, p.addr);
                     batch.generated.push(Frame {
                         addr: p.addr,
                         len: p.len,
                         port,
-                        action,
                     });
                 }
             }
@@ -1377,7 +1378,6 @@ impl Pipeline {
                                 addr: h.addr,
                                 len: h.len,
                                 port: h.dev,
-                                action: Action::Forward { port: h.dev },
                             });
                         }
                         None => {
@@ -2842,7 +2842,6 @@ impl Pipeline {
                 addr: b as FrameAddr,
                 len: (ETH_LEN + hl + len) as u16,
                 port,
-                action: Action::Forward { port },
             });
         }
         self.counters
@@ -2887,7 +2886,6 @@ impl Pipeline {
                     addr,
                     len: len as u16,
                     port,
-                    action: Action::Forward { port },
                 });
             }
             Err(r) => {

@@ -31,7 +31,7 @@ use crossbeam_queue::ArrayQueue;
 use fastables_conntrack::Tuple;
 use fastables_rules::ctx::IfIndex;
 
-use crate::io::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
+use crate::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use crate::rss::Rss;
 
 /// Frames waiting per (worker, interface) queue.
