@@ -26,14 +26,10 @@
 pub mod config;
 /// `config.rs` names the frame size by this path until it moves to its own crate.
 pub(crate) use port as io;
-pub mod defrag;
 pub mod drop;
-mod flow;
-pub mod frag;
 pub mod icmp;
 pub mod iface;
 pub mod log;
-pub mod nat;
 pub mod neigh;
 pub mod offline;
 pub mod pcap;
@@ -42,5 +38,4 @@ pub mod port;
 pub mod route;
 pub mod rss;
 pub mod steer;
-pub mod trace;
 pub mod worker;

@@ -492,7 +492,7 @@ fn scenario(r: DropReason) -> Seen {
         }
         R::FragmentEvicted => {
             // One datagram more than the reassembly table holds: the oldest goes.
-            let max = fastables_dataplane::defrag::MAX_DATAGRAMS as u16;
+            let max = fastables_dataplane::pipeline::reasm::MAX_DATAGRAMS as u16;
             let frames: Vec<_> = (0..=max).map(|id| fragment(DNS, id, 0, 16, true)).collect();
             let mut lab = Lab::new(TRACKED);
             lab.rx(0, DOCKER0, &frames, 0);

@@ -960,7 +960,7 @@ fn trace_target_marks_packets_for_a_marked_trace() {
                  *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
                  -A FORWARD -p udp -j ACCEPT\nCOMMIT\n";
     let mut p = pipeline(rules);
-    let filter = fastables_dataplane::trace::TraceFilter {
+    let filter = fastables_dataplane::pipeline::TraceFilter {
         marked: true,
         ..Default::default()
     };
@@ -997,7 +997,7 @@ fn trace_target_marks_packets_for_a_marked_trace() {
     );
     // An unmarked trace ignores the marks and follows its filter.
     p.set_trace(Some((
-        fastables_dataplane::trace::TraceFilter {
+        fastables_dataplane::pipeline::TraceFilter {
             dport: Some(54),
             ..Default::default()
         },

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! parse ─ L2 (ours / broadcast / multicast, else OTHERHOST drop) ─ ARP → arp_process
-//!   (conntrack loaded: fragments held until their datagram is whole, crate::defrag)
+//!   (conntrack loaded: fragments held until their datagram is whole, reasm)
 //!   PREROUTING raw ─ conntrack in ─ mangle ─ nat (DNAT, first packet only)
 //!   route_input (martians, local table, LPM)
 //!   ├─ local / broadcast → INPUT mangle ─ filter ─ nat → local delivery
@@ -29,7 +29,7 @@
 //! stays loaded, as the kernel module does. The nat table runs for a
 //! connection's first packet only; the binding it chose lives in the entry and
 //! every later packet of the connection (and ICMP errors RELATED to it, outer
-//! and quoted headers) is rewritten from it ([`crate::nat`]).
+//! and quoted headers) is rewritten from it ([`nat`]).
 //!
 //! Not done (and counted where it applies): reassembly for local delivery
 //! (fragments to us are dropped), fragmentation of locally generated packets,
@@ -54,18 +54,26 @@ use fastables_rules::compile::{CompiledRuleset, RuleState, Shortcut};
 use fastables_rules::ctx::{tcp_option_kinds, CtCtx, IfIndex, Needs, PacketCtx, Verdict};
 use fastables_rules::model::{CtStateSet, Hook, RejectWith, Table, Target, TtlTarget};
 
+use self::flow::{Decision, FlowCache};
+use self::fragment as frag;
+use self::reasm as defrag;
+use self::reasm::Defrag;
+use self::trace::Tracer;
 use crate::config::Config;
-use crate::defrag::{self, Defrag};
 use crate::drop::{DropCounters, DropReason};
-use crate::flow::{Decision, FlowCache};
-use crate::frag;
 use crate::rss::Rss;
-use crate::trace::{self, TraceFilter, Tracer};
+
+mod flow;
+pub mod fragment;
+pub mod nat;
+pub mod reasm;
+pub mod trace;
+
+pub use self::trace::TraceFilter;
 
 use crate::icmp::{self, codes};
 use crate::iface::{IfaceError, Interfaces};
 use crate::log::{format_ipv4, LogQueue};
-use crate::nat;
 use crate::neigh::{self, ArpOutcome, HeldEvent, Neighbors};
 use crate::port::{Frame, FrameAddr, FRAME_SIZE};
 use crate::route::{Fib, RouteResult, RouteType};
@@ -101,7 +109,7 @@ pub struct PipelineOptions {
     /// a small one is in the cache, where the extra pass only costs
     /// instructions). Decisions are the same either way. `usize::MAX`: never.
     pub conntrack_lookup_ahead: usize,
-    /// The flow cache ([`crate::flow`]): when every chain a forwarded
+    /// The flow cache ([`flow`]): when every chain a forwarded
     /// packet crosses is flow-invariant, the packets of an ESTABLISHED
     /// connection replay the rule counters and the route recorded from its
     /// first such packet instead of running the chains. Decisions, counters
@@ -301,7 +309,7 @@ pub struct Pipeline {
     last_snat: Option<u32>,
     /// The hint of the frame being processed, taken by its PREROUTING `ct_in`.
     ct_hint: Option<Hint>,
-    /// The flow cache ([`crate::flow`]), sized for the conntrack table.
+    /// The flow cache ([`flow`]), sized for the conntrack table.
     flow: FlowCache,
     /// The flow cache is on and every chain of the forward path is
     /// flow-invariant ([`CompiledRuleset::flow_invariant`]).
@@ -1677,7 +1685,7 @@ impl Pipeline {
         table.track_hinted(&facts, now_ns, self.ct_hint.take())
     }
 
-    /// The flow cache's way ([`crate::flow`]) for a received TCP or UDP
+    /// The flow cache's way ([`flow`]) for a received TCP or UDP
     /// datagram that is not a fragment, with TTL above 1, addressed to
     /// `in_if`'s MAC, when raw PREROUTING has rules: the connection's
     /// decision is looked up first (it says whether raw lets the packet
