@@ -81,25 +81,26 @@ pub fn icmp_error_allowed(info: &Ipv4Info) -> bool {
     true
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ip_header(
-    out: &mut [u8],
+/// The fields of a generated packet's IP header that are not the
+/// kernel's defaults (TTL 64, no options, not a fragment).
+struct Head {
     src: u32,
     dst: u32,
     protocol: u8,
     tos: u8,
     ident: u16,
     dont_frag: bool,
-    payload_len: usize,
-) -> Option<usize> {
+}
+
+fn ip_header(out: &mut [u8], h: Head, payload_len: usize) -> Option<usize> {
     let repr = Ipv4Repr {
-        src: Ipv4Addr::from(src),
-        dst: Ipv4Addr::from(dst),
-        protocol,
+        src: Ipv4Addr::from(h.src),
+        dst: Ipv4Addr::from(h.dst),
+        protocol: h.protocol,
         ttl: DEFAULT_TTL,
-        tos,
-        ident,
-        dont_frag,
+        tos: h.tos,
+        ident: h.ident,
+        dont_frag: h.dont_frag,
         more_frags: false,
         frag_offset: 0,
         options: &[],
@@ -108,26 +109,41 @@ fn ip_header(
     repr.emit(out).ok()
 }
 
+/// An ICMP error's type, code and second word (the next-hop MTU for
+/// fragmentation needed, else 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpError {
+    /// Type.
+    pub ty: u8,
+    /// Code.
+    pub code: u8,
+    /// The second word.
+    pub rest: u32,
+}
+
 /// Write an ICMP error (IP header + ICMP) into `out`; returns the IP datagram
 /// length. `quoted` is the offending datagram (IP header first, trimmed to its
-/// total length); `orig_tos` its TOS; `rest` the second ICMP word (the MTU for
-/// frag-needed, else 0).
-#[allow(clippy::too_many_arguments)]
+/// total length); `orig_tos` its TOS.
 pub fn build_icmp_error(
     out: &mut [u8],
     src: u32,
     dst: u32,
     ident: u16,
     orig_tos: u8,
-    ty: u8,
-    code: u8,
-    rest: u32,
+    error: IcmpError,
     quoted: &[u8],
 ) -> Option<usize> {
     let q = quoted.get(..quoted.len().min(ICMP_QUOTE_MAX))?;
-    let icmp = IcmpRepr::error(ty, code, rest, q);
-    let tos = (orig_tos & 0x1e) | 0xc0;
-    let hl = ip_header(out, src, dst, PROTO_ICMP, tos, ident, false, icmp.len())?;
+    let icmp = IcmpRepr::error(error.ty, error.code, error.rest, q);
+    let h = Head {
+        src,
+        dst,
+        protocol: PROTO_ICMP,
+        tos: (orig_tos & 0x1e) | 0xc0,
+        ident,
+        dont_frag: false,
+    };
+    let hl = ip_header(out, h, icmp.len())?;
     let n = icmp.emit(out.get_mut(hl..)?).ok()?;
     Some(hl + n)
 }
@@ -145,7 +161,15 @@ pub fn build_echo_reply(
     let id = u16::from_be_bytes([*request.get(4)?, *request.get(5)?]);
     let seq = u16::from_be_bytes([*request.get(6)?, *request.get(7)?]);
     let icmp = IcmpRepr::echo_reply(id, seq, request.get(8..)?);
-    let hl = ip_header(out, src, dst, PROTO_ICMP, tos, ident, false, icmp.len())?;
+    let h = Head {
+        src,
+        dst,
+        protocol: PROTO_ICMP,
+        tos,
+        ident,
+        dont_frag: false,
+    };
+    let hl = ip_header(out, h, icmp.len())?;
     let n = icmp.emit(out.get_mut(hl..)?).ok()?;
     Some(hl + n)
 }
@@ -181,7 +205,15 @@ pub fn build_tcp_reset(
             flags::RST | flags::ACK,
         )
     };
-    let hl = ip_header(out, src, dst, PROTO_TCP, tos, 0, true, 20)?;
+    let h = Head {
+        src,
+        dst,
+        protocol: PROTO_TCP,
+        tos,
+        ident: 0,
+        dont_frag: true,
+    };
+    let hl = ip_header(out, h, 20)?;
     let t = out.get_mut(hl..hl + 20)?;
     t[0..2].copy_from_slice(&dport.to_be_bytes());
     t[2..4].copy_from_slice(&sport.to_be_bytes());
@@ -351,7 +383,12 @@ mod tests {
     fn icmp_error_quotes_at_most_548_bytes() {
         let big = [0x45u8; 1500];
         let mut out = [0u8; 2048];
-        let n = build_icmp_error(&mut out, 1, 2, 7, 0x10, 3, 4, 1400, &big).unwrap();
+        let e = IcmpError {
+            ty: 3,
+            code: 4,
+            rest: 1400,
+        };
+        let n = build_icmp_error(&mut out, 1, 2, 7, 0x10, e, &big).unwrap();
         assert_eq!(n, 576);
         assert_eq!(out[1], 0xd0);
         assert_eq!(&out[24..28], &1400u32.to_be_bytes());

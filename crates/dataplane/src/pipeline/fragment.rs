@@ -4,9 +4,94 @@
 //! MF is set on all but the last (which keeps the original's MF); offsets add
 //! to the original's; options without the "copied" flag are replaced by NOOPs in
 //! later fragments (`ip_options_fragment`), so every header has the original
-//! length.
+//! length. The first fragment stays in the received frame's buffer, the
+//! others are written into spare buffers.
+
+use std::sync::atomic::Ordering;
 
 use fastables_packet::checksum;
+use fastables_packet::ipv4::Ipv4Packet;
+use fastables_rules::ctx::IfIndex;
+
+use super::output::frame_pair;
+use super::pkt::ETH_LEN;
+use super::Pipeline;
+use crate::drop::DropReason;
+use crate::port::{Frame, FrameAddr};
+use crate::worker::Batch;
+
+impl Pipeline {
+    /// Splits the forwarded frame `rx` (L2 already rewritten) into fragments for
+    /// `mtu` out of `port`: the first stays in `rx`, the others go into spare
+    /// buffers of `batch`, in order, queued in `batch.generated`. Fails
+    /// (nothing sent) when there are not enough spare buffers.
+    pub(super) fn fragment(
+        &mut self,
+        mem: &mut [u8],
+        rx: &mut Frame,
+        mtu: u16,
+        port: IfIndex,
+        batch: &mut Batch,
+    ) -> Result<(), DropReason> {
+        let a = usize::try_from(rx.addr).map_err(|_| DropReason::InvalidFrame)?;
+        let ip_len = usize::from(rx.len).saturating_sub(ETH_LEN);
+        let head = mem
+            .get(a + ETH_LEN..a + ETH_LEN + ip_len)
+            .and_then(|ip| Ipv4Packet::new_checked(ip).ok())
+            .ok_or(DropReason::InvalidFrame)?;
+        let (hl, orig_off, orig_mf) = (
+            head.header_len(),
+            usize::from(head.frag_offset()),
+            head.more_frags(),
+        );
+        let (chunk, count) =
+            plan(hl, ip_len, usize::from(mtu)).ok_or(DropReason::FragmentationUnsupported)?;
+        let (spare, generated) = (&mut batch.spare, &mut batch.generated);
+        if spare.len() < count - 1 {
+            return Err(DropReason::NoBuffer);
+        }
+        let payload = ip_len - hl;
+        let first_gen = generated.len();
+        for k in 1..count {
+            let Some(b) = spare.pop().and_then(|x| usize::try_from(x).ok()) else {
+                return Err(DropReason::NoBuffer);
+            };
+            let Some((rxb, out)) = frame_pair(mem, a, b) else {
+                spare.push(b as FrameAddr);
+                // Give back the buffers of the fragments already written.
+                while generated.len() > first_gen {
+                    if let Some(g) = generated.pop() {
+                        spare.push(g.addr);
+                    }
+                }
+                return Err(DropReason::InvalidFrame);
+            };
+            let off = k * chunk;
+            let len = chunk.min(payload - off);
+            out[..ETH_LEN + hl].copy_from_slice(&rxb[..ETH_LEN + hl]);
+            let data = ETH_LEN + hl + off..ETH_LEN + hl + off + len;
+            out[ETH_LEN + hl..ETH_LEN + hl + len].copy_from_slice(&rxb[data]);
+            let h = &mut out[ETH_LEN..ETH_LEN + hl];
+            noop_uncopied_options(h);
+            let last = k == count - 1;
+            set_fragment_header(h, hl + len, orig_off + off, !last || orig_mf);
+            generated.push(Frame {
+                addr: b as FrameAddr,
+                len: (ETH_LEN + hl + len) as u16,
+                port,
+            });
+        }
+        self.counters
+            .generated
+            .fetch_add((count - 1) as u64, Ordering::Relaxed);
+        let h = mem
+            .get_mut(a + ETH_LEN..a + ETH_LEN + hl)
+            .ok_or(DropReason::InvalidFrame)?;
+        set_fragment_header(h, hl + chunk, orig_off, true);
+        rx.len = (ETH_LEN + hl + chunk) as u16;
+        Ok(())
+    }
+}
 
 /// How a datagram of `total` bytes with a `hl`-byte header splits for `mtu`:
 /// (payload bytes per fragment, number of fragments). `None` if the MTU leaves

@@ -10,8 +10,15 @@
 
 use std::fmt::Write as _;
 
-use fastables_conntrack::{Entry, Tuple};
-use fastables_rules::ctx::IfIndex;
+use fastables_conntrack::{CtState, Dir, Entry, Tuple};
+use fastables_packet::ipv4::{PROTO_TCP, PROTO_UDP};
+use fastables_packet::parse::{parse_frame, Ipv4Info, L3, L4};
+use fastables_rules::ctx::{IfIndex, PacketCtx, Verdict};
+use fastables_rules::model::{Hook, Table};
+
+use super::conntrack::Ct;
+use super::pkt::Fate;
+use super::Pipeline;
 
 /// Records kept between two drains.
 pub const TRACE_QUEUE: usize = 256;
@@ -38,7 +45,8 @@ pub struct TraceFilter {
 }
 
 impl TraceFilter {
-    /// Whether a received packet matches.
+    /// Whether a packet with these fields matches (`ports`: it has ports).
+    // The fields one by one: `fastables conntrack` filters a tuple with it.
     #[allow(clippy::too_many_arguments)]
     pub fn matches(
         &self,
@@ -50,13 +58,42 @@ impl TraceFilter {
         ports: bool,
         in_if: IfIndex,
     ) -> bool {
-        self.proto.is_none_or(|p| p == proto)
-            && self.src.is_none_or(|a| a == src)
-            && self.dst.is_none_or(|a| a == dst)
-            && self.sport.is_none_or(|p| ports && p == sport)
-            && self.dport.is_none_or(|p| ports && p == dport)
-            && self.in_if.is_none_or(|i| i == in_if)
+        self.admits(&TraceHead {
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+            ports,
+            in_if,
+            len: 0,
+            ttl: 0,
+        })
     }
+
+    /// Whether the packet `h` describes matches.
+    #[inline]
+    fn admits(&self, h: &TraceHead) -> bool {
+        self.proto.is_none_or(|p| p == h.proto)
+            && self.src.is_none_or(|a| a == h.src)
+            && self.dst.is_none_or(|a| a == h.dst)
+            && self.sport.is_none_or(|p| h.ports && p == h.sport)
+            && self.dport.is_none_or(|p| h.ports && p == h.dport)
+            && self.in_if.is_none_or(|i| i == h.in_if)
+    }
+}
+
+/// What a trace record's first line says about the packet.
+struct TraceHead {
+    proto: u8,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    ports: bool,
+    in_if: IfIndex,
+    len: u16,
+    ttl: u8,
 }
 
 /// The tracer: its filter, how many packets remain, the queue of records.
@@ -156,6 +193,195 @@ pub fn tuple(t: &Tuple) -> String {
 /// An entry's two tuples.
 pub fn tuples(e: &Entry) -> String {
     format!("ORIGINAL {}  REPLY {}", tuple(e.orig()), tuple(e.reply()))
+}
+
+impl Pipeline {
+    /// Traces the packets `filter` matches (at most `count`), or stops
+    /// tracing (`None`).
+    pub fn set_trace(&mut self, t: Option<(TraceFilter, Option<u64>)>) {
+        self.trace = t.map(|(f, n)| Tracer::new(f, n));
+    }
+
+    /// Hands the finished trace records to `f`.
+    pub fn drain_trace(&mut self, f: impl FnMut(&str)) {
+        if let Some(t) = self.trace.as_mut() {
+            t.drain(f);
+        }
+    }
+
+    /// Whether a trace is set and has packets or records left.
+    pub fn tracing(&self) -> bool {
+        self.trace
+            .as_ref()
+            .is_some_and(|t| t.active() || t.pending())
+    }
+
+    /// Trace records dropped because their queue was full.
+    pub fn trace_lost(&self) -> u64 {
+        self.trace.as_ref().map_or(0, Tracer::lost)
+    }
+
+    /// A received datagram meets the trace: whether its record starts
+    /// (the filter matches, and does not wait for a `-j TRACE`).
+    pub(super) fn trace_begin(&mut self, info: &Ipv4Info, in_if: IfIndex) -> bool {
+        let (sport, dport, ports) = match info.ports() {
+            Some((s, d)) => (s, d, true),
+            None => (0, 0, false),
+        };
+        let head = TraceHead {
+            proto: info.protocol,
+            src: u32::from(info.src),
+            dst: u32::from(info.dst),
+            sport,
+            dport,
+            ports,
+            in_if,
+            len: info.total_len,
+            ttl: info.ttl,
+        };
+        // The filter first: a set trace costs a packet it does not match
+        // only this test.
+        let wanted = self
+            .trace
+            .as_ref()
+            .is_some_and(|t| !t.filter.marked && t.active() && t.filter.admits(&head));
+        wanted && self.trace_start(&head)
+    }
+
+    /// `-j TRACE` marked the packet: its record starts here, for a
+    /// `--marked` trace. Returns whether it started.
+    pub(super) fn trace_marked(&mut self, ctx: &PacketCtx) -> bool {
+        if !self.trace.as_ref().is_some_and(|t| t.filter.marked) {
+            return false;
+        }
+        self.trace_start(&TraceHead {
+            proto: ctx.proto,
+            src: ctx.src,
+            dst: ctx.dst,
+            sport: ctx.sport,
+            dport: ctx.dport,
+            ports: ctx.has_l4 && matches!(ctx.proto, PROTO_TCP | PROTO_UDP),
+            in_if: ctx.in_if.unwrap_or(IfIndex::MAX),
+            len: ctx.len,
+            ttl: ctx.ttl,
+        })
+    }
+
+    #[cold]
+    fn trace_start(&mut self, h: &TraceHead) -> bool {
+        let Some(t) = self.trace.as_mut() else {
+            return false;
+        };
+        if !t.active() || !t.filter.admits(h) {
+            return false;
+        }
+        let dev = self.ifs.get(h.in_if).map_or("local", |d| d.name.as_str());
+        let (src, dst) = (
+            std::net::Ipv4Addr::from(h.src),
+            std::net::Ipv4Addr::from(h.dst),
+        );
+        let head = if h.ports {
+            format!(
+                "in {dev}: {src}:{} > {dst}:{} proto {} len {} ttl {}",
+                h.sport, h.dport, h.proto, h.len, h.ttl
+            )
+        } else {
+            format!(
+                "in {dev}: {src} > {dst} proto {} len {} ttl {}",
+                h.proto, h.len, h.ttl
+            )
+        };
+        t.begin(&head);
+        true
+    }
+
+    /// The line of a table run: who decided, and what.
+    pub(super) fn trace_table(&mut self, table: Table, hook: Hook, v: Verdict, last: u32) {
+        let rules = &self.tables.rules;
+        let info = rules.rule_info(last);
+        let by = if info.index == 0 {
+            format!("policy of {}", info.chain)
+        } else {
+            format!("{} rule {} (line {})", info.chain, info.index, info.line)
+        };
+        let verdict = match v {
+            Verdict::Accept => "ACCEPT".to_string(),
+            Verdict::Drop => "DROP".to_string(),
+            Verdict::Reject(_) => "REJECT".to_string(),
+            // The target's name, as the rules file writes it.
+            Verdict::Nat(id) => fastables_rules::print::target_text(rules.target(id))
+                .split(' ')
+                .nth(1)
+                .unwrap_or("NAT")
+                .to_string(),
+        };
+        let line = format!("{} {}: {verdict} by {by}", table.name(), hook.chain_name());
+        if let Some(t) = self.trace.as_mut() {
+            t.line(&line);
+        }
+    }
+
+    /// The line of the packet's connection, `what` saying where.
+    pub(super) fn trace_ct(&mut self, what: &str, ct: &Ct) {
+        let line = match ct {
+            Ct::None => format!("{what}: untracked or INVALID"),
+            Ct::New(nc) => format!("{what}: NEW {}", tuples(&nc.entry)),
+            Ct::Killed { entry, .. } => format!("{what}: closed {}", tuples(entry)),
+            _ => match self.ct.entry(ct) {
+                Some((e, dir, state)) => {
+                    let state = match state {
+                        CtState::New => "NEW",
+                        CtState::Established => "ESTABLISHED",
+                        CtState::Related => "RELATED",
+                        CtState::Invalid => "INVALID",
+                    };
+                    let dir = match dir {
+                        Dir::Original => "original direction",
+                        Dir::Reply => "reply direction",
+                    };
+                    format!("{what}: {state}, {dir}, {}", tuples(e))
+                }
+                None => format!("{what}: gone"),
+            },
+        };
+        if let Some(t) = self.trace.as_mut() {
+            t.line(&line);
+        }
+    }
+
+    /// The last line of the record: what became of the packet (`frame`:
+    /// as it leaves).
+    pub(super) fn trace_end(&mut self, frame: &[u8], fate: Fate) {
+        let line = match fate {
+            Fate::Forward { port, .. } => {
+                let dev = self.ifs.get(port).map_or("?", |d| d.name.as_str());
+                match parse_frame(frame).ok().map(|p| p.l3) {
+                    Some(L3::Ipv4(i)) => match i.l4 {
+                        L4::Tcp {
+                            src_port, dst_port, ..
+                        }
+                        | L4::Udp {
+                            src_port, dst_port, ..
+                        } => format!(
+                            "out {dev}: {}:{src_port} > {}:{dst_port} ttl {}",
+                            i.src, i.dst, i.ttl
+                        ),
+                        _ => format!("out {dev}: {} > {} ttl {}", i.src, i.dst, i.ttl),
+                    },
+                    _ => format!("out {dev}"),
+                }
+            }
+            Fate::Drop(r) => format!("dropped: {}", r.name()),
+            Fate::Consumed => "delivered locally".to_string(),
+            Fate::HoldNeighbor { .. } | Fate::HoldFragment { .. } => {
+                "held (waiting for ARP or for the rest of the datagram)".to_string()
+            }
+        };
+        if let Some(t) = self.trace.as_mut() {
+            t.line(&line);
+            t.end();
+        }
+    }
 }
 
 #[cfg(test)]
