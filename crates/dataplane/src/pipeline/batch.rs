@@ -81,10 +81,19 @@ impl Pipeline {
                 None
             };
             let (fate, generate) = self.process_rx(now_ns, mem, &mut f, hint, None);
-            let action = match self.fragment_if_asked(mem, &mut f, fate, batch) {
-                Fate::Forward { port, .. } => {
-                    n.forwarded += 1;
-                    Action::Forward { port }
+            let action = match fate {
+                Fate::Forward { port, fragment } => {
+                    match self.fragment_if_asked(mem, &mut f, port, fragment, batch) {
+                        Ok(()) => {
+                            n.forwarded += 1;
+                            Action::Forward { port }
+                        }
+                        Err(r) => {
+                            n.dropped += 1;
+                            self.drops.inc(r);
+                            Action::Drop(r)
+                        }
+                    }
                 }
                 Fate::Consumed => {
                     n.consumed += 1;
@@ -132,25 +141,21 @@ impl Pipeline {
         self.service_held(now_ns, mem, batch);
     }
 
-    /// A forwarded frame larger than its route's MTU (without DF) cut into
-    /// fragments: then forwarded as they are, or dropped when it cannot be
-    /// cut. Other verdicts as they are.
+    /// A forwarded frame cut into fragments for `fragment`, the MTU of its
+    /// route, when it asks (see [`Fate::Forward`]); an error when it
+    /// cannot be cut.
+    #[inline(always)]
     pub(super) fn fragment_if_asked(
         &mut self,
         mem: &mut [u8],
         f: &mut Frame,
-        fate: Fate,
+        port: fastables_rules::ctx::IfIndex,
+        fragment: Option<u16>,
         batch: &mut Batch,
-    ) -> Fate {
-        match fate {
-            Fate::Forward {
-                port,
-                fragment: Some(mtu),
-            } => match self.fragment(mem, f, mtu, port, batch) {
-                Ok(()) => Fate::forward(port),
-                Err(r) => Fate::Drop(r),
-            },
-            other => other,
+    ) -> Result<(), DropReason> {
+        match fragment {
+            None => Ok(()),
+            Some(mtu) => self.fragment(mem, f, mtu, port, batch),
         }
     }
 

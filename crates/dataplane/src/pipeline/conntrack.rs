@@ -24,7 +24,7 @@ use fastables_rules::ctx::CtCtx;
 use fastables_rules::model::CtStateSet;
 
 use super::flow::FlowCache;
-use super::pkt::{be16, be32, Pkt, ETH_LEN};
+use super::pkt::{be16, be32, CtSeen, Pkt, ETH_LEN};
 use super::Pipeline;
 use crate::drop::DropReason;
 use crate::port::{Frame, FRAME_SIZE};
@@ -324,7 +324,7 @@ impl Conntrack {
 
 impl Pipeline {
     /// Conntrack in (`nf_conntrack_in`) for the packet: classify (or take
-    /// what the flow cache found, [`Pkt::tracked`]), set `pkt.ct` and the
+    /// what the flow cache found, [`Pkt::ct_seen`]), set `pkt.ct` and the
     /// rules' `ctx.ct`. `csum`: verify the transport checksum (PREROUTING,
     /// as `nf_conntrack_checksum`). On an error `pkt.ct` is left as it was.
     #[inline(always)]
@@ -345,9 +345,9 @@ impl Pipeline {
     /// [`Pipeline::ct_in`] with the table loaded.
     #[inline(never)]
     fn ct_track(&mut self, now_ns: u64, pkt: &mut Pkt, csum: bool) -> Result<(), DropReason> {
-        if let Some(t) = &pkt.tracked {
+        if let CtSeen::Asked(t) = &pkt.ct_seen {
             let r = self.ct_apply(now_ns, t, &mut pkt.ctx.ct, &mut pkt.ct);
-            pkt.tracked = None;
+            pkt.ct_seen = CtSeen::Applied(r);
             return r;
         }
         let t = self.ct_classify(now_ns, pkt, csum);
@@ -357,7 +357,7 @@ impl Pipeline {
     /// What conntrack made of the packet (`track`) into `*ct` and the
     /// rules' context `cc`, with its event.
     #[inline(always)]
-    fn ct_apply(
+    pub(super) fn ct_apply(
         &mut self,
         now_ns: u64,
         track: &Track,

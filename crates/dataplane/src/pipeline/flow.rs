@@ -37,7 +37,7 @@ use fastables_rules::model::{Hook, Table, TtlTarget};
 
 use super::nat;
 use super::output::Generate;
-use super::pkt::{set_macs, Fate, Pkt, ETH_LEN};
+use super::pkt::{set_macs, CtSeen, Fate, Pkt, ETH_LEN};
 use super::tables::Tables;
 use super::Pipeline;
 use crate::neigh;
@@ -249,7 +249,7 @@ impl Pipeline {
     /// ([`Pipeline::fast_finish`]). When raw PREROUTING has rules, the
     /// decision is looked up first: it says whether they let the packet
     /// reach conntrack. [`Fast::Slow`] otherwise, with what was learned in
-    /// `pkt`: conntrack's answer ([`Pkt::tracked`]) when it was asked, the
+    /// `pkt`: conntrack's answer ([`Pkt::ct_seen`]) when it was asked, the
     /// recording ([`Pkt::rec`]) when the packet is to record its way.
     #[inline(never)]
     pub(super) fn fast_forward(&mut self, now_ns: u64, pkt: &mut Pkt, in_if: IfIndex) -> Fast {
@@ -262,36 +262,37 @@ impl Pipeline {
             }
         };
         let csum = self.ct.checksum;
-        pkt.tracked = Some(self.ct_classify(now_ns, pkt, csum));
-        let Some(Track::Tracked(t)) = pkt.tracked else {
-            return Fast::Slow;
-        };
-        let n = match expected {
-            Some((id, dir, n)) => {
-                let same = matches!(self.fast.decision(n), Some(d) if d.state == t.state);
-                if !(t.id == id && t.dir == dir && same) {
-                    return Fast::Slow;
+        let track = self.ct_classify(now_ns, pkt, csum);
+        if let Track::Tracked(t) = track {
+            let n = match expected {
+                Some((id, dir, n)) => {
+                    let same = matches!(self.fast.decision(n), Some(d) if d.state == t.state);
+                    (t.id == id && t.dir == dir && same).then_some(n)
                 }
-                n
-            }
-            None => match self.fast.get(t.id, t.dir) {
-                Some((n, d)) if d.in_if == in_if && d.state == t.state => n,
-                _ => {
-                    if matches!(t.state, CtState::New | CtState::Established) {
-                        self.record(pkt, t.id, t.dir, t.state);
+                None => match self.fast.get(t.id, t.dir) {
+                    Some((n, d)) if d.in_if == in_if && d.state == t.state => Some(n),
+                    _ => {
+                        if matches!(t.state, CtState::New | CtState::Established) {
+                            self.record(pkt, t.id, t.dir, t.state);
+                        }
+                        None
                     }
-                    return Fast::Slow;
-                }
-            },
-        };
-        match self.fast_finish(now_ns, pkt, t.id, t.dir, n) {
-            Some((fate, generate)) => {
-                pkt.tracked = None;
+                },
+            };
+            if let Some(done) = n.and_then(|n| self.fast_finish(now_ns, pkt, t.id, t.dir, n)) {
                 self.ct.event_of(t.events.kind(), t.id, now_ns);
-                Fast::Done(fate, generate)
+                return Fast::Done(done.0, done.1);
             }
-            None => Fast::Slow,
         }
+        pkt.ct_seen = if self.tables.raw_continues {
+            // raw PREROUTING lets every packet through unseen: conntrack
+            // may as well have come first.
+            let applied = self.ct_apply(now_ns, &track, &mut pkt.ctx.ct, &mut pkt.ct);
+            CtSeen::Applied(applied)
+        } else {
+            CtSeen::Asked(track)
+        };
+        Fast::Slow
     }
 
     /// The packet records its way as the decision of `(id, dir)` in `state`.

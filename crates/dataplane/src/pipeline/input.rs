@@ -25,7 +25,7 @@ use fastables_rules::model::{Hook, RejectWith, Table};
 use super::conntrack::{ct_ctx, invalid_ctx, Ct};
 use super::flow::{set_ttl, Fast};
 use super::output::Generate;
-use super::pkt::{set_macs, Fate, Pkt, ETH_LEN};
+use super::pkt::{set_macs, CtSeen, Fate, Pkt, ETH_LEN};
 use super::reasm;
 use super::tables::Outcome;
 use super::Pipeline;
@@ -169,12 +169,16 @@ impl Pipeline {
             pkt.ctx.len = total;
         }
         pkt.ctx.in_if = Some(in_if);
-        // raw runs before conntrack: no connection yet, `-m state` says INVALID.
-        pkt.ctx.ct = if self.ct.table.is_some() {
-            invalid_ctx()
-        } else {
-            CtCtx::untracked()
-        };
+        // raw runs before conntrack: no connection yet, `-m state` says
+        // INVALID (unless conntrack came first, raw not minding).
+        let ct_first = matches!(pkt.ct_seen, CtSeen::Applied(_));
+        if !ct_first {
+            pkt.ctx.ct = if self.ct.table.is_some() {
+                invalid_ctx()
+            } else {
+                CtCtx::untracked()
+            };
+        }
 
         // PREROUTING.
         match self.run_table(now_ns, Table::Raw, Hook::Prerouting, pkt, None) {
@@ -182,9 +186,12 @@ impl Pipeline {
             Outcome::Drop(r) => return (Fate::Drop(r), None),
             Outcome::Reject(_) => return (Fate::Drop(DropReason::Rejected), None),
         }
+        if let CtSeen::Applied(Err(r)) = pkt.ct_seen {
+            return (Fate::Drop(r), None);
+        }
         if pkt.ctx.effects.notrack {
             pkt.ctx.ct = CtCtx::untracked();
-        } else {
+        } else if !ct_first {
             let csum = self.ct.checksum;
             if let Err(r) = self.ct_in(now_ns, pkt, csum) {
                 return (Fate::Drop(r), None);

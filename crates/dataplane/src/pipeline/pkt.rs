@@ -83,6 +83,24 @@ impl Fate {
     }
 }
 
+/// Whether conntrack has seen a packet before PREROUTING's conntrack step.
+// The answer stays where it was written, in the Pkt on the stack: boxing it
+// would allocate per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CtSeen {
+    /// Not yet: the conntrack step asks it.
+    No,
+    /// Asked by the flow cache before raw PREROUTING, whose rules still
+    /// run first: the conntrack step applies this answer instead of asking
+    /// again.
+    Asked(Track),
+    /// Asked and applied (`pkt.ct`, `ctx.ct`) by the flow cache, because
+    /// raw PREROUTING lets every packet through unseen: the conntrack step
+    /// is done; a drop (a full table) waits for raw's count.
+    Applied(Result<(), DropReason>),
+}
+
 /// One datagram on its way through the hooks, received or generated here:
 /// its frame, its parse, the rules' view of it and its connection, and
 /// what the stages hand on to each other about it. Built once per packet,
@@ -108,10 +126,9 @@ pub(super) struct Pkt<'a> {
     /// Where the batch's lookups ahead (or the flow cache) found the
     /// packet's connection; taken by conntrack's lookup.
     pub hint: Option<Hint>,
-    /// What conntrack made of the packet when the flow cache asked before
-    /// the hooks and then sent it the slow way: PREROUTING's conntrack
-    /// step applies it instead of asking again.
-    pub tracked: Option<Track>,
+    /// Whether conntrack has seen the packet already: the flow cache asks
+    /// it before the hooks.
+    pub ct_seen: CtSeen,
     /// The flow cache records this packet's way as its connection's
     /// decision.
     pub rec: Option<Recording>,
@@ -132,7 +149,7 @@ impl<'a> Pkt<'a> {
             to_host: false,
             reasm: None,
             hint: None,
-            tracked: None,
+            ct_seen: CtSeen::No,
             rec: None,
             traced: false,
         }

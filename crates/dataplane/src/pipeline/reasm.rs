@@ -348,8 +348,12 @@ impl Pipeline {
         let total = hl + pieces.iter().map(|p| u32::from(p.plen)).sum::<u32>();
         let mut f = Frame::rx(first.addr, first.len, in_if);
         let reasm = Some(u16::try_from(total).unwrap_or(u16::MAX));
-        let (fate, generate) = self.process_rx(now_ns, mem, &mut f, None, reasm);
-        let fate = self.fragment_if_asked(mem, &mut f, fate, batch);
+        let (mut fate, generate) = self.process_rx(now_ns, mem, &mut f, None, reasm);
+        if let Fate::Forward { port, fragment } = fate {
+            if let Err(r) = self.fragment_if_asked(mem, &mut f, port, fragment, batch) {
+                fate = Fate::Drop(r);
+            }
+        }
         let rest = pieces.get(1..).unwrap_or(&[]);
         // Every fragment is a received frame, counted with the first one's fate.
         let frames = pieces.len() as u64;
