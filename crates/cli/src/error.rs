@@ -71,16 +71,13 @@ pub enum CliError {
     /// A command-line value is not acceptable (clap could not check it).
     #[error("{0}")]
     Usage(String),
-    /// The command or option exists in the design but is not implemented yet.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 impl CliError {
-    /// The process exit code: 2 for "not supported yet" and usage errors (as clap's), 1 for every other error.
+    /// The process exit code: 2 for usage errors (as clap's), 1 for every other error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Unsupported(_) | CliError::Usage(_) => crate::EXIT_UNSUPPORTED,
+            CliError::Usage(_) => crate::EXIT_USAGE,
             CliError::Exit(c) => *c,
             CliError::Restore(c, _) => *c,
             _ => 1,

@@ -175,7 +175,7 @@ fn misplaced(a: &GenArgs) -> Option<&'static str> {
     }
 }
 
-fn port(a: &GenArgs) -> Result<PortOptions, CliError> {
+fn port_options(a: &GenArgs) -> Result<PortOptions, CliError> {
     if a.batch == 0 || a.batch > a.ring as usize {
         return Err(usage(format!(
             "--batch {}: expected 1 to the ring size ({})",
@@ -230,7 +230,7 @@ fn gen_options(a: &GenArgs) -> Result<GenOptions, CliError> {
             .map_err(|e| usage(e.to_string()))?;
     }
     Ok(GenOptions {
-        port: port(a)?,
+        port: port_options(a)?,
         rate: a.rate.unwrap_or(0),
         count: a.count,
         duration_ns,
@@ -245,7 +245,7 @@ fn gen_options(a: &GenArgs) -> Result<GenOptions, CliError> {
 
 fn sink_options(a: &GenArgs) -> Result<SinkOptions, CliError> {
     Ok(SinkOptions {
-        port: port(a)?,
+        port: port_options(a)?,
         count: a.count,
         duration_ns: secs_ns(a.duration, "--duration")?,
         idle_ns: secs_ns(a.idle, "--idle")?,
@@ -388,7 +388,7 @@ mod tests {
     use super::*;
 
     #[derive(Parser, Debug)]
-    struct T {
+    struct GenCommandLine {
         #[command(flatten)]
         a: GenArgs,
     }
@@ -396,7 +396,7 @@ mod tests {
     fn args(line: &[&str]) -> GenArgs {
         let mut v = vec!["gen"];
         v.extend_from_slice(line);
-        T::try_parse_from(v).unwrap().a
+        GenCommandLine::try_parse_from(v).unwrap().a
     }
 
     #[test]
@@ -483,7 +483,7 @@ mod tests {
         let err = |line: &[&str]| {
             let mut v = vec!["gen"];
             v.extend_from_slice(line);
-            match T::try_parse_from(v) {
+            match GenCommandLine::try_parse_from(v) {
                 Err(e) => e.to_string(),
                 Ok(t) => run(&t.a).unwrap_err().to_string(),
             }

@@ -1,4 +1,6 @@
-//! `fastables check`, `save -r`, `restore --test`: the offline rules commands.
+//! The rules commands: `check`, and `save`, `list`, `restore`, each on a
+//! file (`-r FILE`, `--test`) or on the running instance through its
+//! control socket.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -208,7 +210,7 @@ fn parse_table(s: &str) -> Result<Table, CliError> {
         })
 }
 
-/// `fastables save -r FILE [-c] [-t TABLE]`.
+/// `fastables save [-r FILE] [-c] [-t TABLE]`.
 pub fn save(a: &SaveArgs) -> Result<(), CliError> {
     let Some(path) = &a.rules else {
         let mut args = vec!["save".to_string()];
@@ -301,7 +303,7 @@ pub fn list(a: &ListArgs) -> Result<(), CliError> {
     }
 }
 
-/// `fastables restore --test [-n] [-c] [FILE]`.
+/// `fastables restore [--test] [-n] [-c] [FILE]`.
 pub fn restore(a: &RestoreArgs) -> Result<(), CliError> {
     let (text, name) = match &a.file {
         Some(p) => (

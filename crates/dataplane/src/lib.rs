@@ -5,7 +5,7 @@
 //! The core takes `now` and frames and returns verdicts; it never reads the clock
 //! or touches a socket.
 //!
-//! - [`config`]: the TOML configuration, validated as `ip addr` / `ip route` would.
+//! - [`config`]: the TOML configuration (the `fastables-config` crate, re-exported).
 //! - [`iface`], [`route`], [`neigh`]: interfaces and addresses (primary/secondary,
 //!   source selection, address types), the routing table (local table + LPM),
 //!   neighbors and ARP, with the kernel's rules and default sysctls.
@@ -23,9 +23,7 @@
 //! The pipeline's differences from the kernel are listed in [`pipeline`].
 #![deny(unsafe_code)]
 
-pub mod config;
-/// `config.rs` names the frame size by this path until it moves to its own crate.
-pub(crate) use port as io;
+pub use fastables_config as config;
 pub mod drop;
 pub mod icmp;
 pub mod iface;
@@ -39,3 +37,6 @@ pub mod route;
 pub mod rss;
 pub mod steer;
 pub mod worker;
+
+// The configuration's frame buffer is the ports' frame.
+const _: () = assert!(config::FRAME_BUFFER_LEN == port::FRAME_SIZE);

@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
 use crate::drop::DropReason;
 use crate::pcap::{PcapError, PcapReader, PcapRecord, PcapWriter, LINKTYPE_ETHERNET};

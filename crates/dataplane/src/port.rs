@@ -15,7 +15,7 @@
 //! decides about a frame is the worker's business, not the port's), so that
 //! ports can be built without the pipeline.
 
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
 /// Size of one frame buffer; a frame never exceeds it.
 pub const FRAME_SIZE: usize = 2048;

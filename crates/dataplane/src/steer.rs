@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 use fastables_conntrack::Tuple;
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
 use crate::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use crate::rss::Rss;

@@ -4,7 +4,7 @@
 //! The worker's vectors are allocated once with their final capacity;
 //! nothing is allocated per packet.
 
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
 use crate::drop::DropReason;
 use crate::pipeline::{Pipeline, HANDOFF_QUEUE};

@@ -16,8 +16,7 @@
 use fastables_stats::Latency;
 
 use crate::flow::{FlowSpace, Tuple};
-
-const SEC: u64 = 1_000_000_000;
+use crate::NS_PER_SEC;
 
 /// The plan of a fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +34,13 @@ pub struct FillPlan {
 impl FillPlan {
     /// Packets per second of the established flows.
     pub fn established_pps(&self) -> u64 {
-        (u128::from(self.established) * u128::from(SEC) / u128::from(self.keepalive_ns.max(1)))
-            as u64
+        (u128::from(self.established) * u128::from(NS_PER_SEC)
+            / u128::from(self.keepalive_ns.max(1))) as u64
     }
 }
 
 /// One second of the fill, by the send time of the packets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FillSecond {
     /// New flows sent.
     pub new_sent: u64,
@@ -99,7 +98,7 @@ impl Fill {
 
     fn second_of(&self, ts: u64) -> Option<usize> {
         ts.checked_sub(self.fill_start())
-            .map(|d| usize::try_from(d / SEC).unwrap_or(usize::MAX))
+            .map(|d| usize::try_from(d / NS_PER_SEC).unwrap_or(usize::MAX))
     }
 
     fn second_mut(&mut self, s: usize) -> &mut FillSecond {
@@ -246,7 +245,7 @@ impl FillSchedule {
     /// The next packet due at `now`, if any (keepalives first).
     pub fn next(&mut self, now: u64) -> Option<Next> {
         let el = u128::from(now.saturating_sub(self.t0));
-        let est_due = 1 + el * u128::from(self.plan.established_pps()) / u128::from(SEC);
+        let est_due = 1 + el * u128::from(self.plan.established_pps()) / u128::from(NS_PER_SEC);
         if self.plan.established > 0 && u128::from(self.est_sent) < est_due {
             let i = self.est_sent % self.plan.established;
             self.est_sent += 1;
@@ -254,7 +253,7 @@ impl FillSchedule {
         }
         let fill = u128::from(now.saturating_sub(self.t0 + self.plan.warmup_ns));
         if now >= self.t0 + self.plan.warmup_ns {
-            let new_due = 1 + fill * u128::from(self.plan.new_rate) / u128::from(SEC);
+            let new_due = 1 + fill * u128::from(self.plan.new_rate) / u128::from(NS_PER_SEC);
             if self.plan.new_rate > 0 && u128::from(self.new_sent) < new_due {
                 self.new_sent += 1;
                 return Some(Next::New(self.new_sent - 1));
@@ -283,7 +282,7 @@ pub fn report(f: &Fill, end: u64) -> String {
         p.established,
         p.keepalive_ns / 1_000_000,
         p.new_rate,
-        p.warmup_ns / SEC
+        p.warmup_ns / NS_PER_SEC
     );
     let _ = writeln!(
         o,
@@ -318,7 +317,7 @@ pub fn report(f: &Fill, end: u64) -> String {
             let _ = writeln!(o, "new flows kept passing to the end");
         }
     }
-    let window = 3 * p.keepalive_ns.max(SEC / 10);
+    let window = 3 * p.keepalive_ns.max(NS_PER_SEC / 10);
     let _ = writeln!(
         o,
         "established flows alive at the end: {} of {} (answered in the last {} ms)",
@@ -339,36 +338,67 @@ pub fn report(f: &Fill, end: u64) -> String {
 /// The final report as one JSON object.
 pub fn report_json(f: &Fill, end: u64) -> String {
     let p = f.plan();
-    let secs: Vec<String> = f
-        .seconds()
-        .iter()
-        .map(|s| {
-            format!(
-                "{{\"new_sent\":{},\"new_answered\":{},\"established_answering\":{}}}",
-                s.new_sent, s.new_answered, s.established_answering
-            )
-        })
-        .collect();
-    let window = 3 * p.keepalive_ns.max(SEC / 10);
-    let limit = f.limit().map_or("null".to_string(), |(s, n)| {
-        format!("{{\"second\":{s},\"passed_before\":{n}}}")
-    });
+    let window = 3 * p.keepalive_ns.max(NS_PER_SEC / 10);
     let l = f.rtt();
-    format!(
-        "{{\"established\":{},\"keepalive_ms\":{},\"new_rate\":{},\"warmup_s\":{},\"seconds\":[{}],\"new_sent\":{},\"new_answered\":{},\"limit\":{limit},\"established_alive\":{},\"rtt_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1},\"samples\":{}}}}}",
-        p.established,
-        p.keepalive_ns / 1_000_000,
-        p.new_rate,
-        p.warmup_ns / SEC,
-        secs.join(","),
-        f.new_sent(),
-        f.new_answered(),
-        f.established_alive(end, window),
-        l.quantile(0.5) as f64 / 1e3,
-        l.quantile(0.99) as f64 / 1e3,
-        l.max() as f64 / 1e3,
-        l.count()
-    )
+    let us = |ns: u64| one_decimal(ns as f64 / 1e3);
+    let report = FillReport {
+        established: p.established,
+        keepalive_ms: p.keepalive_ns / 1_000_000,
+        new_rate: p.new_rate,
+        warmup_s: p.warmup_ns / NS_PER_SEC,
+        seconds: f.seconds(),
+        new_sent: f.new_sent(),
+        new_answered: f.new_answered(),
+        limit: f.limit().map(|(second, passed_before)| FillLimit {
+            second,
+            passed_before,
+        }),
+        established_alive: f.established_alive(end, window),
+        rtt_us: RoundTrip {
+            p50: us(l.quantile(0.5)),
+            p99: us(l.quantile(0.99)),
+            max: us(l.max()),
+            samples: l.count(),
+        },
+    };
+    serde_json::to_string(&report).unwrap_or_default()
+}
+
+/// `x` as the text shows it, to one decimal.
+fn one_decimal(x: f64) -> f64 {
+    format!("{x:.1}").parse().unwrap_or(x)
+}
+
+/// [`report_json`]'s object.
+#[derive(serde::Serialize)]
+struct FillReport<'a> {
+    established: u64,
+    keepalive_ms: u64,
+    new_rate: u64,
+    warmup_s: u64,
+    seconds: &'a [FillSecond],
+    new_sent: u64,
+    new_answered: u64,
+    /// `null` when new flows kept passing.
+    limit: Option<FillLimit>,
+    established_alive: u64,
+    rtt_us: RoundTrip,
+}
+
+/// The second new flows stopped passing in, and how many had passed.
+#[derive(serde::Serialize)]
+struct FillLimit {
+    second: usize,
+    passed_before: u64,
+}
+
+/// The established flows' round trip during the fill, microseconds.
+#[derive(serde::Serialize)]
+struct RoundTrip {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    samples: u64,
 }
 
 #[cfg(test)]
@@ -395,7 +425,7 @@ mod tests {
             established: 10,
             keepalive_ns: 100_000_000,
             new_rate: 1000,
-            warmup_ns: 3 * SEC,
+            warmup_ns: 3 * NS_PER_SEC,
         }
     }
 
@@ -415,7 +445,7 @@ mod tests {
         let mut est = 0;
         let mut new = Vec::new();
         // 5 s, a decision every 100 us.
-        for t in (0..5 * SEC).step_by(100_000) {
+        for t in (0..5 * NS_PER_SEC).step_by(100_000) {
             while let Some(n) = s.next(t) {
                 match n {
                     Next::Established(i) => {
@@ -463,13 +493,13 @@ mod tests {
         }
         // Second 1: 4 new flows, 1 answered.
         for j in 4..8u64 {
-            f.sent(200 + j, fill + SEC + 10, true);
+            f.sent(200 + j, fill + NS_PER_SEC + 10, true);
         }
         f.echo(
             204,
-            fill + SEC + 10,
+            fill + NS_PER_SEC + 10,
             &echo_of(&sp.tuple(14)),
-            fill + SEC + 100,
+            fill + NS_PER_SEC + 100,
         );
         // A stranger: a tuple outside the established ones, not a new flow's seq.
         f.echo(999, fill + 5, &echo_of(&sp.tuple(5000)), fill + 6);

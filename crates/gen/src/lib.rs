@@ -33,6 +33,9 @@ pub mod sink;
 pub mod tcp;
 pub mod xsk;
 
+/// Nanoseconds in a second: the unit of every time here.
+pub(crate) const NS_PER_SEC: u64 = 1_000_000_000;
+
 /// Errors of the generator and the sink; each says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {

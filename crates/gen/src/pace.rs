@@ -10,13 +10,16 @@
 //! up (a busy core) catches up at most that much at once instead of sending
 //! a burst of everything it missed.
 
+use crate::NS_PER_SEC;
+
 /// The most credit kept, as time at the rate: 2 ms.
 pub const BURST_NS: u64 = 2_000_000;
 
 /// The longest a batch waits to fill up, as time at the rate: 1 ms.
 pub const HOLD_NS: u64 = 1_000_000;
 
-const NANO: u128 = 1_000_000_000;
+/// [`NS_PER_SEC`] in the credit's width.
+const NS_PER_SEC_WIDE: u128 = NS_PER_SEC as u128;
 
 /// A token bucket; `rate == 0` is "as fast as possible".
 #[derive(Debug, Clone)]
@@ -35,15 +38,15 @@ impl Pacer {
     /// A bucket for `rate` packets per second (0: unlimited) sent in
     /// batches of up to `batch`, with credit for the first batch.
     pub fn new(rate: u64, batch: usize) -> Pacer {
-        let per = |ns: u64| u128::from(rate) * u128::from(ns) / NANO;
+        let per = |ns: u64| u128::from(rate) * u128::from(ns) / NS_PER_SEC_WIDE;
         let batch = batch.max(1) as u128;
         let hold = per(HOLD_NS).clamp(1, batch);
         Pacer {
             rate,
-            credit: hold * NANO,
+            credit: hold * NS_PER_SEC_WIDE,
             // Whole packets up to the burst, plus the fraction of the next
             // (so that a slow caller loses no credit to rounding).
-            cap: per(BURST_NS).max(batch) * NANO + (NANO - 1),
+            cap: per(BURST_NS).max(batch) * NS_PER_SEC_WIDE + (NS_PER_SEC_WIDE - 1),
             hold,
             last_ns: None,
         }
@@ -75,18 +78,18 @@ impl Pacer {
             return want;
         }
         self.accrue(now_ns);
-        if self.credit / NANO < self.need(want) {
+        if self.credit / NS_PER_SEC_WIDE < self.need(want) {
             return 0;
         }
-        let n = (self.credit / NANO).min(want as u128) as usize;
-        self.credit -= n as u128 * NANO;
+        let n = (self.credit / NS_PER_SEC_WIDE).min(want as u128) as usize;
+        self.credit -= n as u128 * NS_PER_SEC_WIDE;
         n
     }
 
     /// Gives back `n` packets taken but not sent (up to the cap).
     pub fn refund(&mut self, n: usize) {
         if self.rate != 0 {
-            self.credit = (self.credit + n as u128 * NANO).min(self.cap);
+            self.credit = (self.credit + n as u128 * NS_PER_SEC_WIDE).min(self.cap);
         }
     }
 
@@ -96,7 +99,7 @@ impl Pacer {
             return 0;
         }
         self.accrue(now_ns);
-        let need = self.need(want) * NANO;
+        let need = self.need(want) * NS_PER_SEC_WIDE;
         if self.credit >= need {
             return 0;
         }

@@ -38,7 +38,7 @@ impl From<&Latency> for LatencyReport {
     }
 }
 
-fn us(ns: u64) -> f64 {
+fn micros(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
@@ -135,9 +135,9 @@ impl fmt::Display for GenReport {
             writeln!(
                 f,
                 "  tcp: set-up (SYN to SYN-ACK) p50 {:.1} us  p99 {:.1} us  max {:.1} us",
-                us(l.p50_ns),
-                us(l.p99_ns),
-                us(l.max_ns)
+                micros(l.p50_ns),
+                micros(l.p99_ns),
+                micros(l.max_ns)
             )?;
             writeln!(
                 f,
@@ -242,11 +242,11 @@ impl fmt::Display for SinkReport {
         writeln!(
             f,
             "  latency p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  ({} samples)",
-            us(l.p50_ns),
-            us(l.p90_ns),
-            us(l.p99_ns),
-            us(l.p999_ns),
-            us(l.max_ns),
+            micros(l.p50_ns),
+            micros(l.p90_ns),
+            micros(l.p99_ns),
+            micros(l.p999_ns),
+            micros(l.max_ns),
             l.samples
         )?;
         writeln!(
@@ -304,7 +304,7 @@ pub fn sink_progress(
         per_sec(delta, dt),
         c.lost,
         loss_pct(c.lost, unique),
-        us(interval.quantile(0.99))
+        micros(interval.quantile(0.99))
     )
 }
 

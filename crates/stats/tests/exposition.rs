@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use fastables_stats::{render, IfaceSample, Latency, Snapshot};
+use fastables_stats::{render, IfaceSample, Latency, Snapshot, TrafficCounters};
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -73,10 +73,12 @@ fn a_prometheus_parser_reads_our_metrics() {
         interfaces: vec![
             IfaceSample {
                 name: "eth0".into(),
-                rx_packets: 10,
-                rx_bytes: 1000,
-                tx_packets: 9,
-                tx_bytes: 900,
+                traffic: TrafficCounters {
+                    rx_packets: 10,
+                    rx_bytes: 1000,
+                    tx_packets: 9,
+                    tx_bytes: 900,
+                },
                 ..IfaceSample::default()
             },
             IfaceSample {
@@ -86,7 +88,10 @@ fn a_prometheus_parser_reads_our_metrics() {
             IfaceSample {
                 name: "eth1".into(),
                 queue: Some(1),
-                rx_packets: 4,
+                traffic: TrafficCounters {
+                    rx_packets: 4,
+                    ..TrafficCounters::default()
+                },
                 ..IfaceSample::default()
             },
         ],

@@ -10,21 +10,22 @@
 
 use std::sync::Arc;
 
-use fastables_conntrack::tuple::{IPPROTO_SCTP, IPPROTO_UDPLITE};
 use fastables_conntrack::{
     status, CtState, Dir, Entry, EntryId, EventKind, Hint, IcmpFacts, InsertError, NatRange,
     NewConn, PacketFacts, Table as CtTable, TableConfig, TableFullLog, TcpSeg, Track, Tuple,
     LOOKUP_BATCH, PREFETCH_AHEAD,
 };
-use fastables_packet::ethernet;
 use fastables_packet::icmp as picmp;
-use fastables_packet::ipv4::{self, Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use fastables_packet::ipv4::{
+    self, Ipv4Packet, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PROTO_UDPLITE,
+};
 use fastables_packet::parse::{ipv4_l4_checksum_ok, Ipv4Info, L4};
+use fastables_packet::{ethernet, read_be16, read_be32};
 use fastables_rules::ctx::CtCtx;
 use fastables_rules::model::CtStateSet;
 
 use super::flow::FlowCache;
-use super::pkt::{be16, be32, CtSeen, Pkt, ETH_LEN};
+use super::pkt::{CtSeen, Pkt, ETH_LEN};
 use super::Pipeline;
 use crate::drop::DropReason;
 use crate::port::{Frame, FRAME_SIZE};
@@ -590,7 +591,7 @@ fn sweep_budget(last: &mut u64, now_ns: u64, entries: usize, max: usize) -> usiz
 fn frame_tuple(mem: &[u8], f: &Frame) -> Option<Tuple> {
     let at = usize::try_from(f.addr).ok()?;
     let b = mem.get(at..at.checked_add(usize::from(f.len).min(FRAME_SIZE))?)?;
-    if be16(b, ethernet::field::ETHERTYPE.start) != ethernet::ETHERTYPE_IPV4 {
+    if read_be16(b, ethernet::field::ETHERTYPE.start)? != ethernet::ETHERTYPE_IPV4 {
         return None;
     }
     let ip = Ipv4Packet::new_checked(b.get(ETH_LEN..)?).ok()?;
@@ -603,9 +604,9 @@ fn frame_tuple(mem: &[u8], f: &Frame) -> Option<Tuple> {
     Some(Tuple::new(
         proto,
         u32::from(ip.src()),
-        be16(l4, 0),
+        read_be16(l4, 0)?,
         u32::from(ip.dst()),
-        be16(l4, 2),
+        read_be16(l4, 2)?,
     ))
 }
 
@@ -622,25 +623,31 @@ fn quoted_tuple(quoted: &[u8]) -> Option<Tuple> {
     if hl < ipv4::MIN_HEADER_LEN || quoted.len() < hl {
         return None;
     }
-    if be16(quoted, field::FLAGS_FRAG.start) & ipv4::FRAG_OFFSET_MASK != 0 {
+    if read_be16(quoted, field::FLAGS_FRAG.start)? & ipv4::FRAG_OFFSET_MASK != 0 {
         return None;
     }
     let proto = *quoted.get(field::PROTOCOL)?;
     let (src, dst) = (
-        be32(quoted, field::SRC.start),
-        be32(quoted, field::DST.start),
+        read_be32(quoted, field::SRC.start)?,
+        read_be32(quoted, field::DST.start)?,
     );
     let l4 = quoted.get(hl..)?;
     match proto {
         PROTO_ICMP => {
             // Type, code, and the identifier (queries).
             let h = l4.get(..picmp::HEADER_LEN)?;
-            Some(Tuple::icmp(src, dst, be16(h, 4), h[0], h[1]))
+            Some(Tuple::icmp(src, dst, read_be16(h, 4)?, h[0], h[1]))
         }
-        PROTO_TCP | PROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE => {
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE => {
             // The ports are the first two fields of each of these headers.
             let h = l4.get(..8)?;
-            Some(Tuple::new(proto, src, be16(h, 0), dst, be16(h, 2)))
+            Some(Tuple::new(
+                proto,
+                src,
+                read_be16(h, 0)?,
+                dst,
+                read_be16(h, 2)?,
+            ))
         }
         _ => Some(Tuple::new(proto, src, 0, dst, 0)),
     }
@@ -680,9 +687,9 @@ pub(super) fn facts<'a>(
             let options = if hl >= 20 { l4.get(20..hl) } else { None };
             f.tcp = TcpSeg {
                 flags,
-                seq: be32(l4, field::SEQ.start),
-                ack: be32(l4, field::ACK.start),
-                window: be16(l4, field::WINDOW.start),
+                seq: read_be32(l4, field::SEQ.start).unwrap_or(0),
+                ack: read_be32(l4, field::ACK.start).unwrap_or(0),
+                window: read_be16(l4, field::WINDOW.start).unwrap_or(0),
                 hdr_len: u16::from(header_len),
                 l4_len: l4.len() as u32,
                 options: options.unwrap_or(&[]),

@@ -31,8 +31,8 @@ use std::collections::HashMap;
 use fastables_conntrack::{CtState, Dir, EntryId, Hint, Manip, Track, Tuple};
 use fastables_packet::ipv4::Ipv4Packet;
 use fastables_packet::parse::L4;
+use fastables_packet::IfIndex;
 use fastables_rules::compile::{CompiledRuleset, Path, Shortcut};
-use fastables_rules::ctx::IfIndex;
 use fastables_rules::model::{Hook, Table, TtlTarget};
 
 use super::nat;

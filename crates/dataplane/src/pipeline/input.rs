@@ -18,8 +18,9 @@ use fastables_conntrack::{CtState, Manip};
 use fastables_packet::ipv4::{PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{parse_frame, parse_ipv4_simple, L3, L4};
 use fastables_packet::tcp::flags as tcpf;
+use fastables_packet::IfIndex;
 use fastables_packet::{MacAddr, ParseError};
-use fastables_rules::ctx::{CtCtx, IfIndex};
+use fastables_rules::ctx::CtCtx;
 use fastables_rules::model::{Hook, RejectWith, Table};
 
 use super::conntrack::{ct_ctx, invalid_ctx, Ct};

@@ -7,19 +7,17 @@
 
 use std::net::Ipv4Addr;
 
-use fastables_conntrack::{
-    status, CtState, Dir, Entry, Manip, NatRange, TableConfig, Timeouts, Tuple, IPPROTO_ICMP,
-    IPPROTO_TCP, IPPROTO_UDP,
-};
+use fastables_conntrack::{status, CtState, Dir, Entry, Manip, NatRange, TableConfig, Tuple};
 use fastables_packet::icmp::{self as picmp, IcmpPacket, QuotedEnd};
-use fastables_packet::ipv4::{self, Ipv4Packet, PROTO_TCP, PROTO_UDP};
+use fastables_packet::ipv4::{self, Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::tcp::TcpPacket;
 use fastables_packet::udp::UdpPacket;
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
+use fastables_packet::{read_be16, read_be32};
 use fastables_rules::model::{Hook, NatFlags, PortRange, RejectWith, Table, Target};
 
 use super::conntrack::{ct_ctx, Ct};
-use super::pkt::{be16, be32, Pkt};
+use super::pkt::Pkt;
 use super::tables::Outcome;
 use super::Pipeline;
 use crate::config::ConntrackConfig;
@@ -27,28 +25,11 @@ use crate::drop::DropReason;
 
 /// The conntrack table settings of a `[conntrack]` section, keyed by `seed`.
 pub fn table_config(c: &ConntrackConfig, seed: u64) -> TableConfig {
-    let t = &c.timeouts;
     TableConfig {
         max: c.max,
         buckets: c.buckets,
         seed,
-        timeouts: Timeouts {
-            tcp_syn_sent: t.tcp_syn_sent,
-            tcp_syn_recv: t.tcp_syn_recv,
-            tcp_established: t.tcp_established,
-            tcp_fin_wait: t.tcp_fin_wait,
-            tcp_close_wait: t.tcp_close_wait,
-            tcp_last_ack: t.tcp_last_ack,
-            tcp_time_wait: t.tcp_time_wait,
-            tcp_close: t.tcp_close,
-            tcp_max_retrans: t.tcp_max_retrans,
-            tcp_unacknowledged: t.tcp_unacknowledged,
-            udp: t.udp,
-            udp_stream: t.udp_stream,
-            icmp: t.icmp,
-            generic: t.generic,
-            ..Timeouts::default()
-        },
+        timeouts: c.timeouts,
         tcp_loose: c.tcp_loose,
         tcp_be_liberal: c.tcp_be_liberal,
         reserved_ports: c.reserved_ports.clone(),
@@ -144,7 +125,7 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
         return;
     };
     match proto {
-        IPPROTO_TCP => {
+        PROTO_TCP => {
             if let Ok(mut t) = TcpPacket::new_checked(l4) {
                 t.update_pseudo_addr(old, new);
                 match manip {
@@ -153,7 +134,7 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
                 }
             }
         }
-        IPPROTO_UDP => {
+        PROTO_UDP => {
             let u = if more_frags {
                 UdpPacket::new_first_fragment(l4)
             } else {
@@ -167,7 +148,7 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
                 }
             }
         }
-        IPPROTO_ICMP => {
+        PROTO_ICMP => {
             if let Ok(mut c) = IcmpPacket::new_checked(l4) {
                 // icmp_manip_pkt: queries only; the id is the tuple's src id.
                 if picmp::has_ident(c.icmp_type()) {
@@ -188,6 +169,8 @@ pub fn manip_simple(ip: &mut [u8], manip: Manip, target: &Tuple) -> bool {
     use fastables_packet::checksum as cs;
     use fastables_packet::{tcp, udp};
     use ipv4::field;
+    let rd16 = |b: &[u8], at: usize| read_be16(b, at).unwrap_or(0);
+    let rd32 = |b: &[u8], at: usize| read_be32(b, at).unwrap_or(0);
     #[inline(always)]
     fn wr<const N: usize>(b: &mut [u8; N], at: usize, v: u16) {
         let [hi, lo] = v.to_be_bytes();
@@ -199,10 +182,10 @@ pub fn manip_simple(ip: &mut [u8], manip: Manip, target: &Tuple) -> bool {
     let Some(h) = head.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>() else {
         return false;
     };
-    let total = usize::from(be16(h, field::TOTAL_LEN.start));
+    let total = usize::from(rd16(h, field::TOTAL_LEN.start));
     // Version 4, IHL 5; neither MF nor a fragment offset.
     if h[field::VER_IHL] != 0x45
-        || be16(h, field::FLAGS_FRAG.start) & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK) != 0
+        || rd16(h, field::FLAGS_FRAG.start) & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK) != 0
         || total > len
     {
         return false;
@@ -212,14 +195,14 @@ pub fn manip_simple(ip: &mut [u8], manip: Manip, target: &Tuple) -> bool {
         Manip::Src => (field::SRC.start, target.src, target.sport, 0),
         Manip::Dst => (field::DST.start, target.dst, target.dport, 2),
     };
-    let old = be32(h, at);
-    let ip_csum = cs::update32(be16(h, field::CHECKSUM.start), old, new);
+    let old = rd32(h, at);
+    let ip_csum = cs::update32(rd16(h, field::CHECKSUM.start), old, new);
     wr(h, at, (new >> 16) as u16);
     wr(h, at + 2, new as u16);
     wr(h, field::CHECKSUM.start, ip_csum);
     let l4_len = total - ipv4::MIN_HEADER_LEN;
     match proto {
-        IPPROTO_TCP => {
+        PROTO_TCP => {
             // TcpPacket::new_checked: the base header, a data offset inside.
             let Some(t) = l4.first_chunk_mut::<{ tcp::MIN_HEADER_LEN }>() else {
                 return true;
@@ -229,23 +212,23 @@ pub fn manip_simple(ip: &mut [u8], manip: Manip, target: &Tuple) -> bool {
                 return true;
             }
             let sum = tcp::field::CHECKSUM.start;
-            let c = cs::update32(be16(t, sum), old, new);
-            let c = cs::update16(c, be16(t, port_at), port);
+            let c = cs::update32(rd16(t, sum), old, new);
+            let c = cs::update16(c, rd16(t, port_at), port);
             wr(t, port_at, port);
             wr(t, sum, c);
         }
-        IPPROTO_UDP => {
+        PROTO_UDP => {
             // UdpPacket::new_checked: the header, a length field inside.
             let Some(u) = l4.first_chunk_mut::<{ udp::HEADER_LEN }>() else {
                 return true;
             };
-            let ulen = usize::from(be16(u, udp::field::LENGTH.start));
+            let ulen = usize::from(rd16(u, udp::field::LENGTH.start));
             if l4_len < udp::HEADER_LEN || ulen < udp::HEADER_LEN || ulen > l4_len {
                 return true;
             }
             let sum = udp::field::CHECKSUM.start;
-            let c = cs::udp_update32(be16(u, sum), old, new);
-            let c = cs::udp_update16(c, be16(u, port_at), port);
+            let c = cs::udp_update32(rd16(u, sum), old, new);
+            let c = cs::udp_update16(c, rd16(u, port_at), port);
             wr(u, port_at, port);
             wr(u, sum, c);
         }
@@ -263,16 +246,15 @@ pub fn icmp_reply_translation(ip: &mut [u8], e: &Entry, dir: Dir, manip: Manip) 
         return true;
     }
     let other = e.tuple[dir.flip().idx()];
-    let hl = match Ipv4Packet::new_checked(&*ip) {
+    let (hl, total) = match Ipv4Packet::new_checked(&*ip) {
         Ok(p) => {
             if p.frag_offset() != 0 {
                 return true;
             }
-            p.header_len()
+            (p.header_len(), usize::from(p.total_len()))
         }
         Err(_) => return false,
     };
-    let total = usize::from(be16(ip, ipv4::field::TOTAL_LEN.start));
     {
         let Some(l4) = ip.get_mut(hl..total) else {
             return false;
@@ -285,7 +267,7 @@ pub fn icmp_reply_translation(ip: &mut [u8], e: &Entry, dir: Dir, manip: Manip) 
             Manip::Dst => (QuotedEnd::Src, other.src, other.sport),
             Manip::Src => (QuotedEnd::Dst, other.dst, other.dport),
         };
-        let port = if other.proto == IPPROTO_ICMP {
+        let port = if other.proto == PROTO_ICMP {
             other.sport
         } else {
             port
@@ -478,8 +460,8 @@ impl Pipeline {
             if matches!(ctx.proto, PROTO_TCP | PROTO_UDP) && ctx.has_l4 && !ctx.fragment {
                 // TCP and UDP alike: the ports are the first two fields.
                 let l4 = p.payload();
-                ctx.sport = be16(l4, 0);
-                ctx.dport = be16(l4, 2);
+                ctx.sport = read_be16(l4, 0).unwrap_or(0);
+                ctx.dport = read_be16(l4, 2).unwrap_or(0);
             }
             if self.tables.needs.addrtype {
                 ctx.src_type = self.ifs.addr_type(ctx.src);
@@ -512,7 +494,7 @@ mod tests {
             ip[0] = 0x45;
             ip[6] &= 0x40; // DF at most: not a fragment
             ip[7] = 0;
-            ip[9] = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
+            ip[9] = if tcp { PROTO_TCP } else { PROTO_UDP };
             let l4_len = if tcp { 20 } else { 8 } + payload;
             let total = 20 + l4_len;
             ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
@@ -582,17 +564,11 @@ mod tests {
     #[test]
     fn snat_rewrite_keeps_checksums_valid() {
         let mut d = udp_dgram([172, 18, 0, 2], 33894, [8, 8, 8, 8], 53);
-        let t = Tuple::new(
-            IPPROTO_UDP,
-            ip4([10, 0, 2, 15]),
-            1024,
-            ip4([8, 8, 8, 8]),
-            53,
-        );
+        let t = Tuple::new(PROTO_UDP, ip4([10, 0, 2, 15]), 1024, ip4([8, 8, 8, 8]), 53);
         manip_pkt(&mut d, Manip::Src, &t);
         let i = info_of(&d);
         assert_eq!(i.src, Ipv4Addr::new(10, 0, 2, 15));
-        assert_eq!(be16(&d, 20), 1024);
+        assert_eq!(read_be16(&d, 20), Some(1024));
         assert!(ipv4_l4_checksum_ok(&d, &i));
         assert!(Ipv4Packet::new_checked(&d[..]).unwrap().verify_checksum());
     }
@@ -602,10 +578,10 @@ mod tests {
         let mut d = udp_dgram([172, 18, 0, 2], 33894, [8, 8, 8, 8], 53);
         d[26] = 0;
         d[27] = 0;
-        let t = Tuple::new(IPPROTO_UDP, 0, 0, ip4([192, 168, 0, 2]), 80);
+        let t = Tuple::new(PROTO_UDP, 0, 0, ip4([192, 168, 0, 2]), 80);
         manip_pkt(&mut d, Manip::Dst, &t);
         assert_eq!((d[26], d[27]), (0, 0));
-        assert_eq!(be16(&d, 22), 80);
+        assert_eq!(read_be16(&d, 22), Some(80));
         assert_eq!(&d[16..20], &[192, 168, 0, 2]);
     }
 }

@@ -9,8 +9,9 @@ use fastables_conntrack::{Manip, Tuple};
 use fastables_packet::arp::ArpRepr;
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_TCP};
 use fastables_packet::parse::L3;
+use fastables_packet::IfIndex;
 use fastables_packet::{parse_frame, tcp, MacAddr};
-use fastables_rules::ctx::{CtCtx, IfIndex};
+use fastables_rules::ctx::CtCtx;
 use fastables_rules::model::{Hook, Table};
 
 use super::conntrack::invalid_ctx;

@@ -5,7 +5,8 @@
 use fastables_conntrack::{Hint, Track};
 use fastables_packet::ethernet::{self, MacAddr};
 use fastables_packet::parse::{Ipv4Info, L4};
-use fastables_rules::ctx::{tcp_option_kinds, IfIndex, Needs, PacketCtx};
+use fastables_packet::IfIndex;
+use fastables_rules::ctx::{tcp_option_kinds, Needs, PacketCtx};
 
 use super::conntrack::Ct;
 use super::flow::Recording;
@@ -15,25 +16,6 @@ use crate::iface::Interfaces;
 
 /// Bytes of the Ethernet header before the datagram.
 pub(super) const ETH_LEN: usize = ethernet::HEADER_LEN;
-
-/// The big-endian u16 at `at` of bytes no view covers as a whole (a
-/// header not yet checked, a quoted one), 0 when `b` is too short.
-#[inline(always)]
-pub(super) fn be16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at + 2) {
-        Some(s) => u16::from_be_bytes([s[0], s[1]]),
-        None => 0,
-    }
-}
-
-/// The big-endian u32 at `at`, 0 when `b` is too short (see [`be16`]).
-#[inline(always)]
-pub(super) fn be32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
-        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
-}
 
 /// Writes the Ethernet destination and source addresses of the frame `buf`.
 #[inline(always)]

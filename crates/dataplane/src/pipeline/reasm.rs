@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 
 use fastables_packet::ethernet;
 use fastables_packet::ipv4::Ipv4Packet;
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
 use super::output::frame_pair;
 use super::pkt::{Fate, ETH_LEN};

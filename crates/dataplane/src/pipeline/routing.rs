@@ -3,7 +3,7 @@
 //! interfaces do not change while the pipeline lives, so nothing
 //! invalidates the cache.
 
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
 use crate::drop::DropReason;
 use crate::iface::Interfaces;

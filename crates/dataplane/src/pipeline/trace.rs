@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use fastables_conntrack::{CtState, Dir, Entry, Tuple};
 use fastables_packet::ipv4::{PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{parse_frame, Ipv4Info, L3, L4};
-use fastables_rules::ctx::{IfIndex, PacketCtx, Verdict};
+use fastables_packet::IfIndex;
+use fastables_rules::ctx::{PacketCtx, Verdict};
 use fastables_rules::model::{Hook, Table};
 
 use super::conntrack::Ct;

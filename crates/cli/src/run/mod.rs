@@ -1,0 +1,149 @@
+//! `fastables run`: the live data plane on AF_XDP.
+//!
+//! One worker thread per core of `[workers] cores`, pinned, each serving RX
+//! queue `k` of every interface through its own AF_XDP port (one UMEM shared
+//! by its sockets) and owning its conntrack shard; frames a device puts on
+//! the wrong worker's queue are handed to their owner ([`steer`]). The main
+//! thread is the control and stats thread: it answers the control socket by
+//! running jobs on every worker between two of its batches and merging the
+//! answers, publishes the metrics, and handles signals. SIGTERM or SIGINT
+//! stop it cleanly (sockets closed, XDP programs detached, counters
+//! printed); SIGHUP reloads the rules file: the new ruleset is parsed,
+//! validated and compiled first, and a bad file changes nothing;
+//! connections keep their NAT bindings.
+//!
+//! This file starts the instance, runs the control thread's loop and stops
+//! it. The rest: `startup.rs` (checks and device set-up before the
+//! workers), `worker.rs` (the worker threads and the jobs they run for the
+//! control thread), `sample.rs` (a worker's counters), `metrics.rs` (the
+//! snapshot behind `/metrics`, and the rates), `commands/` (each request of
+//! the control socket, and the streams of `conntrack -E` and `trace`). The
+//! servers are apart: the control socket in `crate::control`, the
+//! `/metrics` server in `fastables_stats::serve`.
+//!
+//! [`steer`]: fastables_dataplane::steer
+
+mod commands;
+mod metrics;
+mod sample;
+mod startup;
+mod worker;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use fastables_dataplane::rss::{Rss, SYMMETRIC_KEY};
+use fastables_dataplane::steer::{Mesh, HANDOFF_SLOTS};
+
+use crate::control;
+use crate::rulescmd::{compile, load_config_and_rules};
+use crate::CliError;
+use commands::ControlState;
+use sample::{summary, Sample};
+use startup::{check_queues, complete_config, random_seed, rss_model};
+pub(crate) use startup::{is_root, mount_bpffs};
+use worker::{WorkerShared, Workers};
+
+/// `fastables run` arguments.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Descriptors per AF_XDP ring (RX, TX, fill, completion); a power of two.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub ring: u32,
+    /// Seed of the conntrack hash keys and of NAT's random port choices
+    /// (default: random at each start, so that an attacker cannot aim
+    /// collisions).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+/// `fastables run -c CONFIG`.
+pub fn run(a: &RunArgs) -> Result<(), CliError> {
+    if !is_root() {
+        return Err(CliError::Start(
+            "fastables run needs root (AF_XDP sockets and XDP programs)".to_string(),
+        ));
+    }
+    let (mut cfg, rs) = load_config_and_rules(&a.config)?;
+    complete_config(&mut cfg)?;
+    let rules_file = cfg.rules.clone();
+    let rules_name = rules_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let names: Vec<String> = cfg.iface_names().iter().map(|s| s.to_string()).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let compiled = Arc::new(compile(&rs, &name_refs, &rules_name)?);
+    let n = cfg.workers.cores.len().max(1);
+    check_queues(&cfg, n)?;
+    mount_bpffs();
+    let seed = a.seed.unwrap_or_else(random_seed);
+    let cfg = Arc::new(cfg);
+    let rss = Arc::new(if n > 1 {
+        rss_model(&cfg, n)
+    } else {
+        Rss::new(SYMMETRIC_KEY, 1)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = Workers::start(&WorkerShared {
+        n,
+        cfg: Arc::clone(&cfg),
+        compiled: Arc::clone(&compiled),
+        seed,
+        ring: a.ring,
+        rss,
+        mesh: (n > 1).then(|| Mesh::new(n, cfg.interfaces.len(), HANDOFF_SLOTS)),
+        stop: Arc::clone(&stop),
+    })?;
+
+    let hup = Arc::new(AtomicBool::new(false));
+    crate::on_signals(&crate::STOP_SIGNALS, &stop)?;
+    crate::on_signals(&[signal_hook::consts::SIGHUP], &hup)?;
+
+    let server = control::serve(&cfg.control.socket)?;
+    let mut state = ControlState::new(rs, compiled, names, Arc::clone(&cfg));
+    println!("control socket: {}", cfg.control.socket.display());
+    println!("running");
+    let _ = std::io::stdout().flush();
+
+    // Observability: the workers' histograms (recorded without allocating)
+    // are taken and merged into the published snapshot once per interval.
+    let started = Instant::now();
+    let shared = metrics::serve(&cfg)?;
+    let interval = Duration::from_millis(cfg.stats.interval_ms.max(10));
+    let mut last_publish = Instant::now();
+
+    while !stop.load(Ordering::Relaxed) {
+        // Control requests; between them, a tick of 2 ms.
+        if let Ok(req) = server.requests.recv_timeout(Duration::from_millis(2)) {
+            let r = commands::answer(&req, &mut state, &workers);
+            let _ = req.reply.send(r);
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            commands::reload(&workers, &mut state, rules_file.as_ref());
+        }
+        if !state.subs.is_empty() {
+            commands::publish_events(&mut state, &workers);
+        }
+        if state.trace_sub.is_some() {
+            commands::publish_trace(&mut state, &workers);
+        }
+        if last_publish.elapsed() >= interval {
+            last_publish = Instant::now();
+            metrics::publish(&shared, &workers, &mut state, started);
+        }
+    }
+    drop(server);
+    let samples = workers.join();
+    let summary = summary(&Sample::merge(&samples));
+    eprintln!("stopped");
+    eprint!("{summary}");
+    Ok(())
+}
