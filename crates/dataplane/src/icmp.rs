@@ -18,10 +18,11 @@
 use std::net::Ipv4Addr;
 
 use ahash::AHashMap;
-use fastables_packet::icmp::IcmpRepr;
+use fastables_packet::icmp::{self as picmp, types, unreach, IcmpRepr};
 use fastables_packet::ipv4::{Ipv4Repr, PROTO_ICMP, PROTO_TCP};
 use fastables_packet::parse::{Ipv4Info, L4};
 use fastables_packet::tcp::flags;
+use fastables_packet::{read_be16, read_be32};
 
 /// The TTL of locally generated packets (net.ipv4.ip_default_ttl).
 pub const DEFAULT_TTL: u8 = 64;
@@ -29,41 +30,6 @@ pub const DEFAULT_TTL: u8 = 64;
 pub const ICMP_ERROR_MAX: usize = 576;
 /// Most bytes of the offending datagram an ICMP error quotes.
 pub const ICMP_QUOTE_MAX: usize = ICMP_ERROR_MAX - 20 - 8;
-
-/// ICMP types and codes used here.
-pub mod codes {
-    /// Echo reply.
-    pub const ECHO_REPLY: u8 = 0;
-    /// Destination unreachable.
-    pub const DEST_UNREACH: u8 = 3;
-    /// Echo request.
-    pub const ECHO_REQUEST: u8 = 8;
-    /// Time exceeded.
-    pub const TIME_EXCEEDED: u8 = 11;
-    /// Net unreachable (code of DEST_UNREACH).
-    pub const NET_UNREACH: u8 = 0;
-    /// Host unreachable.
-    pub const HOST_UNREACH: u8 = 1;
-    /// Protocol unreachable.
-    pub const PROT_UNREACH: u8 = 2;
-    /// Port unreachable.
-    pub const PORT_UNREACH: u8 = 3;
-    /// Fragmentation needed and DF set.
-    pub const FRAG_NEEDED: u8 = 4;
-    /// Network administratively prohibited.
-    pub const NET_ANO: u8 = 9;
-    /// Host administratively prohibited.
-    pub const HOST_ANO: u8 = 10;
-    /// Communication administratively prohibited.
-    pub const PKT_FILTERED: u8 = 13;
-    /// TTL exceeded in transit (code of TIME_EXCEEDED).
-    pub const EXC_TTL: u8 = 0;
-}
-
-/// Whether the kernel's ICMP error types (`icmp_pointers[type].error`) include `ty`.
-pub fn is_error_type(ty: u8) -> bool {
-    matches!(ty, 3 | 4 | 5 | 11 | 12)
-}
 
 /// `__icmp_send`'s checks on the offending datagram: not a non-first fragment,
 /// and if it is ICMP, not an error and not an unknown type (> 18).
@@ -73,7 +39,9 @@ pub fn icmp_error_allowed(info: &Ipv4Info) -> bool {
     }
     if info.protocol == PROTO_ICMP {
         return match info.l4 {
-            L4::Icmp { icmp_type, .. } => icmp_type <= 18 && !is_error_type(icmp_type),
+            L4::Icmp { icmp_type, .. } => {
+                icmp_type <= types::ADDRESS_MASK_REPLY && !picmp::is_error(icmp_type)
+            }
             // The type byte could not be read: the kernel gives up too.
             _ => false,
         };
@@ -158,8 +126,8 @@ pub fn build_echo_reply(
     ident: u16,
     request: &[u8],
 ) -> Option<usize> {
-    let id = u16::from_be_bytes([*request.get(4)?, *request.get(5)?]);
-    let seq = u16::from_be_bytes([*request.get(6)?, *request.get(7)?]);
+    let id = read_be16(request, picmp::field::IDENT.start)?;
+    let seq = read_be16(request, picmp::field::SEQ.start)?;
     let icmp = IcmpRepr::echo_reply(id, seq, request.get(8..)?);
     let h = Head {
         src,
@@ -188,12 +156,13 @@ pub fn build_tcp_reset(
     orig_tcp: &[u8],
     payload_len: usize,
 ) -> Option<usize> {
-    let h = orig_tcp.get(..20)?;
-    let sport = u16::from_be_bytes([h[0], h[1]]);
-    let dport = u16::from_be_bytes([h[2], h[3]]);
-    let seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-    let ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
-    let fl = h[13];
+    use fastables_packet::tcp::field;
+    let h = orig_tcp.get(..fastables_packet::tcp::MIN_HEADER_LEN)?;
+    let sport = read_be16(h, field::SRC_PORT.start)?;
+    let dport = read_be16(h, field::DST_PORT.start)?;
+    let seq = read_be32(h, field::SEQ.start)?;
+    let ack = read_be32(h, field::ACK.start)?;
+    let fl = h[field::FLAGS];
     let (rseq, rack, rflags) = if fl & flags::ACK != 0 {
         (ack, 0, flags::RST)
     } else {
@@ -278,7 +247,7 @@ impl IcmpRateLimiter {
     /// takes the tokens when it may.
     pub fn allow(&mut self, now_ns: u64, dst: u32, ty: u8, code: u8) -> bool {
         let limited = matches!(ty, 3 | 4 | 11 | 12)
-            && !(ty == codes::DEST_UNREACH && code == codes::FRAG_NEEDED);
+            && !(ty == types::DEST_UNREACH && code == unreach::FRAG_NEEDED);
         if !limited {
             return true;
         }

@@ -769,11 +769,8 @@ pub(super) fn invalid_ctx() -> CtCtx {
 
 #[cfg(test)]
 mod tests {
+    use super::super::nat::tests::{info_of, ip4, udp_dgram};
     use super::*;
-    use fastables_packet::builder::{udp_frame, EthSpec, IpSpec, UdpSpec};
-    use fastables_packet::parse::L3;
-    use fastables_packet::{parse_frame, MacAddr};
-    use std::net::Ipv4Addr;
 
     #[test]
     fn the_sweep_passes_the_table_once_a_second() {
@@ -802,44 +799,6 @@ mod tests {
             "max below the floor"
         );
         assert_eq!(sweep_budget(&mut last, t + 2, 100, 1024), SWEEP_MIN);
-    }
-
-    fn ip4(a: [u8; 4]) -> u32 {
-        u32::from(Ipv4Addr::from(a))
-    }
-
-    fn udp_dgram(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
-        let f = udp_frame(
-            &EthSpec {
-                src: MacAddr([2, 0, 0, 0, 0, 1]),
-                dst: MacAddr([2, 0, 0, 0, 0, 2]),
-                vlan: None,
-                pad: false,
-            },
-            &IpSpec {
-                src: Ipv4Addr::from(src),
-                dst: Ipv4Addr::from(dst),
-                ttl: 64,
-                ident: 1,
-                ..IpSpec::default()
-            },
-            &UdpSpec {
-                src_port: sport,
-                dst_port: dport,
-            },
-            b"query",
-        );
-        f[14..].to_vec()
-    }
-
-    fn info_of(ip: &[u8]) -> Ipv4Info {
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x08, 0x00]);
-        f.extend_from_slice(ip);
-        match parse_frame(&f).unwrap().l3 {
-            L3::Ipv4(i) => i,
-            _ => panic!("not ipv4"),
-        }
     }
 
     #[test]

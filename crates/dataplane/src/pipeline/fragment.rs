@@ -10,7 +10,8 @@
 use std::sync::atomic::Ordering;
 
 use fastables_packet::checksum;
-use fastables_packet::ipv4::Ipv4Packet;
+use fastables_packet::ipv4::{self, Ipv4Packet};
+use fastables_packet::read_be16;
 use fastables_packet::IfIndex;
 
 use super::output::frame_pair;
@@ -105,21 +106,26 @@ pub fn plan(hl: usize, total: usize, mtu: usize) -> Option<(usize, usize)> {
     Some((chunk, payload.div_ceil(chunk)))
 }
 
+/// Option kinds: the end of the list, and no operation.
+const OPT_END: u8 = 0;
+const OPT_NOOP: u8 = 1;
+/// The option kind's "copied into fragments" flag.
+const OPT_COPIED: u8 = 0x80;
+
 /// Replace the options of `header[20..]` that are not copied into fragments by NOOPs.
 pub fn noop_uncopied_options(header: &mut [u8]) {
-    let mut i = 20;
-    while i < header.len() {
-        let kind = header[i];
+    let mut i = ipv4::field::OPTIONS_START;
+    while let Some(&kind) = header.get(i) {
         match kind {
-            0 => break,
-            1 => i += 1,
+            OPT_END => break,
+            OPT_NOOP => i += 1,
             _ => {
                 let len = usize::from(header.get(i + 1).copied().unwrap_or(0));
-                if len < 2 || i + len > header.len() {
+                let Some(opt) = header.get_mut(i..i + len).filter(|_| len >= 2) else {
                     break;
-                }
-                if kind & 0x80 == 0 {
-                    header[i..i + len].fill(1);
+                };
+                if kind & OPT_COPIED == 0 {
+                    opt.fill(OPT_NOOP);
                 }
                 i += len;
             }
@@ -130,20 +136,20 @@ pub fn noop_uncopied_options(header: &mut [u8]) {
 /// Rewrite the header `h` for a fragment: total length `total`, fragment offset
 /// `offset_bytes` (absolute), MF; recompute the header checksum.
 pub fn set_fragment_header(h: &mut [u8], total: usize, offset_bytes: usize, mf: bool) {
-    if h.len() < 20 {
+    use ipv4::field;
+    if h.len() < ipv4::MIN_HEADER_LEN {
         return;
     }
-    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    let old = u16::from_be_bytes([h[6], h[7]]);
-    let mut ff = (old & 0x4000) | ((offset_bytes / 8) as u16 & 0x1fff);
+    h[field::TOTAL_LEN].copy_from_slice(&(total as u16).to_be_bytes());
+    let old = read_be16(h, field::FLAGS_FRAG.start).unwrap_or(0);
+    let mut ff = (old & ipv4::FLAG_DF) | ((offset_bytes / 8) as u16 & ipv4::FRAG_OFFSET_MASK);
     if mf {
-        ff |= 0x2000;
+        ff |= ipv4::FLAG_MF;
     }
-    h[6..8].copy_from_slice(&ff.to_be_bytes());
-    h[10] = 0;
-    h[11] = 0;
+    h[field::FLAGS_FRAG].copy_from_slice(&ff.to_be_bytes());
+    h[field::CHECKSUM].fill(0);
     let c = checksum::checksum(h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //!    known.
 
 use fastables_conntrack::{CtState, Manip};
+use fastables_packet::icmp::{time_exceeded, types, unreach};
 use fastables_packet::ipv4::{PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{parse_frame, parse_ipv4_simple, L3, L4};
 use fastables_packet::tcp::flags as tcpf;
@@ -31,7 +32,7 @@ use super::reasm;
 use super::tables::Outcome;
 use super::Pipeline;
 use crate::drop::DropReason;
-use crate::icmp::{self, codes};
+use crate::icmp;
 use crate::neigh::{self, ArpOutcome};
 use crate::port::{Frame, FRAME_SIZE};
 use crate::route::{RouteResult, RouteType};
@@ -225,7 +226,7 @@ impl Pipeline {
             Err(DropReason::NoRoute) => {
                 // ip_error: net unreachable (forwarding on), not for non-unicast frames.
                 let g = (pkt.to_host && icmp::icmp_error_allowed(info))
-                    .then_some(Generate::icmp(codes::DEST_UNREACH, codes::NET_UNREACH));
+                    .then_some(Generate::icmp(types::DEST_UNREACH, unreach::NET));
                 return (Fate::Drop(DropReason::NoRoute), g);
             }
             Err(r) => return (Fate::Drop(r), None),
@@ -253,14 +254,14 @@ impl Pipeline {
         // the decremented TTL, a REJECT in FORWARD quotes it).
         if pkt.ctx.ttl <= 1 {
             let g = icmp::icmp_error_allowed(info)
-                .then_some(Generate::icmp(codes::TIME_EXCEEDED, codes::EXC_TTL));
+                .then_some(Generate::icmp(types::TIME_EXCEEDED, time_exceeded::TTL));
             return (Fate::Drop(DropReason::TtlExpired), g);
         }
         let (ip_len, mtu) = (pkt.ip_len(), route.mtu);
         if ip_len > usize::from(mtu) && info.dont_frag {
             let g = icmp::icmp_error_allowed(info).then_some(Generate::IcmpError {
-                ty: codes::DEST_UNREACH,
-                code: codes::FRAG_NEEDED,
+                ty: types::DEST_UNREACH,
+                code: unreach::FRAG_NEEDED,
                 rest: u32::from(mtu),
                 src: None,
             });
@@ -407,7 +408,7 @@ impl Pipeline {
             };
         }
         icmp::icmp_error_allowed(info).then_some(Generate::IcmpError {
-            ty: codes::DEST_UNREACH,
+            ty: types::DEST_UNREACH,
             code: reject_code(rw),
             rest: 0,
             src: local_src,
@@ -428,13 +429,13 @@ pub(super) fn drop_of_parse(e: ParseError) -> DropReason {
 /// The ICMP code of `REJECT --reject-with`.
 fn reject_code(r: RejectWith) -> u8 {
     match r {
-        RejectWith::IcmpNetUnreachable => codes::NET_UNREACH,
-        RejectWith::IcmpHostUnreachable => codes::HOST_UNREACH,
-        RejectWith::IcmpPortUnreachable => codes::PORT_UNREACH,
-        RejectWith::IcmpProtoUnreachable => codes::PROT_UNREACH,
-        RejectWith::IcmpNetProhibited => codes::NET_ANO,
-        RejectWith::IcmpHostProhibited => codes::HOST_ANO,
-        RejectWith::IcmpAdminProhibited => codes::PKT_FILTERED,
+        RejectWith::IcmpNetUnreachable => unreach::NET,
+        RejectWith::IcmpHostUnreachable => unreach::HOST,
+        RejectWith::IcmpPortUnreachable => unreach::PORT,
+        RejectWith::IcmpProtoUnreachable => unreach::PROTOCOL,
+        RejectWith::IcmpNetProhibited => unreach::NET_PROHIBITED,
+        RejectWith::IcmpHostProhibited => unreach::HOST_PROHIBITED,
+        RejectWith::IcmpAdminProhibited => unreach::ADMIN_PROHIBITED,
         RejectWith::TcpReset => 0,
     }
 }

@@ -7,6 +7,7 @@
 //! them before INPUT, we do not.
 
 use fastables_conntrack::Manip;
+use fastables_packet::icmp::{types, unreach};
 use fastables_packet::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{ipv4_l4_checksum_ok, L4};
 use fastables_packet::tcp::flags as tcpf;
@@ -17,7 +18,6 @@ use super::pkt::{Fate, Pkt};
 use super::tables::Outcome;
 use super::Pipeline;
 use crate::drop::DropReason;
-use crate::icmp::codes;
 use crate::route::RouteType;
 
 /// IP protocol number of IGMP.
@@ -67,7 +67,7 @@ impl Pipeline {
         cur.dst = std::net::Ipv4Addr::from(pkt.ctx.dst);
         let ok_csum = ipv4_l4_checksum_ok(pkt.ip(), &cur);
         let unreachable = |code| Generate::IcmpError {
-            ty: codes::DEST_UNREACH,
+            ty: types::DEST_UNREACH,
             code,
             rest: 0,
             src: local_src,
@@ -81,7 +81,7 @@ impl Pipeline {
                     return (Fate::Drop(DropReason::BadL4Checksum), None);
                 }
                 // icmp_echo_ignore_broadcasts = 1.
-                if icmp_type == codes::ECHO_REQUEST && unicast {
+                if icmp_type == types::ECHO_REQUEST && unicast {
                     return (Fate::Consumed, Some(Generate::EchoReply));
                 }
                 (Fate::Consumed, None)
@@ -115,13 +115,13 @@ impl Pipeline {
                 if !ok_csum {
                     return (Fate::Drop(DropReason::BadL4Checksum), None);
                 }
-                let g = unicast.then_some(unreachable(codes::PORT_UNREACH));
+                let g = unicast.then_some(unreachable(unreach::PORT));
                 (Fate::Drop(DropReason::NoSocket), g)
             }
             // IGMP is handled by the kernel's igmp_rcv: consumed.
             PROTO_IGMP => (Fate::Consumed, None),
             _ => {
-                let g = unicast.then_some(unreachable(codes::PROT_UNREACH));
+                let g = unicast.then_some(unreachable(unreach::PROTOCOL));
                 (Fate::Drop(DropReason::NoSocket), g)
             }
         }

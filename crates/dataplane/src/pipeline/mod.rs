@@ -2,21 +2,25 @@
 //! order, as stages that own their state, one file each. In the order a
 //! packet meets them:
 //!
-//! | file | stage |
-//! |---|---|
-//! | [`batch`](self) `batch.rs` | the batch loop: each frame in, its verdict carried out |
-//! | `input.rs` | the input walk: L2, parse, ARP, PREROUTING, routing, FORWARD, POSTROUTING, the neighbour |
-//! | `reasm.rs` | conntrack's reassembly: fragments held until their datagram is whole |
-//! | `flow.rs` | the flow cache: a connection's recorded decision instead of the chains |
-//! | `tables.rs` | table runs: one chain for the packet, then its rules' effects |
-//! | `conntrack.rs` | conntrack: classification, confirmation, events, expiry, lookups ahead |
-//! | `nat.rs` | NAT: the nat table for a first packet, the rewrites for all |
-//! | `routing.rs` | routing: the FIB behind a cache |
-//! | `local.rs` | local delivery: INPUT and the local stack's answers |
-//! | `fragment.rs` | fragmentation of forwarded datagrams larger than the MTU |
-//! | `output.rs` | generated packets and their output path; the neighbour hold queue |
-//! | `trace.rs` | `fastables trace`: a record per traced packet |
-//! | `pkt.rs` | what travels with a packet ([`Pkt`](self)) and a frame's verdict |
+//! - `batch.rs`: the batch loop; each frame in, its verdict carried out.
+//! - `input.rs`: the input walk, top to bottom: L2, parse, ARP, PREROUTING,
+//!   routing, FORWARD, POSTROUTING, the neighbour.
+//! - `reasm.rs`: conntrack's reassembly, fragments held until their
+//!   datagram is whole.
+//! - `flow.rs`: the flow cache, a connection's recorded decision instead of
+//!   the chains (the fast path).
+//! - `tables.rs`: table runs, one chain for the packet, then its rules' effects.
+//! - `conntrack.rs`: conntrack: classification, confirmation, events,
+//!   expiry, lookups ahead.
+//! - `nat.rs`: NAT: the nat table for a connection's first packet, the
+//!   rewrites for all.
+//! - `routing.rs`: the FIB behind a cache.
+//! - `local.rs`: local delivery: INPUT and the local stack's answers.
+//! - `fragment.rs`: fragmentation of forwarded datagrams larger than the MTU.
+//! - `output.rs`: generated packets and their output path; the neighbour
+//!   hold queue.
+//! - `trace.rs`: `fastables trace`, a record per traced packet.
+//! - `pkt.rs`: what travels with a packet (`Pkt`) and a frame's verdict (`Fate`).
 //!
 //! ```text
 //! parse ─ L2 (ours / broadcast / multicast, else OTHERHOST drop) ─ ARP → arp_process

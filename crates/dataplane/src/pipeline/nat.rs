@@ -472,7 +472,7 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -523,11 +523,17 @@ mod tests {
     use fastables_packet::parse::{ipv4_l4_checksum_ok, Ipv4Info, L3};
     use fastables_packet::{parse_frame, MacAddr};
 
-    fn ip4(a: [u8; 4]) -> u32 {
+    pub(in crate::pipeline) fn ip4(a: [u8; 4]) -> u32 {
         u32::from(Ipv4Addr::from(a))
     }
 
-    fn udp_dgram(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    /// A UDP datagram (from its IP header) carrying a DNS-like query.
+    pub(in crate::pipeline) fn udp_dgram(
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+    ) -> Vec<u8> {
         let f = udp_frame(
             &EthSpec {
                 src: MacAddr([2, 0, 0, 0, 0, 1]),
@@ -551,7 +557,8 @@ mod tests {
         f[14..].to_vec()
     }
 
-    fn info_of(ip: &[u8]) -> Ipv4Info {
+    /// The parse of the datagram `ip`.
+    pub(in crate::pipeline) fn info_of(ip: &[u8]) -> Ipv4Info {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&[0x08, 0x00]);
         f.extend_from_slice(ip);

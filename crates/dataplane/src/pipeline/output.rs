@@ -7,6 +7,7 @@
 
 use fastables_conntrack::{Manip, Tuple};
 use fastables_packet::arp::ArpRepr;
+use fastables_packet::icmp::{types, unreach};
 use fastables_packet::ipv4::{Ipv4Packet, PROTO_TCP};
 use fastables_packet::parse::L3;
 use fastables_packet::IfIndex;
@@ -21,7 +22,7 @@ use super::pkt::{set_macs, Pkt, ETH_LEN};
 use super::tables::Outcome;
 use super::{Pipeline, PipelineCounters};
 use crate::drop::DropReason;
-use crate::icmp::{self, codes};
+use crate::icmp;
 use crate::neigh::{self, HeldEvent};
 use crate::port::{Frame, FRAME_SIZE};
 use crate::worker::Batch;
@@ -489,7 +490,7 @@ impl Pipeline {
                         _ => None,
                     });
                     if info.is_some_and(|i| icmp::icmp_error_allowed(&i)) {
-                        let g = Generate::icmp(codes::DEST_UNREACH, codes::HOST_UNREACH);
+                        let g = Generate::icmp(types::DEST_UNREACH, unreach::HOST);
                         self.generate(now_ns, mem, &rx, g, batch);
                     }
                     batch.spare.push(h.addr);
