@@ -279,9 +279,10 @@ impl Pipeline {
                     }
                 },
             };
-            if let Some(done) = n.and_then(|n| self.fast_finish(now_ns, pkt, t.id, t.dir, n)) {
+            let done = n.and_then(|n| self.fast_finish(now_ns, pkt, t.id, t.dir, n));
+            if let Some((fate, generate)) = done {
                 self.ct.event_of(t.events.kind(), t.id, now_ns);
-                return Fast::Done(done.0, done.1);
+                return Fast::Done(fate, generate);
             }
         }
         pkt.ct_seen = if self.tables.raw_continues {

@@ -14,7 +14,7 @@
 //! 4. [`Pipeline::neigh_output`]: the next hop's MAC, or a hold until it is
 //!    known.
 
-use fastables_conntrack::{CtState, Manip};
+use fastables_conntrack::{CtState, Hint, Manip};
 use fastables_packet::icmp::{time_exceeded, types, unreach};
 use fastables_packet::ipv4::{PROTO_TCP, PROTO_UDP};
 use fastables_packet::parse::{parse_frame, parse_ipv4_simple, L3, L4};
@@ -48,7 +48,7 @@ impl Pipeline {
         now_ns: u64,
         mem: &mut [u8],
         f: &mut Frame,
-        hint: Option<fastables_conntrack::Hint>,
+        hint: Option<Hint>,
         reasm: Option<u16>,
     ) -> (Fate, Option<Generate>) {
         let start = usize::try_from(f.addr).unwrap_or(usize::MAX);
