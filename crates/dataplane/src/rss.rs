@@ -4,7 +4,7 @@
 //!
 //! With one worker per queue, a NAT reply carries the translated tuple and so
 //! hashes differently from the original; SNAT picks a port whose reply tuple
-//! lands on the worker that owns the connection ([`Rss::filter`], the
+//! lands on the worker that owns the connection ([`Rss::queue`] as the
 //! conntrack table's reply filter), so both directions meet on one worker.
 //! The default key is symmetric (`6d5a` repeated): a tuple and its inverse
 //! hash alike, which keeps un-NATed flows on one queue in both directions.
