@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fastables_config::{XdpMode, ZeroCopy};
-use fastables_dataplane::io::{Action, Frame, FrameAddr, PacketIo, FRAME_SIZE};
+use fastables_dataplane::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_packet::arp::{self, ArpRepr, OP_REPLY};
 use fastables_packet::parse::{parse_frame, L3};
 use fastables_packet::MacAddr;
@@ -262,7 +262,6 @@ fn tx_frame(addr: FrameAddr, len: usize) -> Frame {
         addr,
         len: len as u16,
         port: 0,
-        action: Action::Forward { port: 0 },
     }
 }
 

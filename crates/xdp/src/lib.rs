@@ -39,7 +39,7 @@ use std::ptr;
 use std::time::Instant;
 
 use fastables_config::{XdpMode, ZeroCopy};
-use fastables_dataplane::io::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
+use fastables_dataplane::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_packet::IfIndex;
 use libxdp_sys as sys;
 

@@ -7,10 +7,11 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use fastables_dataplane::config::{Config, Queues};
-use fastables_dataplane::io::{PacketIo, Worker};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
+use fastables_dataplane::port::PacketIo;
 use fastables_dataplane::rss::Rss;
 use fastables_dataplane::steer::{Mesh, Steered};
+use fastables_dataplane::worker::Worker;
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 use fastables_stats::Latency;
@@ -281,16 +282,15 @@ fn announce(port: &mut XdpPort, p: &Pipeline) {
             let at = b as usize;
             let frame = port
                 .memory()
-                .get_mut(at..at + fastables_dataplane::io::FRAME_SIZE);
+                .get_mut(at..at + fastables_dataplane::port::FRAME_SIZE);
             let n =
                 frame.and_then(|f| fastables_dataplane::neigh::arp_request(f, dev.mac, addr, addr));
             match n {
                 Some(n) => {
-                    let f = fastables_dataplane::io::Frame {
+                    let f = fastables_dataplane::port::Frame {
                         addr: b,
                         len: n as u16,
                         port: i as IfIndex,
-                        action: fastables_dataplane::io::Action::Forward { port: i as IfIndex },
                     };
                     if port.tx_burst(i as IfIndex, &[f]) == 0 {
                         port.free(&[b]);

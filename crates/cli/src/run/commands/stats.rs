@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use fastables_dataplane::io::PacketIo;
+use fastables_dataplane::port::PacketIo;
 use fastables_rules::model::Table;
 use fastables_stats::{Latency, TrafficCounters, Values, XdpCounters};
 use serde::{Serialize, Serializer};

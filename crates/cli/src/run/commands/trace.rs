@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 
 use fastables_dataplane::config::Config;
-use fastables_dataplane::trace::TraceFilter;
+use fastables_dataplane::pipeline::TraceFilter;
 use fastables_rules::ctx::IfIndex;
 
 use super::{tuple_option, ControlState};
