@@ -9,6 +9,7 @@ mod control;
 mod error;
 mod gen;
 mod instance;
+mod natlog;
 mod rulescmd;
 mod run;
 mod sim;

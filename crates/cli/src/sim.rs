@@ -81,15 +81,27 @@ pub fn run(a: &SimArgs) -> Result<(), CliError> {
         })
         .collect();
     let port = OfflinePort::open(&names, &inputs, &a.out_dir, batch)?;
+    // NAT events, with the pcaps' times (already since the epoch).
+    let natlog = crate::natlog::start(&cfg, nworkers, 0)?;
+    for w in &mut workers {
+        crate::natlog::attach(&cfg, w.pipeline_mut());
+    }
+    let sink = natlog.as_ref().map(|l| l.sink(0));
     // LOG lines go to stdout as they are produced, as the kernel log would show them.
     let drain = |w: &mut Worker| {
         w.pipeline_mut().drain_logs(|l| println!("log: {l}"));
+        if let (Some(s), Some(t)) = (&sink, w.pipeline_mut().conntrack_mut()) {
+            s.drain_wait(t);
+        }
     };
     let summary = if nworkers == 1 {
         offline::run(&mut workers[0], port, drain)?
     } else {
         offline::run_workers(&mut workers, port, (*rss).clone(), drain)?
     };
+    if let Some(l) = natlog {
+        eprintln!("{}", crate::natlog::summary(&l.stop()));
+    }
     let suppressed: u64 = workers.iter().map(|w| w.pipeline().logs_dropped()).sum();
     if suppressed > 0 {
         println!("log: {suppressed} LOG lines suppressed by the log rate limit");

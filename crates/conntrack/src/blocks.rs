@@ -60,6 +60,8 @@ pub(crate) enum AllocError {
 /// One worker's share of a dynamic pool.
 pub(crate) struct BlockPool {
     pub spec: BlockPoolSpec,
+    /// This worker and the workers in all.
+    pub share: (u16, u16),
     per_addr: u32,
     /// No longer in the rules: hands out nothing, kept until its blocks
     /// are released.
@@ -91,6 +93,7 @@ impl BlockPool {
         }
         BlockPool {
             spec,
+            share: (worker, workers as u16),
             per_addr,
             retired: false,
             refs: vec![0; n],

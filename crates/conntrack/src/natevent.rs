@@ -106,8 +106,9 @@ pub(crate) struct NatLog {
     /// always are while `on`).
     pub sessions: bool,
     pub buf: Vec<NatEvent>,
-    /// Events that did not fit.
+    /// Events that did not fit, in all and up to the last drain.
     pub lost: u64,
+    pub lost_drained: u64,
     /// Per exhaustion kind (addresses, ports, quota), when it was last
     /// recorded, and how many were left out since.
     pub last: [(Option<u64>, u64); 3],

@@ -67,32 +67,43 @@ impl Counters {
 }
 
 /// A worker's end: its queue to the exporter.
+#[derive(Clone)]
 pub struct Sink {
     q: Arc<ArrayQueue<NatEvent>>,
     counters: Arc<Counters>,
-    /// The table's lost count already added to `dropped`.
-    table_lost: u64,
 }
 
 impl Sink {
     /// Moves the events `t` recorded into the queue; what does not fit,
     /// and what the table could not keep, is counted as dropped. No
     /// allocation, no system call.
-    pub fn drain(&mut self, t: &mut Table) {
-        if t.nat_events_pending() > 0 {
-            let (q, mut handed, mut dropped) = (&self.q, 0u64, 0u64);
-            t.drain_nat_events(|e| match q.push(*e) {
-                Ok(()) => handed += 1,
-                Err(_) => dropped += 1,
-            });
-            self.counters.events.fetch_add(handed, Ordering::Relaxed);
-            self.add_dropped(dropped);
+    pub fn drain(&self, t: &mut Table) {
+        if t.nat_events_pending() == 0 && t.nat_events_lost() == 0 {
+            return;
         }
-        let lost = t.nat_events_lost();
-        if lost != self.table_lost {
-            self.add_dropped(lost.wrapping_sub(self.table_lost));
-            self.table_lost = lost;
-        }
+        let (q, mut handed, mut dropped) = (&self.q, 0u64, 0u64);
+        let lost = t.drain_nat_events(|e| match q.push(*e) {
+            Ok(()) => handed += 1,
+            Err(_) => dropped += 1,
+        });
+        self.counters.events.fetch_add(handed, Ordering::Relaxed);
+        self.add_dropped(dropped + lost);
+    }
+
+    /// [`Sink::drain`] that waits for room instead of dropping (offline,
+    /// where nothing is lost to time: `sim`).
+    pub fn drain_wait(&self, t: &mut Table) {
+        let (q, mut handed) = (&self.q, 0u64);
+        let lost = t.drain_nat_events(|e| {
+            let mut e = *e;
+            while let Err(back) = q.push(e) {
+                e = back;
+                std::thread::yield_now();
+            }
+            handed += 1;
+        });
+        self.counters.events.fetch_add(handed, Ordering::Relaxed);
+        self.add_dropped(lost);
     }
 
     /// Hands one event over (for callers without a table).
@@ -214,7 +225,6 @@ impl NatLog {
         Sink {
             q: Arc::clone(q.expect("at least one queue")),
             counters: Arc::clone(&self.counters),
-            table_lost: 0,
         }
     }
 

@@ -85,6 +85,9 @@ pub(super) fn publish(
         "Frames forwarded by their connection's cached decision (no chain run).",
         m.flow_cache.hits,
     ));
+    if let Some(c) = &state.natlog {
+        counters.extend(crate::natlog::metrics(&c.snapshot()));
+    }
     let Ok(mut s) = shared.lock() else { return };
     s.interfaces = interfaces;
     s.drops = m.drops.iter().map(|(r, n)| (r.name(), *n)).collect();

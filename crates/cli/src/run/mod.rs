@@ -92,6 +92,14 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         Rss::new(SYMMETRIC_KEY, 1)
     });
     let stop = Arc::new(AtomicBool::new(false));
+    // NAT events carry the workers' CLOCK_MONOTONIC; the exporter writes
+    // wall-clock times.
+    let offset = fastables_natlog::time::now_ns() as i64 - fastables_xdp::monotonic_ns() as i64;
+    let natlog = crate::natlog::start(&cfg, n, offset)?;
+    let nat_sinks = natlog
+        .iter()
+        .flat_map(|l| (0..n).map(|k| l.sink(k)))
+        .collect();
     let workers = Workers::start(&WorkerShared {
         n,
         cfg: Arc::clone(&cfg),
@@ -101,6 +109,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         rss,
         mesh: (n > 1).then(|| Mesh::new(n, cfg.interfaces.len(), HANDOFF_SLOTS)),
         stop: Arc::clone(&stop),
+        nat_sinks,
     })?;
 
     let hup = Arc::new(AtomicBool::new(false));
@@ -109,6 +118,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
 
     let server = control::serve(&cfg.control.socket)?;
     let mut state = ControlState::new(rs, compiled, names, Arc::clone(&cfg));
+    state.natlog = natlog.as_ref().map(|l| l.counters());
     println!("control socket: {}", cfg.control.socket.display());
     println!("running");
     let _ = std::io::stdout().flush();
@@ -142,6 +152,9 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     }
     drop(server);
     let samples = workers.join();
+    if let Some(l) = natlog {
+        eprintln!("{}", crate::natlog::summary(&l.stop()));
+    }
     let summary = summary(&Sample::merge(&samples));
     eprintln!("stopped");
     eprint!("{summary}");

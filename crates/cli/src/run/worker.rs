@@ -54,6 +54,8 @@ pub(super) struct WorkerShared {
     /// The hand-off queues between workers (several workers only).
     pub(super) mesh: Option<Arc<Mesh>>,
     pub(super) stop: Arc<AtomicBool>,
+    /// The NAT event log's queues, one per worker (`[nat_log]`).
+    pub(super) nat_sinks: Vec<fastables_natlog::Sink>,
 }
 
 /// The running workers, as the control thread sees them.
@@ -230,6 +232,10 @@ fn worker_main(
         announce(c.port.inner_mut(), c.worker.pipeline());
     }
     let _ = ready.send(Ok(lines));
+    let nat_sink = w.nat_sinks.get(k).cloned();
+    if nat_sink.is_some() {
+        crate::natlog::attach(cfg, c.worker.pipeline_mut());
+    }
 
     let mut idle = 0u32;
     let mut last_service = Instant::now();
@@ -237,6 +243,9 @@ fn worker_main(
     while !w.stop.load(Ordering::Relaxed) {
         let t0 = latency.then(Instant::now);
         let n = c.worker.poll(&mut c.port);
+        if let (Some(s), Some(t)) = (&nat_sink, c.worker.pipeline_mut().conntrack_mut()) {
+            s.drain(t);
+        }
         if n > 0 {
             if let Some(t0) = t0 {
                 let ns = t0.elapsed().as_nanos() as u64;
@@ -265,6 +274,9 @@ fn worker_main(
     c.worker
         .pipeline_mut()
         .drain_logs(|l| eprintln!("log: {l}"));
+    if let (Some(s), Some(t)) = (&nat_sink, c.worker.pipeline_mut().conntrack_mut()) {
+        s.drain(t);
+    }
     Sample::of(&mut c, cfg, true)
 }
 

@@ -53,7 +53,10 @@ impl Table {
         let mut old = std::mem::take(&mut self.pools);
         let mut pools = Vec::with_capacity(specs.len() + old.len());
         for s in specs {
-            match old.iter().position(|p| p.spec == *s && !p.retired) {
+            match old
+                .iter()
+                .position(|p| p.spec == *s && p.share == (worker, workers) && !p.retired)
+            {
                 Some(i) => pools.push(old.swap_remove(i)),
                 None => pools.push(BlockPool::new(*s, worker, workers)),
             }
@@ -88,12 +91,16 @@ impl Table {
     }
 
     /// Hands the recorded NAT events to `f`, oldest first, and empties the
-    /// log.
-    pub fn drain_nat_events(&mut self, mut f: impl FnMut(&NatEvent)) {
-        for e in &self.natlog.buf {
+    /// log; returns how many did not fit it since the last drain.
+    pub fn drain_nat_events(&mut self, mut f: impl FnMut(&NatEvent)) -> u64 {
+        let l = &mut self.natlog;
+        for e in &l.buf {
             f(e);
         }
-        self.natlog.buf.clear();
+        l.buf.clear();
+        let lost = l.lost - l.lost_drained;
+        l.lost_drained = l.lost;
+        lost
     }
 
     /// NAT events recorded and not drained yet.
@@ -101,7 +108,7 @@ impl Table {
         self.natlog.buf.len()
     }
 
-    /// NAT events that did not fit the log between two drains.
+    /// NAT events that did not fit the log between two drains, in all.
     pub fn nat_events_lost(&self) -> u64 {
         self.natlog.lost
     }

@@ -93,6 +93,12 @@ pub(super) struct Conntrack {
     pub last_snat: Option<u32>,
     /// When the expiry sweep ran last.
     last_sweep_ns: u64,
+    /// The ruleset's dynamic port-block pools (`super::blocks`), in the
+    /// order NAT ranges name them.
+    pub pools: Vec<fastables_rules::blocks::Layout>,
+    /// The NAT event log, when on: whether sessions are logged, and the
+    /// table's buffer ([`Pipeline::set_nat_log`]).
+    pub nat_log: Option<(bool, usize)>,
 }
 
 /// What the lookups ahead found for a frame.
@@ -139,6 +145,8 @@ impl Conntrack {
             ahead: [Ahead::None; LOOKUP_BATCH],
             last_snat: None,
             last_sweep_ns: 0,
+            pools: Vec::new(),
+            nat_log: None,
         })
     }
 
@@ -155,7 +163,18 @@ impl Conntrack {
         }
         self.table = CtTable::new(self.cfg.clone()).ok();
         self.install_rss_filter();
+        if let (Some(t), Some((sessions, cap))) = (self.table.as_mut(), self.nat_log) {
+            t.set_nat_log(true, sessions, cap);
+        }
         true
+    }
+
+    /// This worker's number and the workers in all (RSS's queues).
+    pub(super) fn worker(&self) -> (u16, u16) {
+        match &self.rss {
+            Some((rss, q)) => (*q, rss.queues()),
+            None => (0, 1),
+        }
     }
 
     /// This pipeline is the worker of RX queue `queue` under `rss`.
@@ -165,6 +184,8 @@ impl Conntrack {
             self.handoffs.reserve_exact(HANDOFF_QUEUE);
         }
         self.install_rss_filter();
+        // The dynamic pools' blocks are shared out between the workers.
+        self.install_pools();
     }
 
     /// Source NAT picks only tuples whose replies land on this worker's queue.

@@ -62,6 +62,7 @@
 //! (see [`icmp::IcmpRateLimiter`](crate::icmp::IcmpRateLimiter)).
 
 mod batch;
+mod blocks;
 mod conntrack;
 mod flow;
 pub mod fragment;
@@ -256,6 +257,8 @@ impl Pipeline {
         if self.tables.needs.conntrack && self.ct.load() {
             self.fast.resize(self.ct.max());
         }
+        self.ct.pools = blocks::dynamic_pools(&self.tables.rules);
+        self.ct.install_pools();
         self.fast.configure(&self.tables, self.opts.flow_cache);
     }
 

@@ -37,7 +37,7 @@ pub fn table_config(c: &ConntrackConfig, seed: u64) -> TableConfig {
     }
 }
 
-fn flag_bits(f: NatFlags) -> u32 {
+pub(super) fn flag_bits(f: NatFlags) -> u32 {
     let mut b = 0;
     if f.random {
         b |= NatRange::PROTO_RANDOM;
@@ -335,6 +335,14 @@ impl Pipeline {
             Outcome::Reject(rw) => return Err((DropReason::Rejected, Some(rw))),
             Outcome::Nat(id) => {
                 let target = self.tables.rules.target(id);
+                if let Target::Snat { range, flags } = target {
+                    if range.blocks.is_some() {
+                        return match self.ct.block_range(range, *flags, orig_src) {
+                            Some(r) => Ok(Some(r)),
+                            None => Err((DropReason::NatNoAddress, None)),
+                        };
+                    }
+                }
                 let addr = match target {
                     Target::Masquerade { .. } => {
                         route.and_then(|(dev, nh, _)| self.ifs.select_addr(dev, nh))

@@ -46,6 +46,8 @@ pub(super) struct ControlState {
     pub(super) last_sample: Option<(Instant, Vec<fastables_stats::IfaceSample>)>,
     /// Packets and bits per second over the last interval.
     pub(super) rates: Vec<IfaceRate>,
+    /// The NAT event log's counters (`[nat_log]`).
+    pub(in crate::run) natlog: Option<Arc<fastables_natlog::Counters>>,
 }
 
 impl ControlState {
@@ -67,6 +69,7 @@ impl ControlState {
             cfg,
             last_sample: None,
             rates: Vec::new(),
+            natlog: None,
         }
     }
 

@@ -31,7 +31,12 @@ pub(super) fn stats_cmd(args: &[&str], state: &ControlState, workers: &Workers) 
         cores: &state.cfg.workers.cores,
         latency: &state.latency,
     };
-    control::Reply::ok(if json { view.json() } else { view.text() })
+    let mut out = if json { view.json() } else { view.text() };
+    if let (false, Some(c)) = (json, &state.natlog) {
+        out.push_str(&crate::natlog::summary(&c.snapshot()));
+        out.push('\n');
+    }
+    control::Reply::ok(out)
 }
 
 /// What `fastables stats` shows: the workers' samples and what the control
