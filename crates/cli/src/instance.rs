@@ -117,6 +117,13 @@ pub struct ConntrackArgs {
     /// filters match, as they happen, until Ctrl-C.
     #[arg(short = 'E', long = "event", help_heading = "Commands")]
     pub events: bool,
+    /// With -E: only these events, comma-separated: NEW, UPDATES, DESTROY or ALL.
+    #[arg(short = 'e', long = "event-mask", value_name = "MASK")]
+    pub event_mask: Option<String>,
+    /// Output format: `timestamp` prefixes each -E event with the time
+    /// (`[secs.usecs]`, as conntrack-tools).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+    pub output: Option<String>,
     #[command(flatten, next_help_heading = "Filters")]
     pub filter: TupleFilterArgs,
 }
@@ -135,6 +142,11 @@ impl ConntrackArgs {
         ] {
             if on {
                 out.push(opt.to_string());
+            }
+        }
+        for (opt, v) in [("-e", &self.event_mask), ("-o", &self.output)] {
+            if let Some(v) = v {
+                out.extend([opt.to_string(), v.clone()]);
             }
         }
         self.filter.push_args(&mut out);

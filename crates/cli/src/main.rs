@@ -9,6 +9,7 @@ mod control;
 mod error;
 mod gen;
 mod instance;
+mod nat;
 mod natlog;
 mod rulescmd;
 mod run;
@@ -61,6 +62,8 @@ enum Command {
     Stats(instance::StatsArgs),
     /// Per-packet trace of the running instance: hooks, rules, verdicts, conntrack before/after NAT.
     Trace(instance::TraceArgs),
+    /// Deterministic NAT and port blocks offline: `map` an inside address, find the `owner` of a public address:port.
+    Nat(nat::NatArgs),
     /// AF_XDP traffic generator, or with --sink the receiver that counts loss and latency (root).
     Gen(gen::GenArgs),
     /// The seed topology in network namespaces with real hosts around `fastables run` (root).
@@ -131,6 +134,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Conntrack(a) => instance::conntrack(&a),
         Command::Stats(a) => instance::stats(&a),
         Command::Trace(a) => instance::trace(&a),
+        Command::Nat(a) => nat::run(&a),
         Command::Gen(a) => gen::run(&a),
         Command::Lab(a) => lab(&a),
     }

@@ -22,7 +22,7 @@ use super::metrics::IfaceRate;
 use super::worker::Workers;
 use crate::control;
 pub(super) use conntrack::publish_events;
-use conntrack::{conntrack_cmd, parse_ct_args, ConntrackOp};
+use conntrack::{conntrack_cmd, parse_ct_args, ConntrackOp, EventSub};
 pub(super) use rules::reload;
 use rules::{list_cmd, restore_cmd, save_cmd};
 use stats::stats_cmd;
@@ -36,7 +36,7 @@ pub(super) struct ControlState {
     pub(super) compiled: Arc<CompiledRuleset>,
     pub(super) names: Vec<String>,
     /// `conntrack -E` listeners.
-    pub(super) subs: Vec<(mpsc::SyncSender<String>, TraceFilter)>,
+    pub(super) subs: Vec<EventSub>,
     /// Per worker, the latency since start (per batch, per packet).
     pub(super) latency: Vec<(Latency, Latency)>,
     /// The `fastables trace` listener and how many records it still wants.
@@ -96,8 +96,8 @@ pub(super) fn answer(
         Some((&"list", rest)) => list_cmd(rest, state, workers),
         Some((&"restore", rest)) => restore_cmd(rest, &req.body, state, workers),
         Some((&"conntrack", rest)) => match (&req.stream, parse_ct_args(rest)) {
-            (Some(tx), Ok((ConntrackOp::Events, f))) => {
-                state.subs.push((tx.clone(), f));
+            (Some(tx), Ok((ConntrackOp::Events, f, opts))) => {
+                state.subs.push(EventSub::new(tx.clone(), f, opts));
                 workers.map(|c| c.worker.pipeline_mut().set_ct_events(true));
                 control::Reply::ok(String::new())
             }
@@ -203,6 +203,8 @@ mod tests {
             "-S -E",
             "-L -L",
             "-E -p icmp",
+            "-E -e NEW,DESTROY -o timestamp -p tcp",
+            "-E --event-mask UPDATES --output timestamp",
             "",
         ] {
             let raw = words(line);
