@@ -71,9 +71,10 @@ pub struct OwnerArgs {
     /// The NAT event log: syslog lines of `[nat_log]` (any syslog file).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
-    /// Only what held it at this time (seconds since the epoch).
-    #[arg(long, value_name = "SECS")]
-    pub at: Option<f64>,
+    /// Only what held it at this time (seconds since the epoch, with up to
+    /// nine decimals).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub at: Option<u64>,
     /// Public ADDR:PORT (ICMP: the echo id as the port).
     #[arg(value_name = "ADDR:PORT", required = true)]
     pub targets: Vec<String>,
@@ -109,6 +110,20 @@ fn layouts(a: &RulesSource) -> Result<Vec<(String, Layout)>, CliError> {
         }
     }
     Ok(out)
+}
+
+/// `SECS[.FRACTION]` as ns, exactly.
+fn parse_secs(s: &str) -> Result<u64, String> {
+    let bad = || format!("`{s}`: expected seconds since the epoch, e.g. 1733604800.123456");
+    let (i, f) = s.split_once('.').unwrap_or((s, ""));
+    if f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let secs: u64 = i.parse().map_err(|_| bad())?;
+    let frac: u64 = format!("{f:0<9}").parse().map_err(|_| bad())?;
+    secs.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac))
+        .ok_or_else(bad)
 }
 
 fn addr(s: &str) -> Result<u32, CliError> {
@@ -204,7 +219,7 @@ fn spans(path: &PathBuf) -> Result<Vec<Span>, CliError> {
 fn owner(a: &OwnerArgs) -> Result<bool, CliError> {
     let ls = layouts(&a.src)?;
     let spans = a.log.as_ref().map(spans).transpose()?.unwrap_or_default();
-    let at = a.at.map(|t| (t * 1e9) as u64);
+    let at = a.at;
     let mut all = true;
     for s in &a.targets {
         let (ip, port) = s
@@ -222,8 +237,9 @@ fn owner(a: &OwnerArgs) -> Result<bool, CliError> {
                 any = true;
             }
         }
+        // [from, until): at the release, the next holder holds it.
         let held =
-            |sp: &Span| at.is_none_or(|t| sp.ev.time_ns <= t && sp.until.is_none_or(|u| t <= u));
+            |sp: &Span| at.is_none_or(|t| sp.ev.time_ns <= t && sp.until.is_none_or(|u| t < u));
         let until = |sp: &Span| sp.until.map_or("-".to_string(), time::secs_us);
         for sp in spans.iter().filter(|sp| held(sp)) {
             let e = &sp.ev;

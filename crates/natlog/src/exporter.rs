@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -127,19 +127,33 @@ impl Sink {
 /// Where syslog lines are written.
 enum Lines {
     Unix(UnixDatagram, std::path::PathBuf),
-    Udp(UdpSocket),
+    Udp(Peer),
     File(BufWriter<File>),
+}
+
+/// A UDP destination. The socket is not connected: a collector that is
+/// down (an ICMP port unreachable) must not fail the next sends.
+struct Peer {
+    sock: UdpSocket,
+    to: SocketAddr,
+}
+
+impl Peer {
+    fn new(to: SocketAddr) -> io::Result<Peer> {
+        let sock = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+        Ok(Peer { sock, to })
+    }
+
+    fn send(&self, b: &[u8]) -> io::Result<()> {
+        self.sock.send_to(b, self.to).map(drop)
+    }
 }
 
 impl Lines {
     fn open(t: &SyslogTarget) -> io::Result<Lines> {
         Ok(match t {
             SyslogTarget::Unix(p) => Lines::Unix(UnixDatagram::unbound()?, p.clone()),
-            SyslogTarget::Udp(a) => {
-                let s = UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
-                s.connect(a)?;
-                Lines::Udp(s)
-            }
+            SyslogTarget::Udp(a) => Lines::Udp(Peer::new(*a)?),
             SyslogTarget::File(p) => Lines::File(BufWriter::new(
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -152,7 +166,7 @@ impl Lines {
     fn send(&mut self, line: &str) -> io::Result<()> {
         match self {
             Lines::Unix(s, p) => s.send_to(line.as_bytes(), &*p).map(drop),
-            Lines::Udp(s) => s.send(line.as_bytes()).map(drop),
+            Lines::Udp(p) => p.send(line.as_bytes()),
             Lines::File(f) => {
                 f.write_all(line.as_bytes())?;
                 f.write_all(b"\n")
@@ -182,14 +196,7 @@ impl NatLog {
     /// `clock_offset_ns` added to it gives the time since the epoch (0 when
     /// `now` is already that, as in `sim`).
     pub fn start(cfg: &NatLogConfig, workers: usize, clock_offset_ns: i64) -> io::Result<NatLog> {
-        let ipfix = match cfg.ipfix {
-            Some(a) => {
-                let s = UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
-                s.connect(a)?;
-                Some(s)
-            }
-            None => None,
-        };
+        let ipfix = cfg.ipfix.map(Peer::new).transpose()?;
         let lines = cfg.syslog.as_ref().map(Lines::open).transpose()?;
         let queues: Vec<_> = (0..workers.max(1))
             .map(|_| Arc::new(ArrayQueue::new(cfg.queue)))
@@ -256,7 +263,7 @@ impl Drop for NatLog {
 struct Exporter {
     queues: Vec<Arc<ArrayQueue<NatEvent>>>,
     counters: Arc<Counters>,
-    ipfix: Option<UdpSocket>,
+    ipfix: Option<Peer>,
     enc: Encoder,
     refresh: Duration,
     templates_at: Option<Instant>,
@@ -336,7 +343,7 @@ impl Exporter {
 }
 
 /// One IPFIX message to the collector, counted.
-fn send(s: &UdpSocket, m: &[u8], c: &Counters) {
+fn send(s: &Peer, m: &[u8], c: &Counters) {
     // The records are the message's data records: its length less the
     // header and sets is not needed, the encoder's count is.
     match s.send(m) {

@@ -227,7 +227,9 @@ impl Pipeline {
         let fib = Fib::new(&ifs, &config.routes);
         let tables = Tables::new(rules);
         let ct_cfg = nat::table_config(&config.conntrack, opts.conntrack_seed);
-        let ct = Conntrack::new(ct_cfg, config.conntrack.checksum, tables.needs.conntrack)?;
+        let mut ct = Conntrack::new(ct_cfg, config.conntrack.checksum, tables.needs.conntrack)?;
+        ct.pools = blocks::dynamic_pools(&tables.rules);
+        ct.install_pools();
         let mut fast = FlowCache::new(if ct.table.is_some() { ct.max() } else { 0 });
         fast.configure(&tables, opts.flow_cache);
         Ok(Pipeline {
