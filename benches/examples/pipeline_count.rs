@@ -26,6 +26,10 @@
 //! - `pipeline:new`: the seed rules, every packet (64-byte UDP) the first of
 //!   a new connection that MASQUERADE binds and conntrack confirms (PACKETS
 //!   flows, an empty table of room for all of them);
+//! - `pipeline:new:natlog`: the same with the NAT event log on (`[nat_log]`
+//!   with session events): each new connection's event recorded, and the
+//!   batch's events moved into the worker's queue to the exporter, as
+//!   `fastables run`'s worker does after each batch;
 //! - `conntrack:<lookup|batch|new>`: in a table of 4096 TCP connections, a
 //!   lookup of a random one (`lookup`), the same 64 at a time with
 //!   `lookup_batch` (`batch`, PACKETS rounded up to a multiple of 64), or a
@@ -104,6 +108,14 @@ fn measure_batch_stats(
 #[inline(never)]
 fn measure_new(h: &mut SpreadHarness, now_ns: u64) {
     h.run(now_ns);
+}
+
+#[inline(never)]
+fn measure_new_natlog(h: &mut SpreadHarness, sink: &fastables_natlog::Sink, now_ns: u64) {
+    h.run(now_ns);
+    if let Some(t) = h.pipeline_mut().conntrack_mut() {
+        sink.drain(t);
+    }
 }
 
 const CT_FLOWS: u32 = 4096;
@@ -247,7 +259,7 @@ fn measure_ct_masq(
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace|:nocache|:nocsum] | pipeline:new | conntrack:<lookup|batch|new|masq|shared>"
+        "usage: pipeline_count MODE PACKETS\n  MODE: parse[:tcp1500] | rules:<empty|N>[:tcp1500] | pipeline:<empty|seed|N>[:tcp1500|:stats|:trace|:nocache|:nocsum] | pipeline:new[:natlog] | conntrack:<lookup|batch|new|masq|shared>"
     );
     ExitCode::from(2)
 }
@@ -293,6 +305,29 @@ fn main() -> ExitCode {
             }
             let made = h.connections();
             assert_eq!(made, batches * BATCH, "every packet made its connection");
+        }
+        ["pipeline", "new", "natlog"] => {
+            let batches = n.div_ceil(BATCH);
+            let mut h = SpreadHarness::fresh(batches * BATCH, true);
+            // The exporter sends to the discard port; only the workers'
+            // side is measured.
+            let cfg = fastables_config::NatLogConfig {
+                ipfix: Some("127.0.0.1:9".parse().expect("address")),
+                ..Default::default()
+            };
+            let log = fastables_natlog::NatLog::start(&cfg, 1, 0).expect("exporter");
+            let sink = log.sink(0);
+            h.pipeline_mut()
+                .set_nat_log(true, true, fastables_conntrack::natevent::NAT_LOG_QUEUE);
+            for b in 0..batches {
+                h.restore();
+                measure_new_natlog(&mut h, &sink, 1_000_000_000 + b as u64);
+                h.check();
+            }
+            let made = h.connections();
+            assert_eq!(made, batches * BATCH, "every packet made its connection");
+            let c = log.stop();
+            assert_eq!(c.events + c.dropped, made as u64, "an event per connection");
         }
         ["pipeline", name, "stats"] => {
             let mut h = Harness::new(&pipeline_setup::rules_text(name), kind);

@@ -410,6 +410,11 @@ impl SpreadHarness {
 
     /// `flows` flows and an empty connection table: batches of the next 64
     /// flows, each packet a new connection (the table has room for all).
+    /// The pipeline (to set the NAT log).
+    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.rig.pipeline
+    }
+
     pub fn fresh(flows: usize, ahead: bool) -> SpreadHarness {
         SpreadHarness::fresh_with_cache(flows, ahead, true)
     }

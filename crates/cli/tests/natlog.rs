@@ -44,8 +44,13 @@ fn sub(i: u8) -> Ipv4Addr {
 /// DNS query, 1 ms apart; with `late`, one more subscriber's packet 10
 /// minutes later lets every earlier connection expire first.
 fn scenario(tag: &str, rule: &str, nat_log: &str, late: bool) -> Scenario {
+    scenario_with(tag, rule, "", nat_log, late)
+}
+
+/// [`scenario`] with more configuration (`extra`, whole sections).
+fn scenario_with(tag: &str, rule: &str, extra: &str, nat_log: &str, late: bool) -> Scenario {
     let mut s = Scenario::new(tag, &nat_rules(rule));
-    let cfg = format!("{CONFIG}\n[nat_log]\n{nat_log}");
+    let cfg = format!("{CONFIG}\n{extra}\n[nat_log]\n{nat_log}");
     std::fs::write(s.dir.path("fastables.toml"), cfg).unwrap();
     let mut frames = Vec::new();
     let mut t = T0_US;
@@ -351,7 +356,35 @@ fn nat_owner_answers_for_every_session_deterministic() {
         false,
     );
     s.run_into("out", &[]).assert_ok();
-    let sessions: Vec<NatEvent> = logged(&s)
+    owner_and_map_agree_with_the_log(&s);
+}
+
+/// With two workers (RSS emulated), each takes the ports of a
+/// subscriber's block whose replies come back to it: the same answers.
+#[test]
+fn deterministic_blocks_with_two_workers() {
+    let s = scenario_with(
+        "natlog-owner-det2",
+        DET,
+        "[workers]\ncores = [0, 1]\n",
+        "syslog = \"file:nat.log\"\n",
+        false,
+    );
+    let r = s.run_into("out", &["--conntrack"]);
+    r.assert_ok();
+    assert_eq!(
+        ct_conns(&r.stdout()).len(),
+        usize::from(SUBSCRIBERS) * 4,
+        "{}",
+        r.stderr()
+    );
+    owner_and_map_agree_with_the_log(&s);
+}
+
+/// Every session of the log has its subscriber as the owner of its public
+/// end, from the rules alone, and lies in the block `nat map` gives.
+fn owner_and_map_agree_with_the_log(s: &Scenario) {
+    let sessions: Vec<NatEvent> = logged(s)
         .into_iter()
         .filter(|e| e.kind == NatEventKind::SessionCreate)
         .collect();
@@ -361,7 +394,7 @@ fn nat_owner_answers_for_every_session_deterministic() {
         .map(|e| format!("{}:{}", Ipv4Addr::from(e.xsrc), e.xsport))
         .collect();
     // From the rules alone: no log.
-    let (ok, out) = owner(&s, &[], &targets);
+    let (ok, out) = owner(s, &[], &targets);
     assert!(ok, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), sessions.len());
