@@ -482,7 +482,9 @@ impl Table {
 
     /// `get_unique_tuple()`, and whether the tuple is known to be free:
     /// with `check`, ways the kernel takes without looking (a one-port
-    /// range, a protocol without ports, a search given up) look.
+    /// range, a protocol without ports, a search given up) look. Inlined:
+    /// with `check` false it is `get_unique_tuple()` as it was.
+    #[inline(always)]
     pub(crate) fn unique_tuple(
         &mut self,
         orig: &Tuple,
