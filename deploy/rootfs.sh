@@ -14,8 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=target/debootstrap
 tar="$cache/bookworm-minbase.tar"
+mkdir -p "$cache"
+# One debootstrap at a time (the package and image tests may both ask).
+exec 9>"$cache/.lock"
+flock 9
 if [[ ! -f "$tar" ]]; then
-    mkdir -p "$cache"
     work="$(mktemp -d "$cache/root.XXXXXX")"
     trap 'rm -rf "$work" "$tar.tmp"' EXIT
     debootstrap --variant=minbase bookworm "$work" \
