@@ -27,7 +27,10 @@ const FASTABLES: &str = env!("CARGO_BIN_EXE_fastables");
 
 /// The repository's root (the scripts run from there).
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository's root")
 }
 
 /// Prints why the test does not run and returns false; under CI, fails.
