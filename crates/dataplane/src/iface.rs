@@ -15,8 +15,7 @@
 
 use std::net::Ipv4Addr;
 
-use fastables_packet::MacAddr;
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::{IfIndex, MacAddr};
 use fastables_rules::model::AddrTypeSet;
 
 use crate::config::{prefix_mask, Config};

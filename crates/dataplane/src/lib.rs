@@ -5,7 +5,7 @@
 //! The core takes `now` and frames and returns verdicts; it never reads the clock
 //! or touches a socket.
 //!
-//! - [`config`]: the TOML configuration, validated as `ip addr` / `ip route` would.
+//! - [`config`]: the TOML configuration (the `fastables-config` crate, re-exported).
 //! - [`iface`], [`route`], [`neigh`]: interfaces and addresses (primary/secondary,
 //!   source selection, address types), the routing table (local table + LPM),
 //!   neighbors and ARP, with the kernel's rules and default sysctls.
@@ -21,7 +21,7 @@
 //! The pipeline's differences from the kernel are listed in [`pipeline`].
 #![deny(unsafe_code)]
 
-pub mod config;
+pub use fastables_config as config;
 pub mod defrag;
 pub mod drop;
 mod flow;
@@ -39,3 +39,6 @@ pub mod route;
 pub mod rss;
 pub mod steer;
 pub mod trace;
+
+// The configuration's frame buffer is the ports' frame.
+const _: () = assert!(config::FRAME_BUFFER_LEN == io::FRAME_SIZE);

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use fastables_conntrack::{
     status, CtState, Dir, Entry, IcmpFacts, Manip, NatRange, PacketFacts, TableConfig, TcpSeg,
-    Timeouts, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 use fastables_packet::icmp::{self as picmp, IcmpPacket, QuotedEnd};
 use fastables_packet::ipv4::Ipv4Packet;
@@ -21,28 +21,11 @@ use crate::config::ConntrackConfig;
 
 /// The conntrack table settings of a `[conntrack]` section, keyed by `seed`.
 pub fn table_config(c: &ConntrackConfig, seed: u64) -> TableConfig {
-    let t = &c.timeouts;
     TableConfig {
         max: c.max,
         buckets: c.buckets,
         seed,
-        timeouts: Timeouts {
-            tcp_syn_sent: t.tcp_syn_sent,
-            tcp_syn_recv: t.tcp_syn_recv,
-            tcp_established: t.tcp_established,
-            tcp_fin_wait: t.tcp_fin_wait,
-            tcp_close_wait: t.tcp_close_wait,
-            tcp_last_ack: t.tcp_last_ack,
-            tcp_time_wait: t.tcp_time_wait,
-            tcp_close: t.tcp_close,
-            tcp_max_retrans: t.tcp_max_retrans,
-            tcp_unacknowledged: t.tcp_unacknowledged,
-            udp: t.udp,
-            udp_stream: t.udp_stream,
-            icmp: t.icmp,
-            generic: t.generic,
-            ..Timeouts::default()
-        },
+        timeouts: c.timeouts,
         tcp_loose: c.tcp_loose,
         tcp_be_liberal: c.tcp_be_liberal,
         reserved_ports: c.reserved_ports.clone(),

@@ -14,7 +14,7 @@
 
 use ahash::AHashMap;
 
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
 use crate::config::{prefix_mask, RouteConfig};
 use crate::drop::DropReason;

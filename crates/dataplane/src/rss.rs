@@ -9,6 +9,15 @@
 //! The default key is symmetric (`6d5a` repeated): a tuple and its inverse
 //! hash alike, which keeps un-NATed flows on one queue in both directions.
 
+use fastables_packet::ipv4::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use fastables_packet::{read_be16, read_be32};
+
+/// Whether the hash covers the ports of this protocol (TCP, UDP and SCTP, as
+/// NICs hash them).
+fn hashes_ports(proto: u8) -> bool {
+    matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+}
+
 /// The symmetric key (`6d:5a` twenty times): hash(a→b) == hash(b→a).
 pub const SYMMETRIC_KEY: [u8; 40] = {
     let mut k = [0u8; 40];
@@ -100,7 +109,7 @@ impl Rss {
         let mut b = [0u8; 12];
         b[0..4].copy_from_slice(&src.to_be_bytes());
         b[4..8].copy_from_slice(&dst.to_be_bytes());
-        let n = if matches!(proto, 6 | 17 | 132) {
+        let n = if hashes_ports(proto) {
             b[8..10].copy_from_slice(&sport.to_be_bytes());
             b[10..12].copy_from_slice(&dport.to_be_bytes());
             12
@@ -127,18 +136,13 @@ impl Rss {
             return 0;
         }
         let hl = usize::from(ip[0] & 0x0f) * 4;
-        let rd32 = |o: usize| u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
+        let rd32 = |o: usize| read_be32(ip, o).unwrap_or(0);
         let (src, dst, proto) = (rd32(12), rd32(16), ip[9]);
-        let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-        let ports = if fragment || !matches!(proto, 6 | 17 | 132) {
+        let fragment = read_be16(ip, 6).unwrap_or(0) & 0x3fff != 0;
+        let ports = if fragment || !hashes_ports(proto) {
             None
         } else {
-            ip.get(hl..hl + 4).map(|p| {
-                (
-                    u16::from_be_bytes([p[0], p[1]]),
-                    u16::from_be_bytes([p[2], p[3]]),
-                )
-            })
+            read_be16(ip, hl).zip(read_be16(ip, hl + 2))
         };
         match ports {
             Some((s, d)) => self.queue(proto, src, dst, s, d),

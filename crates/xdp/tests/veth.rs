@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fastables_dataplane::config::Config;
+use fastables_config::{Config, XdpMode, ZeroCopy};
 use fastables_dataplane::io::Worker;
 use fastables_dataplane::pipeline::Pipeline;
 use fastables_packet::builder::{udp_frame, EthSpec, IpSpec, UdpSpec};
@@ -148,8 +148,8 @@ fn frames_through_the_port_are_all_accounted_for() {
     let mut port = XdpPort::open(
         &[PortSpec {
             name: "xa".into(),
-            mode: fastables_dataplane::config::XdpMode::Generic,
-            zero_copy: fastables_dataplane::config::ZeroCopy::Off,
+            mode: XdpMode::Generic,
+            zero_copy: ZeroCopy::Off,
             one_queue_ok: false,
         }],
         Options {

@@ -1,4 +1,5 @@
-//! The TOML configuration file (`fastables.toml`), see DESIGN.md "Configuration".
+//! fastables-config: the TOML configuration file (`fastables.toml`), see
+//! DESIGN.md "Configuration".
 //!
 //! [`Config::load`] reads and validates a file; [`Config::parse`] does the same for
 //! text already in memory (tests, `fastables check` on stdin). Every error names
@@ -11,6 +12,12 @@
 //!   `dev` must name an interface, `via` must be on a connected subnet of `dev`
 //!   (the kernel's "Nexthop has invalid gateway"); without `via` the route is
 //!   directly connected and needs `dev`; a duplicate `to` is "File exists".
+//!
+//! The conntrack defaults are the conntrack crate's ([`fastables_conntrack::Timeouts`],
+//! [`fastables_conntrack::TableConfig`]). What it is not: the data plane; the
+//! AF_XDP port reads its per-interface settings ([`XdpMode`], [`ZeroCopy`])
+//! from here without linking the pipeline.
+#![deny(unsafe_code)]
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -18,8 +25,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use fastables_packet::MacAddr;
-use fastables_rules::ctx::IfIndex;
+use fastables_conntrack::{TableConfig, Timeouts};
+use fastables_packet::ethernet;
+pub use fastables_packet::ipv4::prefix_mask;
+use fastables_packet::{IfIndex, MacAddr};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -27,9 +36,12 @@ use toml::Spanned;
 pub const MAX_INTERFACES: usize = 64;
 /// The smallest MTU an IPv4 interface may have (RFC 791).
 pub const MIN_MTU: u16 = 68;
+/// Bytes of one frame buffer of the ports, the longest frame they carry (the
+/// data plane asserts that its `io::FRAME_SIZE` is this).
+pub const FRAME_BUFFER_LEN: usize = 2048;
 /// The largest MTU: a frame (MTU + 14 bytes of Ethernet header) must fit in one
-/// [`crate::io::FRAME_SIZE`] buffer.
-pub const MAX_MTU: u16 = (crate::io::FRAME_SIZE - 14) as u16;
+/// frame buffer ([`FRAME_BUFFER_LEN`]).
+pub const MAX_MTU: u16 = (FRAME_BUFFER_LEN - ethernet::HEADER_LEN) as u16;
 
 /// Errors of loading or validating a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -91,15 +103,6 @@ impl Ipv4Prefix {
     /// Whether `ip` is inside this prefix.
     pub fn contains(self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == self.network()
-    }
-}
-
-/// The netmask of a prefix length as a host-order u32; lengths above 32 count as 32.
-pub fn prefix_mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
     }
 }
 
@@ -208,80 +211,25 @@ pub struct NeighborConfig {
     pub dev: IfIndex,
 }
 
-/// `[conntrack.timeouts]`, in seconds; the kernel's defaults where absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConntrackTimeouts {
-    /// nf_conntrack_tcp_timeout_syn_sent (120).
-    pub tcp_syn_sent: u32,
-    /// nf_conntrack_tcp_timeout_syn_recv (60).
-    pub tcp_syn_recv: u32,
-    /// nf_conntrack_tcp_timeout_established (432000).
-    pub tcp_established: u32,
-    /// nf_conntrack_tcp_timeout_fin_wait (120).
-    pub tcp_fin_wait: u32,
-    /// nf_conntrack_tcp_timeout_close_wait (60).
-    pub tcp_close_wait: u32,
-    /// nf_conntrack_tcp_timeout_last_ack (30).
-    pub tcp_last_ack: u32,
-    /// nf_conntrack_tcp_timeout_time_wait (120).
-    pub tcp_time_wait: u32,
-    /// nf_conntrack_tcp_timeout_close (10).
-    pub tcp_close: u32,
-    /// nf_conntrack_tcp_timeout_max_retrans (300).
-    pub tcp_max_retrans: u32,
-    /// nf_conntrack_tcp_timeout_unacknowledged (300).
-    pub tcp_unacknowledged: u32,
-    /// nf_conntrack_udp_timeout (30).
-    pub udp: u32,
-    /// nf_conntrack_udp_timeout_stream (120).
-    pub udp_stream: u32,
-    /// nf_conntrack_icmp_timeout (30).
-    pub icmp: u32,
-    /// nf_conntrack_generic_timeout (600).
-    pub generic: u32,
-}
-
-impl Default for ConntrackTimeouts {
-    fn default() -> Self {
-        ConntrackTimeouts {
-            tcp_syn_sent: 120,
-            tcp_syn_recv: 60,
-            tcp_established: 432_000,
-            tcp_fin_wait: 120,
-            tcp_close_wait: 60,
-            tcp_last_ack: 30,
-            tcp_time_wait: 120,
-            tcp_close: 10,
-            tcp_max_retrans: 300,
-            tcp_unacknowledged: 300,
-            udp: 30,
-            udp_stream: 120,
-            icmp: 30,
-            generic: 600,
-        }
-    }
-}
-
-/// `[conntrack]`.
+/// `[conntrack]`; absent keys take the conntrack table's defaults (the kernel's).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConntrackConfig {
-    /// nf_conntrack_max (default 262144).
+    /// nf_conntrack_max.
     pub max: u32,
-    /// Hash buckets (nf_conntrack_buckets, default 262144).
+    /// Hash buckets (nf_conntrack_buckets).
     pub buckets: u32,
-    /// nf_conntrack_tcp_loose (default true): pick up established TCP connections mid-stream.
+    /// nf_conntrack_tcp_loose: pick up established TCP connections mid-stream.
     pub tcp_loose: bool,
-    /// nf_conntrack_tcp_be_liberal (default false): do not mark out-of-window packets INVALID.
+    /// nf_conntrack_tcp_be_liberal: do not mark out-of-window packets INVALID.
     pub tcp_be_liberal: bool,
     /// nf_conntrack_checksum (default true): verify the TCP/UDP/ICMP
     /// checksum of received packets, a wrong one INVALID. The kernel skips
     /// the check where the NIC verified it (`CHECKSUM_UNNECESSARY`), as
     /// most do; AF_XDP does not say, so `false` is what such a box does.
     pub checksum: bool,
-    /// Timeouts in seconds.
-    pub timeouts: ConntrackTimeouts,
+    /// `[conntrack.timeouts]`, in seconds; the kernel's defaults where absent.
+    pub timeouts: Timeouts,
     /// Source ports that SNAT/MASQUERADE never hand out when they move a
     /// connection to another address (not in the kernel): `[22, "8000-8100"]`.
     #[serde(deserialize_with = "de_port_ranges")]
@@ -334,15 +282,17 @@ fn de_port_ranges<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(u16, u1
 }
 
 impl Default for ConntrackConfig {
+    /// The conntrack table's defaults (the kernel's), and `checksum = true`.
     fn default() -> Self {
+        let t = TableConfig::default();
         ConntrackConfig {
-            max: 262_144,
-            buckets: 262_144,
-            tcp_loose: true,
-            tcp_be_liberal: false,
+            max: t.max,
+            buckets: t.buckets,
+            tcp_loose: t.tcp_loose,
+            tcp_be_liberal: t.tcp_be_liberal,
             checksum: true,
-            timeouts: ConntrackTimeouts::default(),
-            reserved_ports: Vec::new(),
+            timeouts: t.timeouts,
+            reserved_ports: t.reserved_ports,
         }
     }
 }
@@ -747,7 +697,7 @@ impl Config {
                         return Err(cx.err(
                             m.span(),
                             format!("{key}.mtu"),
-                            format!("MTU {v} is out of range [{MIN_MTU}, {MAX_MTU}] (frames are {} bytes)", crate::io::FRAME_SIZE),
+                            format!("MTU {v} is out of range [{MIN_MTU}, {MAX_MTU}] (frames are {FRAME_BUFFER_LEN} bytes)"),
                         ));
                     }
                     v as u16

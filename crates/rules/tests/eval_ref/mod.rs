@@ -1,17 +1,18 @@
 //! A naive reference evaluator: interprets the model [`Ruleset`] directly
 //! (recursive chain walk, every criterion of every rule tested in order, no
-//! precompilation). It exists to check [`crate::compile::CompiledRuleset`]
-//! against in differential tests; it is slow and allocates, never use it on
-//! the data path.
+//! precompilation). It exists to check `fastables_rules::compile::CompiledRuleset`
+//! against in differential tests (`tests/differential_eval.rs`); it is slow
+//! and allocates. A test oracle, not part of the library: a test takes it
+//! with `mod eval_ref;`.
 //!
 //! Rule ids are positions in the ruleset (tables, chains and rules in order);
 //! translate them with [`RefRuleset::rule_info`].
 
 use std::collections::HashMap;
 
-use crate::compile::{Flavor, RuleInfo};
-use crate::ctx::{CtCtx, PacketCtx, Verdict, MAX_LOGS};
-use crate::model::{
+use fastables_rules::compile::{Flavor, RuleInfo};
+use fastables_rules::ctx::{CtCtx, PacketCtx, Verdict, MAX_LOGS};
+use fastables_rules::model::{
     Chain, ConnmarkTarget, Counters, CtStateSet, CtStatusSet, Hook, Ipv4Net, LimitUnit, Match,
     MultiportDir, Neg, Policy, PortRange, Rule, Ruleset, Table, Target, TcpmssTarget, TtlMatch,
     TtlTarget,
@@ -55,12 +56,8 @@ enum Flow {
 }
 
 impl RefRuleset {
-    /// Build the interpreter; `ifaces[i]` names interface index `i`.
-    pub fn new(rs: &Ruleset, ifaces: &[&str]) -> RefRuleset {
-        Self::with_flavor(rs, ifaces, Flavor::Xtables)
-    }
-
-    /// [`RefRuleset::new`] following the given kernel flavour.
+    /// Build the interpreter following the kernel flavour `flavor`;
+    /// `ifaces[i]` names interface index `i`.
     pub fn with_flavor(rs: &Ruleset, ifaces: &[&str], flavor: Flavor) -> RefRuleset {
         let mut ids = Vec::new();
         for (ti, t) in rs.tables.iter().enumerate() {
@@ -281,13 +278,13 @@ impl RefRuleset {
         }
         let in_name = self.if_name(ctx.in_if);
         if let Some(i) = &r.in_iface {
-            if crate::compile::iface_matches(&i.val.0, in_name) == i.inv {
+            if i.val.matches(in_name) == i.inv {
                 return Some(false);
             }
         }
         let out_name = self.if_name(ctx.out_if);
         if let Some(o) = &r.out_iface {
-            if crate::compile::iface_matches(&o.val.0, out_name) == o.inv {
+            if o.val.matches(out_name) == o.inv {
                 return Some(false);
             }
         }
