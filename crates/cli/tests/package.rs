@@ -160,3 +160,52 @@ fn kubernetes_manifest_agrees_with_the_config_and_the_capabilities() {
         "{out}"
     );
 }
+
+#[test]
+fn man_pages_and_completions_cover_every_subcommand() {
+    let dir = common::TmpDir::new("generate");
+    for what in ["man", "completions"] {
+        let out = Command::new(FASTABLES)
+            .args(["generate", what])
+            .arg(dir.path(what))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let help = Command::new(FASTABLES).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let subcommands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| *s != "help")
+        .collect();
+    assert!(subcommands.contains(&"run"), "{help}");
+    let top = std::fs::read_to_string(dir.path("man").join("fastables.8")).unwrap();
+    for sub in &subcommands {
+        let page = dir.path("man").join(format!("fastables-{sub}.8"));
+        assert!(page.is_file(), "no {}", page.display());
+        assert!(
+            top.contains(&format!("fastables\\-{sub}(8)")),
+            "fastables.8 does not name {sub}"
+        );
+    }
+    let pages = std::fs::read_dir(dir.path("man")).unwrap().count();
+    assert_eq!(
+        pages,
+        subcommands.len() + 1,
+        "one page per subcommand and fastables.8"
+    );
+    for file in ["fastables.bash", "_fastables", "fastables.fish"] {
+        let text = std::fs::read_to_string(dir.path("completions").join(file)).unwrap();
+        for sub in &subcommands {
+            assert!(text.contains(sub), "{file} does not complete {sub}");
+        }
+        assert!(
+            !text.contains("generate"),
+            "{file} offers the hidden generate"
+        );
+    }
+}
