@@ -84,6 +84,11 @@ for f in deploy/fastables.sysusers deploy/sysusers.d/fastables.conf deploy/fasta
 done
 scripts=()
 if [[ -f "$unit" ]]; then
+    exec_start="$(sed -n 's/^ExecStart=[-@:+!]*\([^ ]*\).*/\1/p' "$unit")"
+    if [[ "$exec_start" != /usr/sbin/fastables ]]; then
+        echo "$unit starts '$exec_start'; the package installs /usr/sbin/fastables" >&2
+        exit 1
+    fi
     install -D -m 0644 "$unit" "$root/lib/systemd/system/fastables.service"
     scripts=(postinst prerm postrm)
 fi
