@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use fastables_config::Config;
 use fastables_conntrack::Tuple;
-use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
+use fastables_dataplane::worker::{Action, Batch};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::ipv4::{PROTO_TCP, PROTO_UDP};
 use fastables_packet::{IfIndex, MacAddr};
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::{CompiledRuleset, RuleState};
 use fastables_rules::ctx::{PacketCtx, Verdict};
 use fastables_rules::model::{Hook, Table};
@@ -206,9 +207,10 @@ impl Rig {
     /// Panics unless every frame of the last run was forwarded on eth0.
     fn check(&self) {
         assert_eq!(self.batch.frames.len(), BATCH);
-        for f in &self.batch.frames {
+        assert_eq!(self.batch.verdicts.len(), BATCH);
+        for v in &self.batch.verdicts {
             assert_eq!(
-                f.action,
+                *v,
                 Action::Forward { port: ETH0_IF },
                 "every bench frame must be forwarded on eth0"
             );

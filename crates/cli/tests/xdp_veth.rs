@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fastables_config::{Config, XdpMode, ZeroCopy};
-use fastables_dataplane::io::Worker;
 use fastables_dataplane::pipeline::Pipeline;
+use fastables_dataplane::worker::Worker;
 use fastables_packet::builder::{udp_frame, EthSpec, IpSpec, UdpSpec};
 use fastables_packet::MacAddr;
 use fastables_rules::compile::CompiledRuleset;

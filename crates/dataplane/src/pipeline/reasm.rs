@@ -4,7 +4,7 @@
 //! While conntrack is loaded the kernel reassembles every fragmented datagram
 //! before raw PREROUTING, so that conntrack and NAT see it whole, and
 //! fragments it again on output. Here the fragments of a datagram stay in
-//! their frame buffers ([`crate::io::Action::Held`]) until all of it has
+//! their frame buffers ([`crate::worker::Action::Held`]) until all of it has
 //! arrived; then the first fragment goes through the pipeline standing for
 //! the whole datagram (its length for the rules and counters is the
 //! datagram's), and the other fragments follow its fate: the header fields
@@ -21,8 +21,19 @@
 //! Bounds: [`MAX_DATAGRAMS`] datagrams, [`MAX_FRAGS`] fragments each and
 //! [`MAX_HELD`] frames in all; beyond them the oldest datagram goes.
 
-use crate::io::FrameAddr;
-use fastables_rules::ctx::IfIndex;
+use std::sync::atomic::Ordering;
+
+use fastables_packet::ethernet;
+use fastables_packet::ipv4::Ipv4Packet;
+use fastables_packet::IfIndex;
+
+use super::output::frame_pair;
+use super::pkt::{Fate, ETH_LEN};
+use super::Pipeline;
+use crate::drop::DropReason;
+use crate::neigh;
+use crate::worker::Batch;
+use fastables_port::{Frame, FrameAddr};
 
 /// Datagrams being reassembled at once.
 pub const MAX_DATAGRAMS: usize = 64;
@@ -70,13 +81,13 @@ struct Slot {
     pieces: Vec<Piece>,
 }
 
-/// What became of a fragment given to [`Defrag::add`].
+/// What became of a fragment given to [`Reassembly::add`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
     /// Held, waiting for the rest.
     Held,
     /// The datagram is complete: its pieces are in slot `n`
-    /// ([`Defrag::pieces`]), first fragment first; [`Defrag::release`] it.
+    /// ([`Reassembly::pieces`]), first fragment first; [`Reassembly::release`] it.
     Complete(usize),
     /// The fragment is dropped (a duplicate, or its datagram is too long);
     /// nothing else changes.
@@ -96,21 +107,23 @@ pub enum DefragDrop {
 }
 
 /// Datagrams under reassembly.
-pub struct Defrag {
+pub struct Reassembly {
     slots: Vec<Slot>,
     held: usize,
+    /// Scratch for the pieces of a datagram made whole.
+    scratch: Vec<Piece>,
 }
 
-impl Default for Defrag {
+impl Default for Reassembly {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Defrag {
+impl Reassembly {
     /// An empty table; its memory is allocated here, once.
-    pub fn new() -> Defrag {
-        Defrag {
+    pub fn new() -> Reassembly {
+        Reassembly {
             slots: (0..MAX_DATAGRAMS)
                 .map(|_| Slot {
                     used: false,
@@ -126,6 +139,7 @@ impl Defrag {
                 })
                 .collect(),
             held: 0,
+            scratch: Vec::with_capacity(MAX_FRAGS),
         }
     }
 
@@ -178,7 +192,7 @@ impl Defrag {
     }
 
     /// Adds a fragment of the datagram `key` that came in on `in_if` at
-    /// `now_ns`. Call [`Defrag::must_evict`] first.
+    /// `now_ns`. Call [`Reassembly::must_evict`] first.
     pub fn add(&mut self, key: Key, in_if: IfIndex, now_ns: u64, p: Piece) -> Added {
         if usize::from(p.off) + usize::from(p.plen) > 65535 - 20 {
             return Added::Rejected(DefragDrop::TooLong);
@@ -252,6 +266,181 @@ impl Defrag {
     }
 }
 
+impl Pipeline {
+    /// Fragments waiting for the rest of their datagram
+    /// ([`crate::worker::Action::Held`]).
+    pub fn reassembling(&self) -> usize {
+        self.reasm.held()
+    }
+
+    /// Drops the datagram of slot `n` (its buffers back with the spares),
+    /// counting each of its frames.
+    fn defrag_drop(&mut self, n: usize, batch: &mut Batch, r: DropReason) {
+        let pieces = self.reasm.pieces(n);
+        for p in pieces {
+            batch.spare.push(p.addr);
+        }
+        self.count_drops(r, pieces.len());
+        self.reasm.release(n);
+    }
+
+    /// Datagrams that waited too long for their fragments (no ICMP: the
+    /// kernel sends none for conntrack's reassembly, `frag_expire_skip_icmp`).
+    pub(super) fn defrag_expire(&mut self, now_ns: u64, batch: &mut Batch) {
+        for _ in 0..MAX_DATAGRAMS {
+            match self.reasm.expired(now_ns) {
+                Some(n) => self.defrag_drop(n, batch, DropReason::FragmentTimeout),
+                None => break,
+            }
+        }
+    }
+
+    /// Holds the fragment `piece` of datagram `key`, received on `in_if`;
+    /// when it completes its datagram, the datagram goes on
+    /// ([`Pipeline::reassembled`]).
+    pub(super) fn defrag_add(
+        &mut self,
+        now_ns: u64,
+        mem: &mut [u8],
+        batch: &mut Batch,
+        (key, piece): (Key, Piece),
+        in_if: IfIndex,
+    ) {
+        if let Some(n) = self.reasm.must_evict(&key) {
+            self.defrag_drop(n, batch, DropReason::FragmentEvicted);
+        }
+        match self.reasm.add(key, in_if, now_ns, piece) {
+            Added::Held => {}
+            Added::Rejected(why) => {
+                batch.spare.push(piece.addr);
+                let r = match why {
+                    DefragDrop::Duplicate => DropReason::FragmentDuplicate,
+                    DefragDrop::TooLong => DropReason::FragmentTooLong,
+                };
+                self.count_drops(r, 1);
+            }
+            Added::Overlap(n) => {
+                batch.spare.push(piece.addr);
+                self.count_drops(DropReason::FragmentOverlap, 1);
+                self.defrag_drop(n, batch, DropReason::FragmentOverlap);
+            }
+            Added::Complete(n) => self.reassembled(now_ns, mem, batch, n),
+        }
+    }
+
+    /// A complete datagram: its first fragment through the pipeline for the
+    /// whole datagram, then every fragment the way the first went.
+    fn reassembled(&mut self, now_ns: u64, mem: &mut [u8], batch: &mut Batch, n: usize) {
+        let mut pieces = std::mem::take(&mut self.reasm.scratch);
+        pieces.clear();
+        pieces.extend_from_slice(self.reasm.pieces(n));
+        let in_if = self.reasm.in_if(n);
+        self.reasm.release(n);
+        let Some(first) = pieces.first().copied() else {
+            self.reasm.scratch = pieces;
+            return;
+        };
+        let at = usize::try_from(first.addr).unwrap_or(usize::MAX);
+        let hl = mem
+            .get(at.saturating_add(ETH_LEN)..at.saturating_add(usize::from(first.len)))
+            .and_then(|ip| Ipv4Packet::new_checked(ip).ok())
+            .map_or(20, |ip| ip.header_len() as u32);
+        let total = hl + pieces.iter().map(|p| u32::from(p.plen)).sum::<u32>();
+        let mut f = Frame::rx(first.addr, first.len, in_if);
+        let reasm = Some(u16::try_from(total).unwrap_or(u16::MAX));
+        let (mut fate, generate) = self.process_rx(now_ns, mem, &mut f, None, reasm);
+        if let Fate::Forward { port, fragment } = fate {
+            if let Err(r) = self.fragment_if_asked(mem, &mut f, port, fragment, batch) {
+                fate = Fate::Drop(r);
+            }
+        }
+        let rest = pieces.get(1..).unwrap_or(&[]);
+        // Every fragment is a received frame, counted with the first one's fate.
+        let frames = pieces.len() as u64;
+        let give_back = |batch: &mut Batch| {
+            batch.spare.push(f.addr);
+            batch.spare.extend(rest.iter().map(|p| p.addr));
+        };
+        match fate {
+            Fate::Forward { port, .. } => {
+                self.counters.forwarded.fetch_add(frames, Ordering::Relaxed);
+                batch.generated.push(Frame { port, ..f });
+                for p in rest {
+                    copy_rewritten_header(mem, first.addr, p.addr);
+                    batch.generated.push(Frame {
+                        addr: p.addr,
+                        len: p.len,
+                        port,
+                    });
+                }
+            }
+            Fate::HoldNeighbor { dev, next_hop } => {
+                // Waiting for the next hop's MAC, all of them.
+                for (k, (addr, len)) in std::iter::once((f.addr, f.len))
+                    .chain(rest.iter().map(|p| (p.addr, p.len)))
+                    .enumerate()
+                {
+                    if k > 0 {
+                        copy_rewritten_header(mem, first.addr, addr);
+                    }
+                    let h = neigh::Held {
+                        dev,
+                        ip: next_hop,
+                        addr,
+                        len,
+                    };
+                    if let Some(old) = self.neigh.hold(h) {
+                        batch.spare.push(old.addr);
+                        self.count_drops(DropReason::NeighborHoldFull, 1);
+                    }
+                }
+            }
+            // A datagram made whole is not held again.
+            Fate::HoldFragment { .. } => {
+                self.count_drops(DropReason::InvalidFrame, pieces.len());
+                give_back(batch);
+            }
+            Fate::Drop(r) => {
+                self.count_drops(r, pieces.len());
+                give_back(batch);
+            }
+            Fate::Consumed => {
+                self.counters.consumed.fetch_add(frames, Ordering::Relaxed);
+                give_back(batch);
+            }
+        }
+        if let Some(g) = generate {
+            self.generate(now_ns, mem, &f, g, batch);
+        }
+        self.reasm.scratch = pieces;
+    }
+}
+
+/// Gives the fragment at `to` the header fields the pipeline rewrote in the
+/// first fragment at `from`: the Ethernet addresses, TOS, TTL, IP addresses;
+/// then its header checksum.
+fn copy_rewritten_header(mem: &mut [u8], from: FrameAddr, to: FrameAddr) {
+    let (Ok(a), Ok(b)) = (usize::try_from(from), usize::try_from(to)) else {
+        return;
+    };
+    let Some((src, dst)) = frame_pair(mem, a, b) else {
+        return;
+    };
+    let macs = ..ethernet::field::SRC.end;
+    dst[macs].copy_from_slice(&src[macs]);
+    let (Some(Ok(si)), Some(Ok(mut di))) = (
+        src.get(ETH_LEN..).map(Ipv4Packet::new_checked),
+        dst.get_mut(ETH_LEN..).map(Ipv4Packet::new_checked),
+    ) else {
+        return;
+    };
+    di.set_tos(si.tos());
+    di.set_ttl(si.ttl());
+    di.set_src(si.src());
+    di.set_dst(si.dst());
+    di.fill_checksum();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,7 +464,7 @@ mod tests {
 
     #[test]
     fn in_any_order_until_complete() {
-        let mut d = Defrag::new();
+        let mut d = Reassembly::new();
         assert_eq!(d.add(K, 0, 0, piece(3, 1200, 8, false)), Added::Held);
         assert_eq!(d.add(K, 0, 1, piece(1, 0, 600, true)), Added::Held);
         let Added::Complete(n) = d.add(K, 0, 2, piece(2, 600, 600, true)) else {
@@ -290,7 +479,7 @@ mod tests {
 
     #[test]
     fn duplicates_overlaps_and_timeouts() {
-        let mut d = Defrag::new();
+        let mut d = Reassembly::new();
         assert_eq!(d.add(K, 0, 0, piece(1, 0, 600, true)), Added::Held);
         assert_eq!(
             d.add(K, 0, 0, piece(9, 0, 600, true)),
@@ -312,7 +501,7 @@ mod tests {
 
     #[test]
     fn a_full_table_makes_room_from_the_oldest() {
-        let mut d = Defrag::new();
+        let mut d = Reassembly::new();
         for i in 0..MAX_DATAGRAMS {
             let k = Key { id: i as u16, ..K };
             assert_eq!(d.must_evict(&k), None);

@@ -1,30 +1,16 @@
-//! Ports and the worker loop.
+//! The worker loop: rx burst → pipeline → tx burst, and the [`Batch`] the
+//! pipeline works on with the verdict ([`Action`]) of each received frame.
 //!
-//! A port ([`PacketIo`]) owns the frame memory — for AF_XDP the UMEM, for the
-//! offline (pcap) port a plain `Vec<u8>` — cut into [`FRAME_SIZE`] buffers, each
-//! named by its byte offset ([`FrameAddr`]). Ports exchange small descriptors
-//! ([`Frame`]) with the [`Worker`]; the pipeline gets the memory as one
-//! `&mut [u8]` and rewrites frames in place. Nothing is copied between rx and tx,
-//! and nothing is allocated per packet: the worker's vectors are allocated once
-//! with their final capacity.
-//!
-//! Ownership of a frame moves: port → worker on [`PacketIo::rx_burst`] and
-//! [`PacketIo::alloc`]; worker → port on [`PacketIo::tx_burst`] (for the frames it
-//! accepted) and [`PacketIo::free`].
+//! The worker's vectors are allocated once with their final capacity;
+//! nothing is allocated per packet.
 
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
 use crate::drop::DropReason;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, HANDOFF_QUEUE};
+use fastables_port::{Frame, FrameAddr, PacketIo};
 
-/// Size of one frame buffer; a frame never exceeds it.
-pub const FRAME_SIZE: usize = 2048;
-
-/// A frame buffer: the byte offset of its first byte in the port's memory. The
-/// buffer spans `addr .. addr + FRAME_SIZE`.
-pub type FrameAddr = u64;
-
-/// What happens to a frame after the pipeline.
+/// What happens to a received frame after the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Send it out of `port` (already rewritten: TTL, checksum, MACs).
@@ -36,49 +22,29 @@ pub enum Action {
     Drop(DropReason),
     /// Taken by the local stack (ARP, ICMP echo answered, ICMP to us): free the frame.
     Consumed,
-    /// Waiting in the pipeline's hold queue for the MAC of its next hop: the
-    /// pipeline keeps the buffer, and hands it back later in
-    /// [`Batch::generated`] (sent) or [`Batch::spare`] (given up).
+    /// Kept by the pipeline: in the hold queue, waiting for the MAC of its
+    /// next hop, or waiting for the rest of its datagram. The pipeline hands
+    /// the buffer back later in [`Batch::generated`] (sent) or
+    /// [`Batch::spare`] (given up).
     Held,
 }
 
-/// A frame descriptor: where the frame is, how long, which port it came in on
-/// (or, for generated frames, goes out on), and what to do with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame {
-    /// The buffer in the port's memory.
-    pub addr: FrameAddr,
-    /// Bytes used, from the start of the buffer (at most [`FRAME_SIZE`]).
-    pub len: u16,
-    /// Ingress port for received frames; egress port for generated ones.
-    pub port: IfIndex,
-    /// Set by the pipeline. Ports initialise it to `Consumed` on rx (any value will do).
-    pub action: Action,
-}
-
-impl Frame {
-    /// A received frame, before the pipeline.
-    pub fn rx(addr: FrameAddr, len: u16, port: IfIndex) -> Frame {
-        Frame {
-            addr,
-            len,
-            port,
-            action: Action::Consumed,
-        }
-    }
-}
-
-/// One batch through the pipeline: the received frames, the spare buffers the
-/// pipeline may write generated packets into, and the generated packets.
+/// One batch through the pipeline: the received frames and their verdicts,
+/// the spare buffers the pipeline may write generated packets into, and the
+/// generated packets.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Received frames; [`Pipeline::process_batch`] sets each `action` and may
-    /// rewrite the bytes and `len`.
+    /// Received frames; [`Pipeline::process_batch`] may rewrite the bytes
+    /// and `len`.
     pub frames: Vec<Frame>,
+    /// The verdict of each received frame, `verdicts[i]` for `frames[i]`
+    /// (set by [`Pipeline::process_batch`]).
+    pub verdicts: Vec<Action>,
     /// Free buffers for generated packets (the pipeline pops from the end).
     pub spare: Vec<FrameAddr>,
-    /// Generated packets (ICMP errors, echo replies, TCP RSTs, ARP), each with
-    /// `action == Forward { port }` and `port` the egress interface.
+    /// Frames to send, each out of its `port`: generated packets (ICMP
+    /// errors, echo replies, TCP RSTs, ARP), the fragments after the first
+    /// of a forwarded datagram, and held frames released.
     pub generated: Vec<Frame>,
 }
 
@@ -88,6 +54,7 @@ impl Batch {
     pub fn with_capacity(n: usize) -> Batch {
         Batch {
             frames: Vec::with_capacity(n),
+            verdicts: Vec::with_capacity(n),
             spare: Vec::with_capacity(2 * n),
             generated: Vec::with_capacity(2 * n),
         }
@@ -96,45 +63,10 @@ impl Batch {
     /// Forget all frames (the caller has handed them back to the port).
     pub fn clear(&mut self) {
         self.frames.clear();
+        self.verdicts.clear();
         self.spare.clear();
         self.generated.clear();
     }
-}
-
-/// A packet port: one device per interface (index = config order), frames in
-/// memory owned by the port.
-pub trait PacketIo {
-    /// Number of interfaces this port serves (ports `0..ports()`).
-    fn ports(&self) -> usize;
-
-    /// The frame memory; the frame at `addr` is `memory()[addr..addr + FRAME_SIZE]`.
-    fn memory(&mut self) -> &mut [u8];
-
-    /// The time of the frames of the last [`PacketIo::rx_burst`], in nanoseconds
-    /// (a monotonic clock live, the capture timestamp offline).
-    fn now_ns(&self) -> u64;
-
-    /// Receive up to `max` frames from `port`, appending them to `out`; returns how many.
-    fn rx_burst(&mut self, port: IfIndex, out: &mut Vec<Frame>, max: usize) -> usize;
-
-    /// Queue `frames` for transmission on `port` (their `port` fields equal it);
-    /// returns how many, from the front, were accepted. Accepted frames belong to
-    /// the port again; the rest stay with the caller.
-    fn tx_burst(&mut self, port: IfIndex, frames: &[Frame]) -> usize;
-
-    /// Take up to `n` free buffers, appending them to `out`.
-    fn alloc(&mut self, out: &mut Vec<FrameAddr>, n: usize);
-
-    /// Give buffers back (dropped, consumed or unused frames).
-    fn free(&mut self, addrs: &[FrameAddr]);
-
-    /// Reply tuples of connections the worker just created whose replies
-    /// the RSS model puts on another worker's queue
-    /// ([`Pipeline::take_handoffs`]), before the batch that created them is
-    /// sent: a port that steers frames between workers (or an emulated NIC)
-    /// learns where those replies belong before any of them can arrive.
-    /// Ports of a single worker ignore them.
-    fn announce(&mut self, _replies: &[fastables_conntrack::Tuple]) {}
 }
 
 /// Totals of one worker's loop.
@@ -175,7 +107,7 @@ impl Worker {
                 .map(|_| Vec::with_capacity(2 * batch_size))
                 .collect(),
             free: Vec::with_capacity(3 * batch_size),
-            handoffs: Vec::with_capacity(crate::pipeline::HANDOFF_QUEUE),
+            handoffs: Vec::with_capacity(HANDOFF_QUEUE),
             stats: WorkerStats::default(),
         }
     }
@@ -244,14 +176,20 @@ impl Worker {
     /// Sends what the pipeline forwarded or generated in `self.batch` and
     /// gives every other buffer back to the port.
     fn send_and_free<P: PacketIo + ?Sized>(&mut self, io: &mut P) {
-        for f in self.batch.frames.iter().chain(self.batch.generated.iter()) {
-            match f.action {
+        for (f, v) in self.batch.frames.iter().zip(&self.batch.verdicts) {
+            match *v {
                 Action::Forward { port: out } => match self.tx.get_mut(out as usize) {
                     Some(q) => q.push(Frame { port: out, ..*f }),
                     None => self.free.push(f.addr),
                 },
                 Action::Drop(_) | Action::Consumed => self.free.push(f.addr),
                 Action::Held => {}
+            }
+        }
+        for f in &self.batch.generated {
+            match self.tx.get_mut(f.port as usize) {
+                Some(q) => q.push(*f),
+                None => self.free.push(f.addr),
             }
         }
         self.free.extend_from_slice(&self.batch.spare);

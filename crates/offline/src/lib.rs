@@ -16,19 +16,26 @@
 //! `OUT_DIR/<iface>.pcap` with the time of the burst that caused them. One file
 //! is created per configured interface, empty if nothing left through it.
 //!
+//! [`pcap`] reads and writes the files.
+//!
 //! Nothing here reads a clock or depends on hashing order: the same inputs give
 //! the same output bytes.
+
+pub mod pcap;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::ipv4::{self, PROTO_TCP, PROTO_UDP};
+use fastables_packet::{ethernet, read_be16, read_be32, IfIndex};
 
-use crate::drop::DropReason;
-use crate::io::{Frame, FrameAddr, PacketIo, Worker, FRAME_SIZE};
+use fastables_dataplane::drop::DropReason;
+use fastables_dataplane::worker::Worker;
+use fastables_port::rss::Rss;
+use fastables_port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
+
 use crate::pcap::{PcapError, PcapReader, PcapRecord, PcapWriter, LINKTYPE_ETHERNET};
-use crate::rss::Rss;
 
 /// Errors of the offline port.
 #[derive(Debug, thiserror::Error)]
@@ -210,23 +217,29 @@ impl Dispatch {
 
 /// `(proto, src, dst, sport, dport)` of an unfragmented TCP or UDP datagram.
 fn tcp_udp_key(frame: &[u8]) -> Option<(u8, u32, u32, u16, u16)> {
-    let ip = frame.get(14..)?;
-    if frame.get(12..14)? != [0x08, 0x00] || ip.len() < 20 || ip[0] >> 4 != 4 {
+    use fastables_packet::ipv4::field;
+    let ip = frame.get(ethernet::HEADER_LEN..)?;
+    let vi = *ip.get(field::VER_IHL)?;
+    if read_be16(frame, ethernet::field::ETHERTYPE.start)? != ethernet::ETHERTYPE_IPV4
+        || ip.len() < ipv4::MIN_HEADER_LEN
+        || vi >> 4 != 4
+    {
         return None;
     }
-    let proto = ip[9];
-    if !matches!(proto, 6 | 17) || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+    let proto = *ip.get(field::PROTOCOL)?;
+    let fragment =
+        read_be16(ip, field::FLAGS_FRAG.start)? & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK);
+    if !matches!(proto, PROTO_TCP | PROTO_UDP) || fragment != 0 {
         return None;
     }
-    let hl = usize::from(ip[0] & 0x0f) * 4;
-    let p = ip.get(hl..hl + 4)?;
-    let rd32 = |o: usize| u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
+    // TCP and UDP alike: the ports are the first two fields.
+    let l4 = usize::from(vi & 0x0f) * 4;
     Some((
         proto,
-        rd32(12),
-        rd32(16),
-        u16::from_be_bytes([p[0], p[1]]),
-        u16::from_be_bytes([p[2], p[3]]),
+        read_be32(ip, field::SRC.start)?,
+        read_be32(ip, field::DST.start)?,
+        read_be16(ip, l4)?,
+        read_be16(ip, l4 + 2)?,
     ))
 }
 
@@ -483,7 +496,7 @@ impl PacketIo for OfflinePort {
 
     /// The emulated NIC steers these replies to the worker of the current
     /// burst (the hand-off of DNATed replies).
-    fn announce(&mut self, replies: &[fastables_conntrack::Tuple]) {
+    fn announce(&mut self, replies: &[fastables_packet::flow::Tuple]) {
         if let Some(d) = self.dispatch.as_mut() {
             for t in replies {
                 d.redirect
@@ -534,9 +547,9 @@ pub fn run(
 /// [`run`] with one worker per emulated RX queue: every input frame goes to
 /// the worker RSS (`rss`, one queue per worker) picks, or to the owner of its
 /// connection when that worker asked for the reply tuple
-/// ([`crate::pipeline::Pipeline::take_handoffs`]: the hand-off of DNATed
+/// ([`fastables_dataplane::pipeline::Pipeline::take_handoffs`]: the hand-off of DNATed
 /// replies). The workers' pipelines must have been told their queue
-/// ([`crate::pipeline::Pipeline::set_rss`]). Frames are processed in the
+/// ([`fastables_dataplane::pipeline::Pipeline::set_rss`]). Frames are processed in the
 /// merged order, each burst by one worker.
 pub fn run_workers(
     workers: &mut [Worker],

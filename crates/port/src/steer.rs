@@ -28,11 +28,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
-use fastables_conntrack::Tuple;
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::flow::proto_has_ports;
+use fastables_packet::flow::Tuple;
+use fastables_packet::ipv4::{self, PROTO_ICMP};
+use fastables_packet::{arp, ethernet, icmp, read_be16, read_be32, IfIndex};
 
-use crate::io::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use crate::rss::Rss;
+use crate::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 
 /// Frames waiting per (worker, interface) queue.
 pub const HANDOFF_SLOTS: usize = 1024;
@@ -429,8 +431,8 @@ fn owner_of(
 /// The key of a reply tuple, as [`steer_key`] computes it from a frame.
 fn tuple_key(t: &Tuple) -> FlowKey {
     match t.proto {
-        6 | 17 | 132 | 136 => (t.proto, t.src, t.dst, t.sport, t.dport),
-        1 => (1, t.src, t.dst, t.sport, 0),
+        p if proto_has_ports(p) => (p, t.src, t.dst, t.sport, t.dport),
+        PROTO_ICMP => (PROTO_ICMP, t.src, t.dst, t.sport, 0),
         p => (p, t.src, t.dst, 0, 0),
     }
 }
@@ -439,15 +441,16 @@ fn tuple_key(t: &Tuple) -> FlowKey {
 /// worker); `None` for what goes to worker 0 (ARP requests, non-IPv4,
 /// malformed frames, which worker 0 counts).
 fn steer_key(frame: &[u8]) -> Option<(FlowKey, bool)> {
-    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    if ethertype == 0x0806 {
-        let op = u16::from_be_bytes([*frame.get(20)?, *frame.get(21)?]);
-        return (op == 2).then_some(((0, 0, 0, 0, 0), true));
+    let ethertype = read_be16(frame, ethernet::field::ETHERTYPE.start)?;
+    if ethertype == ethernet::ETHERTYPE_ARP {
+        let arp = frame.get(ethernet::HEADER_LEN..)?;
+        let op = read_be16(arp, arp::field::OPER.start)?;
+        return (op == arp::OP_REPLY).then_some(((0, 0, 0, 0, 0), true));
     }
-    if ethertype != 0x0800 {
+    if ethertype != ethernet::ETHERTYPE_IPV4 {
         return None;
     }
-    let ip = frame.get(14..)?;
+    let ip = frame.get(ethernet::HEADER_LEN..)?;
     let key = ip_key(ip, false)?;
     Some((key, false))
 }
@@ -455,36 +458,42 @@ fn steer_key(frame: &[u8]) -> Option<(FlowKey, bool)> {
 /// The key of an IPv4 packet (`inner`: a header quoted in an ICMP error,
 /// whose key is that of the packet answering it).
 fn ip_key(ip: &[u8], inner: bool) -> Option<FlowKey> {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
+    use ipv4::field;
+    let vi = *ip.get(field::VER_IHL)?;
+    if ip.len() < ipv4::MIN_HEADER_LEN || vi >> 4 != 4 {
         return None;
     }
-    let hl = usize::from(ip[0] & 0x0f) * 4;
-    let rd32 = |o: usize| u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
-    let (mut src, mut dst, proto) = (rd32(12), rd32(16), ip[9]);
+    let hl = usize::from(vi & 0x0f) * 4;
+    let proto = *ip.get(field::PROTOCOL)?;
+    let (mut src, mut dst) = (
+        read_be32(ip, field::SRC.start)?,
+        read_be32(ip, field::DST.start)?,
+    );
     if inner {
         std::mem::swap(&mut src, &mut dst);
     }
-    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-    if fragment && !inner {
+    let fragment =
+        read_be16(ip, field::FLAGS_FRAG.start)? & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK);
+    if fragment != 0 && !inner {
         return Some((0, src, dst, 0, 0));
     }
     let l4 = ip.get(hl..)?;
-    let port16 = |o: usize| l4.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     match proto {
-        6 | 17 | 132 | 136 => {
-            let (mut sp, mut dp) = (port16(0)?, port16(2)?);
+        p if proto_has_ports(p) => {
+            let (mut sp, mut dp) = (read_be16(l4, 0)?, read_be16(l4, 2)?);
             if inner {
                 std::mem::swap(&mut sp, &mut dp);
             }
             Some((proto, src, dst, sp, dp))
         }
-        1 => {
-            let ty = *l4.first()?;
-            match ty {
+        PROTO_ICMP => {
+            let ty = *l4.get(icmp::field::TYPE)?;
+            if icmp::is_error(ty) && !inner {
                 // Errors: the connection of the quoted header.
-                3 | 4 | 5 | 11 | 12 if !inner => ip_key(l4.get(8..)?, true),
-                _ => Some((1, src, dst, port16(4).unwrap_or(0), 0)),
+                return ip_key(l4.get(icmp::HEADER_LEN..)?, true);
             }
+            let id = read_be16(l4, icmp::field::IDENT.start).unwrap_or(0);
+            Some((PROTO_ICMP, src, dst, id, 0))
         }
         p => Some((p, src, dst, 0, 0)),
     }

@@ -4,13 +4,13 @@
 //!
 //! With one worker per queue, a NAT reply carries the translated tuple and so
 //! hashes differently from the original; SNAT picks a port whose reply tuple
-//! lands on the worker that owns the connection ([`Rss::filter`], the
+//! lands on the worker that owns the connection ([`Rss::queue`] as the
 //! conntrack table's reply filter), so both directions meet on one worker.
 //! The default key is symmetric (`6d5a` repeated): a tuple and its inverse
 //! hash alike, which keeps un-NATed flows on one queue in both directions.
 
-use fastables_packet::ipv4::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
-use fastables_packet::{read_be16, read_be32};
+use fastables_packet::ipv4::{self, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use fastables_packet::{ethernet, read_be16, read_be32};
 
 /// Whether the hash covers the ports of this protocol (TCP, UDP and SCTP, as
 /// NICs hash them).
@@ -131,14 +131,27 @@ impl Rss {
     /// The queue an Ethernet frame lands on: IPv4 by its addresses and,
     /// unless it is a fragment, TCP/UDP ports; anything else on queue 0.
     pub fn queue_of_frame(&self, frame: &[u8]) -> u16 {
-        let Some(ip) = frame.get(14..) else { return 0 };
-        if frame.get(12..14) != Some(&[0x08, 0x00][..]) || ip.len() < 20 || ip[0] >> 4 != 4 {
+        use ipv4::field;
+        let Some(ip) = frame.get(ethernet::HEADER_LEN..) else {
+            return 0;
+        };
+        let ethertype = read_be16(frame, ethernet::field::ETHERTYPE.start);
+        if ethertype != Some(ethernet::ETHERTYPE_IPV4)
+            || ip.len() < ipv4::MIN_HEADER_LEN
+            || ip[field::VER_IHL] >> 4 != 4
+        {
             return 0;
         }
-        let hl = usize::from(ip[0] & 0x0f) * 4;
+        let hl = usize::from(ip[field::VER_IHL] & 0x0f) * 4;
         let rd32 = |o: usize| read_be32(ip, o).unwrap_or(0);
-        let (src, dst, proto) = (rd32(12), rd32(16), ip[9]);
-        let fragment = read_be16(ip, 6).unwrap_or(0) & 0x3fff != 0;
+        let (src, dst, proto) = (
+            rd32(field::SRC.start),
+            rd32(field::DST.start),
+            ip[field::PROTOCOL],
+        );
+        let fragment = read_be16(ip, field::FLAGS_FRAG.start).unwrap_or(0)
+            & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK)
+            != 0;
         let ports = if fragment || !hashes_ports(proto) {
             None
         } else {

@@ -1,23 +1,27 @@
-//! Conntrack and NAT glue of the pipeline: packet facts for the conntrack
-//! crate, the conntrack part of the rules' context, NAT ranges from targets,
-//! and the packet rewrites of `nf_nat_manip_pkt` and
-//! `nf_nat_icmp_reply_translation` (incremental checksums). No allocation.
+//! NAT in the pipeline: the nat table for a connection's first packet (the
+//! binding of its NAT target, else the null binding), and the packet
+//! rewrites of `nf_nat_manip_pkt` and `nf_nat_icmp_reply_translation`
+//! (incremental checksums) for every packet of a connection with a
+//! binding: the destination before routing (PREROUTING, OUTPUT), the
+//! source as the packet leaves (POSTROUTING, INPUT). No allocation.
 
 use std::net::Ipv4Addr;
 
-use fastables_conntrack::{
-    status, CtState, Dir, Entry, IcmpFacts, Manip, NatRange, PacketFacts, TableConfig, TcpSeg,
-    Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-};
+use fastables_conntrack::{status, CtState, Dir, Entry, Manip, NatRange, TableConfig, Tuple};
 use fastables_packet::icmp::{self as picmp, IcmpPacket, QuotedEnd};
-use fastables_packet::ipv4::Ipv4Packet;
-use fastables_packet::parse::{Ipv4Info, L4};
+use fastables_packet::ipv4::{self, Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::tcp::TcpPacket;
 use fastables_packet::udp::UdpPacket;
-use fastables_rules::ctx::CtCtx;
-use fastables_rules::model::{CtStateSet, NatFlags, PortRange, Target};
+use fastables_packet::IfIndex;
+use fastables_packet::{read_be16, read_be32};
+use fastables_rules::model::{Hook, NatFlags, PortRange, RejectWith, Table, Target};
 
-use crate::config::ConntrackConfig;
+use super::conntrack::{ct_ctx, Ct};
+use super::pkt::Pkt;
+use super::tables::Outcome;
+use super::Pipeline;
+use crate::drop::DropReason;
+use fastables_config::ConntrackConfig;
 
 /// The conntrack table settings of a `[conntrack]` section, keyed by `seed`.
 pub fn table_config(c: &ConntrackConfig, seed: u64) -> TableConfig {
@@ -30,159 +34,6 @@ pub fn table_config(c: &ConntrackConfig, seed: u64) -> TableConfig {
         tcp_be_liberal: c.tcp_be_liberal,
         reserved_ports: c.reserved_ports.clone(),
         ..TableConfig::default()
-    }
-}
-
-fn rd16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at + 2) {
-        Some(s) => u16::from_be_bytes([s[0], s[1]]),
-        None => 0,
-    }
-}
-
-fn rd32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
-        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
-}
-
-/// The tuple of the datagram quoted by an ICMP error (`icmp_payload` is the
-/// ICMP message after its 8-byte header), as `nf_ct_get_tuplepr` reads it:
-/// `None` when the inner header is short, or a fragment.
-fn quoted_tuple(quoted: &[u8]) -> Option<Tuple> {
-    let first = *quoted.first()?;
-    if first >> 4 != 4 {
-        return None;
-    }
-    let hl = usize::from(first & 0x0f) * 4;
-    if hl < 20 || quoted.len() < hl {
-        return None;
-    }
-    if rd16(quoted, 6) & 0x1fff != 0 {
-        return None;
-    }
-    let proto = quoted[9];
-    let (src, dst) = (rd32(quoted, 12), rd32(quoted, 16));
-    let l4 = quoted.get(hl..)?;
-    match proto {
-        IPPROTO_ICMP => {
-            let h = l4.get(..8)?;
-            Some(Tuple::icmp(src, dst, rd16(h, 4), h[0], h[1]))
-        }
-        IPPROTO_TCP | IPPROTO_UDP | 132 | 136 => {
-            let h = l4.get(..8)?;
-            Some(Tuple::new(proto, src, rd16(h, 0), dst, rd16(h, 2)))
-        }
-        _ => Some(Tuple::new(proto, src, 0, dst, 0)),
-    }
-}
-
-/// What conntrack needs of the datagram `ip` (from the IP header), parsed as `info`.
-/// `csum_bad`: the transport checksum was verified and is wrong (PREROUTING only).
-pub fn facts<'a>(info: &Ipv4Info, ip: &'a [u8], l4_off: usize, csum_bad: bool) -> PacketFacts<'a> {
-    let total = usize::from(info.total_len).min(ip.len());
-    let l4 = ip.get(l4_off..total).unwrap_or(&[]);
-    let mut f = PacketFacts {
-        src: u32::from(info.src),
-        dst: u32::from(info.dst),
-        proto: info.protocol,
-        fragment: info.frag_offset != 0,
-        csum_bad,
-        l4_len: l4.len() as u32,
-        ..Default::default()
-    };
-    match info.l4 {
-        L4::Tcp {
-            src_port,
-            dst_port,
-            flags,
-            header_len,
-        } => {
-            f.l4_ok = true;
-            f.sport = src_port;
-            f.dport = dst_port;
-            let hl = usize::from(header_len);
-            let options = if hl >= 20 { l4.get(20..hl) } else { None };
-            f.tcp = TcpSeg {
-                flags,
-                seq: rd32(l4, 4),
-                ack: rd32(l4, 8),
-                window: rd16(l4, 14),
-                hdr_len: u16::from(header_len),
-                l4_len: l4.len() as u32,
-                options: options.unwrap_or(&[]),
-            };
-        }
-        L4::Udp {
-            src_port,
-            dst_port,
-            len,
-        } => {
-            f.l4_ok = true;
-            f.sport = src_port;
-            f.dport = dst_port;
-            f.udp_len = len;
-        }
-        L4::Icmp {
-            icmp_type,
-            code,
-            ident,
-            ..
-        } => {
-            f.l4_ok = true;
-            f.icmp = IcmpFacts {
-                icmp_type,
-                code,
-                id: ident,
-                inner: if picmp::is_error(icmp_type) {
-                    l4.get(8..).and_then(quoted_tuple)
-                } else {
-                    None
-                },
-            };
-        }
-        L4::Fragment | L4::Other => f.l4_ok = true,
-        L4::Truncated => {}
-    }
-    f
-}
-
-/// The conntrack part of the rules' context for a packet of `e` with `state`.
-pub fn ct_ctx(e: &Entry, state: CtState) -> CtCtx {
-    let mut s = match state {
-        CtState::New => CtStateSet::NEW,
-        CtState::Established => CtStateSet::ESTABLISHED,
-        CtState::Related => CtStateSet::RELATED,
-        CtState::Invalid => CtStateSet::INVALID,
-    };
-    if e.status & status::SRC_NAT != 0 {
-        s |= CtStateSet::SNAT;
-    }
-    if e.status & status::DST_NAT != 0 {
-        s |= CtStateSet::DNAT;
-    }
-    let (o, r) = (e.orig(), e.reply());
-    CtCtx {
-        state: s,
-        status: e.status,
-        mark: e.mark,
-        orig_src: o.src,
-        orig_dst: o.dst,
-        repl_src: r.src,
-        repl_dst: r.dst,
-        orig_sport: o.sport,
-        orig_dport: o.dport,
-        has_ports: fastables_conntrack::tuple::proto_has_ports(o.proto),
-    }
-}
-
-/// The context of a packet conntrack knows nothing of (INVALID): also what
-/// the raw table sees, which runs before conntrack (`nf_ct_get` is NULL there).
-pub fn invalid_ctx() -> CtCtx {
-    CtCtx {
-        state: CtStateSet::INVALID,
-        ..CtCtx::default()
     }
 }
 
@@ -274,7 +125,7 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
         return;
     };
     match proto {
-        IPPROTO_TCP => {
+        PROTO_TCP => {
             if let Ok(mut t) = TcpPacket::new_checked(l4) {
                 t.update_pseudo_addr(old, new);
                 match manip {
@@ -283,7 +134,7 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
                 }
             }
         }
-        IPPROTO_UDP => {
+        PROTO_UDP => {
             let u = if more_frags {
                 UdpPacket::new_first_fragment(l4)
             } else {
@@ -297,7 +148,7 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
                 }
             }
         }
-        IPPROTO_ICMP => {
+        PROTO_ICMP => {
             if let Ok(mut c) = IcmpPacket::new_checked(l4) {
                 // icmp_manip_pkt: queries only; the id is the tuple's src id.
                 if picmp::has_ident(c.icmp_type()) {
@@ -316,10 +167,10 @@ pub fn manip_pkt(ip: &mut [u8], manip: Manip, target: &Tuple) {
 #[inline]
 pub fn manip_simple(ip: &mut [u8], manip: Manip, target: &Tuple) -> bool {
     use fastables_packet::checksum as cs;
-    #[inline(always)]
-    fn rd<const N: usize>(b: &[u8; N], at: usize) -> u16 {
-        u16::from_be_bytes([b[at], b[at + 1]])
-    }
+    use fastables_packet::{tcp, udp};
+    use ipv4::field;
+    let rd16 = |b: &[u8], at: usize| read_be16(b, at).unwrap_or(0);
+    let rd32 = |b: &[u8], at: usize| read_be32(b, at).unwrap_or(0);
     #[inline(always)]
     fn wr<const N: usize>(b: &mut [u8; N], at: usize, v: u16) {
         let [hi, lo] = v.to_be_bytes();
@@ -327,53 +178,59 @@ pub fn manip_simple(ip: &mut [u8], manip: Manip, target: &Tuple) -> bool {
         b[at + 1] = lo;
     }
     let len = ip.len();
-    let (head, l4) = ip.split_at_mut(20.min(len));
-    let Some(h) = head.first_chunk_mut::<20>() else {
+    let (head, l4) = ip.split_at_mut(ipv4::MIN_HEADER_LEN.min(len));
+    let Some(h) = head.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>() else {
         return false;
     };
-    let total = usize::from(rd(h, 2));
-    if h[0] != 0x45 || rd(h, 6) & 0x3fff != 0 || total > len {
+    let total = usize::from(rd16(h, field::TOTAL_LEN.start));
+    // Version 4, IHL 5; neither MF nor a fragment offset.
+    if h[field::VER_IHL] != 0x45
+        || rd16(h, field::FLAGS_FRAG.start) & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK) != 0
+        || total > len
+    {
         return false;
     }
-    let proto = h[9];
+    let proto = h[field::PROTOCOL];
     let (at, new, port, port_at) = match manip {
-        Manip::Src => (12, target.src, target.sport, 0),
-        Manip::Dst => (16, target.dst, target.dport, 2),
+        Manip::Src => (field::SRC.start, target.src, target.sport, 0),
+        Manip::Dst => (field::DST.start, target.dst, target.dport, 2),
     };
-    let old = (u32::from(rd(h, at)) << 16) | u32::from(rd(h, at + 2));
-    let ip_csum = cs::update32(rd(h, 10), old, new);
+    let old = rd32(h, at);
+    let ip_csum = cs::update32(rd16(h, field::CHECKSUM.start), old, new);
     wr(h, at, (new >> 16) as u16);
     wr(h, at + 2, new as u16);
-    wr(h, 10, ip_csum);
-    let l4_len = total - 20;
+    wr(h, field::CHECKSUM.start, ip_csum);
+    let l4_len = total - ipv4::MIN_HEADER_LEN;
     match proto {
-        IPPROTO_TCP => {
+        PROTO_TCP => {
             // TcpPacket::new_checked: the base header, a data offset inside.
-            let Some(t) = l4.first_chunk_mut::<20>() else {
+            let Some(t) = l4.first_chunk_mut::<{ tcp::MIN_HEADER_LEN }>() else {
                 return true;
             };
-            let hl = usize::from(t[12] >> 4) * 4;
-            if l4_len < 20 || hl < 20 || hl > l4_len {
+            let hl = usize::from(t[tcp::field::DATA_OFFSET] >> 4) * 4;
+            if l4_len < tcp::MIN_HEADER_LEN || hl < tcp::MIN_HEADER_LEN || hl > l4_len {
                 return true;
             }
-            let c = cs::update32(rd(t, 16), old, new);
-            let c = cs::update16(c, rd(t, port_at), port);
+            let sum = tcp::field::CHECKSUM.start;
+            let c = cs::update32(rd16(t, sum), old, new);
+            let c = cs::update16(c, rd16(t, port_at), port);
             wr(t, port_at, port);
-            wr(t, 16, c);
+            wr(t, sum, c);
         }
-        IPPROTO_UDP => {
+        PROTO_UDP => {
             // UdpPacket::new_checked: the header, a length field inside.
-            let Some(u) = l4.first_chunk_mut::<8>() else {
+            let Some(u) = l4.first_chunk_mut::<{ udp::HEADER_LEN }>() else {
                 return true;
             };
-            let ulen = usize::from(rd(u, 4));
-            if l4_len < 8 || ulen < 8 || ulen > l4_len {
+            let ulen = usize::from(rd16(u, udp::field::LENGTH.start));
+            if l4_len < udp::HEADER_LEN || ulen < udp::HEADER_LEN || ulen > l4_len {
                 return true;
             }
-            let c = cs::udp_update32(rd(u, 6), old, new);
-            let c = cs::udp_update16(c, rd(u, port_at), port);
+            let sum = udp::field::CHECKSUM.start;
+            let c = cs::udp_update32(rd16(u, sum), old, new);
+            let c = cs::udp_update16(c, rd16(u, port_at), port);
             wr(u, port_at, port);
-            wr(u, 6, c);
+            wr(u, sum, c);
         }
         _ => {}
     }
@@ -389,16 +246,15 @@ pub fn icmp_reply_translation(ip: &mut [u8], e: &Entry, dir: Dir, manip: Manip) 
         return true;
     }
     let other = e.tuple[dir.flip().idx()];
-    let hl = match Ipv4Packet::new_checked(&*ip) {
+    let (hl, total) = match Ipv4Packet::new_checked(&*ip) {
         Ok(p) => {
             if p.frag_offset() != 0 {
                 return true;
             }
-            p.header_len()
+            (p.header_len(), usize::from(p.total_len()))
         }
         Err(_) => return false,
     };
-    let total = usize::from(rd16(ip, 2));
     {
         let Some(l4) = ip.get_mut(hl..total) else {
             return false;
@@ -411,7 +267,7 @@ pub fn icmp_reply_translation(ip: &mut [u8], e: &Entry, dir: Dir, manip: Manip) 
             Manip::Dst => (QuotedEnd::Src, other.src, other.sport),
             Manip::Src => (QuotedEnd::Dst, other.dst, other.dport),
         };
-        let port = if other.proto == IPPROTO_ICMP {
+        let port = if other.proto == PROTO_ICMP {
             other.sport
         } else {
             port
@@ -433,8 +289,190 @@ pub fn icmp_reply_translation(ip: &mut [u8], e: &Entry, dir: Dir, manip: Manip) 
     true
 }
 
+impl Pipeline {
+    /// The nat table of `hook` for a NEW connection: the range of the NAT
+    /// target that fired, else the null binding (`None` for a packet that
+    /// is not NEW). `route`: the output device, next hop and MTU, for
+    /// MASQUERADE; REDIRECT uses the input device. The error carries a
+    /// REJECT's kind.
+    #[inline(always)]
+    pub(super) fn nat_rules(
+        &mut self,
+        now_ns: u64,
+        hook: Hook,
+        pkt: &mut Pkt,
+        route: Option<(IfIndex, u32, u16)>,
+        manip: Manip,
+    ) -> Result<Option<NatRange>, (DropReason, Option<RejectWith>)> {
+        if !matches!(pkt.ct, Ct::New(_)) {
+            return Ok(None);
+        }
+        self.nat_rules_new(now_ns, hook, pkt, route, manip)
+    }
+
+    /// [`Pipeline::nat_rules`] for a NEW connection.
+    #[inline(never)]
+    fn nat_rules_new(
+        &mut self,
+        now_ns: u64,
+        hook: Hook,
+        pkt: &mut Pkt,
+        route: Option<(IfIndex, u32, u16)>,
+        manip: Manip,
+    ) -> Result<Option<NatRange>, (DropReason, Option<RejectWith>)> {
+        let Ct::New(nc) = &pkt.ct else {
+            return Ok(None);
+        };
+        let orig_src = nc.entry.orig().src;
+        let null = match manip {
+            Manip::Src => NatRange::null_binding(nc.entry.reply().dst),
+            Manip::Dst => NatRange::null_binding(nc.entry.reply().src),
+        };
+        let mtu = route.map(|r| r.2);
+        let range = match self.run_table(now_ns, Table::Nat, hook, pkt, mtu) {
+            Outcome::Continue => null,
+            Outcome::Drop(r) => return Err((r, None)),
+            Outcome::Reject(rw) => return Err((DropReason::Rejected, Some(rw))),
+            Outcome::Nat(id) => {
+                let target = self.tables.rules.target(id);
+                let addr = match target {
+                    Target::Masquerade { .. } => {
+                        route.and_then(|(dev, nh, _)| self.ifs.select_addr(dev, nh))
+                    }
+                    Target::Redirect { .. } => {
+                        let in_if = pkt.ctx.in_if;
+                        in_if
+                            .and_then(|i| self.ifs.get(i))
+                            .and_then(|i| i.primaries().next().map(|a| a.addr))
+                            // OUTPUT: the loopback address.
+                            .or(in_if.is_none().then_some(0x7f00_0001))
+                    }
+                    _ => None,
+                };
+                match range_of(target, addr) {
+                    Some(r) => r,
+                    None => return Err((DropReason::NatNoAddress, None)),
+                }
+            }
+        };
+        if manip == Manip::Src {
+            // For the next bursts' lookups ahead (`CtTable::prefetch_new`).
+            self.ct.last_snat = (range.flags & NatRange::MAP_IPS != 0
+                && range.min_addr != orig_src)
+                .then_some(range.min_addr);
+        }
+        Ok(Some(range))
+    }
+
+    /// NAT of the destination for a NEW connection in PREROUTING/OUTPUT
+    /// (`range` from [`Pipeline::nat_rules`]), then the packet rewrite of
+    /// the destination for any tracked packet. Refreshes `pkt.ctx`.
+    #[inline(always)]
+    pub(super) fn nat_dst(&mut self, now_ns: u64, pkt: &mut Pkt, range: Option<NatRange>) {
+        if let (Ct::New(_), Some(r)) = (&pkt.ct, range) {
+            self.dnat_setup(now_ns, pkt, &r);
+        }
+        self.nat_packet(pkt, Manip::Dst);
+    }
+
+    /// The destination NAT binding of a NEW connection.
+    #[inline(never)]
+    fn dnat_setup(&mut self, now_ns: u64, pkt: &mut Pkt, r: &NatRange) {
+        if let Ct::New(nc) = &mut pkt.ct {
+            if let Some(t) = self.ct.table.as_mut() {
+                t.nat_setup(nc, r, Manip::Dst, now_ns);
+            }
+            pkt.ctx.ct = ct_ctx(&nc.entry, CtState::New);
+        }
+    }
+
+    /// Confirms a NEW connection (with its source binding `snat`) as the
+    /// packet leaves (POSTROUTING, INPUT), then rewrites the packet's
+    /// source.
+    #[inline(always)]
+    pub(super) fn confirm_and_snat(
+        &mut self,
+        now_ns: u64,
+        pkt: &mut Pkt,
+        snat: Option<NatRange>,
+    ) -> Result<(), DropReason> {
+        if let Ct::New(_) = pkt.ct {
+            if !self.confirm(now_ns, &mut pkt.ct, snat)? {
+                return Ok(());
+            }
+        }
+        self.nat_packet(pkt, Manip::Src);
+        Ok(())
+    }
+
+    /// `nf_nat_packet` / `nf_nat_icmp_reply_translation` for `manip` on
+    /// the datagram; the context follows the rewrite. Untracked packets
+    /// and connections without this manip return here.
+    #[inline(always)]
+    fn nat_packet(&mut self, pkt: &mut Pkt, manip: Manip) {
+        match pkt.ct {
+            Ct::None => return,
+            Ct::Conn { id, dir } => match self.ct.table.as_ref().and_then(|t| t.entry(id)) {
+                Some(e) if needs_manip(e, dir, manip) => {}
+                _ => return,
+            },
+            _ => {}
+        }
+        self.nat_rewrite(pkt, manip);
+    }
+
+    /// [`Pipeline::nat_packet`] past its early returns.
+    #[inline(never)]
+    fn nat_rewrite(&mut self, pkt: &mut Pkt, manip: Manip) {
+        let ip_len = pkt.ip_len();
+        let Some(ip) = pkt
+            .buf
+            .get_mut(super::pkt::ETH_LEN..super::pkt::ETH_LEN + ip_len)
+        else {
+            return;
+        };
+        let changed = match pkt.ct {
+            Ct::None => false,
+            Ct::Related { id, dir } => match self.ct.table.as_ref().and_then(|t| t.entry(id)) {
+                Some(e) if needs_manip(e, dir, manip) => icmp_reply_translation(ip, e, dir, manip),
+                _ => false,
+            },
+            _ => {
+                let Some((e, dir, _)) = self.ct.entry(&pkt.ct) else {
+                    return;
+                };
+                if needs_manip(e, dir, manip) {
+                    let target = e.nat_target(dir);
+                    manip_pkt(ip, manip, &target);
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if changed {
+            let ctx = &mut pkt.ctx;
+            let Ok(p) = Ipv4Packet::new_checked(&*ip) else {
+                return;
+            };
+            ctx.src = u32::from(p.src());
+            ctx.dst = u32::from(p.dst());
+            if matches!(ctx.proto, PROTO_TCP | PROTO_UDP) && ctx.has_l4 && !ctx.fragment {
+                // TCP and UDP alike: the ports are the first two fields.
+                let l4 = p.payload();
+                ctx.sport = read_be16(l4, 0).unwrap_or(0);
+                ctx.dport = read_be16(l4, 2).unwrap_or(0);
+            }
+            if self.tables.needs.addrtype {
+                ctx.src_type = self.ifs.addr_type(ctx.src);
+                ctx.dst_type = self.ifs.addr_type(ctx.dst);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -456,7 +494,7 @@ mod tests {
             ip[0] = 0x45;
             ip[6] &= 0x40; // DF at most: not a fragment
             ip[7] = 0;
-            ip[9] = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
+            ip[9] = if tcp { PROTO_TCP } else { PROTO_UDP };
             let l4_len = if tcp { 20 } else { 8 } + payload;
             let total = 20 + l4_len;
             ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
@@ -482,14 +520,20 @@ mod tests {
         }
     }
     use fastables_packet::builder::{udp_frame, EthSpec, IpSpec, UdpSpec};
-    use fastables_packet::parse::{ipv4_l4_checksum_ok, L3};
+    use fastables_packet::parse::{ipv4_l4_checksum_ok, Ipv4Info, L3};
     use fastables_packet::{parse_frame, MacAddr};
 
-    fn ip4(a: [u8; 4]) -> u32 {
+    pub(in crate::pipeline) fn ip4(a: [u8; 4]) -> u32 {
         u32::from(Ipv4Addr::from(a))
     }
 
-    fn udp_dgram(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    /// A UDP datagram (from its IP header) carrying a DNS-like query.
+    pub(in crate::pipeline) fn udp_dgram(
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+    ) -> Vec<u8> {
         let f = udp_frame(
             &EthSpec {
                 src: MacAddr([2, 0, 0, 0, 0, 1]),
@@ -513,7 +557,8 @@ mod tests {
         f[14..].to_vec()
     }
 
-    fn info_of(ip: &[u8]) -> Ipv4Info {
+    /// The parse of the datagram `ip`.
+    pub(in crate::pipeline) fn info_of(ip: &[u8]) -> Ipv4Info {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&[0x08, 0x00]);
         f.extend_from_slice(ip);
@@ -526,17 +571,11 @@ mod tests {
     #[test]
     fn snat_rewrite_keeps_checksums_valid() {
         let mut d = udp_dgram([172, 18, 0, 2], 33894, [8, 8, 8, 8], 53);
-        let t = Tuple::new(
-            IPPROTO_UDP,
-            ip4([10, 0, 2, 15]),
-            1024,
-            ip4([8, 8, 8, 8]),
-            53,
-        );
+        let t = Tuple::new(PROTO_UDP, ip4([10, 0, 2, 15]), 1024, ip4([8, 8, 8, 8]), 53);
         manip_pkt(&mut d, Manip::Src, &t);
         let i = info_of(&d);
         assert_eq!(i.src, Ipv4Addr::new(10, 0, 2, 15));
-        assert_eq!(rd16(&d, 20), 1024);
+        assert_eq!(read_be16(&d, 20), Some(1024));
         assert!(ipv4_l4_checksum_ok(&d, &i));
         assert!(Ipv4Packet::new_checked(&d[..]).unwrap().verify_checksum());
     }
@@ -546,36 +585,10 @@ mod tests {
         let mut d = udp_dgram([172, 18, 0, 2], 33894, [8, 8, 8, 8], 53);
         d[26] = 0;
         d[27] = 0;
-        let t = Tuple::new(IPPROTO_UDP, 0, 0, ip4([192, 168, 0, 2]), 80);
+        let t = Tuple::new(PROTO_UDP, 0, 0, ip4([192, 168, 0, 2]), 80);
         manip_pkt(&mut d, Manip::Dst, &t);
         assert_eq!((d[26], d[27]), (0, 0));
-        assert_eq!(rd16(&d, 22), 80);
+        assert_eq!(read_be16(&d, 22), Some(80));
         assert_eq!(&d[16..20], &[192, 168, 0, 2]);
-    }
-
-    #[test]
-    fn facts_read_the_quoted_tuple_of_an_icmp_error() {
-        let inner = udp_dgram([10, 0, 2, 15], 33894, [8, 8, 8, 8], 53);
-        let mut d = vec![
-            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 8, 8, 8, 8, 10, 0, 2, 15, 3, 3, 0, 0, 0, 0, 0,
-            0,
-        ];
-        d.extend_from_slice(&inner[..28]);
-        let n = d.len() as u16;
-        d[2..4].copy_from_slice(&n.to_be_bytes());
-        let c = fastables_packet::checksum::checksum(&d[..20]);
-        d[10..12].copy_from_slice(&c.to_be_bytes());
-        let i = info_of(&d);
-        let f = facts(&i, &d, 20, false);
-        assert_eq!(
-            f.icmp.inner,
-            Some(Tuple::new(
-                IPPROTO_UDP,
-                ip4([10, 0, 2, 15]),
-                33894,
-                ip4([8, 8, 8, 8]),
-                53
-            ))
-        );
     }
 }
