@@ -2,7 +2,7 @@
 //! started for the workers, each pipeline's table told to record events,
 //! and the line that sums it up.
 
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_dataplane::pipeline::Pipeline;
 use fastables_natlog::{NatLog, Snapshot};
 

@@ -19,6 +19,7 @@
 //! from here without linking the pipeline.
 #![deny(unsafe_code)]
 
+use fastables_port::FRAME_SIZE;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -39,12 +40,9 @@ pub use natlog::{NatLogConfig, SyslogFormat, SyslogTarget};
 pub const MAX_INTERFACES: usize = 64;
 /// The smallest MTU an IPv4 interface may have (RFC 791).
 pub const MIN_MTU: u16 = 68;
-/// Bytes of one frame buffer of the ports, the longest frame they carry (the
-/// data plane asserts that its `io::FRAME_SIZE` is this).
-pub const FRAME_BUFFER_LEN: usize = 2048;
 /// The largest MTU: a frame (MTU + 14 bytes of Ethernet header) must fit in one
-/// frame buffer ([`FRAME_BUFFER_LEN`]).
-pub const MAX_MTU: u16 = (FRAME_BUFFER_LEN - ethernet::HEADER_LEN) as u16;
+/// of the ports' frame buffers ([`FRAME_SIZE`]).
+pub const MAX_MTU: u16 = (FRAME_SIZE - ethernet::HEADER_LEN) as u16;
 
 /// Errors of loading or validating a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -712,7 +710,7 @@ impl Config {
                         return Err(cx.err(
                             m.span(),
                             format!("{key}.mtu"),
-                            format!("MTU {v} is out of range [{MIN_MTU}, {MAX_MTU}] (frames are {FRAME_BUFFER_LEN} bytes)"),
+                            format!("MTU {v} is out of range [{MIN_MTU}, {MAX_MTU}] (frames are {FRAME_SIZE} bytes)"),
                         ));
                     }
                     v as u16

@@ -29,7 +29,7 @@ use ahash::AHashMap;
 use fastables_packet::arp::{ArpRepr, OP_REPLY, OP_REQUEST};
 use fastables_packet::{IfIndex, MacAddr};
 
-use crate::config::NeighborConfig;
+use fastables_config::NeighborConfig;
 
 /// Up to this many static entries, [`Neighbors::resolve`] scans them.
 const FEW_STATICS: usize = 8;

@@ -8,7 +8,7 @@ use fastables_packet::IfIndex;
 
 use crate::drop::DropReason;
 use crate::pipeline::{Pipeline, HANDOFF_QUEUE};
-use crate::port::{Frame, FrameAddr, PacketIo};
+use fastables_port::{Frame, FrameAddr, PacketIo};
 
 /// What happens to a received frame after the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

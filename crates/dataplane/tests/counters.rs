@@ -7,15 +7,15 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use fastables_config::Config;
 use fastables_conntrack::Stats;
-use fastables_dataplane::config::Config;
 use fastables_dataplane::drop::DropReason;
 use fastables_dataplane::pipeline::{Pipeline, PipelineCounters};
-use fastables_dataplane::port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::worker::{Action, Batch, Worker, WorkerStats};
 use fastables_packet::arp::ArpRepr;
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::{checksum, MacAddr};
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 

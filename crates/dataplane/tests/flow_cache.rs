@@ -10,13 +10,13 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use fastables_config::Config;
 use fastables_conntrack::format::format_entry;
-use fastables_dataplane::config::Config;
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
-use fastables_dataplane::port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::worker::{Action, Batch};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::MacAddr;
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 use fastables_rules::model::Ruleset;

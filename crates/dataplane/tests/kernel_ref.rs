@@ -19,11 +19,11 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_dataplane::pipeline::Pipeline;
-use fastables_dataplane::port::{Frame, FRAME_SIZE};
 use fastables_dataplane::worker::{Action, Batch};
 use fastables_packet::checksum;
+use fastables_port::{Frame, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 
 const CLI: [u8; 6] = [0x7a, 0xe3, 0x85, 0x60, 0x9a, 0xee];

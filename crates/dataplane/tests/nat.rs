@@ -6,15 +6,15 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use fastables_config::Config;
 use fastables_conntrack::format_entry;
-use fastables_dataplane::config::Config;
 use fastables_dataplane::drop::DropReason;
 use fastables_dataplane::pipeline::Pipeline;
-use fastables_dataplane::port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::worker::{Action, Batch};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::parse::{l4_checksum_ok, L3};
 use fastables_packet::{checksum, parse_frame, MacAddr};
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 

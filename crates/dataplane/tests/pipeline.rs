@@ -5,14 +5,14 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_dataplane::drop::DropReason;
 use fastables_dataplane::pipeline::Pipeline;
-use fastables_dataplane::port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::worker::{Action, Batch, Worker};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::checksum;
 use fastables_packet::MacAddr;
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 use proptest::prelude::*;

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fastables_config::{XdpMode, ZeroCopy};
-use fastables_dataplane::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_packet::arp::{self, ArpRepr, OP_REPLY};
 use fastables_packet::parse::{parse_frame, L3};
 use fastables_packet::MacAddr;
+use fastables_port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_xdp::{monotonic_ns, Options, PortSpec, XdpError, XdpPort};
 
 use crate::fill::{Fill, FillSchedule, Next};

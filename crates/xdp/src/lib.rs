@@ -39,8 +39,8 @@ use std::ptr;
 use std::time::Instant;
 
 use fastables_config::{XdpMode, ZeroCopy};
-use fastables_dataplane::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_packet::IfIndex;
+use fastables_port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use libxdp_sys as sys;
 
 /// Bytes per UMEM chunk (libxdp's default frame size).

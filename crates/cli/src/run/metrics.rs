@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_stats::{IfaceSample, Snapshot, Values};
 
 use super::commands::ControlState;

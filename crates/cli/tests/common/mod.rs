@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use fastables_dataplane::pcap::{read_file, PcapRecord, PcapWriter};
+use fastables_offline::pcap::{read_file, PcapRecord, PcapWriter};
 use fastables_packet::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::{read_be16, read_be32};
 

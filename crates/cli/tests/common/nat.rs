@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fastables_dataplane::pcap::read_file;
+use fastables_offline::pcap::read_file;
 use fastables_packet::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use fastables_packet::{read_be16, read_be32};
 

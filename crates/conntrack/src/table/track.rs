@@ -180,7 +180,18 @@ fn l4_packet(
             if p.csum_bad {
                 return TcpVerdict::Invalid;
             }
-            tcp::tcp_packet(st, timeout, proto, dir, &p.tcp, &cfg.tcp, now, ev)
+            tcp::tcp_packet(
+                tcp::TcpEntry {
+                    status: st,
+                    timeout,
+                    proto,
+                },
+                dir,
+                &p.tcp,
+                &cfg.tcp,
+                now,
+                ev,
+            )
         }
         IPPROTO_UDP => {
             // udp_error()

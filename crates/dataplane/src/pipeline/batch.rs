@@ -14,8 +14,8 @@ use super::pkt::Fate;
 use super::{Pipeline, PipelineCounters};
 use crate::drop::DropReason;
 use crate::neigh;
-use crate::port::Frame;
 use crate::worker::{Action, Batch};
+use fastables_port::Frame;
 
 /// [`PipelineCounters`] of one batch's received frames, kept in plain
 /// integers while the batch runs, added to the shared counters once at the

@@ -28,8 +28,8 @@ use super::flow::FlowCache;
 use super::pkt::{CtSeen, Pkt, ETH_LEN};
 use super::Pipeline;
 use crate::drop::DropReason;
-use crate::port::{Frame, FRAME_SIZE};
-use crate::rss::Rss;
+use fastables_port::rss::Rss;
+use fastables_port::{Frame, FRAME_SIZE};
 
 /// The connection of the packet being processed (the kernel's `skb->_nfct`).
 #[derive(Debug, Clone, Copy)]

@@ -18,8 +18,8 @@ use super::output::frame_pair;
 use super::pkt::ETH_LEN;
 use super::Pipeline;
 use crate::drop::DropReason;
-use crate::port::{Frame, FrameAddr};
 use crate::worker::Batch;
+use fastables_port::{Frame, FrameAddr};
 
 impl Pipeline {
     /// Splits the forwarded frame `rx` (L2 already rewritten) into fragments for

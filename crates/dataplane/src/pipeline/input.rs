@@ -34,8 +34,8 @@ use super::Pipeline;
 use crate::drop::DropReason;
 use crate::icmp;
 use crate::neigh::{self, ArpOutcome};
-use crate::port::{Frame, FRAME_SIZE};
 use crate::route::{RouteResult, RouteType};
+use fastables_port::{Frame, FRAME_SIZE};
 
 impl Pipeline {
     /// One received frame: what becomes of it, and what to generate.

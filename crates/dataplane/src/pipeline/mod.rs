@@ -93,12 +93,12 @@ use self::reasm::Reassembly;
 use self::routing::Routes;
 use self::tables::Tables;
 use self::trace::Tracer;
-use crate::config::Config;
 use crate::drop::DropCounters;
 use crate::iface::{IfaceError, Interfaces};
 use crate::log::LogQueue;
 use crate::neigh::{self, Neighbors};
 use crate::route::Fib;
+use fastables_config::Config;
 
 /// Tunables of a pipeline (defaults are the kernel's where it has one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

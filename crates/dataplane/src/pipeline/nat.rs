@@ -20,8 +20,8 @@ use super::conntrack::{ct_ctx, Ct};
 use super::pkt::Pkt;
 use super::tables::Outcome;
 use super::Pipeline;
-use crate::config::ConntrackConfig;
 use crate::drop::DropReason;
+use fastables_config::ConntrackConfig;
 
 /// The conntrack table settings of a `[conntrack]` section, keyed by `seed`.
 pub fn table_config(c: &ConntrackConfig, seed: u64) -> TableConfig {

@@ -24,8 +24,8 @@ use super::{Pipeline, PipelineCounters};
 use crate::drop::DropReason;
 use crate::icmp;
 use crate::neigh::{self, HeldEvent};
-use crate::port::{Frame, FRAME_SIZE};
 use crate::worker::Batch;
+use fastables_port::{Frame, FRAME_SIZE};
 
 /// What the output stage keeps: the ICMP rate limits, the IP ID of
 /// generated packets, and scratch for the hold queue's events.

@@ -32,8 +32,8 @@ use super::pkt::{Fate, ETH_LEN};
 use super::Pipeline;
 use crate::drop::DropReason;
 use crate::neigh;
-use crate::port::{Frame, FrameAddr};
 use crate::worker::Batch;
+use fastables_port::{Frame, FrameAddr};
 
 /// Datagrams being reassembled at once.
 pub const MAX_DATAGRAMS: usize = 64;

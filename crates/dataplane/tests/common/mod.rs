@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 
 use fastables_dataplane::pipeline::Pipeline;
-use fastables_dataplane::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_dataplane::worker::{Action, Batch};
+use fastables_port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_rules::ctx::IfIndex;
 
 /// A router without routes: eth0 (MTU 1400), docker0 and lan2 with their

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use fastables_conntrack::EventKind;
 use fastables_dataplane::pipeline::Pipeline;
 use fastables_dataplane::pipeline::TraceFilter;
-use fastables_dataplane::port::PacketIo;
+use fastables_port::PacketIo;
 
 use super::{tuple_option, ControlState};
 use crate::control;

@@ -12,7 +12,7 @@ mod trace;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_dataplane::pipeline::TraceFilter;
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::model::Ruleset;

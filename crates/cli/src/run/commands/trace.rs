@@ -3,7 +3,7 @@
 
 use std::sync::mpsc;
 
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_dataplane::pipeline::TraceFilter;
 use fastables_rules::ctx::IfIndex;
 

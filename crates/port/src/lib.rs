@@ -11,10 +11,19 @@
 //! [`PacketIo::alloc`]; worker → port on [`PacketIo::tx_burst`] (for the frames it
 //! accepted) and [`PacketIo::free`].
 //!
-//! This file depends on nothing else of the dataplane (what the pipeline
-//! decides about a frame is the worker's business, not the port's), so that
-//! ports can be built without the pipeline.
+//! The crate depends on the packet crate only: what the pipeline decides
+//! about a frame is the worker's business, not the port's, so ports (AF_XDP,
+//! pcap files, a traffic generator) are built without the pipeline.
+//!
+//! Beside the contract: [`rss`], the NIC's receive-side scaling as a model
+//! (which queue, hence which worker, a flow lands on), and [`steer`], the
+//! port wrapper that hands a frame that arrived on the wrong worker's queue to
+//! its owner through bounded lock-free queues.
 
+pub mod rss;
+pub mod steer;
+
+use fastables_packet::flow::Tuple;
 use fastables_packet::IfIndex;
 
 /// Size of one frame buffer; a frame never exceeds it.
@@ -75,5 +84,5 @@ pub trait PacketIo {
     /// created them is sent: a port that steers frames between workers (or
     /// an emulated NIC) learns where those replies belong before any of
     /// them can arrive. Ports of a single worker ignore them.
-    fn announce(&mut self, _replies: &[fastables_conntrack::Tuple]) {}
+    fn announce(&mut self, _replies: &[Tuple]) {}
 }

@@ -16,8 +16,12 @@
 //! `OUT_DIR/<iface>.pcap` with the time of the burst that caused them. One file
 //! is created per configured interface, empty if nothing left through it.
 //!
+//! [`pcap`] reads and writes the files.
+//!
 //! Nothing here reads a clock or depends on hashing order: the same inputs give
 //! the same output bytes.
+
+pub mod pcap;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -26,11 +30,12 @@ use std::path::{Path, PathBuf};
 use fastables_packet::ipv4::{self, PROTO_TCP, PROTO_UDP};
 use fastables_packet::{ethernet, read_be16, read_be32, IfIndex};
 
-use crate::drop::DropReason;
+use fastables_dataplane::drop::DropReason;
+use fastables_dataplane::worker::Worker;
+use fastables_port::rss::Rss;
+use fastables_port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
+
 use crate::pcap::{PcapError, PcapReader, PcapRecord, PcapWriter, LINKTYPE_ETHERNET};
-use crate::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
-use crate::rss::Rss;
-use crate::worker::Worker;
 
 /// Errors of the offline port.
 #[derive(Debug, thiserror::Error)]
@@ -491,7 +496,7 @@ impl PacketIo for OfflinePort {
 
     /// The emulated NIC steers these replies to the worker of the current
     /// burst (the hand-off of DNATed replies).
-    fn announce(&mut self, replies: &[fastables_conntrack::Tuple]) {
+    fn announce(&mut self, replies: &[fastables_packet::flow::Tuple]) {
         if let Some(d) = self.dispatch.as_mut() {
             for t in replies {
                 d.redirect
@@ -542,9 +547,9 @@ pub fn run(
 /// [`run`] with one worker per emulated RX queue: every input frame goes to
 /// the worker RSS (`rss`, one queue per worker) picks, or to the owner of its
 /// connection when that worker asked for the reply tuple
-/// ([`crate::pipeline::Pipeline::take_handoffs`]: the hand-off of DNATed
+/// ([`fastables_dataplane::pipeline::Pipeline::take_handoffs`]: the hand-off of DNATed
 /// replies). The workers' pipelines must have been told their queue
-/// ([`crate::pipeline::Pipeline::set_rss`]). Frames are processed in the
+/// ([`fastables_dataplane::pipeline::Pipeline::set_rss`]). Frames are processed in the
 /// merged order, each burst by one worker.
 pub fn run_workers(
     workers: &mut [Worker],

@@ -28,13 +28,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
-use fastables_conntrack::Tuple;
 use fastables_packet::flow::proto_has_ports;
+use fastables_packet::flow::Tuple;
 use fastables_packet::ipv4::{self, PROTO_ICMP};
 use fastables_packet::{arp, ethernet, icmp, read_be16, read_be32, IfIndex};
 
-use crate::port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use crate::rss::Rss;
+use crate::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 
 /// Frames waiting per (worker, interface) queue.
 pub const HANDOFF_SLOTS: usize = 1024;
