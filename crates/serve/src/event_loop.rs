@@ -261,7 +261,8 @@ impl Conns {
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                matches!(c.state, State::Reading | State::Lingering).then_some((c.since, i, c.state))
+                matches!(c.state, State::Reading | State::Lingering)
+                    .then_some((c.since, i, c.state))
             })
             .min_by_key(|(since, i, _)| (*since, *i));
         let Some((_, slot, state)) = oldest else {

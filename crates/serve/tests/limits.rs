@@ -37,7 +37,10 @@ impl Protocol for Lines {
                 self.streams.push(id);
             }
             _ => {
-                io.send(id, Chunk::Owned(format!("ok {}\n", request.len()).into_bytes()));
+                io.send(
+                    id,
+                    Chunk::Owned(format!("ok {}\n", request.len()).into_bytes()),
+                );
                 io.finish(id);
             }
         }
@@ -178,7 +181,11 @@ fn a_silent_client_is_dropped_at_its_deadline() {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert_eq!(out, "refused request_deadline\n");
-    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(f.server.stats().refused(Refusal::RequestDeadline), 1);
 }
 

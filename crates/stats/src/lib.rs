@@ -24,3 +24,7 @@ pub use exposition::{render, render_live, NatAddress, NatRule, Snapshot, WorkerT
 pub use health::{Health, STALL_AFTER};
 pub use latency::Latency;
 pub use server::{serve, Exporter, HTTP_LIMITS};
+
+/// The git commit the binary was built from (`fastables_build_info`), when
+/// it was built from a git checkout or with `$FASTABLES_COMMIT` set.
+pub const COMMIT: Option<&str> = option_env!("FASTABLES_COMMIT");

@@ -13,7 +13,7 @@ use fastables_dataplane::rss::Rss;
 use fastables_dataplane::steer::{Mesh, Steered};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
-use fastables_stats::Latency;
+use fastables_stats::{Health, Latency};
 use fastables_xdp::{Options, PortSpec, XdpPort};
 
 use super::sample::Sample;
@@ -53,12 +53,27 @@ pub(super) struct WorkerShared {
     /// The hand-off queues between workers (several workers only).
     pub(super) mesh: Option<Arc<Mesh>>,
     pub(super) stop: Arc<AtomicBool>,
+    /// Where each worker stamps its heartbeat.
+    pub(super) health: Arc<Health>,
 }
 
-/// The running workers, as the control thread sees them.
+/// The running workers, as the control thread sees them. Dropped without
+/// [`Workers::join`] (an error after start), they are stopped all the
+/// same: sockets closed, XDP programs detached.
 pub(super) struct Workers {
     jobs: Vec<mpsc::Sender<Job>>,
     threads: Vec<std::thread::JoinHandle<Sample>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.jobs.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Workers {
@@ -71,6 +86,7 @@ impl Workers {
         let mut workers = Workers {
             jobs: Vec::with_capacity(n),
             threads: Vec::with_capacity(n),
+            stop: Arc::clone(&shared.stop),
         };
         let mut started_err = None;
         for k in 0..n {
@@ -131,12 +147,22 @@ impl Workers {
         out.into_iter().flatten().collect()
     }
 
+    /// Runs `job` on worker `k` between two of its batches, without
+    /// waiting for it.
+    #[cfg(debug_assertions)]
+    pub(super) fn post(&self, k: usize, job: impl FnOnce(&mut WorkerState) + Send + 'static) {
+        if let Some(j) = self.jobs.get(k) {
+            let _ = j.send(Box::new(job));
+        }
+    }
+
     /// Stops every worker (the caller set the stop flag) and collects their
     /// last samples.
-    pub(super) fn join(self) -> Vec<Sample> {
-        drop(self.jobs);
+    pub(super) fn join(mut self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.jobs.clear();
         self.threads
-            .into_iter()
+            .drain(..)
             .filter_map(|t| t.join().ok())
             .collect()
     }
@@ -256,6 +282,7 @@ fn worker_main(
         }
         if last_service.elapsed() >= Duration::from_millis(2) {
             last_service = Instant::now();
+            w.health.beat(k, last_service);
             c.worker
                 .pipeline_mut()
                 .drain_logs(|l| eprintln!("log: {l}"));
