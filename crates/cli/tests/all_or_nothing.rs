@@ -169,10 +169,16 @@ fn a_rules_file_without_a_table_is_refused() {
     let out = lab.control("reload", &[]);
     assert!(out.status.success(), "{}{}", describe(&out), lab.logs());
     let after = saved(&lab);
-    assert!(after.contains("MASQUERADE --to-ports 55666-55680"), "{after}");
+    assert!(
+        after.contains("MASQUERADE --to-ports 55666-55680"),
+        "{after}"
+    );
     let filter = after[after.find("*filter").unwrap()..]
         .split("COMMIT")
         .next()
         .unwrap();
-    assert!(!filter.contains("\n-A "), "the filter table is empty: {after}");
+    assert!(
+        !filter.contains("\n-A "),
+        "the filter table is empty: {after}"
+    );
 }

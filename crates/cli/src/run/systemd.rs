@@ -52,17 +52,20 @@ fn watchdog_interval() -> Option<Duration> {
 impl Systemd {
     /// From the environment systemd sets.
     pub(super) fn from_env() -> Systemd {
-        let notify = std::env::var("NOTIFY_SOCKET")
-            .ok()
-            .and_then(|n| notify_addr(&n))
+        let socket = std::env::var("NOTIFY_SOCKET").ok();
+        Systemd::new(socket.as_deref(), watchdog_interval())
+    }
+
+    /// Notifications to the socket `notify` names; `WATCHDOG=1` every
+    /// `watchdog`.
+    fn new(notify: Option<&str>, watchdog: Option<Duration>) -> Systemd {
+        let notify = notify
+            .and_then(notify_addr)
             .and_then(|a| UnixDatagram::unbound().ok().map(|s| (s, a)));
-        let watchdog = notify
-            .as_ref()
-            .and(watchdog_interval())
-            .map(|every| Watchdog {
-                every,
-                next: Instant::now(),
-            });
+        let watchdog = notify.as_ref().and(watchdog).map(|every| Watchdog {
+            every,
+            next: Instant::now(),
+        });
         Systemd { notify, watchdog }
     }
 
@@ -126,5 +129,37 @@ mod tests {
             Some(std::path::Path::new("/run/systemd/notify"))
         );
         assert!(notify_addr("relative").is_none());
+    }
+
+    /// The abstract namespace (`@name`), and a watchdog that stops while a
+    /// worker is stalled.
+    #[test]
+    fn notifications_reach_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt as _;
+        let name = format!("fastables-notify-test-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let rx = UnixDatagram::bind_addr(&addr).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let recv = || {
+            let mut b = [0u8; 256];
+            let n = rx.recv(&mut b).unwrap();
+            String::from_utf8_lossy(&b[..n]).into_owned()
+        };
+        let mut sd = Systemd::new(Some(&format!("@{name}")), Some(Duration::from_secs(10)));
+        sd.ready(2);
+        assert_eq!(recv(), "READY=1\nSTATUS=running with 2 workers");
+        let health = Health::new(1);
+        health.set_open(true);
+        let now = Instant::now();
+        sd.tick(now, &health);
+        assert_eq!(recv(), "WATCHDOG=1");
+        // Not due again yet; then due, but the worker is stalled.
+        sd.tick(now + Duration::from_secs(1), &health);
+        sd.tick(now + Duration::from_secs(11), &health);
+        health.beat(0, now + Duration::from_secs(12));
+        sd.tick(now + Duration::from_secs(12), &health);
+        assert_eq!(recv(), "WATCHDOG=1");
+        sd.stopping();
+        assert_eq!(recv(), "STOPPING=1\nSTATUS=stopping");
     }
 }
