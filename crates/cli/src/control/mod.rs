@@ -122,35 +122,75 @@ impl Wake {
     }
 }
 
-/// Where the answer to one request goes.
+/// Where the answer to one request goes. Dropped unanswered, it tells the
+/// socket's thread (which then answers that the instance is stopping).
 pub struct Responder {
-    tx: SyncSender<Reply>,
+    tx: Option<SyncSender<Reply>>,
     wake: Wake,
 }
 
 impl Responder {
+    fn new(tx: SyncSender<Reply>, wake: Wake) -> Responder {
+        Responder { tx: Some(tx), wake }
+    }
+
     /// Sends the answer (an error when the client is gone).
     pub fn send(&self, r: Reply) -> Result<(), SendError<Reply>> {
-        let sent = self.tx.send(r);
+        let sent = match &self.tx {
+            Some(tx) => tx.send(r),
+            None => Err(SendError(r)),
+        };
         self.wake.wake();
         sent
     }
 }
 
+impl Drop for Responder {
+    fn drop(&mut self) {
+        // The channel closes first, then the thread looks.
+        drop(self.tx.take());
+        self.wake.wake();
+    }
+}
+
 /// Where a stream's lines go ([`STREAM_QUEUE`] may wait; more are refused
-/// with `Full`, and `Disconnected` says the client is gone).
-#[derive(Clone)]
+/// with `Full`, and `Disconnected` says the client is gone). When the last
+/// one is dropped the stream ends: its client's connection is closed.
 pub struct StreamSender {
-    tx: SyncSender<String>,
+    tx: Option<SyncSender<String>>,
     wake: Wake,
 }
 
 impl StreamSender {
+    fn new(tx: SyncSender<String>, wake: Wake) -> StreamSender {
+        StreamSender { tx: Some(tx), wake }
+    }
+
     /// Queues one line (or several, each ended by a newline).
     pub fn try_send(&self, line: String) -> Result<(), TrySendError<String>> {
-        self.tx.try_send(line)?;
+        match &self.tx {
+            Some(tx) => tx.try_send(line)?,
+            None => return Err(TrySendError::Disconnected(line)),
+        }
         self.wake.wake();
         Ok(())
+    }
+}
+
+impl Clone for StreamSender {
+    fn clone(&self) -> StreamSender {
+        StreamSender {
+            tx: self.tx.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+impl Drop for StreamSender {
+    fn drop(&mut self) {
+        // The channel closes (with the last sender) first, then the thread looks.
+        drop(self.tx.take());
+        self.wake.wake();
     }
 }
 

@@ -294,13 +294,7 @@ impl Protocol for Control {
                 return;
             }
             let (t, r) = mpsc::sync_channel::<String>(STREAM_QUEUE);
-            (
-                Some(StreamSender {
-                    tx: t,
-                    wake: self.wake.clone(),
-                }),
-                Some(r),
-            )
+            (Some(StreamSender::new(t, self.wake.clone())), Some(r))
         } else {
             (None, None)
         };
@@ -308,10 +302,7 @@ impl Protocol for Control {
         let req = Request {
             args,
             body,
-            reply: Responder {
-                tx: rtx,
-                wake: self.wake.clone(),
-            },
+            reply: Responder::new(rtx, self.wake.clone()),
             stream,
         };
         let p = Pending {
