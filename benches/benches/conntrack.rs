@@ -14,7 +14,7 @@ use fastables_conntrack::{
     Dir, EntryId, NatRange, PacketFacts, Table, TableConfig, Track, Tuple, IPPROTO_TCP,
     PREFETCH_AHEAD,
 };
-use fastables_dataplane::nat::range_of;
+use fastables_dataplane::pipeline::nat::range_of;
 use fastables_rules::compile::RuleState;
 use fastables_rules::ctx::Verdict;
 use fastables_rules::model::{Hook, Table as RTable};
@@ -215,7 +215,7 @@ fn bench(c: &mut Criterion) {
         // The same with the nat table's rules run for each SYN, as the
         // pipeline runs them for a new connection: PREROUTING (no rule: a
         // null destination binding) and POSTROUTING, whose MASQUERADE
-        // gives the range (`fastables_dataplane::nat::range_of`).
+        // gives the range (`fastables_dataplane::pipeline::nat::range_of`).
         let mut ctx = syn_ctx(&syn(0xac14_0000, 0));
         let fired = nat_rules.run(RTable::Nat, Hook::Postrouting, &mut ctx, &mut state, 0);
         let Verdict::Nat(id) = fired else {

@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fastables_packet::ipv4::PROTO_TCP;
 use fastables_rules::compile::{CompiledRuleset, RuleState};
 use fastables_rules::ctx::{PacketCtx, Verdict};
 use fastables_rules::model::*;
@@ -83,7 +84,10 @@ fn hit_rule() -> Rule {
                 mask: 0xffff_ff00,
             },
         }),
-        proto: Some(Neg { inv: false, val: 6 }),
+        proto: Some(Neg {
+            inv: false,
+            val: PROTO_TCP,
+        }),
         matches: vec![Match::Tcp(TcpMatch {
             dport: Some(Neg {
                 inv: false,
@@ -148,7 +152,7 @@ fn packet() -> PacketCtx {
     let mut p = PacketCtx::new();
     p.src = u32::from(Ipv4Addr::new(192, 168, 1, 20));
     p.dst = u32::from(Ipv4Addr::new(10, 0, 2, 15));
-    p.proto = 6;
+    p.proto = PROTO_TCP;
     p.ttl = 64;
     p.len = 60;
     p.has_l4 = true;

@@ -309,8 +309,8 @@ fn main() -> ExitCode {
         }
         ["pipeline", name, "trace"] => {
             let mut h = Harness::new(&pipeline_setup::rules_text(name), kind);
-            let filter = fastables_dataplane::trace::TraceFilter {
-                proto: Some(6),
+            let filter = fastables_dataplane::pipeline::TraceFilter {
+                proto: Some(IPPROTO_TCP),
                 dport: Some(1),
                 ..Default::default()
             };

@@ -4,7 +4,7 @@
 
 use fastables_conntrack::tcp_hdr::SYN;
 use fastables_conntrack::{NatRange, PacketFacts, Table, Track, IPPROTO_TCP};
-use fastables_dataplane::nat::range_of;
+use fastables_dataplane::pipeline::nat::range_of;
 use fastables_rules::compile::{CompiledRuleset, RuleState};
 use fastables_rules::ctx::{PacketCtx, Verdict};
 use fastables_rules::model::{Hook, Table as RTable};

@@ -17,14 +17,16 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fastables_config::Config;
 use fastables_conntrack::Tuple;
-use fastables_dataplane::config::Config;
-use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
+use fastables_dataplane::worker::{Action, Batch};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
-use fastables_packet::MacAddr;
+use fastables_packet::ipv4::{PROTO_TCP, PROTO_UDP};
+use fastables_packet::{IfIndex, MacAddr};
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::{CompiledRuleset, RuleState};
-use fastables_rules::ctx::{IfIndex, PacketCtx, Verdict};
+use fastables_rules::ctx::{PacketCtx, Verdict};
 use fastables_rules::model::{Hook, Table};
 
 /// The seed topology: eth0 10.0.2.15/24 + 1.2.3.56/24, docker0 172.18.0.1/16,
@@ -205,9 +207,10 @@ impl Rig {
     /// Panics unless every frame of the last run was forwarded on eth0.
     fn check(&self) {
         assert_eq!(self.batch.frames.len(), BATCH);
-        for f in &self.batch.frames {
+        assert_eq!(self.batch.verdicts.len(), BATCH);
+        for v in &self.batch.verdicts {
             assert_eq!(
-                f.action,
+                *v,
                 Action::Forward { port: ETH0_IF },
                 "every bench frame must be forwarded on eth0"
             );
@@ -592,12 +595,12 @@ pub fn forward_ctx(kind: FrameKind, i: usize) -> PacketCtx {
     p.sport = 40000 + i as u16;
     match kind {
         FrameKind::Udp64 => {
-            p.proto = 17;
+            p.proto = PROTO_UDP;
             p.len = 46;
             p.dport = 53;
         }
         FrameKind::Tcp1500 => {
-            p.proto = 6;
+            p.proto = PROTO_TCP;
             p.len = 1500;
             p.dport = 443;
             p.tcp_flags = 0x18;

@@ -10,7 +10,7 @@ mod seed;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fastables_dataplane::pcap::PcapWriter;
+use fastables_offline::pcap::PcapWriter;
 
 fn write(path: &std::path::Path, frames: &[(u64, Vec<u8>)]) -> Result<(), String> {
     let mut w = PcapWriter::create(path).map_err(|e| e.to_string())?;

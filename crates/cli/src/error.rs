@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use fastables_dataplane::config::ConfigError;
-use fastables_dataplane::offline::OfflineError;
+use fastables_config::ConfigError;
 use fastables_dataplane::pipeline::PipelineError;
+use fastables_offline::OfflineError;
 use fastables_rules::compile::CompileError;
 use fastables_rules::error::RulesErrors;
 

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
-use fastables_dataplane::config::XdpMode;
+use fastables_config::XdpMode;
 use fastables_gen::flow::{FlowMode, FlowSpace, Flows, Span};
 use fastables_gen::frame::Proto;
 use fastables_gen::tcp::Close;

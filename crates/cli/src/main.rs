@@ -8,6 +8,7 @@
 mod control;
 mod error;
 mod gen;
+mod generate;
 mod instance;
 mod rulescmd;
 mod run;
@@ -16,7 +17,7 @@ mod sim;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use error::CliError;
 
@@ -138,9 +139,17 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// Parses the command line: `Cli`, or the hidden `generate`.
+fn parse_and_run() -> Result<(), CliError> {
+    let matches = Cli::command().subcommand(generate::command()).get_matches();
+    if let Some((generate::NAME, m)) = matches.subcommand() {
+        return generate::run(m);
+    }
+    run(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    match parse_and_run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             for line in e.to_string().lines() {

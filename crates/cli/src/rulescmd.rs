@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::model::{IfaceName, Neg, Ruleset, Table};
 use fastables_rules::{parse, print};

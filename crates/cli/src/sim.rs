@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use fastables_dataplane::io::Worker;
-use fastables_dataplane::offline::{self, OfflineInput, OfflinePort};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
-use fastables_dataplane::rss::{Rss, SYMMETRIC_KEY};
+use fastables_dataplane::worker::Worker;
+use fastables_offline::{self as offline, OfflineInput, OfflinePort};
+use fastables_port::rss::{Rss, SYMMETRIC_KEY};
 use fastables_rules::print;
 
 use crate::rulescmd::{compile, load_config_and_rules};

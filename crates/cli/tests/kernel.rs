@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::seed::*;
 use common::{decode, fastables, write_pcap, Scenario, TmpDir};
-use fastables_dataplane::pcap::read_file;
+use fastables_offline::pcap::read_file;
 
 use common::{have, is_root};
 
@@ -347,7 +347,7 @@ fn compare(tag: &str, rules: &str, eth0: &[(u64, Vec<u8>)], docker0: &[(u64, Vec
         let kernel = read_file(file).unwrap().1;
         let ours = sim.sent(iface);
         total += ours.len();
-        let norm = |recs: &[fastables_dataplane::pcap::PcapRecord]| -> Vec<Vec<u8>> {
+        let norm = |recs: &[fastables_offline::pcap::PcapRecord]| -> Vec<Vec<u8>> {
             recs.iter()
                 .map(|r| {
                     // Packets the router generated (from its addresses, or TCP resets

@@ -970,7 +970,7 @@ fn two_workers_share_the_connections() {
     // every reply to the other one (the key folds the tuple into 16 bits):
     // for 8089 the replies land on the other worker, whose owner then
     // announces their tuples; for 8088 both directions agree.
-    let rss = fastables_dataplane::rss::Rss::new(fastables_dataplane::rss::SYMMETRIC_KEY, 2);
+    let rss = fastables_port::rss::Rss::new(fastables_port::rss::SYMMETRIC_KEY, 2);
     let (c, pub_ip, srv) = (0x0a00_0202u32, 0x0a00_020fu32, 0xac12_0002u32);
     let split =
         |p: u16, dport: u16| rss.queue(6, c, pub_ip, p, dport) != rss.queue(6, srv, c, 80, p);

@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 
 use common::seed::*;
 use common::{decode_all, Scenario};
-use fastables_dataplane::rss::{Rss, SYMMETRIC_KEY};
 use fastables_packet::builder::{tcp_frame, TcpSpec};
+use fastables_port::rss::{Rss, SYMMETRIC_KEY};
 
 const DNS: Ipv4Addr = Ipv4Addr::new(8, 8, 8, 8);
 

@@ -43,17 +43,36 @@ pub use table::{
 pub use tcp::{flags as tcp_hdr, TcpSeg};
 pub use tuple::{Dir, Tuple, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-/// Timeouts in seconds; the defaults are the kernel's (`nf_conntrack_*_timeout*` sysctls).
+/// Timeouts in seconds; the defaults are the kernel's (`nf_conntrack_*_timeout*`
+/// sysctls). With the `serde` feature this is also the configuration file's
+/// `[conntrack.timeouts]` table: the field names are its keys, absent keys
+/// take the defaults, unknown keys are rejected (its error messages call the
+/// table `ConntrackTimeouts`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields, default, expecting = "struct ConntrackTimeouts")
+)]
 pub struct Timeouts {
+    /// `nf_conntrack_tcp_timeout_syn_sent`.
     pub tcp_syn_sent: u32,
+    /// `nf_conntrack_tcp_timeout_syn_recv`.
     pub tcp_syn_recv: u32,
+    /// `nf_conntrack_tcp_timeout_established`.
     pub tcp_established: u32,
+    /// `nf_conntrack_tcp_timeout_fin_wait`.
     pub tcp_fin_wait: u32,
+    /// `nf_conntrack_tcp_timeout_close_wait`.
     pub tcp_close_wait: u32,
+    /// `nf_conntrack_tcp_timeout_last_ack`.
     pub tcp_last_ack: u32,
+    /// `nf_conntrack_tcp_timeout_time_wait`.
     pub tcp_time_wait: u32,
+    /// `nf_conntrack_tcp_timeout_close`.
     pub tcp_close: u32,
+    /// SYN_SENT2 (simultaneous open); not a key of the configuration file.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub tcp_syn_sent2: u32,
     /// `nf_conntrack_tcp_timeout_max_retrans`.
     pub tcp_max_retrans: u32,

@@ -663,20 +663,33 @@ pub(crate) fn refresh(st: u32, timeout: &mut u64, extra: u64, now: u64) {
     };
 }
 
-/// `nf_conntrack_tcp_packet()`: track one segment. `e_status`/`timeout`/`proto`
-/// are the entry's fields. Events (PROTOINFO, ASSURED) are added to `ev`.
+/// The fields of a connection's entry that the TCP tracker reads and updates.
+pub(crate) struct TcpEntry<'a> {
+    /// The entry's status bits (`IPS_*`).
+    pub status: &'a mut u32,
+    /// The entry's timeout (a relative one until it is confirmed).
+    pub timeout: &'a mut u64,
+    /// The entry's protocol state (`ProtoInfo::Tcp`).
+    pub proto: &'a mut ProtoInfo,
+}
+
+/// `nf_conntrack_tcp_packet()`: track one segment of the connection whose
+/// entry fields `e` holds. Events (PROTOINFO, ASSURED) are added to `ev`.
 // The match mirrors the kernel's `switch (new_state)` case by case.
-#[allow(clippy::too_many_arguments, clippy::collapsible_match)]
+#[allow(clippy::collapsible_match)]
 pub(crate) fn tcp_packet(
-    e_status: &mut u32,
-    timeout: &mut u64,
-    proto: &mut ProtoInfo,
+    e: TcpEntry<'_>,
     dir: Dir,
     seg: &TcpSeg,
     cfg: &TcpCfg,
     now: u64,
     ev: &mut Events,
 ) -> TcpVerdict {
+    let TcpEntry {
+        status: e_status,
+        timeout,
+        proto,
+    } = e;
     if tcp_error(seg) {
         return TcpVerdict::Invalid;
     }

@@ -18,10 +18,11 @@
 use std::net::Ipv4Addr;
 
 use ahash::AHashMap;
-use fastables_packet::icmp::IcmpRepr;
+use fastables_packet::icmp::{self as picmp, types, unreach, IcmpRepr};
 use fastables_packet::ipv4::{Ipv4Repr, PROTO_ICMP, PROTO_TCP};
 use fastables_packet::parse::{Ipv4Info, L4};
 use fastables_packet::tcp::flags;
+use fastables_packet::{read_be16, read_be32};
 
 /// The TTL of locally generated packets (net.ipv4.ip_default_ttl).
 pub const DEFAULT_TTL: u8 = 64;
@@ -29,41 +30,6 @@ pub const DEFAULT_TTL: u8 = 64;
 pub const ICMP_ERROR_MAX: usize = 576;
 /// Most bytes of the offending datagram an ICMP error quotes.
 pub const ICMP_QUOTE_MAX: usize = ICMP_ERROR_MAX - 20 - 8;
-
-/// ICMP types and codes used here.
-pub mod codes {
-    /// Echo reply.
-    pub const ECHO_REPLY: u8 = 0;
-    /// Destination unreachable.
-    pub const DEST_UNREACH: u8 = 3;
-    /// Echo request.
-    pub const ECHO_REQUEST: u8 = 8;
-    /// Time exceeded.
-    pub const TIME_EXCEEDED: u8 = 11;
-    /// Net unreachable (code of DEST_UNREACH).
-    pub const NET_UNREACH: u8 = 0;
-    /// Host unreachable.
-    pub const HOST_UNREACH: u8 = 1;
-    /// Protocol unreachable.
-    pub const PROT_UNREACH: u8 = 2;
-    /// Port unreachable.
-    pub const PORT_UNREACH: u8 = 3;
-    /// Fragmentation needed and DF set.
-    pub const FRAG_NEEDED: u8 = 4;
-    /// Network administratively prohibited.
-    pub const NET_ANO: u8 = 9;
-    /// Host administratively prohibited.
-    pub const HOST_ANO: u8 = 10;
-    /// Communication administratively prohibited.
-    pub const PKT_FILTERED: u8 = 13;
-    /// TTL exceeded in transit (code of TIME_EXCEEDED).
-    pub const EXC_TTL: u8 = 0;
-}
-
-/// Whether the kernel's ICMP error types (`icmp_pointers[type].error`) include `ty`.
-pub fn is_error_type(ty: u8) -> bool {
-    matches!(ty, 3 | 4 | 5 | 11 | 12)
-}
 
 /// `__icmp_send`'s checks on the offending datagram: not a non-first fragment,
 /// and if it is ICMP, not an error and not an unknown type (> 18).
@@ -73,7 +39,9 @@ pub fn icmp_error_allowed(info: &Ipv4Info) -> bool {
     }
     if info.protocol == PROTO_ICMP {
         return match info.l4 {
-            L4::Icmp { icmp_type, .. } => icmp_type <= 18 && !is_error_type(icmp_type),
+            L4::Icmp { icmp_type, .. } => {
+                icmp_type <= types::ADDRESS_MASK_REPLY && !picmp::is_error(icmp_type)
+            }
             // The type byte could not be read: the kernel gives up too.
             _ => false,
         };
@@ -81,25 +49,26 @@ pub fn icmp_error_allowed(info: &Ipv4Info) -> bool {
     true
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ip_header(
-    out: &mut [u8],
+/// The fields of a generated packet's IP header that are not the
+/// kernel's defaults (TTL 64, no options, not a fragment).
+struct Head {
     src: u32,
     dst: u32,
     protocol: u8,
     tos: u8,
     ident: u16,
     dont_frag: bool,
-    payload_len: usize,
-) -> Option<usize> {
+}
+
+fn ip_header(out: &mut [u8], h: Head, payload_len: usize) -> Option<usize> {
     let repr = Ipv4Repr {
-        src: Ipv4Addr::from(src),
-        dst: Ipv4Addr::from(dst),
-        protocol,
+        src: Ipv4Addr::from(h.src),
+        dst: Ipv4Addr::from(h.dst),
+        protocol: h.protocol,
         ttl: DEFAULT_TTL,
-        tos,
-        ident,
-        dont_frag,
+        tos: h.tos,
+        ident: h.ident,
+        dont_frag: h.dont_frag,
         more_frags: false,
         frag_offset: 0,
         options: &[],
@@ -108,26 +77,41 @@ fn ip_header(
     repr.emit(out).ok()
 }
 
+/// An ICMP error's type, code and second word (the next-hop MTU for
+/// fragmentation needed, else 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpError {
+    /// Type.
+    pub ty: u8,
+    /// Code.
+    pub code: u8,
+    /// The second word.
+    pub rest: u32,
+}
+
 /// Write an ICMP error (IP header + ICMP) into `out`; returns the IP datagram
 /// length. `quoted` is the offending datagram (IP header first, trimmed to its
-/// total length); `orig_tos` its TOS; `rest` the second ICMP word (the MTU for
-/// frag-needed, else 0).
-#[allow(clippy::too_many_arguments)]
+/// total length); `orig_tos` its TOS.
 pub fn build_icmp_error(
     out: &mut [u8],
     src: u32,
     dst: u32,
     ident: u16,
     orig_tos: u8,
-    ty: u8,
-    code: u8,
-    rest: u32,
+    error: IcmpError,
     quoted: &[u8],
 ) -> Option<usize> {
     let q = quoted.get(..quoted.len().min(ICMP_QUOTE_MAX))?;
-    let icmp = IcmpRepr::error(ty, code, rest, q);
-    let tos = (orig_tos & 0x1e) | 0xc0;
-    let hl = ip_header(out, src, dst, PROTO_ICMP, tos, ident, false, icmp.len())?;
+    let icmp = IcmpRepr::error(error.ty, error.code, error.rest, q);
+    let h = Head {
+        src,
+        dst,
+        protocol: PROTO_ICMP,
+        tos: (orig_tos & 0x1e) | 0xc0,
+        ident,
+        dont_frag: false,
+    };
+    let hl = ip_header(out, h, icmp.len())?;
     let n = icmp.emit(out.get_mut(hl..)?).ok()?;
     Some(hl + n)
 }
@@ -142,10 +126,18 @@ pub fn build_echo_reply(
     ident: u16,
     request: &[u8],
 ) -> Option<usize> {
-    let id = u16::from_be_bytes([*request.get(4)?, *request.get(5)?]);
-    let seq = u16::from_be_bytes([*request.get(6)?, *request.get(7)?]);
+    let id = read_be16(request, picmp::field::IDENT.start)?;
+    let seq = read_be16(request, picmp::field::SEQ.start)?;
     let icmp = IcmpRepr::echo_reply(id, seq, request.get(8..)?);
-    let hl = ip_header(out, src, dst, PROTO_ICMP, tos, ident, false, icmp.len())?;
+    let h = Head {
+        src,
+        dst,
+        protocol: PROTO_ICMP,
+        tos,
+        ident,
+        dont_frag: false,
+    };
+    let hl = ip_header(out, h, icmp.len())?;
     let n = icmp.emit(out.get_mut(hl..)?).ok()?;
     Some(hl + n)
 }
@@ -164,12 +156,13 @@ pub fn build_tcp_reset(
     orig_tcp: &[u8],
     payload_len: usize,
 ) -> Option<usize> {
-    let h = orig_tcp.get(..20)?;
-    let sport = u16::from_be_bytes([h[0], h[1]]);
-    let dport = u16::from_be_bytes([h[2], h[3]]);
-    let seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-    let ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
-    let fl = h[13];
+    use fastables_packet::tcp::field;
+    let h = orig_tcp.get(..fastables_packet::tcp::MIN_HEADER_LEN)?;
+    let sport = read_be16(h, field::SRC_PORT.start)?;
+    let dport = read_be16(h, field::DST_PORT.start)?;
+    let seq = read_be32(h, field::SEQ.start)?;
+    let ack = read_be32(h, field::ACK.start)?;
+    let fl = h[field::FLAGS];
     let (rseq, rack, rflags) = if fl & flags::ACK != 0 {
         (ack, 0, flags::RST)
     } else {
@@ -181,7 +174,15 @@ pub fn build_tcp_reset(
             flags::RST | flags::ACK,
         )
     };
-    let hl = ip_header(out, src, dst, PROTO_TCP, tos, 0, true, 20)?;
+    let h = Head {
+        src,
+        dst,
+        protocol: PROTO_TCP,
+        tos,
+        ident: 0,
+        dont_frag: true,
+    };
+    let hl = ip_header(out, h, 20)?;
     let t = out.get_mut(hl..hl + 20)?;
     t[0..2].copy_from_slice(&dport.to_be_bytes());
     t[2..4].copy_from_slice(&sport.to_be_bytes());
@@ -246,7 +247,7 @@ impl IcmpRateLimiter {
     /// takes the tokens when it may.
     pub fn allow(&mut self, now_ns: u64, dst: u32, ty: u8, code: u8) -> bool {
         let limited = matches!(ty, 3 | 4 | 11 | 12)
-            && !(ty == codes::DEST_UNREACH && code == codes::FRAG_NEEDED);
+            && !(ty == types::DEST_UNREACH && code == unreach::FRAG_NEEDED);
         if !limited {
             return true;
         }
@@ -351,7 +352,12 @@ mod tests {
     fn icmp_error_quotes_at_most_548_bytes() {
         let big = [0x45u8; 1500];
         let mut out = [0u8; 2048];
-        let n = build_icmp_error(&mut out, 1, 2, 7, 0x10, 3, 4, 1400, &big).unwrap();
+        let e = IcmpError {
+            ty: 3,
+            code: 4,
+            rest: 1400,
+        };
+        let n = build_icmp_error(&mut out, 1, 2, 7, 0x10, e, &big).unwrap();
         assert_eq!(n, 576);
         assert_eq!(out[1], 0xd0);
         assert_eq!(&out[24..28], &1400u32.to_be_bytes());

@@ -15,11 +15,10 @@
 
 use std::net::Ipv4Addr;
 
-use fastables_packet::MacAddr;
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::{IfIndex, MacAddr};
 use fastables_rules::model::AddrTypeSet;
 
-use crate::config::{prefix_mask, Config};
+use fastables_config::{prefix_mask, Config};
 
 /// One address on an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,41 +1,36 @@
-//! fastables-dataplane: the packet pipeline in kernel hook order, interfaces and
-//! addresses, the routing table, neighbors, ICMP generation, the `PacketIo` port
-//! trait and the worker loop, and the offline (pcap) port used by `fastables sim`.
+//! fastables-dataplane: the packet pipeline in kernel hook order and the
+//! state it owns: interfaces and addresses, the routing table, neighbors,
+//! conntrack and NAT glue, ICMP generation, and the worker loop that runs
+//! batches of a port's frames through it.
 //!
-//! The core takes `now` and frames and returns verdicts; it never reads the clock
-//! or touches a socket.
+//! This crate does no I/O: it never reads the clock, a file or a socket, and
+//! starts no thread. Time (`now`) and frames come in, verdicts and rewritten
+//! frames go out. The ports live beside it: the port contract, RSS model and
+//! steering between workers in `fastables-port`, AF_XDP in `fastables-xdp`,
+//! pcap files in `fastables-offline`; the TOML configuration it is built from
+//! in `fastables-config`.
 //!
-//! - [`config`]: the TOML configuration, validated as `ip addr` / `ip route` would.
 //! - [`iface`], [`route`], [`neigh`]: interfaces and addresses (primary/secondary,
 //!   source selection, address types), the routing table (local table + LPM),
 //!   neighbors and ARP, with the kernel's rules and default sysctls.
 //! - [`pipeline`]: one frame at a time through the netfilter hooks in kernel
-//!   order, with rule effects, REJECT, ICMP errors and the local stack's answers
-//!   ([`icmp`], [`log`]); every drop has a [`drop::DropReason`].
-//! - [`io`]: the [`io::PacketIo`] port trait and the [`io::Worker`] loop.
+//!   order, as stages that own their state (conntrack and NAT, the flow cache,
+//!   reassembly for conntrack, fragmentation, the neighbour hold queue,
+//!   tracing), with rule effects, REJECT, ICMP errors and the local stack's
+//!   answers ([`icmp`], [`log`]); every drop has a [`drop::DropReason`].
+//! - [`worker`]: the [`worker::Worker`] loop over any `fastables_port::PacketIo`
+//!   and the [`worker::Batch`] of frames and verdicts the pipeline works on.
 //!
-//! - [`nat`]: conntrack and NAT glue (facts for the conntrack crate, packet rewrites).
-//!
-//! Not here yet: IP
-//! reassembly (forwarded datagrams are fragmented, [`frag`]), ICMP redirects, ARP hold queues, VLANs, IPv6.
-//! The pipeline's differences from the kernel are listed in [`pipeline`].
+//! Not here: reassembly of datagrams for local delivery, ICMP redirects,
+//! VLANs, IPv6. The pipeline's differences from the kernel are listed in
+//! [`pipeline`].
 #![deny(unsafe_code)]
 
-pub mod config;
-pub mod defrag;
 pub mod drop;
-mod flow;
-pub mod frag;
 pub mod icmp;
 pub mod iface;
-pub mod io;
 pub mod log;
-pub mod nat;
 pub mod neigh;
-pub mod offline;
-pub mod pcap;
 pub mod pipeline;
 pub mod route;
-pub mod rss;
-pub mod steer;
-pub mod trace;
+pub mod worker;

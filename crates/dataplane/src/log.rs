@@ -15,6 +15,10 @@
 
 use std::fmt::Write;
 
+use fastables_packet::icmp::{types, unreach};
+use fastables_packet::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_UDPLITE};
+use fastables_packet::{read_be16, read_be32};
+
 /// Bytes reserved per queued line.
 const LINE_CAPACITY: usize = 1024;
 
@@ -131,19 +135,6 @@ pub fn format_ipv4(
     }
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes([
-        *b.get(at)?,
-        *b.get(at + 1)?,
-        *b.get(at + 2)?,
-        *b.get(at + 3)?,
-    ]))
-}
-
 fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
     if ip.len() < 20 {
         out.push_str("TRUNCATED");
@@ -155,9 +146,9 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
         ip[12], ip[13], ip[14], ip[15], ip[16], ip[17], ip[18], ip[19]
     );
     let tos = ip[1];
-    let total = be16(ip, 2).unwrap_or(0);
-    let id = be16(ip, 4).unwrap_or(0);
-    let ff = be16(ip, 6).unwrap_or(0);
+    let total = read_be16(ip, 2).unwrap_or(0);
+    let id = read_be16(ip, 4).unwrap_or(0);
+    let ff = read_be16(ip, 6).unwrap_or(0);
     let _ = write!(
         out,
         "LEN={total} TOS=0x{:02X} PREC=0x{:02X} TTL={} ID={id} ",
@@ -181,7 +172,7 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
     let hl = usize::from(ip[0] & 0x0f) * 4;
     let l4 = ip.get(hl..).unwrap_or(&[]);
     match ip[9] {
-        6 => {
+        PROTO_TCP => {
             out.push_str("PROTO=TCP ");
             if frag != 0 {
                 return;
@@ -193,10 +184,10 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
             let _ = write!(
                 out,
                 "SPT={} DPT={} WINDOW={} RES=0x{:02x} ",
-                be16(l4, 0).unwrap_or(0),
-                be16(l4, 2).unwrap_or(0),
-                be16(l4, 14).unwrap_or(0),
-                (be32(l4, 12).unwrap_or(0) & 0x0e00_0000) >> 22
+                read_be16(l4, 0).unwrap_or(0),
+                read_be16(l4, 2).unwrap_or(0),
+                read_be16(l4, 14).unwrap_or(0),
+                (read_be32(l4, 12).unwrap_or(0) & 0x0e00_0000) >> 22
             );
             let fl = l4[13];
             if l4[12] & 0x01 != 0 {
@@ -216,10 +207,10 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
                     out.push_str(name);
                 }
             }
-            let _ = write!(out, "URGP={} ", be16(l4, 18).unwrap_or(0));
+            let _ = write!(out, "URGP={} ", read_be16(l4, 18).unwrap_or(0));
         }
-        17 | 136 => {
-            out.push_str(if ip[9] == 17 {
+        PROTO_UDP | PROTO_UDPLITE => {
+            out.push_str(if ip[9] == PROTO_UDP {
                 "PROTO=UDP "
             } else {
                 "PROTO=UDPLITE "
@@ -234,12 +225,12 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
             let _ = write!(
                 out,
                 "SPT={} DPT={} LEN={} ",
-                be16(l4, 0).unwrap_or(0),
-                be16(l4, 2).unwrap_or(0),
-                be16(l4, 4).unwrap_or(0)
+                read_be16(l4, 0).unwrap_or(0),
+                read_be16(l4, 2).unwrap_or(0),
+                read_be16(l4, 4).unwrap_or(0)
             );
         }
-        1 => {
+        PROTO_ICMP => {
             out.push_str("PROTO=ICMP ");
             if frag != 0 {
                 return;
@@ -251,10 +242,14 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
             let (ty, code) = (l4[0], l4[1]);
             let _ = write!(out, "TYPE={ty} CODE={code} ");
             let required = match ty {
-                0 | 8 => 4,
-                3 | 4 | 5 | 11 | 12 => 28,
-                13 | 14 => 20,
-                17 | 18 => 12,
+                types::ECHO_REPLY | types::ECHO_REQUEST => 4,
+                types::DEST_UNREACH
+                | types::SOURCE_QUENCH
+                | types::REDIRECT
+                | types::TIME_EXCEEDED
+                | types::PARAM_PROBLEM => 28,
+                types::TIMESTAMP | types::TIMESTAMP_REPLY => 20,
+                types::ADDRESS_MASK | types::ADDRESS_MASK_REPLY => 12,
                 _ => 0,
             };
             if l4.len() < required {
@@ -262,19 +257,22 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
                 return;
             }
             match ty {
-                0 | 8 => {
+                types::ECHO_REPLY | types::ECHO_REQUEST => {
                     let _ = write!(
                         out,
                         "ID={} SEQ={} ",
-                        be16(l4, 4).unwrap_or(0),
-                        be16(l4, 6).unwrap_or(0)
+                        read_be16(l4, 4).unwrap_or(0),
+                        read_be16(l4, 6).unwrap_or(0)
                     );
                 }
-                12 => {
+                types::PARAM_PROBLEM => {
                     let _ = write!(out, "PARAMETER={} ", l4[4]);
                 }
-                3 | 4 | 5 | 11 => {
-                    if ty == 5 {
+                types::DEST_UNREACH
+                | types::SOURCE_QUENCH
+                | types::REDIRECT
+                | types::TIME_EXCEEDED => {
+                    if ty == types::REDIRECT {
                         let _ = write!(out, "GATEWAY={}.{}.{}.{} ", l4[4], l4[5], l4[6], l4[7]);
                     }
                     if !nested {
@@ -282,8 +280,8 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
                         dump_ipv4(out, l4.get(8..).unwrap_or(&[]), true);
                         out.push_str("] ");
                     }
-                    if ty == 3 && code == 4 {
-                        let _ = write!(out, "MTU={} ", be16(l4, 6).unwrap_or(0));
+                    if ty == types::DEST_UNREACH && code == unreach::FRAG_NEEDED {
+                        let _ = write!(out, "MTU={} ", read_be16(l4, 6).unwrap_or(0));
                     }
                 }
                 _ => {}
@@ -292,7 +290,7 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
         50 => {
             out.push_str("PROTO=ESP ");
             if frag == 0 {
-                match be32(l4, 0) {
+                match read_be32(l4, 0) {
                     Some(spi) => {
                         let _ = write!(out, "SPI=0x{spi:x} ");
                     }
@@ -307,7 +305,7 @@ fn dump_ipv4(out: &mut String, ip: &[u8], nested: bool) {
                 return;
             }
             out.push_str("PROTO=AH ");
-            match be32(l4, 4) {
+            match read_be32(l4, 4) {
                 Some(spi) if l4.len() >= 12 => {
                     let _ = write!(out, "SPI=0x{spi:x} ");
                 }

@@ -27,11 +27,9 @@ use std::net::Ipv4Addr;
 
 use ahash::AHashMap;
 use fastables_packet::arp::{ArpRepr, OP_REPLY, OP_REQUEST};
-use fastables_packet::ethernet::{EthernetRepr, ETHERTYPE_ARP};
-use fastables_packet::MacAddr;
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::{IfIndex, MacAddr};
 
-use crate::config::NeighborConfig;
+use fastables_config::NeighborConfig;
 
 /// Up to this many static entries, [`Neighbors::resolve`] scans them.
 const FEW_STATICS: usize = 8;
@@ -487,15 +485,7 @@ pub fn emit_arp(
     eth_dst: MacAddr,
     arp: &ArpRepr,
 ) -> Option<usize> {
-    let eth = EthernetRepr {
-        src: eth_src,
-        dst: eth_dst,
-        vlan: None,
-        ethertype: ETHERTYPE_ARP,
-    };
-    let n = eth.emit(out).ok()?;
-    let m = arp.emit(out.get_mut(n..)?).ok()?;
-    Some(n + m)
+    fastables_packet::arp::emit_frame(out, eth_src, eth_dst, arp).ok()
 }
 
 /// An ARP request for `target` from `sender_ip` (broadcast), as `arp_solicit` sends it.

@@ -14,11 +14,11 @@
 
 use ahash::AHashMap;
 
-use fastables_rules::ctx::IfIndex;
+use fastables_packet::IfIndex;
 
-use crate::config::{prefix_mask, RouteConfig};
 use crate::drop::DropReason;
 use crate::iface::Interfaces;
+use fastables_config::{prefix_mask, RouteConfig};
 
 /// Where a route came from (`ip route`'s `proto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,7 +275,7 @@ impl Fib {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use fastables_config::Config;
     use proptest::prelude::*;
 
     fn ip(s: &str) -> u32 {

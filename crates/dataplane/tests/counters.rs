@@ -7,14 +7,15 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use fastables_config::Config;
 use fastables_conntrack::Stats;
-use fastables_dataplane::config::Config;
 use fastables_dataplane::drop::DropReason;
-use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, Worker, WorkerStats, FRAME_SIZE};
 use fastables_dataplane::pipeline::{Pipeline, PipelineCounters};
+use fastables_dataplane::worker::{Action, Batch, Worker, WorkerStats};
 use fastables_packet::arp::ArpRepr;
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::{checksum, MacAddr};
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 
@@ -451,7 +452,7 @@ fn scenario(r: DropReason) -> Seen {
             );
             let mut lab = Lab::new(ACCEPT_ALL);
             let b = lab.rx(0, DOCKER0, &[f], 1);
-            assert_eq!(b.frames[0].action, Action::Consumed);
+            assert_eq!(b.verdicts[0], Action::Consumed);
             Seen::one(lab.drops())
         }
         R::LocalFragment => {
@@ -463,7 +464,7 @@ fn scenario(r: DropReason) -> Seen {
         R::FragmentTimeout => {
             let mut lab = Lab::new(TRACKED);
             let b = lab.rx(0, DOCKER0, &[fragment(DNS, 1, 0, 16, true)], 1);
-            assert_eq!(b.frames[0].action, Action::Held);
+            assert_eq!(b.verdicts[0], Action::Held);
             lab.rx(30 * SEC, DOCKER0, &[], 0);
             Seen::one(lab.drops())
         }
@@ -491,7 +492,7 @@ fn scenario(r: DropReason) -> Seen {
         }
         R::FragmentEvicted => {
             // One datagram more than the reassembly table holds: the oldest goes.
-            let max = fastables_dataplane::defrag::MAX_DATAGRAMS as u16;
+            let max = fastables_dataplane::pipeline::reasm::MAX_DATAGRAMS as u16;
             let frames: Vec<_> = (0..=max).map(|id| fragment(DNS, id, 0, 16, true)).collect();
             let mut lab = Lab::new(TRACKED);
             lab.rx(0, DOCKER0, &frames, 0);
@@ -526,7 +527,7 @@ fn scenario(r: DropReason) -> Seen {
             // second apart, then given up with a host unreachable.
             let mut lab = Lab::new(ACCEPT_ALL);
             let b = lab.rx(0, DOCKER0, &[udp_from_host(SILENT)], 1);
-            assert_eq!(b.frames[0].action, Action::Held);
+            assert_eq!(b.verdicts[0], Action::Held);
             for t in 1..=3 {
                 lab.service(t * SEC, 1);
             }
@@ -608,7 +609,7 @@ enum Dir {
 /// SYN, SYN/ACK, ACK from the host's port `sport` to 8.8.8.8:80 at 0 s:
 /// the connection is ESTABLISHED and ASSURED.
 fn tcp_handshake(lab: &mut Lab, sport: u16) {
-    let fwd = |b: Batch| assert!(matches!(b.frames[0].action, Action::Forward { .. }));
+    let fwd = |b: Batch| assert!(matches!(b.verdicts[0], Action::Forward { .. }));
     fwd(lab.rx(0, DOCKER0, &[tcp(Dir::Out, sport, 100, 0, SYN)], 1));
     fwd(lab.rx(0, ETH0, &[tcp(Dir::Back, sport, 900, 101, SYN | ACK)], 1));
     fwd(lab.rx(0, DOCKER0, &[tcp(Dir::Out, sport, 101, 901, ACK)], 1));
@@ -959,7 +960,7 @@ fn arp_counters_are_exact() {
     // A datagram for 192.168.5.7 on lan2: held, one request out; the
     // neighbor's reply is learned and releases it.
     let b = lab.rx(SEC, DOCKER0, &[udp_from_host("192.168.5.7")], 1);
-    assert_eq!(b.frames[0].action, Action::Held);
+    assert_eq!(b.verdicts[0], Action::Held);
     assert_eq!(b.generated.len(), 1, "the request");
     let answer = builder::arp_reply(
         MacAddr([0x02, 0, 0, 0, 0x05, 0x07]),

@@ -10,12 +10,13 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use fastables_config::Config;
 use fastables_conntrack::format::format_entry;
-use fastables_dataplane::config::Config;
-use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
+use fastables_dataplane::worker::{Action, Batch};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::MacAddr;
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 use fastables_rules::model::Ruleset;
@@ -135,10 +136,12 @@ impl Pair {
             }
             p.process_batch(self.now, &mut mem, &mut b);
             let at = |a: FrameAddr, len: u16| mem[a as usize..a as usize + len as usize].to_vec();
+            assert_eq!(b.verdicts.len(), b.frames.len());
             let frames: Vec<(Action, Vec<u8>)> = b
                 .frames
                 .iter()
-                .map(|f| (f.action, at(f.addr, f.len)))
+                .zip(&b.verdicts)
+                .map(|(f, v)| (*v, at(f.addr, f.len)))
                 .collect();
             let generated: Vec<(IfIndex, Vec<u8>)> = b
                 .generated

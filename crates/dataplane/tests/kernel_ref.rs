@@ -19,10 +19,11 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use fastables_dataplane::config::Config;
-use fastables_dataplane::io::{Action, Batch, Frame, FRAME_SIZE};
+use fastables_config::Config;
 use fastables_dataplane::pipeline::Pipeline;
+use fastables_dataplane::worker::{Action, Batch};
 use fastables_packet::checksum;
+use fastables_port::{Frame, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 
 const CLI: [u8; 6] = [0x7a, 0xe3, 0x85, 0x60, 0x9a, 0xee];
@@ -126,15 +127,15 @@ fn run(p: &mut Pipeline, port: u8, frame: &[u8], now_ns: u64) -> (Action, Vec<(u
         .extend([FRAME_SIZE as u64, 2 * FRAME_SIZE as u64]);
     p.process_batch(now_ns, &mut mem, &mut batch);
     let mut out = vec![];
-    let f = batch.frames[0];
-    if let Action::Forward { port } = f.action {
+    let (f, action) = (batch.frames[0], batch.verdicts[0]);
+    if let Action::Forward { port } = action {
         out.push((port, mem[..f.len as usize].to_vec()));
     }
     for g in &batch.generated {
         let a = g.addr as usize;
         out.push((g.port, mem[a..a + g.len as usize].to_vec()));
     }
-    (f.action, out)
+    (action, out)
 }
 
 /// Checks our checksums, then normalises: IP ID zeroed for ICMP (kernel-random),

@@ -6,14 +6,15 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use fastables_config::Config;
 use fastables_conntrack::format_entry;
-use fastables_dataplane::config::Config;
 use fastables_dataplane::drop::DropReason;
-use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, FRAME_SIZE};
 use fastables_dataplane::pipeline::Pipeline;
+use fastables_dataplane::worker::{Action, Batch};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::parse::{l4_checksum_ok, L3};
 use fastables_packet::{checksum, parse_frame, MacAddr};
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 
@@ -559,17 +560,17 @@ fn fragments_are_reassembled_tracked_and_translated() {
     };
     // The last fragment first: held.
     let b = batch(&mut p, &mut mem, 1, &frag(40, l4.len(), false), 1_000);
-    assert_eq!(b.frames[0].action, Action::Held);
+    assert_eq!(b.verdicts[0], Action::Held);
     assert!(b.generated.is_empty());
     assert_eq!(p.conntrack().unwrap().len(), 0);
     // The first completes it: both leave, the first as itself, translated.
     let b = batch(&mut p, &mut mem, 0, &frag(0, 40, true), 2_000);
-    assert_eq!(b.frames[0].action, Action::Held);
+    assert_eq!(b.verdicts[0], Action::Held);
     let out: Vec<(u64, Vec<u8>)> = b
         .generated
         .iter()
         .map(|g| {
-            assert_eq!(g.action, Action::Forward { port: ETH0 });
+            assert_eq!(g.port, ETH0);
             (
                 g.addr,
                 mem[g.addr as usize..g.addr as usize + g.len as usize].to_vec(),
@@ -608,7 +609,7 @@ fn fragments_are_reassembled_tracked_and_translated() {
         &l4[..40],
     );
     let b = batch(&mut p, &mut mem, 2, &lone, 3_000);
-    assert_eq!(b.frames[0].action, Action::Held);
+    assert_eq!(b.verdicts[0], Action::Held);
     let mut later = Batch::with_capacity(1);
     p.process_batch(3_000 + 30_000_000_000, &mut mem, &mut later);
     assert!(
@@ -810,11 +811,18 @@ fn lookups_ahead_change_nothing() {
             }
             p.process_batch(now, &mut mem, &mut batch);
             let bytes = |f: &Frame| mem[f.addr as usize..f.addr as usize + f.len as usize].to_vec();
+            assert_eq!(batch.verdicts.len(), batch.frames.len());
             let out: Vec<_> = batch
                 .frames
                 .iter()
-                .chain(&batch.generated)
-                .map(|f| (f.action, f.port, bytes(f)))
+                .zip(batch.verdicts.iter().copied())
+                .chain(
+                    batch
+                        .generated
+                        .iter()
+                        .map(|g| (g, Action::Forward { port: g.port })),
+                )
+                .map(|(f, a)| (a, f.port, bytes(f)))
                 .collect();
             outs.push((out, ct_lines(p, now)));
         }

@@ -5,13 +5,14 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_dataplane::drop::DropReason;
-use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, Worker, FRAME_SIZE};
 use fastables_dataplane::pipeline::Pipeline;
+use fastables_dataplane::worker::{Action, Batch, Worker};
 use fastables_packet::builder::{self, EthSpec, IpSpec, TcpSpec, UdpSpec};
 use fastables_packet::checksum;
 use fastables_packet::MacAddr;
+use fastables_port::{Frame, FrameAddr, FRAME_SIZE};
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 use proptest::prelude::*;
@@ -409,7 +410,7 @@ fn unresolved_neighbor_holds_the_packet_until_arp_answers() {
         b"x",
     );
     let b = m.batch(&mut p, 0, Some((DOCKER0_IF, 0, &f)));
-    assert_eq!(b.frames[0].action, Action::Held);
+    assert_eq!(b.verdicts[0], Action::Held);
     assert_eq!(p.held(), 1);
     let a = m.bytes(&b.generated[0]).to_vec();
     assert_eq!(b.generated[0].port, 2);
@@ -429,17 +430,17 @@ fn unresolved_neighbor_holds_the_packet_until_arp_answers() {
         Ipv4Addr::new(192, 168, 5, 1),
     );
     let b = m.batch(&mut p, SEC * 6 / 10, Some((2, 1, &reply)));
-    assert_eq!(b.frames[0].action, Action::Consumed);
+    assert_eq!(b.verdicts[0], Action::Consumed);
     assert_eq!(p.held(), 0);
     let out = b.generated[0];
-    assert_eq!((out.addr, out.action), (0, Action::Forward { port: 2 }));
+    assert_eq!((out.addr, out.port), (0, 2));
     let o = m.bytes(&out);
     assert_eq!(&o[0..6], &peer.0);
     assert_eq!(&o[6..12], &[0x02, 0x42, 0xac, 0x13, 0x00, 0x01]);
     assert_eq!(o[22], 63);
     // And the next one is forwarded at once.
     let b = m.batch(&mut p, SEC, Some((DOCKER0_IF, 0, &f)));
-    assert_eq!(b.frames[0].action, Action::Forward { port: 2 });
+    assert_eq!(b.verdicts[0], Action::Forward { port: 2 });
 }
 
 #[test]
@@ -453,7 +454,7 @@ fn unanswered_arp_gives_up_after_three_requests_with_host_unreachable() {
         b"x",
     );
     let b = m.batch(&mut p, 0, Some((DOCKER0_IF, 0, &f)));
-    assert_eq!(b.frames[0].action, Action::Held);
+    assert_eq!(b.verdicts[0], Action::Held);
     // Requests two and three, a second apart.
     for t in [1, 2] {
         let b = m.batch(&mut p, t * SEC, None);
@@ -492,7 +493,7 @@ fn the_hold_queue_is_bounded_per_neighbor() {
         b.frames
             .push(Frame::rx(a as FrameAddr, f.len() as u16, DOCKER0_IF));
         p.process_batch(k as u64, &mut m.mem, &mut b);
-        assert_eq!(b.frames[0].action, Action::Held);
+        assert_eq!(b.verdicts[0], Action::Held);
     }
     assert_eq!(p.held(), fastables_dataplane::neigh::HOLD_PER_NEIGHBOR);
     assert_eq!(p.drops().get(DropReason::NeighborHoldFull), 8);
@@ -753,8 +754,9 @@ fn invalid_descriptors_are_dropped() {
     b.frames.push(Frame::rx(0, 60, 9));
     b.frames.push(Frame::rx(u64::MAX, 60, 1));
     p.process_batch(0, &mut mem, &mut b);
-    for f in &b.frames {
-        assert_eq!(f.action, Action::Drop(DropReason::InvalidFrame));
+    assert_eq!(b.verdicts.len(), b.frames.len());
+    for v in &b.verdicts {
+        assert_eq!(*v, Action::Drop(DropReason::InvalidFrame));
     }
 }
 
@@ -867,8 +869,9 @@ proptest! {
                 given.insert(s as FrameAddr);
             }
             p.process_batch(i as u64 * 1_000_000_000, &mut mem, &mut b);
-            for f in &b.frames {
-                match f.action {
+            prop_assert_eq!(b.verdicts.len(), b.frames.len());
+            for (f, v) in b.frames.iter().zip(&b.verdicts) {
+                match *v {
                     Action::Forward { .. } => { prop_assert!(sent.insert(f.addr)); }
                     Action::Drop(_) | Action::Consumed => { prop_assert!(back.insert(f.addr)); }
                     Action::Held => {}
@@ -900,7 +903,7 @@ fn learned_neighbors_age_probe_and_are_forgotten_when_silent() {
         Ipv4Addr::new(192, 168, 5, 1),
     );
     let b = m.batch(&mut p, 0, Some((2, 1, &req)));
-    assert_eq!(b.frames[0].action, Action::Consumed);
+    assert_eq!(b.verdicts[0], Action::Consumed);
     let f = builder::udp_frame(
         &from_host(),
         &ip("172.18.0.2", "192.168.5.9"),
@@ -910,7 +913,7 @@ fn learned_neighbors_age_probe_and_are_forgotten_when_silent() {
     let fwd = |m: &mut Mem, p: &mut Pipeline, t: u64| {
         let b = m.batch(p, t, Some((DOCKER0_IF, 0, &f)));
         let probes: Vec<Vec<u8>> = b.generated.iter().map(|g| m.bytes(g).to_vec()).collect();
-        (b.frames[0].action, probes)
+        (b.verdicts[0], probes)
     };
     // Fresh for 35 s: forwarded, nothing else.
     let (a, g) = fwd(&mut m, &mut p, SEC);
@@ -957,7 +960,7 @@ fn trace_target_marks_packets_for_a_marked_trace() {
                  *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
                  -A FORWARD -p udp -j ACCEPT\nCOMMIT\n";
     let mut p = pipeline(rules);
-    let filter = fastables_dataplane::trace::TraceFilter {
+    let filter = fastables_dataplane::pipeline::TraceFilter {
         marked: true,
         ..Default::default()
     };
@@ -994,7 +997,7 @@ fn trace_target_marks_packets_for_a_marked_trace() {
     );
     // An unmarked trace ignores the marks and follows its filter.
     p.set_trace(Some((
-        fastables_dataplane::trace::TraceFilter {
+        fastables_dataplane::pipeline::TraceFilter {
             dport: Some(54),
             ..Default::default()
         },

@@ -12,11 +12,11 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fastables_dataplane::config::{XdpMode, ZeroCopy};
-use fastables_dataplane::io::{Action, Frame, FrameAddr, PacketIo, FRAME_SIZE};
-use fastables_packet::arp::OP_REPLY;
+use fastables_config::{XdpMode, ZeroCopy};
+use fastables_packet::arp::{self, ArpRepr, OP_REPLY};
 use fastables_packet::parse::{parse_frame, L3};
 use fastables_packet::MacAddr;
+use fastables_port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_xdp::{monotonic_ns, Options, PortSpec, XdpError, XdpPort};
 
 use crate::fill::{Fill, FillSchedule, Next};
@@ -182,9 +182,11 @@ fn resolve(
         port.alloc(&mut addrs, 1);
         if let Some(&a) = addrs.first() {
             let at = a as usize;
-            let n = port.memory().get_mut(at..at + FRAME_SIZE).and_then(|f| {
-                fastables_dataplane::neigh::arp_request(f, src_mac, sender.into(), next_hop.into())
-            });
+            let request = ArpRepr::request(src_mac, sender, next_hop);
+            let n = port
+                .memory()
+                .get_mut(at..at + FRAME_SIZE)
+                .and_then(|f| arp::emit_frame(f, src_mac, MacAddr::BROADCAST, &request).ok());
             let sent = n.is_some_and(|n| port.tx_burst(0, &[tx_frame(a, n)]) == 1);
             if !sent {
                 port.free(&[a]);
@@ -260,7 +262,6 @@ fn tx_frame(addr: FrameAddr, len: usize) -> Frame {
         addr,
         len: len as u16,
         port: 0,
-        action: Action::Forward { port: 0 },
     }
 }
 

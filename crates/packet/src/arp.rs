@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::ethernet::{MacAddr, ETHERTYPE_IPV4};
+use crate::ethernet::{EthernetRepr, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::parse::ParseError;
 use crate::{need, rd16, rd8, wr16, wr8, EmitError};
 
@@ -201,6 +201,27 @@ impl ArpRepr {
         buf[field::TPA].copy_from_slice(&self.tpa.octets());
         Ok(PACKET_LEN)
     }
+}
+
+/// Write an untagged Ethernet frame from `eth_src` to `eth_dst` carrying
+/// `arp` at the start of `out`; returns its length (42). Never allocates
+/// (the data plane and the traffic generator write into their frame buffers).
+pub fn emit_frame(
+    out: &mut [u8],
+    eth_src: MacAddr,
+    eth_dst: MacAddr,
+    arp: &ArpRepr,
+) -> Result<usize, EmitError> {
+    let eth = EthernetRepr {
+        src: eth_src,
+        dst: eth_dst,
+        vlan: None,
+        ethertype: ETHERTYPE_ARP,
+    };
+    need(out, eth.header_len() + PACKET_LEN)?;
+    let n = eth.emit(out)?;
+    let m = arp.emit(out.get_mut(n..).unwrap_or_default())?;
+    Ok(n + m)
 }
 
 #[cfg(test)]

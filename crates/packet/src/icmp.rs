@@ -103,6 +103,24 @@ pub fn is_error(ty: u8) -> bool {
     )
 }
 
+/// The answer's type of a query type (echo, timestamp, information,
+/// address mask; in both directions), as conntrack's `invmap` pairs them;
+/// `None` for the other types.
+pub fn inverse_type(ty: u8) -> Option<u8> {
+    use types::*;
+    match ty {
+        ECHO_REQUEST => Some(ECHO_REPLY),
+        ECHO_REPLY => Some(ECHO_REQUEST),
+        TIMESTAMP => Some(TIMESTAMP_REPLY),
+        TIMESTAMP_REPLY => Some(TIMESTAMP),
+        INFO_REQUEST => Some(INFO_REPLY),
+        INFO_REPLY => Some(INFO_REQUEST),
+        ADDRESS_MASK => Some(ADDRESS_MASK_REPLY),
+        ADDRESS_MASK_REPLY => Some(ADDRESS_MASK),
+        _ => None,
+    }
+}
+
 /// True for query types that carry an identifier (echo, timestamp, info,
 /// address mask: requests and replies) — conntrack keys them on the id.
 pub fn has_ident(ty: u8) -> bool {

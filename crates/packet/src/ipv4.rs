@@ -19,6 +19,10 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
+/// IP protocol number of SCTP (ports where TCP and UDP have them).
+pub const PROTO_SCTP: u8 = 132;
+/// IP protocol number of UDP-Lite (ports where UDP has them).
+pub const PROTO_UDPLITE: u8 = 136;
 
 /// "Don't fragment" bit in the flags/fragment-offset word.
 pub const FLAG_DF: u16 = 0x4000;
@@ -26,6 +30,19 @@ pub const FLAG_DF: u16 = 0x4000;
 pub const FLAG_MF: u16 = 0x2000;
 /// Mask of the fragment offset (in 8-byte units) in the flags/fragment-offset word.
 pub const FRAG_OFFSET_MASK: u16 = 0x1fff;
+
+/// The netmask of a prefix length as a host-order u32 (`/24` is
+/// `0xffff_ff00`); lengths above 32 count as 32.
+#[inline]
+pub const fn prefix_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else if len >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - len as u32)
+    }
+}
 
 /// Field offsets of the IPv4 header.
 pub mod field {
@@ -421,6 +438,15 @@ mod tests {
         v.extend((0..payload_len).map(|i| i as u8));
         v.extend(std::iter::repeat_n(0, pad));
         v
+    }
+
+    #[test]
+    fn prefix_masks() {
+        assert_eq!(prefix_mask(0), 0);
+        assert_eq!(prefix_mask(1), 0x8000_0000);
+        assert_eq!(prefix_mask(24), 0xffff_ff00);
+        assert_eq!(prefix_mask(32), u32::MAX);
+        assert_eq!(prefix_mask(33), u32::MAX);
     }
 
     #[test]

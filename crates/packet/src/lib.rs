@@ -1,6 +1,9 @@
 //! fastables-packet: zero-copy header views over byte slices, Internet
-//! checksums (full and RFC 1624 incremental), whole-frame parsing, and frame
-//! builders for tests.
+//! checksums (full and RFC 1624 incremental), whole-frame parsing, flow keys
+//! ([`flow::Tuple`]), and frame builders for tests. It is also the one home of
+//! the wire facts the other crates share: protocol numbers
+//! ([`ipv4::PROTO_TCP`], ...), ICMP types ([`icmp::types`]), big-endian reads
+//! ([`read_be16`], [`read_be32`]) and the interface index ([`IfIndex`]).
 //!
 //! What it is for: the data plane parses every received frame with
 //! [`parse::parse_frame`] (one call, no allocation, no panics) and rewrites
@@ -59,6 +62,7 @@ pub mod builder;
 pub mod checksum;
 pub mod ethernet;
 pub mod fixtures;
+pub mod flow;
 pub mod icmp;
 pub mod ipv4;
 pub mod parse;
@@ -66,7 +70,12 @@ pub mod tcp;
 pub mod udp;
 
 pub use ethernet::MacAddr;
+pub use flow::Tuple;
 pub use parse::{parse_frame, ParseError, ParsedFrame};
+
+/// Interface index inside one fastables instance: 0..64 (the position in the
+/// config's `[[interface]]` list). Interface matches compile to 64-bit masks.
+pub type IfIndex = u8;
 
 /// A byte range of a header field, as used by the `field` constants of each module.
 pub type Field = core::ops::Range<usize>;
@@ -103,22 +112,32 @@ pub(crate) fn need(buf: &[u8], needed: usize) -> Result<(), EmitError> {
     }
 }
 
-/// Read a big-endian u16 at `off`; 0 when out of range (never panics).
+/// The big-endian (network order) u16 at `at`; `None` when `b` is too short
+/// (never panics).
 #[inline]
-pub(crate) fn rd16(b: &[u8], off: usize) -> u16 {
-    match b.get(off..off + 2) {
-        Some(s) => u16::from_be_bytes([s[0], s[1]]),
-        None => 0,
-    }
+pub fn read_be16(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
 }
 
-/// Read a big-endian u32 at `off`; 0 when out of range (never panics).
+/// The big-endian (network order) u32 at `at`; `None` when `b` is too short
+/// (never panics).
+#[inline]
+pub fn read_be32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// [`read_be16`], 0 when out of range: the views' accessors, whose length was
+/// checked once by `new_checked`.
+#[inline]
+pub(crate) fn rd16(b: &[u8], off: usize) -> u16 {
+    read_be16(b, off).unwrap_or(0)
+}
+
+/// [`read_be32`], 0 when out of range.
 #[inline]
 pub(crate) fn rd32(b: &[u8], off: usize) -> u32 {
-    match b.get(off..off + 4) {
-        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
+    read_be32(b, off).unwrap_or(0)
 }
 
 /// Read the byte at `off`; 0 when out of range (never panics).

@@ -258,15 +258,15 @@ pub fn parse_frame(frame: &[u8]) -> Result<ParsedFrame, ParseError> {
     let Some(eth) = frame.first_chunk::<{ ethernet::HEADER_LEN }>() else {
         return Err(ParseError::Truncated);
     };
-    let mut ethertype = be16(eth[12], eth[13]);
+    let mut ethertype = rd16(eth, 12);
     let mut vlan_id = None;
     let mut l3_offset = ethernet::HEADER_LEN;
     if ethertype == ETHERTYPE_VLAN {
         let Some(tag) = frame.first_chunk::<{ ethernet::VLAN_HEADER_LEN }>() else {
             return Err(ParseError::Truncated);
         };
-        vlan_id = Some(be16(tag[14], tag[15]) & 0x0fff);
-        ethertype = be16(tag[16], tag[17]);
+        vlan_id = Some(rd16(tag, 14) & 0x0fff);
+        ethertype = rd16(tag, 16);
         l3_offset = ethernet::VLAN_HEADER_LEN;
     }
     let l3_bytes = frame.get(l3_offset..).unwrap_or(&[]);
@@ -297,17 +297,17 @@ pub fn parse_ipv4_simple(frame: &[u8]) -> Option<Ipv4Info> {
         return None;
     }
     let h = f.last_chunk::<20>()?;
-    let w = |i: usize| u32::from(be16(h[i], h[i + 1]));
+    let w = |i: usize| u32::from(rd16(h, i));
     let sum = w(0) + w(2) + w(4) + w(6) + w(8) + w(10) + w(12) + w(14) + w(16) + w(18);
     if checksum::fold(sum) != 0xffff {
         return None;
     }
-    let total = usize::from(be16(h[2], h[3]));
+    let total = usize::from(rd16(h, 2));
     let b = frame.get(ethernet::HEADER_LEN..)?;
     if total > b.len() || total < ipv4::MIN_HEADER_LEN {
         return None;
     }
-    let ff = be16(h[6], h[7]);
+    let ff = rd16(h, 6);
     let frag_offset = (ff & FRAG_OFFSET_MASK) << 3;
     let protocol = h[9];
     let l4 = if frag_offset != 0 {
@@ -328,14 +328,14 @@ pub fn parse_ipv4_simple(frame: &[u8]) -> Option<Ipv4Info> {
 /// `total` long, at `l3_offset` in the frame.
 #[inline(always)]
 fn ipv4_info(h: &[u8; 20], hl: usize, total: usize, l3_offset: usize, l4: L4) -> Ipv4Info {
-    let ff = be16(h[6], h[7]);
+    let ff = rd16(h, 6);
     Ipv4Info {
         header_len: hl as u8,
         total_len: total as u16,
         protocol: h[9],
         tos: h[1],
         ttl: h[8],
-        ident: be16(h[4], h[5]),
+        ident: rd16(h, 4),
         src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
         dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
         dont_frag: ff & FLAG_DF != 0,
@@ -344,11 +344,6 @@ fn ipv4_info(h: &[u8; 20], hl: usize, total: usize, l3_offset: usize, l4: L4) ->
         l4_offset: l3_offset + hl,
         l4,
     }
-}
-
-#[inline(always)]
-fn be16(hi: u8, lo: u8) -> u16 {
-    u16::from_be_bytes([hi, lo])
 }
 
 #[inline]
@@ -368,11 +363,11 @@ fn parse_ipv4(b: &[u8], l3_offset: usize) -> Result<Ipv4Info, ParseError> {
     if !checksum::verify(header) {
         return Err(ParseError::BadHeaderChecksum);
     }
-    let total = usize::from(be16(h[2], h[3]));
+    let total = usize::from(rd16(h, 2));
     if total > b.len() || total < hl {
         return Err(ParseError::BadTotalLen);
     }
-    let ff = be16(h[6], h[7]);
+    let ff = rd16(h, 6);
     let frag_offset = (ff & FRAG_OFFSET_MASK) << 3;
     let protocol = h[9];
     let seg = b.get(hl..total).unwrap_or(&[]);
@@ -389,8 +384,8 @@ fn parse_l4(protocol: u8, seg: &[u8]) -> L4 {
     match protocol {
         PROTO_TCP => match seg.first_chunk::<{ crate::tcp::MIN_HEADER_LEN }>() {
             Some(t) => L4::Tcp {
-                src_port: be16(t[0], t[1]),
-                dst_port: be16(t[2], t[3]),
+                src_port: rd16(t, 0),
+                dst_port: rd16(t, 2),
                 flags: t[crate::tcp::field::FLAGS],
                 header_len: (t[crate::tcp::field::DATA_OFFSET] >> 4) * 4,
             },
@@ -398,9 +393,9 @@ fn parse_l4(protocol: u8, seg: &[u8]) -> L4 {
         },
         PROTO_UDP => match seg.first_chunk::<{ crate::udp::HEADER_LEN }>() {
             Some(u) => L4::Udp {
-                src_port: be16(u[0], u[1]),
-                dst_port: be16(u[2], u[3]),
-                len: be16(u[4], u[5]),
+                src_port: rd16(u, 0),
+                dst_port: rd16(u, 2),
+                len: rd16(u, 4),
             },
             None => L4::Truncated,
         },
@@ -408,8 +403,8 @@ fn parse_l4(protocol: u8, seg: &[u8]) -> L4 {
             Some(i) => L4::Icmp {
                 icmp_type: i[0],
                 code: i[1],
-                ident: be16(i[4], i[5]),
-                seq: be16(i[6], i[7]),
+                ident: rd16(i, 4),
+                seq: rd16(i, 6),
             },
             None => L4::Truncated,
         },
@@ -441,23 +436,14 @@ pub struct QuotedIpv4 {
 impl QuotedIpv4 {
     /// Ports of a quoted TCP/UDP header (first fragment only).
     pub fn ports(&self) -> Option<(u16, u16)> {
-        (matches!(self.protocol, PROTO_TCP | PROTO_UDP) && self.frag_offset == 0).then(|| {
-            (
-                u16::from_be_bytes([self.l4_head[0], self.l4_head[1]]),
-                u16::from_be_bytes([self.l4_head[2], self.l4_head[3]]),
-            )
-        })
+        (matches!(self.protocol, PROTO_TCP | PROTO_UDP) && self.frag_offset == 0)
+            .then(|| (rd16(&self.l4_head, 0), rd16(&self.l4_head, 2)))
     }
 
     /// Type, code and identifier of a quoted ICMP message (first fragment only).
     pub fn icmp(&self) -> Option<(u8, u8, u16)> {
-        (self.protocol == PROTO_ICMP && self.frag_offset == 0).then(|| {
-            (
-                self.l4_head[0],
-                self.l4_head[1],
-                u16::from_be_bytes([self.l4_head[4], self.l4_head[5]]),
-            )
-        })
+        (self.protocol == PROTO_ICMP && self.frag_offset == 0)
+            .then(|| (self.l4_head[0], self.l4_head[1], rd16(&self.l4_head, 4)))
     }
 }
 

@@ -9,9 +9,7 @@
 
 use crate::model::{CtStateSet, RejectWith};
 
-/// Interface index inside one fastables instance: 0..64 (the position in the
-/// config's `[[interface]]` list). Interface matches compile to 64-bit masks.
-pub type IfIndex = u8;
+pub use fastables_packet::IfIndex;
 
 /// Conntrack information for `-m conntrack` / `-m state` / `CONNMARK`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

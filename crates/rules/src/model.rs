@@ -139,13 +139,7 @@ impl Ipv4Net {
 
     /// The mask of a prefix length: `/24` is `0xffff_ff00`; above 32 means 32.
     pub const fn prefix_mask(len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else if len >= 32 {
-            u32::MAX
-        } else {
-            u32::MAX << (32 - len as u32)
-        }
+        fastables_packet::ipv4::prefix_mask(len)
     }
 
     /// The prefix length when the mask is contiguous (`255.255.0.0` is 16),
@@ -173,6 +167,18 @@ impl Ipv4Net {
 /// An interface name as written, possibly ending in `+` (prefix wildcard).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfaceName(pub String);
+
+impl IfaceName {
+    /// The kernel's interface name comparison: `name` equals this one, or
+    /// starts with it when it ends in `+` (`eth+` matches `eth0`; `+` matches
+    /// every name, the empty one included).
+    pub fn matches(&self, name: &str) -> bool {
+        match self.0.strip_suffix('+') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == self.0,
+        }
+    }
+}
 
 /// An inclusive port range; a single port has `lo == hi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +286,10 @@ impl CtStateSet {
     /// `--ctstate SNAT` / `DNAT` (virtual states of `-m conntrack`).
     pub const SNAT: u8 = 1 << 5;
     pub const DNAT: u8 = 1 << 6;
+    /// The states of a packet that has a connection.
+    pub const TRACKED: u8 = Self::NEW | Self::ESTABLISHED | Self::RELATED;
+    /// The states conntrack gives a packet (not the virtual SNAT and DNAT).
+    pub const BASIC: u8 = Self::TRACKED | Self::INVALID | Self::UNTRACKED;
 
     pub fn contains(self, bit: u8) -> bool {
         self.0 & bit != 0

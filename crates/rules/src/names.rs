@@ -624,11 +624,10 @@ pub const ADDR_TYPES: &[(&str, u16)] = &[
 ];
 
 /// The targets fastables implements (for messages).
-pub const SUPPORTED_TARGETS: &str = "ACCEPT, DROP, RETURN, REJECT, LOG, MARK, CONNMARK, TTL, NOTRACK, CT --notrack, TCPMSS, SNAT, DNAT, MASQUERADE, REDIRECT, or a user chain";
+pub use crate::targets::SUPPORTED as SUPPORTED_TARGETS;
 
 /// The matches fastables implements (for messages).
-pub const SUPPORTED_MATCHES: &str =
-    "tcp, udp, icmp, multiport, conntrack, state, comment, mark, ttl, length, iprange, limit, addrtype";
+pub use crate::matches::SUPPORTED as SUPPORTED_MATCHES;
 
 /// Target extensions iptables knows: a chain may not take one of these names,
 /// and `-j` with one that fastables does not implement says so.

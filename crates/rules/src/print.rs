@@ -1,11 +1,14 @@
 //! The `iptables-save` printer: the canonical form iptables-save 1.8.9 (nft
 //! backend) writes for a ruleset, byte for byte apart from the comment lines.
+//! The file's layout and a rule's fixed part are here; each match and target
+//! prints its options in its own file (`matches/`, `targets/`), with the
+//! helpers below.
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
 
 use crate::model::*;
 use crate::names;
+use crate::{matches, targets};
 
 /// The tables in the order `iptables-save` (nft) prints them.
 const SAVE_ORDER: [Table; 4] = [Table::Mangle, Table::Raw, Table::Filter, Table::Nat];
@@ -107,9 +110,9 @@ pub fn print_rule(chain: &str, r: &Rule) -> String {
         let _ = write!(s, "{} -f", bang(inv));
     }
     for m in kernel_matches(r) {
-        print_match(&mut s, &m);
+        matches::save(&mut s, &m);
     }
-    print_target(&mut s, &r.target);
+    targets::save(&mut s, &r.target);
     s
 }
 
@@ -172,7 +175,8 @@ fn udp_native(u: &UdpMatch) -> bool {
     u.sport.is_some() || u.dport.is_some()
 }
 
-fn bang(inv: bool) -> &'static str {
+/// ` !` before a negated option.
+pub(crate) fn bang(inv: bool) -> &'static str {
     if inv {
         " !"
     } else {
@@ -186,7 +190,7 @@ fn net(s: &mut String, flag: &str, n: &Neg<Ipv4Net>) {
 }
 
 /// `/len` for a prefix, the dotted mask otherwise (`xtables_ipmask_to_numeric`).
-fn mask(s: &mut String, n: &Ipv4Net) {
+pub(crate) fn mask(s: &mut String, n: &Ipv4Net) {
     match n.prefix_len() {
         Some(len) => {
             let _ = write!(s, "/{len}");
@@ -197,6 +201,7 @@ fn mask(s: &mut String, n: &Ipv4Net) {
     }
 }
 
+/// A port range as iptables-save writes it (`80`, `1024:65535`).
 pub(crate) fn ports(r: &PortRange) -> String {
     if r.lo == r.hi {
         format!("{}", r.lo)
@@ -205,30 +210,10 @@ pub(crate) fn ports(r: &PortRange) -> String {
     }
 }
 
-fn port_opt(s: &mut String, name: &str, p: &Option<Neg<PortRange>>) {
+/// ` --name ports`, when there is a port test.
+pub(crate) fn port_opt(s: &mut String, name: &str, p: &Option<Neg<PortRange>>) {
     if let Some(p) = p {
         let _ = write!(s, "{} --{} {}", bang(p.inv), name, ports(&p.val));
-    }
-}
-
-pub(crate) fn tcp_flags(v: u8) -> String {
-    const NAMES: [(u8, &str); 6] = [
-        (0x01, "FIN"),
-        (0x02, "SYN"),
-        (0x04, "RST"),
-        (0x08, "PSH"),
-        (0x10, "ACK"),
-        (0x20, "URG"),
-    ];
-    let v: Vec<&str> = NAMES
-        .iter()
-        .filter(|(b, _)| v & b != 0)
-        .map(|&(_, n)| n)
-        .collect();
-    if v.is_empty() {
-        "NONE".to_string()
-    } else {
-        v.join(",")
     }
 }
 
@@ -253,33 +238,6 @@ pub(crate) fn save_string(s: &mut String, v: &str) {
     }
 }
 
-pub(crate) fn state_list(v: u8) -> String {
-    names::CT_STATES
-        .iter()
-        .filter(|(_, b)| v & b != 0)
-        .map(|&(n, _)| n)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn ct_net(s: &mut String, name: &str, n: &Option<Neg<Ipv4Net>>) {
-    if let Some(n) = n {
-        let _ = write!(s, "{} --{} {}", bang(n.inv), name, n.val.addr);
-        if n.val.mask != u32::MAX {
-            mask(s, &n.val);
-        }
-    }
-}
-
-pub(crate) fn addr_types(v: u16) -> String {
-    names::ADDR_TYPES
-        .iter()
-        .filter(|(_, b)| v & b != 0)
-        .map(|&(n, _)| n)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// iptables-save (nft) does not show a `! 0:65535` port test (it never matches).
 pub(crate) fn shown(p: &Option<Neg<PortRange>>) -> Option<Neg<PortRange>> {
     p.filter(|p| !(p.inv && p.val.lo == 0 && p.val.hi == 65535))
@@ -294,300 +252,57 @@ pub(crate) fn hidden_only(
     all.iter().any(|p| p.is_some()) && shown.iter().all(|p| p.is_none())
 }
 
-fn print_match(s: &mut String, m: &Match) {
-    match m {
-        Match::Tcp(t) => {
-            let (sport, dport) = (shown(&t.sport), shown(&t.dport));
-            if hidden_only(&[&t.sport, &t.dport], &[&sport, &dport])
-                && t.option.is_none()
-                && t.flags.is_none()
-            {
-                return;
-            }
-            s.push_str(" -m tcp");
-            port_opt(s, "sport", &sport);
-            port_opt(s, "dport", &dport);
-            if let Some(o) = &t.option {
-                let _ = write!(s, "{} --tcp-option {}", bang(o.inv), o.val);
-            }
-            if let Some(f) = &t.flags {
-                let _ = write!(
-                    s,
-                    "{} --tcp-flags {} {}",
-                    bang(f.inv),
-                    tcp_flags(f.val.mask),
-                    tcp_flags(f.val.comp)
-                );
-            }
-        }
-        Match::Udp(u) => {
-            let (sport, dport) = (shown(&u.sport), shown(&u.dport));
-            if hidden_only(&[&u.sport, &u.dport], &[&sport, &dport]) {
-                return;
-            }
-            s.push_str(" -m udp");
-            port_opt(s, "sport", &sport);
-            port_opt(s, "dport", &dport);
-        }
-        Match::Icmp(i) => {
-            let _ = write!(s, " -m icmp{}", bang(i.inv));
-            let v = i.val;
-            if v.ty == 0xFF && v.code_lo == 0 && v.code_hi == 0xFF {
-                s.push_str(" --icmp-type any");
-            } else {
-                let _ = write!(s, " --icmp-type {}", v.ty);
-                if v.code_lo != 0 || v.code_hi != 0xFF {
-                    let _ = write!(s, "/{}", v.code_lo);
-                }
-            }
-        }
-        Match::Multiport(mp) => {
-            let name = match mp.dir {
-                MultiportDir::Source => "sports",
-                MultiportDir::Destination => "dports",
-                MultiportDir::Either => "ports",
-            };
-            let list: Vec<String> = mp.ports.iter().map(ports).collect();
-            let _ = write!(
-                s,
-                " -m multiport{} --{} {}",
-                bang(mp.inv),
-                name,
-                list.join(",")
-            );
-        }
-        Match::Conntrack(c) => {
-            s.push_str(" -m conntrack");
-            if let Some(st) = &c.state {
-                let _ = write!(s, "{} --ctstate {}", bang(st.inv), state_list(st.val.0));
-            }
-            ct_net(s, "ctorigsrc", &c.orig_src);
-            ct_net(s, "ctorigdst", &c.orig_dst);
-            ct_net(s, "ctreplsrc", &c.repl_src);
-            ct_net(s, "ctrepldst", &c.repl_dst);
-            port_opt(s, "ctorigsrcport", &c.orig_src_port);
-            port_opt(s, "ctorigdstport", &c.orig_dst_port);
-            if let Some(st) = &c.status {
-                let list: Vec<&str> = names::CT_STATUS
-                    .iter()
-                    .filter(|(_, b)| st.val.0 & b != 0)
-                    .map(|&(n, _)| n)
-                    .collect();
-                let list = if list.is_empty() {
-                    "NONE".to_string()
-                } else {
-                    list.join(",")
-                };
-                let _ = write!(s, "{} --ctstatus {}", bang(st.inv), list);
-            }
-        }
-        Match::State(st) => {
-            let _ = write!(
-                s,
-                " -m state{} --state {}",
-                bang(st.inv),
-                state_list(st.val.0)
-            );
-        }
-        Match::Comment(c) => {
-            s.push_str(" -m comment --comment");
-            save_string(s, c);
-        }
-        Match::Mark(mk) => {
-            let _ = write!(s, " -m mark{} --mark 0x{:x}", bang(mk.inv), mk.val.value);
-            if mk.val.mask != u32::MAX {
-                let _ = write!(s, "/0x{:x}", mk.val.mask);
-            }
-        }
-        Match::Ttl(t) => {
-            s.push_str(" -m ttl");
-            let _ = match t {
-                TtlMatch::Eq(v) => write!(s, " --ttl-eq {v}"),
-                TtlMatch::Ne(v) => write!(s, " ! --ttl-eq {v}"),
-                TtlMatch::Lt(v) => write!(s, " --ttl-lt {v}"),
-                TtlMatch::Gt(v) => write!(s, " --ttl-gt {v}"),
-            };
-        }
-        Match::Length(l) => {
-            let _ = write!(s, " -m length{} --length {}", bang(l.inv), ports(&l.val));
-        }
-        Match::Iprange(r) => {
-            s.push_str(" -m iprange");
-            let rng = |s: &mut String, name: &str, v: &Option<Neg<(Ipv4Addr, Ipv4Addr)>>| {
-                if let Some(v) = v {
-                    let _ = write!(s, "{} --{} {}-{}", bang(v.inv), name, v.val.0, v.val.1);
-                }
-            };
-            rng(s, "src-range", &r.src);
-            rng(s, "dst-range", &r.dst);
-        }
-        Match::Limit(l) => {
-            let unit = match l.unit {
-                LimitUnit::Second => "sec",
-                LimitUnit::Minute => "min",
-                LimitUnit::Hour => "hour",
-                LimitUnit::Day => "day",
-            };
-            let _ = write!(s, " -m limit --limit {}/{}", l.rate, unit);
-            if l.burst != 5 {
-                let _ = write!(s, " --limit-burst {}", l.burst);
-            }
-        }
-        Match::Addrtype(a) => {
-            s.push_str(" -m addrtype");
-            if let Some(t) = &a.src {
-                let _ = write!(s, "{} --src-type {}", bang(t.inv), addr_types(t.val.0));
-            }
-            if let Some(t) = &a.dst {
-                let _ = write!(s, "{} --dst-type {}", bang(t.inv), addr_types(t.val.0));
-            }
-            if a.limit_iface_in {
-                s.push_str(" --limit-iface-in");
-            }
-            if a.limit_iface_out {
-                s.push_str(" --limit-iface-out");
-            }
-        }
-    }
-}
-
-pub(crate) fn nat_ports(p: &PortRange) -> String {
-    if p.lo == p.hi {
-        format!("{}", p.lo)
-    } else {
-        format!("{}-{}", p.lo, p.hi)
-    }
-}
-
-fn nat_range(r: &NatRange) -> String {
-    let mut s = String::new();
-    if let Some((a, b)) = r.addr {
-        if a == b {
-            let _ = write!(s, "{a}");
-        } else {
-            let _ = write!(s, "{a}-{b}");
-        }
-    }
-    if let Some(p) = &r.ports {
-        let _ = write!(s, ":{}", nat_ports(p));
-    }
-    s
-}
-
-fn nat_flags(s: &mut String, f: &NatFlags, persistent: bool) {
-    if f.random {
-        s.push_str(" --random");
-    }
-    if f.random_fully {
-        s.push_str(" --random-fully");
-    }
-    if persistent && f.persistent {
-        s.push_str(" --persistent");
-    }
-}
-
 /// A target as `iptables-save` writes it, without the leading space
 /// (`-j MASQUERADE --to-ports 55666-55680`); empty for no target.
 pub fn target_text(t: &Target) -> String {
     let mut s = String::new();
-    print_target(&mut s, t);
+    targets::save(&mut s, t);
     s.trim_start().to_string()
 }
 
-fn print_target(s: &mut String, t: &Target) {
-    match t {
-        Target::None => {}
-        Target::Accept => s.push_str(" -j ACCEPT"),
-        Target::Drop => s.push_str(" -j DROP"),
-        Target::Return => s.push_str(" -j RETURN"),
-        Target::Jump(c) => {
-            let _ = write!(s, " -j {c}");
-        }
-        Target::Goto(c) => {
-            let _ = write!(s, " -g {c}");
-        }
-        Target::Reject(r) => {
-            let _ = write!(s, " -j REJECT --reject-with {}", names::reject_name(*r));
-        }
-        Target::Log(l) => {
-            s.push_str(" -j LOG");
-            if let Some(p) = &l.prefix {
-                s.push_str(" --log-prefix");
-                save_string(s, p);
-            }
-            if let Some(lv) = l.level {
-                if lv != 4 {
-                    let _ = write!(s, " --log-level {lv}");
-                }
-            }
-            for (on, name) in [
-                (l.tcp_sequence, "--log-tcp-sequence"),
-                (l.tcp_options, "--log-tcp-options"),
-                (l.ip_options, "--log-ip-options"),
-                (l.uid, "--log-uid"),
-                (l.macdecode, "--log-macdecode"),
-            ] {
-                if on {
-                    s.push(' ');
-                    s.push_str(name);
-                }
-            }
-        }
-        Target::Mark(x) => {
-            let _ = write!(s, " -j MARK --set-xmark 0x{:x}/0x{:x}", x.value, x.mask);
-        }
-        Target::Connmark(c) => {
-            let _ = match c {
-                ConnmarkTarget::Set(x) => {
-                    write!(s, " -j CONNMARK --set-xmark 0x{:x}/0x{:x}", x.value, x.mask)
-                }
-                ConnmarkTarget::Save { nfmask, ctmask } => write!(
-                    s,
-                    " -j CONNMARK --save-mark --nfmask 0x{nfmask:x} --ctmask 0x{ctmask:x}"
-                ),
-                ConnmarkTarget::Restore { nfmask, ctmask } => write!(
-                    s,
-                    " -j CONNMARK --restore-mark --nfmask 0x{nfmask:x} --ctmask 0x{ctmask:x}"
-                ),
-            };
-        }
-        Target::Ttl(t) => {
-            let _ = match t {
-                TtlTarget::Set(v) => write!(s, " -j TTL --ttl-set {v}"),
-                TtlTarget::Inc(v) => write!(s, " -j TTL --ttl-inc {v}"),
-                TtlTarget::Dec(v) => write!(s, " -j TTL --ttl-dec {v}"),
-            };
-        }
-        Target::Notrack => s.push_str(" -j NOTRACK"),
-        Target::Trace => s.push_str(" -j TRACE"),
-        Target::CtNotrack => s.push_str(" -j CT --notrack"),
-        Target::Tcpmss(t) => {
-            let _ = match t {
-                TcpmssTarget::SetMss(v) => write!(s, " -j TCPMSS --set-mss {v}"),
-                TcpmssTarget::ClampToPmtu => write!(s, " -j TCPMSS --clamp-mss-to-pmtu"),
-            };
-        }
-        Target::Snat { range, flags } => {
-            let _ = write!(s, " -j SNAT --to-source {}", nat_range(range));
-            nat_flags(s, flags, true);
-        }
-        Target::Dnat { range, flags } => {
-            let _ = write!(s, " -j DNAT --to-destination {}", nat_range(range));
-            nat_flags(s, flags, true);
-        }
-        Target::Masquerade { ports, flags } => {
-            s.push_str(" -j MASQUERADE");
-            if let Some(p) = ports {
-                let _ = write!(s, " --to-ports {}", nat_ports(p));
-            }
-            nat_flags(s, flags, false);
-        }
-        Target::Redirect { ports, flags } => {
-            s.push_str(" -j REDIRECT");
-            if let Some(p) = ports {
-                let _ = write!(s, " --to-ports {}", nat_ports(p));
-            }
-            nat_flags(s, flags, false);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_restore;
+
+    #[test]
+    fn save_layout() {
+        let rs = parse_restore(
+            "*nat\n-N zz\n-N AA\n-A zz -j RETURN\n-A AA -j zz\n-A PREROUTING -j AA\nCOMMIT\n*mangle\n-A INPUT\nCOMMIT\n*raw\nCOMMIT\n*filter\n:FORWARD DROP [1:2]\nCOMMIT\n",
+            "f",
+        )
+        .unwrap();
+        let s = print_save(&rs, false);
+        let body: Vec<&str> = s.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            body,
+            vec![
+                "*mangle",
+                ":PREROUTING ACCEPT [0:0]",
+                ":INPUT ACCEPT [0:0]",
+                ":FORWARD ACCEPT [0:0]",
+                ":OUTPUT ACCEPT [0:0]",
+                ":POSTROUTING ACCEPT [0:0]",
+                "-A INPUT",
+                "COMMIT",
+                "*filter",
+                ":INPUT ACCEPT [0:0]",
+                ":FORWARD DROP [1:2]",
+                ":OUTPUT ACCEPT [0:0]",
+                "COMMIT",
+                "*nat",
+                ":PREROUTING ACCEPT [0:0]",
+                ":INPUT ACCEPT [0:0]",
+                ":OUTPUT ACCEPT [0:0]",
+                ":POSTROUTING ACCEPT [0:0]",
+                ":AA - [0:0]",
+                ":zz - [0:0]",
+                "-A PREROUTING -j AA",
+                "-A AA -j zz",
+                "-A zz -j RETURN",
+                "COMMIT",
+            ]
+        );
+        assert!(s.starts_with("# Generated by fastables\n"));
     }
 }

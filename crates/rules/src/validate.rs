@@ -1,49 +1,26 @@
 //! Whole-table checks done at `COMMIT`, as the kernel does them when the table
 //! is loaded: jump loops reachable from a built-in chain, and the hook
 //! restrictions of targets, which a user chain inherits from every built-in
-//! chain it is reachable from.
+//! chain it is reachable from. The restrictions themselves are each
+//! extension's (`targets::hooks_of`, `matches::hook_problems`, ...).
 
 use std::collections::HashMap;
 
 use crate::error::{ErrorKind, Problem};
-use crate::model::{Hook, Match, Table, TableRules, Target, TcpmssTarget};
+use crate::model::{Hook, TableRules, Target};
+use crate::{matches, targets};
 
 const fn bit(h: Hook) -> u8 {
     1 << (h as u8)
 }
 
-const PRE: u8 = bit(Hook::Prerouting);
-const IN: u8 = bit(Hook::Input);
-const FWD: u8 = bit(Hook::Forward);
-const OUT: u8 = bit(Hook::Output);
-const POST: u8 = bit(Hook::Postrouting);
-
-/// The table a target is restricted to (`xt_target.table`), with its name.
-pub(crate) fn target_table(t: &Target) -> Option<(&'static str, Table)> {
-    Some(match t {
-        Target::Reject(_) => ("REJECT", Table::Filter),
-        Target::Ttl(_) => ("TTL", Table::Mangle),
-        Target::Notrack => ("NOTRACK", Table::Raw),
-        Target::CtNotrack => ("CT", Table::Raw),
-        Target::Snat { .. } => ("SNAT", Table::Nat),
-        Target::Dnat { .. } => ("DNAT", Table::Nat),
-        Target::Masquerade { .. } => ("MASQUERADE", Table::Nat),
-        Target::Redirect { .. } => ("REDIRECT", Table::Nat),
-        _ => return None,
-    })
-}
-
-/// The hooks a target may run on (`xt_target.hooks`), with its name.
-fn target_hooks(t: &Target) -> Option<(&'static str, u8, &'static str)> {
-    Some(match t {
-        Target::Reject(_) => ("REJECT", IN | FWD | OUT, "INPUT, FORWARD and OUTPUT"),
-        Target::Masquerade { .. } => ("MASQUERADE", POST, "POSTROUTING"),
-        Target::Snat { .. } => ("SNAT", POST | IN, "POSTROUTING and INPUT"),
-        Target::Dnat { .. } => ("DNAT", PRE | OUT, "PREROUTING and OUTPUT"),
-        Target::Redirect { .. } => ("REDIRECT", PRE | OUT, "PREROUTING and OUTPUT"),
-        _ => return None,
-    })
-}
+/// Each hook's bit in a set of hooks (`1 << hook`, as the kernel's
+/// `xt_target.hooks`), for the extensions' restrictions.
+pub(crate) const PRE: u8 = bit(Hook::Prerouting);
+pub(crate) const IN: u8 = bit(Hook::Input);
+pub(crate) const FWD: u8 = bit(Hook::Forward);
+pub(crate) const OUT: u8 = bit(Hook::Output);
+pub(crate) const POST: u8 = bit(Hook::Postrouting);
 
 fn hook_names(mask: u8) -> String {
     Hook::ALL
@@ -153,7 +130,7 @@ pub(crate) fn validate_table(t: &TableRules) -> Vec<(u32, Problem)> {
     for (ci, c) in t.chains.iter().enumerate() {
         let is_builtin = c.policy.is_some() && builtin_hook(&c.name).is_some();
         for r in &c.rules {
-            if let Some((name, allowed, allowed_names)) = target_hooks(&r.target) {
+            if let Some((name, allowed, allowed_names)) = targets::hooks_of(&r.target) {
                 let bad = mask[ci] & !allowed;
                 if bad != 0 {
                     let via = if is_builtin {
@@ -177,42 +154,12 @@ pub(crate) fn validate_table(t: &TableRules) -> Vec<(u32, Problem)> {
             if !is_builtin {
                 continue;
             }
-            if let Target::Tcpmss(TcpmssTarget::ClampToPmtu) = r.target {
-                if mask[ci] & !(FWD | OUT | POST) != 0 {
-                    errs.push((
-                        r.line,
-                        Problem::new(
-                            ErrorKind::NotAllowed,
-                            "--clamp-mss-to-pmtu",
-                            "TCPMSS --clamp-mss-to-pmtu is only valid in FORWARD, OUTPUT and POSTROUTING",
-                        ),
-                    ));
-                }
-            }
+            let mut problems = Vec::new();
+            targets::hook_problems(&r.target, mask[ci], &mut problems);
             for m in &r.matches {
-                if let Match::Addrtype(a) = m {
-                    if a.limit_iface_in && mask[ci] & (OUT | POST) != 0 {
-                        errs.push((
-                            r.line,
-                            Problem::new(
-                                ErrorKind::NotAllowed,
-                                "--limit-iface-in",
-                                "addrtype --limit-iface-in is not valid in OUTPUT or POSTROUTING (no input interface)",
-                            ),
-                        ));
-                    }
-                    if a.limit_iface_out && mask[ci] & (PRE | IN) != 0 {
-                        errs.push((
-                            r.line,
-                            Problem::new(
-                                ErrorKind::NotAllowed,
-                                "--limit-iface-out",
-                                "addrtype --limit-iface-out is not valid in PREROUTING or INPUT (no output interface)",
-                            ),
-                        ));
-                    }
-                }
+                matches::hook_problems(m, mask[ci], &mut problems);
             }
+            errs.extend(problems.into_iter().map(|p| (r.line, p)));
         }
     }
     errs.sort_by_key(|e| e.0);

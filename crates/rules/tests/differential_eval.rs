@@ -3,11 +3,13 @@
 //! give the same verdicts, the same packet context afterwards (effects, mark,
 //! TTL, conntrack mark) and the same counters.
 
+mod eval_ref;
+
 use std::net::Ipv4Addr;
 
+use eval_ref::{RefRuleset, RefState};
 use fastables_rules::compile::{CompileOptions, CompiledRuleset, Flavor, RuleState};
 use fastables_rules::ctx::{CtCtx, PacketCtx, Verdict};
-use fastables_rules::eval_ref::{RefRuleset, RefState};
 use fastables_rules::model::*;
 use proptest::prelude::*;
 
@@ -370,7 +372,7 @@ fn ifidx() -> impl Strategy<Value = Option<u8>> {
     prop_oneof![Just(None), (0u8..4).prop_map(Some), Just(Some(9))]
 }
 
-fn ct() -> impl Strategy<Value = CtCtx> {
+fn conntrack_ctx() -> impl Strategy<Value = CtCtx> {
     (
         prop_oneof![
             Just(CtStateSet::INVALID),
@@ -432,7 +434,7 @@ fn packet() -> impl Strategy<Value = PacketCtx> {
             ifidx(),
             ifidx(),
         ),
-        (1u16..16, 1u16..16, 0u32..4, ct()),
+        (1u16..16, 1u16..16, 0u32..4, conntrack_ctx()),
     )
         .prop_map(
             |(

@@ -43,7 +43,7 @@ fn allocs() -> u64 {
     ALLOCS.with(|a| a.get())
 }
 
-fn r(target: Target) -> Rule {
+fn rule(target: Target) -> Rule {
     Rule {
         src: None,
         dst: None,
@@ -81,7 +81,7 @@ fn ruleset() -> Ruleset {
             option: Some(Neg { inv: true, val: 8 }),
             ..Default::default()
         })],
-        ..r(target)
+        ..rule(target)
     };
     let everything = Rule {
         src: Some(Neg {
@@ -132,12 +132,12 @@ fn ruleset() -> Ruleset {
                 ..Default::default()
             }),
         ],
-        ..r(Target::Log(LogTarget::default()))
+        ..rule(Target::Log(LogTarget::default()))
     };
     let mut filter_input = vec![tcp(22, Target::Accept)];
-    filter_input.push(r(Target::Jump("a".into())));
+    filter_input.push(rule(Target::Jump("a".into())));
     filter_input.push(everything.clone());
-    filter_input.extend((0..6).map(|_| r(Target::Log(LogTarget::default()))));
+    filter_input.extend((0..6).map(|_| rule(Target::Log(LogTarget::default()))));
     filter_input.push(tcp(80, Target::Accept));
     Ruleset {
         tables: vec![
@@ -150,18 +150,18 @@ fn ruleset() -> Ruleset {
                     chain(
                         "a",
                         None,
-                        vec![r(Target::Goto("b".into())), r(Target::Drop)],
+                        vec![rule(Target::Goto("b".into())), rule(Target::Drop)],
                     ),
                     chain(
                         "b",
                         None,
                         vec![
-                            r(Target::Mark(XMark { value: 1, mask: 1 })),
-                            r(Target::Jump("c".into())),
-                            r(Target::Return),
+                            rule(Target::Mark(XMark { value: 1, mask: 1 })),
+                            rule(Target::Jump("c".into())),
+                            rule(Target::Return),
                         ],
                     ),
-                    chain("c", None, vec![everything, r(Target::Return)]),
+                    chain("c", None, vec![everything, rule(Target::Return)]),
                 ],
             },
             TableRules {
@@ -173,7 +173,7 @@ fn ruleset() -> Ruleset {
                     chain(
                         "POSTROUTING",
                         Some(Policy::Accept),
-                        vec![r(Target::Masquerade {
+                        vec![rule(Target::Masquerade {
                             ports: None,
                             flags: NatFlags::default(),
                         })],
@@ -187,12 +187,12 @@ fn ruleset() -> Ruleset {
                         "PREROUTING",
                         Some(Policy::Accept),
                         vec![
-                            r(Target::Ttl(TtlTarget::Inc(1))),
-                            r(Target::Connmark(ConnmarkTarget::Save {
+                            rule(Target::Ttl(TtlTarget::Inc(1))),
+                            rule(Target::Connmark(ConnmarkTarget::Save {
                                 nfmask: !0,
                                 ctmask: !0,
                             })),
-                            r(Target::Tcpmss(TcpmssTarget::SetMss(1400))),
+                            rule(Target::Tcpmss(TcpmssTarget::SetMss(1400))),
                         ],
                     ),
                     chain("INPUT", Some(Policy::Accept), vec![]),

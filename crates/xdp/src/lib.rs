@@ -38,9 +38,9 @@ use std::path::Path;
 use std::ptr;
 use std::time::Instant;
 
-use fastables_dataplane::config::{XdpMode, ZeroCopy};
-use fastables_dataplane::io::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
-use fastables_rules::ctx::IfIndex;
+use fastables_config::{XdpMode, ZeroCopy};
+use fastables_packet::IfIndex;
+use fastables_port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use libxdp_sys as sys;
 
 /// Bytes per UMEM chunk (libxdp's default frame size).

@@ -16,10 +16,10 @@ pub fn socket_path(socket: Option<&Path>, config: Option<&Path>) -> Result<PathB
         return Ok(s.to_path_buf());
     }
     if let Some(c) = config {
-        let cfg = fastables_dataplane::config::Config::load(c)?;
+        let cfg = fastables_config::Config::load(c)?;
         return Ok(cfg.control.socket);
     }
-    Ok(fastables_dataplane::config::ControlConfig::default().socket)
+    Ok(fastables_config::ControlConfig::default().socket)
 }
 
 /// The error of a client that finds no instance on `path`.

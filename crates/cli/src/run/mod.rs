@@ -29,7 +29,7 @@
 //! protocols are apart: the control socket in `crate::control`, the
 //! metrics listener in `fastables_stats::serve`.
 //!
-//! [`steer`]: fastables_dataplane::steer
+//! [`steer`]: fastables_port::steer
 
 mod commands;
 mod metrics;
@@ -46,8 +46,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use fastables_dataplane::rss::{Rss, SYMMETRIC_KEY};
-use fastables_dataplane::steer::{Mesh, HANDOFF_SLOTS};
+use fastables_port::rss::{Rss, SYMMETRIC_KEY};
+use fastables_port::steer::{Mesh, HANDOFF_SLOTS};
 use fastables_stats::Health;
 
 use crate::rulescmd::{compile, load_config_and_rules};

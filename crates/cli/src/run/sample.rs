@@ -3,12 +3,12 @@
 //! counter groups declared in other crates ([`ARP_COUNTERS`],
 //! [`STEER_COUNTERS`]).
 
+use fastables_config::Config;
 use fastables_conntrack::Stats as ConntrackStats;
-use fastables_dataplane::config::Config;
 use fastables_dataplane::drop::DropReason;
 use fastables_dataplane::neigh::ArpCounters;
-use fastables_dataplane::offline::{IfaceTotals, Summary};
-use fastables_dataplane::steer::SteerStats;
+use fastables_offline::{IfaceTotals, Summary};
+use fastables_port::steer::SteerStats;
 use fastables_rules::ctx::IfIndex;
 use fastables_stats::{Counter, IfaceSample, Latency, TrafficCounters, XdpCounters};
 use fastables_xdp::XdpPort;

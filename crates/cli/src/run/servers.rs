@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use fastables_dataplane::config::Config;
+use fastables_config::Config;
 use fastables_stats::{Exporter, Health, HTTP_LIMITS};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 

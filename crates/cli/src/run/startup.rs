@@ -2,9 +2,9 @@
 //! seed, the devices against the configuration (MACs, addresses, MTU), and
 //! the devices' RSS.
 
-use fastables_dataplane::config::{Config, Queues};
-use fastables_dataplane::rss::{Rss, SYMMETRIC_KEY};
+use fastables_config::{Config, Queues};
 use fastables_packet::MacAddr;
+use fastables_port::rss::{Rss, SYMMETRIC_KEY};
 
 use crate::CliError;
 

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use fastables_dataplane::config::{Config, Queues};
-use fastables_dataplane::io::{PacketIo, Worker};
+use fastables_config::{Config, Queues};
 use fastables_dataplane::pipeline::{Pipeline, PipelineOptions};
-use fastables_dataplane::rss::Rss;
-use fastables_dataplane::steer::{Mesh, Steered};
+use fastables_dataplane::worker::Worker;
+use fastables_port::rss::Rss;
+use fastables_port::steer::{Mesh, Steered};
+use fastables_port::PacketIo;
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
 use fastables_stats::{Health, Latency};
@@ -306,18 +307,15 @@ fn announce(port: &mut XdpPort, p: &Pipeline) {
             port.alloc(&mut bufs, 1);
             let Some(&b) = bufs.first() else { return };
             let at = b as usize;
-            let frame = port
-                .memory()
-                .get_mut(at..at + fastables_dataplane::io::FRAME_SIZE);
+            let frame = port.memory().get_mut(at..at + fastables_port::FRAME_SIZE);
             let n =
                 frame.and_then(|f| fastables_dataplane::neigh::arp_request(f, dev.mac, addr, addr));
             match n {
                 Some(n) => {
-                    let f = fastables_dataplane::io::Frame {
+                    let f = fastables_port::Frame {
                         addr: b,
                         len: n as u16,
                         port: i as IfIndex,
-                        action: fastables_dataplane::io::Action::Forward { port: i as IfIndex },
                     };
                     if port.tx_burst(i as IfIndex, &[f]) == 0 {
                         port.free(&[b]);

@@ -11,7 +11,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use fastables_dataplane::pcap::{read_file, PcapRecord, PcapWriter};
+use fastables_offline::pcap::{read_file, PcapRecord, PcapWriter};
+use fastables_packet::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use fastables_packet::{read_be16, read_be32};
 
 /// The `fastables` binary under test.
 pub fn fastables() -> Command {
@@ -158,14 +160,17 @@ pub fn write_pcap(path: &Path, frames: &[(u64, Vec<u8>)]) {
 
 // ---------------------------------------------------------------------------
 // Independent frame decoding and checksum verification (deliberately not using
-// the packet crate, so that a checksum bug there cannot hide here).
+// the packet crate's parser or checksums, so that a bug there cannot hide
+// here; only its byte readers and protocol numbers).
 
+/// The big-endian u16 at `o`; fails the test when `b` is too short.
 fn be16(b: &[u8], o: usize) -> u16 {
-    u16::from_be_bytes([b[o], b[o + 1]])
+    read_be16(b, o).unwrap_or_else(|| panic!("no u16 at {o} in {b:02x?}"))
 }
 
+/// The big-endian u32 at `o`; fails the test when `b` is too short.
 fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+    read_be32(b, o).unwrap_or_else(|| panic!("no u32 at {o} in {b:02x?}"))
 }
 
 /// RFC 1071 sum, folded, not complemented.
@@ -252,11 +257,11 @@ pub fn decode(frame: &[u8]) -> Decoded {
         ]
         .concat();
         match proto {
-            6 => assert_eq!(sum16(&[&pseudo, &l4]), 0xffff, "bad TCP checksum"),
-            17 if be16(&l4, 6) != 0 => {
+            PROTO_TCP => assert_eq!(sum16(&[&pseudo, &l4]), 0xffff, "bad TCP checksum"),
+            PROTO_UDP if be16(&l4, 6) != 0 => {
                 assert_eq!(sum16(&[&pseudo, &l4]), 0xffff, "bad UDP checksum")
             }
-            1 => assert_eq!(sum16(&[&l4]), 0xffff, "bad ICMP checksum"),
+            PROTO_ICMP => assert_eq!(sum16(&[&l4]), 0xffff, "bad ICMP checksum"),
             _ => {}
         }
     }

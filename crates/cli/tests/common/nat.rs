@@ -19,7 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fastables_dataplane::pcap::read_file;
+use fastables_offline::pcap::read_file;
+use fastables_packet::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use fastables_packet::{read_be16, read_be32};
 
 use crate::common::{fastables, write_pcap, TmpDir};
 
@@ -185,14 +187,8 @@ impl Pkt {
         let ip = &f[14..];
         let ihl = usize::from(ip[0] & 15) * 4;
         let l4 = ip.get(ihl..)?;
-        let g16 = |b: &[u8], o: usize| {
-            b.get(o..o + 2)
-                .map_or(0, |x| u16::from_be_bytes([x[0], x[1]]))
-        };
-        let g32 = |b: &[u8], o: usize| {
-            b.get(o..o + 4)
-                .map_or(0, |x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
-        };
+        let g16 = |b: &[u8], o: usize| read_be16(b, o).unwrap_or(0);
+        let g32 = |b: &[u8], o: usize| read_be32(b, o).unwrap_or(0);
         Some(Pkt {
             frame: f.to_vec(),
             src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
@@ -207,7 +203,7 @@ impl Pkt {
     }
     /// The source port, or for ICMP echo requests/replies the id.
     pub fn key(&self) -> u16 {
-        if self.proto == 1 {
+        if self.proto == PROTO_ICMP {
             let dg = self.datagram();
             let ihl = usize::from(dg[0] & 15) * 4;
             match dg.get(ihl..ihl + 6) {
@@ -926,11 +922,11 @@ pub fn describe(f: &[u8]) -> String {
         return format!("non-IPv4 frame {:02x?}", &f[..f.len().min(42)]);
     };
     let ip = p.datagram();
-    let id = ip.get(4..6).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let id = read_be16(ip, 4).unwrap_or(0);
     let ttl = ip.get(8).copied().unwrap_or(0);
     let head = format!("len={} id={id:#06x} ttl={ttl}", ip.len());
     match p.proto {
-        6 => {
+        PROTO_TCP => {
             let fl: String = [
                 (0x02, 'S'),
                 (0x10, '.'),
@@ -947,8 +943,8 @@ pub fn describe(f: &[u8]) -> String {
                 p.src, p.sport, p.dst, p.dport, p.seq, p.ack
             )
         }
-        17 => format!("udp {}:{} > {}:{} {head}", p.src, p.sport, p.dst, p.dport),
-        1 => {
+        PROTO_UDP => format!("udp {}:{} > {}:{} {head}", p.src, p.sport, p.dst, p.dport),
+        PROTO_ICMP => {
             let ihl = usize::from(ip[0] & 15) * 4;
             let l4 = &ip[ihl..];
             let mut s = format!(
@@ -963,14 +959,8 @@ pub fn describe(f: &[u8]) -> String {
                 let qihl = usize::from(q[0] & 15) * 4;
                 let qs = Ipv4Addr::new(q[12], q[13], q[14], q[15]);
                 let qd = Ipv4Addr::new(q[16], q[17], q[18], q[19]);
-                let ports = q
-                    .get(qihl..qihl + 4)
-                    .map(|b| {
-                        (
-                            u16::from_be_bytes([b[0], b[1]]),
-                            u16::from_be_bytes([b[2], b[3]]),
-                        )
-                    })
+                let ports = read_be16(q, qihl)
+                    .zip(read_be16(q, qihl + 2))
                     .unwrap_or_default();
                 let _ = write!(
                     s,
@@ -1039,7 +1029,7 @@ fn normalize(f: &[u8], own: &[Ipv4Addr]) -> Vec<u8> {
     let ihl = usize::from(ip[0] & 15) * 4;
     // ICMP errors and echo replies the router generates (a NATed echo
     // request leaving from the router's address keeps the client's ID).
-    let generated_icmp = p.proto == 1 && !matches!(ip.get(ihl), Some(8));
+    let generated_icmp = p.proto == PROTO_ICMP && !matches!(ip.get(ihl), Some(8));
     if generated_icmp && own.contains(&p.src) {
         ip[4..6].fill(0);
         ip[10..12].fill(0);
@@ -1055,14 +1045,14 @@ pub fn set_sport(f: &mut [u8], port: u16) {
     let ihl = usize::from(f[14] & 15) * 4;
     let l4 = 14 + ihl;
     let (at, ck) = match p.proto {
-        6 => (l4, l4 + 16),
-        17 => (l4, l4 + 6),
-        1 => (l4 + 4, l4 + 2),
+        PROTO_TCP => (l4, l4 + 16),
+        PROTO_UDP => (l4, l4 + 6),
+        PROTO_ICMP => (l4 + 4, l4 + 2),
         _ => return,
     };
     let old = u16::from_be_bytes([f[at], f[at + 1]]);
     f[at..at + 2].copy_from_slice(&port.to_be_bytes());
-    if p.proto == 17 && f[ck..ck + 2] == [0, 0] {
+    if p.proto == PROTO_UDP && f[ck..ck + 2] == [0, 0] {
         return;
     }
     // RFC 1624: HC' = ~(~HC + ~m + m').
@@ -1072,7 +1062,7 @@ pub fn set_sport(f: &mut [u8], port: u16) {
         s = (s & 0xffff) + (s >> 16);
     }
     let mut n = !(s as u16);
-    if p.proto == 17 && n == 0 {
+    if p.proto == PROTO_UDP && n == 0 {
         n = 0xffff;
     }
     f[ck..ck + 2].copy_from_slice(&n.to_be_bytes());
@@ -1157,7 +1147,7 @@ pub fn differences(topo: &Topo, masks: &Masks, kernel: &Outcome, sim: &Outcome) 
         let mut sf = sim.sent.get(i.name).cloned().unwrap_or_default();
         for f in &mut sf {
             if let Some(p) = Pkt::parse(f) {
-                let echo_or_ports = p.proto != 1 || p.key() != 0;
+                let echo_or_ports = p.proto != PROTO_ICMP || p.key() != 0;
                 if let Some(kp) = port_map
                     .get(&(p.proto, p.src, p.key()))
                     .filter(|_| echo_or_ports)

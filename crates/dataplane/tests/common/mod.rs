@@ -4,8 +4,9 @@
 
 use std::collections::VecDeque;
 
-use fastables_dataplane::io::{Action, Batch, Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_dataplane::pipeline::Pipeline;
+use fastables_dataplane::worker::{Action, Batch};
+use fastables_port::{Frame, FrameAddr, PacketIo, FRAME_SIZE};
 use fastables_rules::ctx::IfIndex;
 
 /// A router without routes: eth0 (MTU 1400), docker0 and lan2 with their
@@ -58,7 +59,7 @@ pub fn run_spares(p: &mut Pipeline, port: IfIndex, frame: &[u8], spares: usize, 
     p.process_batch(now, &mut mem, &mut b);
     let f = b.frames[0];
     Out {
-        action: f.action,
+        action: b.verdicts[0],
         frame: mem[..f.len as usize].to_vec(),
         generated: b
             .generated

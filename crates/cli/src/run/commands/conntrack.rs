@@ -3,9 +3,9 @@
 
 use std::sync::mpsc;
 
-use fastables_dataplane::io::PacketIo;
 use fastables_dataplane::pipeline::Pipeline;
-use fastables_dataplane::trace::TraceFilter;
+use fastables_dataplane::pipeline::TraceFilter;
+use fastables_port::PacketIo;
 
 use super::{tuple_option, ControlState};
 use crate::control;

@@ -12,8 +12,8 @@ mod trace;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fastables_dataplane::config::Config;
-use fastables_dataplane::trace::TraceFilter;
+use fastables_config::Config;
+use fastables_dataplane::pipeline::TraceFilter;
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::model::Ruleset;
 use fastables_stats::Latency;

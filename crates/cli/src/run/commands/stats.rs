@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use fastables_dataplane::io::PacketIo;
+use fastables_port::PacketIo;
 use fastables_rules::model::Table;
 use fastables_stats::{Latency, TrafficCounters, Values, XdpCounters};
 use serde::{Serialize, Serializer};
@@ -305,7 +305,7 @@ struct WorkerJson<'a> {
     tx_packets: u64,
     conntrack_entries: u64,
     #[serde(flatten)]
-    steer: Values<'a, fastables_dataplane::steer::SteerStats>,
+    steer: Values<'a, fastables_port::steer::SteerStats>,
 }
 
 /// Source NAT in use: translated ports (ICMP ids) per address and

@@ -3,8 +3,8 @@
 
 use std::sync::mpsc;
 
-use fastables_dataplane::config::Config;
-use fastables_dataplane::trace::TraceFilter;
+use fastables_config::Config;
+use fastables_dataplane::pipeline::TraceFilter;
 use fastables_rules::ctx::IfIndex;
 
 use super::{tuple_option, ControlState};
