@@ -316,7 +316,7 @@ impl Protocol for Control {
 
     fn refusal(&mut self, why: Refusal) -> Option<Vec<u8>> {
         let m = match why {
-            Refusal::Full => "fastables: the instance has as many clients as it takes (1024 with requests in hand): refused; try again\n".to_string(),
+            Refusal::Full => "fastables: every place of the instance holds a client with a request in hand: refused; try again\n".to_string(),
             Refusal::Evicted => "fastables: dropped: no request came, and a new client needed the place\n".to_string(),
             Refusal::RequestDeadline => "fastables: the request did not come whole within 10 s: refused\n".to_string(),
             Refusal::TooLarge => format!(
