@@ -211,6 +211,20 @@ pub struct StatsArgs {
     pub watch: bool,
 }
 
+/// `fastables reload`: the running instance's rules file again (as
+/// SIGHUP), waiting for the result.
+#[derive(Args, Debug)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+/// `fastables reload`: says what was loaded, or why nothing was (exit 1;
+/// the running ruleset is then unchanged).
+pub fn reload(a: &ReloadArgs) -> Result<(), CliError> {
+    call(&a.instance, vec!["reload".to_string()])
+}
+
 /// A streamed request (`conntrack -E`, `trace`) until Ctrl-C or the instance
 /// ends it: the lines it sent, or the refusal printed and its exit code.
 fn stream(i: &InstanceArgs, args: &[String]) -> Result<Result<usize, u8>, CliError> {

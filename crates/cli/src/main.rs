@@ -57,6 +57,8 @@ enum Command {
     Restore(rulescmd::RestoreArgs),
     /// The live data plane on AF_XDP (root): SIGTERM stops, SIGHUP reloads the rules.
     Run(run::RunArgs),
+    /// Reload the running instance's rules file (as SIGHUP) and wait for the result: exit 1 when it was refused.
+    Reload(instance::ReloadArgs),
     /// conntrack-tools on the running instance: -L, -C, -F, -D, -S, -E with -s -d -p --sport --dport.
     Conntrack(instance::ConntrackArgs),
     /// Counters of the running instance: rx/tx and rates, drops by reason, AF_XDP, conntrack fill, ARP, NAT ports, latency.
@@ -132,6 +134,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::List(a) => rulescmd::list(&a),
         Command::Restore(a) => rulescmd::restore(&a),
         Command::Run(a) => run::run(&a),
+        Command::Reload(a) => instance::reload(&a),
         Command::Conntrack(a) => instance::conntrack(&a),
         Command::Stats(a) => instance::stats(&a),
         Command::Trace(a) => instance::trace(&a),

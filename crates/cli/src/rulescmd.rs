@@ -303,21 +303,52 @@ pub fn list(a: &ListArgs) -> Result<(), CliError> {
     }
 }
 
+/// The refusal of a rules input larger than one restore takes (`len`:
+/// its size, when known).
+fn too_large(name: &str, len: Option<u64>) -> CliError {
+    let size = match len {
+        Some(n) => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        None => "more than that".to_string(),
+    };
+    CliError::Restore(
+        1,
+        format!(
+            "{name}: one restore takes at most {} MiB of rules, this is {size}: refused, nothing was applied",
+            control::MAX_RULES_INPUT >> 20
+        ),
+    )
+}
+
 /// `fastables restore [--test] [-n] [-c] [FILE]`.
 pub fn restore(a: &RestoreArgs) -> Result<(), CliError> {
+    let max = control::MAX_RULES_INPUT as u64;
     let (text, name) = match &a.file {
-        Some(p) => (
-            std::fs::read_to_string(p).map_err(|source| CliError::ReadRules {
+        Some(p) => {
+            let name = p.display().to_string();
+            let read_err = |source| CliError::ReadRules {
                 path: p.clone(),
                 source,
-            })?,
-            p.display().to_string(),
-        ),
+            };
+            let mut f = std::fs::File::open(p).map_err(read_err)?;
+            let mut s = String::new();
+            (&mut f)
+                .take(max + 1)
+                .read_to_string(&mut s)
+                .map_err(read_err)?;
+            if s.len() as u64 > max {
+                return Err(too_large(&name, f.metadata().ok().map(|m| m.len())));
+            }
+            (s, name)
+        }
         None => {
             let mut s = String::new();
             std::io::stdin()
+                .take(max + 1)
                 .read_to_string(&mut s)
                 .map_err(CliError::ReadStdin)?;
+            if s.len() as u64 > max {
+                return Err(too_large("<stdin>", None));
+            }
             (s, "<stdin>".to_string())
         }
     };

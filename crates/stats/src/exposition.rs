@@ -1,12 +1,40 @@
 //! The Prometheus text exposition (version 0.0.4) of a [`Snapshot`].
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::{Counter, IfaceSample, Latency, TrafficCounters, XdpCounters};
+use fastables_serve::{Refusal, ServerStats};
 
-/// Bucket bounds of the latency histograms in the exposition, seconds.
-pub const BUCKETS: [f64; 14] = [
-    1e-6, 2e-6, 5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 100e-3,
+use crate::{Counter, Health, IfaceSample, Latency, TrafficCounters, XdpCounters};
+
+/// Bucket bounds of the latency histograms in the exposition, nanoseconds:
+/// from 25 ns, so that the per-packet cost (a few hundred nanoseconds) is
+/// resolved, to 100 ms for the batches of a stalled worker.
+pub const BUCKETS_NS: [u64; 23] = [
+    25,
+    50,
+    100,
+    150,
+    200,
+    300,
+    400,
+    500,
+    750,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    100_000_000,
 ];
 
 /// What the control thread publishes each interval: the instance's
@@ -35,30 +63,70 @@ pub struct Snapshot {
     pub packet_latency: Latency,
     /// Seconds since start.
     pub uptime_s: f64,
+    /// The labels of `fastables_build_info` (version, commit, ...).
+    pub build_info: Vec<(&'static str, String)>,
+    /// Per worker (in order): its connections and its table's size.
+    pub workers: Vec<WorkerTable>,
+    /// Source NAT: translated ports (ICMP ids) in use per address and protocol.
+    pub nat_addresses: Vec<NatAddress>,
+    /// Each SNAT/MASQUERADE rule with a port range: its ports, those in use.
+    pub nat_rules: Vec<NatRule>,
+}
+
+/// A worker's connection table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerTable {
+    /// Connections in it.
+    pub entries: u64,
+    /// Its size.
+    pub max: u64,
+}
+
+/// Translated ports in use on one address, for one protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatAddress {
+    /// The address connections are translated to.
+    pub address: String,
+    /// `tcp`, `udp`, `icmp` or the number.
+    pub proto: String,
+    /// Ports (ICMP ids) held by connections.
+    pub in_use: u64,
+}
+
+/// A SNAT/MASQUERADE rule with a port range.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatRule {
+    /// Its chain (of the nat table).
+    pub chain: String,
+    /// Its number in the chain, from 1.
+    pub rule: usize,
+    /// The range, `lo-hi`.
+    pub range: String,
+    /// Ports in the range.
+    pub ports: u64,
+    /// Ports of the range held by connections (of the rule's protocol).
+    pub in_use: u64,
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, l: &Latency) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
-    for b in BUCKETS {
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"{b}\"}} {}",
-            l.count_le((b * 1e9) as u64)
-        );
+    for ns in BUCKETS_NS {
+        let le = ns as f64 / 1e9;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", l.count_le(ns));
     }
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", l.count());
     let _ = writeln!(out, "{name}_sum {}", l.sum_ns() as f64 / 1e9);
     let _ = writeln!(out, "{name}_count {}", l.count());
 }
 
-fn metric_header(out: &mut String, name: &str, help: &str, kind: &str) {
+pub(crate) fn metric_header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// Escapes a label value (backslash, quote, newline).
-fn label(v: &str) -> String {
+pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -159,6 +227,166 @@ pub fn render(s: &Snapshot) -> String {
         "gauge",
     );
     let _ = writeln!(o, "fastables_uptime_seconds {}", s.uptime_s);
+    workers_and_nat(&mut o, s);
+    metric_header(
+        &mut o,
+        "fastables_build_info",
+        "The running binary: its version and the commit it was built from.",
+        "gauge",
+    );
+    let labels: Vec<String> = s
+        .build_info
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+        .collect();
+    match labels.is_empty() {
+        true => writeln!(o, "fastables_build_info 1"),
+        false => writeln!(o, "fastables_build_info{{{}}} 1", labels.join(",")),
+    }
+    .ok();
+    o
+}
+
+/// Per worker tables, and the NAT ports in use.
+fn workers_and_nat(o: &mut String, s: &Snapshot) {
+    metric_header(
+        o,
+        "fastables_conntrack_worker_entries",
+        "Connections in each worker's table.",
+        "gauge",
+    );
+    for (k, w) in s.workers.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "fastables_conntrack_worker_entries{{worker=\"{k}\"}} {}",
+            w.entries
+        );
+    }
+    metric_header(
+        o,
+        "fastables_conntrack_worker_max",
+        "The size of each worker's table.",
+        "gauge",
+    );
+    for (k, w) in s.workers.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "fastables_conntrack_worker_max{{worker=\"{k}\"}} {}",
+            w.max
+        );
+    }
+    metric_header(
+        o,
+        "fastables_nat_address_ports_in_use",
+        "Source NAT: ports (ICMP ids) held by connections, per address and protocol.",
+        "gauge",
+    );
+    for a in &s.nat_addresses {
+        let _ = writeln!(
+            o,
+            "fastables_nat_address_ports_in_use{{address=\"{}\",proto=\"{}\"}} {}",
+            label(&a.address),
+            label(&a.proto),
+            a.in_use
+        );
+    }
+    for (name, help, value) in [
+        (
+            "fastables_nat_rule_ports",
+            "Ports in the range of each SNAT/MASQUERADE rule that has one.",
+            (|r: &NatRule| r.ports) as fn(&NatRule) -> u64,
+        ),
+        (
+            "fastables_nat_rule_ports_in_use",
+            "Ports of each SNAT/MASQUERADE rule's range held by connections.",
+            |r: &NatRule| r.in_use,
+        ),
+    ] {
+        metric_header(o, name, help, "gauge");
+        for r in &s.nat_rules {
+            let _ = writeln!(
+                o,
+                "{name}{{chain=\"{}\",rule=\"{}\",range=\"{}\"}} {}",
+                label(&r.chain),
+                r.rule,
+                label(&r.range),
+                value(r)
+            );
+        }
+    }
+}
+
+/// What `/metrics` reads at each scrape rather than from the published
+/// snapshot (so that it tells the truth even when the control thread that
+/// publishes is held up): readiness, the workers' heartbeats, and the
+/// side-channel servers' own counters.
+pub fn render_live(health: &Health, servers: &[Arc<ServerStats>], now: Instant) -> String {
+    let mut o = String::with_capacity(1024);
+    metric_header(
+        &mut o,
+        "fastables_ready",
+        "1 when the ports are open and every worker makes progress (/readyz), else 0.",
+        "gauge",
+    );
+    let _ = writeln!(o, "fastables_ready {}", u8::from(health.ready(now).is_ok()));
+    metric_header(
+        &mut o,
+        "fastables_worker_heartbeat_age_seconds",
+        "Seconds since each worker last went round its loop (a stalled worker's grows).",
+        "gauge",
+    );
+    for (k, age) in health.ages(now).enumerate() {
+        let _ = writeln!(
+            o,
+            "fastables_worker_heartbeat_age_seconds{{worker=\"{k}\"}} {}",
+            age.as_secs_f64()
+        );
+    }
+    metric_header(
+        &mut o,
+        "fastables_server_clients",
+        "Clients connected to the control socket and to the metrics listener.",
+        "gauge",
+    );
+    for s in servers {
+        let _ = writeln!(
+            o,
+            "fastables_server_clients{{server=\"{}\"}} {}",
+            s.name,
+            s.clients()
+        );
+    }
+    metric_header(
+        &mut o,
+        "fastables_server_connections_total",
+        "Connections accepted by the control socket and by the metrics listener.",
+        "counter",
+    );
+    for s in servers {
+        let _ = writeln!(
+            o,
+            "fastables_server_connections_total{{server=\"{}\"}} {}",
+            s.name,
+            s.accepted()
+        );
+    }
+    metric_header(
+        &mut o,
+        "fastables_server_refused_total",
+        "Clients refused or dropped, by server and reason (cap full, evicted idle, deadlines, too large, ...).",
+        "counter",
+    );
+    for s in servers {
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                o,
+                "fastables_server_refused_total{{server=\"{}\",reason=\"{}\"}} {}",
+                s.name,
+                r.name(),
+                s.refused(r)
+            );
+        }
+    }
     o
 }
 

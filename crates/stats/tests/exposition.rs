@@ -104,6 +104,7 @@ fn a_prometheus_parser_reads_our_metrics() {
         batch_latency: batch,
         packet_latency: pkt,
         uptime_s: 12.5,
+        ..Snapshot::default()
     };
     let Some(samples) = parse(&render(&s)) else {
         return;
@@ -131,4 +132,76 @@ fn a_prometheus_parser_reads_our_metrics() {
     has("fastables_batch_latency_seconds_count histogram  5.0");
     has("fastables_packet_processing_seconds_count histogram  1.0");
     has("fastables_uptime_seconds gauge  12.5");
+}
+
+/// The operators' metrics (build, per-worker tables, NAT ports, and the
+/// live lines of each scrape) read back by the same parser.
+#[test]
+fn a_prometheus_parser_reads_the_operators_metrics() {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use fastables_stats::{render_live, Health, NatAddress, NatRule, WorkerTable};
+
+    let mut pkt = Latency::new();
+    pkt.record(180);
+    let s = Snapshot {
+        packet_latency: pkt,
+        build_info: vec![("version", "0.1.0".into()), ("commit", "abc\"def".into())],
+        workers: vec![
+            WorkerTable {
+                entries: 3,
+                max: 100,
+            },
+            WorkerTable {
+                entries: 4,
+                max: 100,
+            },
+        ],
+        nat_addresses: vec![NatAddress {
+            address: "10.0.2.15".into(),
+            proto: "tcp".into(),
+            in_use: 7,
+        }],
+        nat_rules: vec![NatRule {
+            chain: "POSTROUTING".into(),
+            rule: 1,
+            range: "55666-55680".into(),
+            ports: 15,
+            in_use: 7,
+        }],
+        ..Snapshot::default()
+    };
+    let health = Health::new(2);
+    health.set_open(true);
+    let servers = [Arc::new(fastables_serve::ServerStats::new("control"))];
+    let text = render(&s) + &render_live(&health, &servers, Instant::now());
+    let Some(samples) = parse(&text) else {
+        return;
+    };
+    let has = |want: &str| {
+        assert!(
+            samples.iter().any(|l| l == want),
+            "missing `{want}` in:\n{}",
+            samples.join("\n")
+        )
+    };
+    has("fastables_build_info gauge commit=abc\"def,version=0.1.0 1.0");
+    has("fastables_conntrack_worker_entries gauge worker=1 4.0");
+    has("fastables_conntrack_worker_max gauge worker=0 100.0");
+    has("fastables_nat_address_ports_in_use gauge address=10.0.2.15,proto=tcp 7.0");
+    has("fastables_nat_rule_ports gauge chain=POSTROUTING,range=55666-55680,rule=1 15.0");
+    has("fastables_nat_rule_ports_in_use gauge chain=POSTROUTING,range=55666-55680,rule=1 7.0");
+    // Sub-microsecond buckets resolve the per-packet cost.
+    has("fastables_packet_processing_seconds_bucket histogram le=0.00000015 0.0");
+    has("fastables_packet_processing_seconds_bucket histogram le=0.0000002 1.0");
+    has("fastables_ready gauge  1.0");
+    has("fastables_server_clients gauge server=control 0.0");
+    has("fastables_server_refused_total counter reason=evicted,server=control 0.0");
+    assert!(
+        samples
+            .iter()
+            .any(|l| l.starts_with("fastables_worker_heartbeat_age_seconds gauge worker=1 ")),
+        "{samples:?}"
+    );
 }

@@ -32,23 +32,33 @@ fn unreachable(path: &Path, e: std::io::Error) -> CliError {
 }
 
 /// Connects to `path` and sends one request (its write side then shut).
-fn send(path: &Path, args: &[String], body: &str) -> Result<UnixStream, CliError> {
+/// A request the instance refuses (too large, too many clients) is
+/// answered before the instance has read all of it: the write's error is
+/// returned beside the stream, whose answer is still to be read.
+fn send(
+    path: &Path,
+    args: &[String],
+    body: &str,
+) -> Result<(UnixStream, std::io::Result<()>), CliError> {
     let mut s = UnixStream::connect(path).map_err(|e| unreachable(path, e))?;
-    let mut req = args.join(&FIELD_SEPARATOR.to_string());
-    req.push('\n');
-    req.push_str(body);
-    s.write_all(req.as_bytes())
-        .and_then(|()| s.shutdown(std::net::Shutdown::Write))
-        .map_err(|e| unreachable(path, e))?;
-    Ok(s)
+    let mut line = args.join(&FIELD_SEPARATOR.to_string());
+    line.push('\n');
+    let wrote = s
+        .write_all(line.as_bytes())
+        .and_then(|()| s.write_all(body.as_bytes()))
+        .and_then(|()| s.shutdown(std::net::Shutdown::Write));
+    Ok((s, wrote))
 }
 
 /// Sends one request and returns the answer.
 pub fn call(path: &Path, args: &[String], body: &str) -> Result<Reply, CliError> {
-    let mut s = send(path, args, body)?;
+    let (mut s, wrote) = send(path, args, body)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| unreachable(path, e))?;
-    parse_reply(path, &raw)
+    let read = s.read_to_end(&mut raw);
+    parse_reply(path, &raw).map_err(|bad| match (wrote, read) {
+        (Err(e), _) | (_, Err(e)) => unreachable(path, e),
+        _ => bad,
+    })
 }
 
 fn parse_reply(path: &Path, raw: &[u8]) -> Result<Reply, CliError> {
@@ -92,7 +102,8 @@ pub fn call_stream(
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         )
     };
-    let s = send(path, args, "")?;
+    let (s, wrote) = send(path, args, "")?;
+    wrote.map_err(unreachable)?;
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(unreachable)?;
     let mut r = std::io::BufReader::new(s);

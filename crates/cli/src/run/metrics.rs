@@ -1,37 +1,172 @@
-//! The metrics: the snapshot the `/metrics` server reads, refreshed once
-//! per `[stats] interval_ms` from the workers' counters and histograms,
-//! and the interfaces' rates `fastables stats` shows.
+//! The metrics: the snapshot behind `/metrics`, refreshed once per
+//! `[stats] interval_ms` from the workers' counters and histograms, and
+//! the interfaces' rates `fastables stats` shows.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use fastables_config::Config;
-use fastables_stats::{IfaceSample, Snapshot, Values};
+use fastables_stats::{Exporter, IfaceSample, NatAddress, NatRule, Snapshot, Values, WorkerTable};
 
-use super::commands::ControlState;
+use super::commands::{nat_ports, ControlState};
 use super::sample::{Sample, ARP_COUNTERS, STEER_COUNTERS};
 use super::worker::Workers;
-use crate::CliError;
 
-/// Takes this interval's histograms and counters from the workers and
-/// refreshes the published snapshot (once per `[stats] interval_ms`, off
-/// the data path).
-pub(super) fn publish(
-    shared: &Mutex<Snapshot>,
-    workers: &Workers,
-    state: &mut ControlState,
+/// How often the NAT ports in use are counted for the metrics (each worker
+/// walks its whole table for it, between two batches).
+const NAT_EVERY: Duration = Duration::from_secs(10);
+
+/// The published metrics: the cumulative snapshot, and where it goes.
+pub(super) struct Metrics {
+    /// The metrics listener's page (none without `[stats] listen`).
+    exporter: Option<Arc<Exporter>>,
+    snapshot: Snapshot,
     started: Instant,
-) {
-    let cfg = Arc::clone(&state.cfg);
-    let samples = workers.map(move |c| Sample::of(c, &cfg, true));
-    for (i, s) in samples.iter().enumerate() {
-        if let Some((b, p)) = state.latency.get_mut(i) {
-            b.add(&s.batch_lat);
-            p.add(&s.pkt_lat);
+    /// When the NAT ports are counted next.
+    nat_next: Instant,
+}
+
+/// `fastables_build_info`'s labels: the version, the commit (when built
+/// from a git checkout), the build profile.
+fn build_info() -> Vec<(&'static str, String)> {
+    let mut v = vec![("version", env!("CARGO_PKG_VERSION").to_string())];
+    if let Some(c) = fastables_stats::COMMIT {
+        v.push(("commit", c.to_string()));
+    }
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    v.push(("profile", profile.to_string()));
+    v
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        p => p.to_string(),
+    }
+}
+
+impl Metrics {
+    pub(super) fn new(exporter: Option<Arc<Exporter>>, started: Instant) -> Metrics {
+        Metrics {
+            exporter,
+            snapshot: Snapshot {
+                build_info: build_info(),
+                ..Snapshot::default()
+            },
+            started,
+            nat_next: started,
         }
     }
-    let m = Sample::merge(&samples);
-    // Rates over the interval, per interface.
+
+    /// Takes this interval's histograms and counters from the workers,
+    /// refreshes the rates `fastables stats` shows, and publishes the
+    /// snapshot (once per `[stats] interval_ms`, off the data path).
+    pub(super) fn publish(&mut self, workers: &Workers, state: &mut ControlState) {
+        let cfg = Arc::clone(&state.cfg);
+        let samples = workers.map(move |c| Sample::of(c, &cfg, true));
+        for (i, s) in samples.iter().enumerate() {
+            if let Some((b, p)) = state.latency.get_mut(i) {
+                b.add(&s.batch_lat);
+                p.add(&s.pkt_lat);
+            }
+        }
+        let m = Sample::merge(&samples);
+        update_rates(state, &m);
+        let Some(exporter) = &self.exporter else {
+            return;
+        };
+        let s = &mut self.snapshot;
+        // Per interface and queue (one queue per worker).
+        s.interfaces = samples
+            .iter()
+            .enumerate()
+            .flat_map(|(q, s)| {
+                s.interfaces.iter().map(move |i| IfaceSample {
+                    queue: Some(q as u32),
+                    ..i.clone()
+                })
+            })
+            .collect();
+        s.workers = samples
+            .iter()
+            .map(|w| {
+                w.conntrack
+                    .map_or_else(WorkerTable::default, |c| WorkerTable {
+                        entries: c.entries,
+                        max: c.max,
+                    })
+            })
+            .collect();
+        let ct = m.conntrack.unwrap_or_default();
+        let st = ct.stats;
+        s.ct_counters = vec![
+            ("found", st.found),
+            ("invalid", st.invalid),
+            ("insert", st.insert),
+            ("insert_failed", st.insert_failed),
+            ("drop", st.drop),
+            ("early_drop", st.early_drop),
+            ("error", st.error),
+            ("expired", st.expired),
+            ("chaintoolong", st.chaintoolong),
+        ];
+        let mut counters: Vec<_> = Values::new(&m.arp, ARP_COUNTERS)
+            .metrics()
+            .chain(Values::new(&m.steer, STEER_COUNTERS).metrics())
+            .collect();
+        counters.push((
+            "fastables_flow_cache_hits_total",
+            "Frames forwarded by their connection's cached decision (no chain run).",
+            m.flow_cache.hits,
+        ));
+        if let Some(c) = &state.natlog {
+            counters.extend(crate::natlog::metrics(&c.snapshot()));
+        }
+        s.drops = m.drops.iter().map(|(r, n)| (r.name(), *n)).collect();
+        s.ct_entries = ct.entries;
+        s.ct_max = ct.max;
+        s.held = m.held;
+        s.counters = counters;
+        s.batch_latency.add(&m.batch_lat);
+        s.packet_latency.add(&m.pkt_lat);
+        let now = Instant::now();
+        s.uptime_s = now.duration_since(self.started).as_secs_f64();
+        if now >= self.nat_next {
+            self.nat_next = now + NAT_EVERY;
+            let nat = nat_ports(state, workers);
+            s.nat_addresses = nat
+                .addresses
+                .iter()
+                .map(|&((a, p), n)| NatAddress {
+                    address: Ipv4Addr::from(a).to_string(),
+                    proto: proto_name(p),
+                    in_use: n,
+                })
+                .collect();
+            s.nat_rules = nat
+                .ranges
+                .into_iter()
+                .map(|r| NatRule {
+                    chain: r.at.0,
+                    rule: r.at.1,
+                    range: format!("{}-{}", r.lo, r.hi),
+                    ports: u64::from(r.hi) - u64::from(r.lo) + 1,
+                    in_use: r.in_use,
+                })
+                .collect();
+        }
+        exporter.publish(s);
+    }
+}
+
+/// Packets and bits per second over the last interval, per interface.
+fn update_rates(state: &mut ControlState, m: &Sample) {
     let now = Instant::now();
     if let Some((then, prev)) = &state.last_sample {
         let dt = now.duration_since(*then).as_secs_f64();
@@ -52,53 +187,6 @@ pub(super) fn publish(
         }
     }
     state.last_sample = Some((now, m.interfaces.clone()));
-    // Per interface and queue (one queue per worker).
-    let interfaces = samples
-        .iter()
-        .enumerate()
-        .flat_map(|(q, s)| {
-            s.interfaces.iter().map(move |i| IfaceSample {
-                queue: Some(q as u32),
-                ..i.clone()
-            })
-        })
-        .collect();
-    let ct = m.conntrack.unwrap_or_default();
-    let st = ct.stats;
-    let ct_counters = vec![
-        ("found", st.found),
-        ("invalid", st.invalid),
-        ("insert", st.insert),
-        ("insert_failed", st.insert_failed),
-        ("drop", st.drop),
-        ("early_drop", st.early_drop),
-        ("error", st.error),
-        ("expired", st.expired),
-        ("chaintoolong", st.chaintoolong),
-    ];
-    let mut counters: Vec<_> = Values::new(&m.arp, ARP_COUNTERS)
-        .metrics()
-        .chain(Values::new(&m.steer, STEER_COUNTERS).metrics())
-        .collect();
-    counters.push((
-        "fastables_flow_cache_hits_total",
-        "Frames forwarded by their connection's cached decision (no chain run).",
-        m.flow_cache.hits,
-    ));
-    if let Some(c) = &state.natlog {
-        counters.extend(crate::natlog::metrics(&c.snapshot()));
-    }
-    let Ok(mut s) = shared.lock() else { return };
-    s.interfaces = interfaces;
-    s.drops = m.drops.iter().map(|(r, n)| (r.name(), *n)).collect();
-    s.ct_entries = ct.entries;
-    s.ct_max = ct.max;
-    s.ct_counters = ct_counters;
-    s.held = m.held;
-    s.counters = counters;
-    s.batch_latency.add(&m.batch_lat);
-    s.packet_latency.add(&m.pkt_lat);
-    s.uptime_s = started.elapsed().as_secs_f64();
 }
 
 /// One interface's rates over the last stats interval.
@@ -109,19 +197,4 @@ pub(super) struct IfaceRate {
     pub(super) tx_pps: f64,
     pub(super) tx_bps: f64,
     pub(super) secs: f64,
-}
-
-/// The `[stats] listen` server, when the configuration has one, over the
-/// snapshot that [`publish`] refreshes.
-pub(super) fn serve(cfg: &Config) -> Result<Arc<Mutex<Snapshot>>, CliError> {
-    let shared = Arc::new(Mutex::new(Snapshot::default()));
-    if let Some(addr) = &cfg.stats.listen {
-        let l = std::net::TcpListener::bind(addr).map_err(|e| {
-            CliError::Start(format!("[stats] listen = \"{addr}\": cannot listen: {e}"))
-        })?;
-        fastables_stats::serve(l, Arc::clone(&shared))
-            .map_err(|e| CliError::Start(format!("cannot start the stats thread: {e}")))?;
-        println!("metrics: http://{addr}/metrics");
-    }
-    Ok(shared)
 }

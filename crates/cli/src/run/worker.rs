@@ -14,7 +14,7 @@ use fastables_port::steer::{Mesh, Steered};
 use fastables_port::PacketIo;
 use fastables_rules::compile::CompiledRuleset;
 use fastables_rules::ctx::IfIndex;
-use fastables_stats::Latency;
+use fastables_stats::{Health, Latency};
 use fastables_xdp::{Options, PortSpec, XdpPort};
 
 use super::sample::Sample;
@@ -56,12 +56,27 @@ pub(super) struct WorkerShared {
     pub(super) stop: Arc<AtomicBool>,
     /// The NAT event log's queues, one per worker (`[nat_log]`).
     pub(super) nat_sinks: Vec<fastables_natlog::Sink>,
+    /// Where each worker stamps its heartbeat.
+    pub(super) health: Arc<Health>,
 }
 
-/// The running workers, as the control thread sees them.
+/// The running workers, as the control thread sees them. Dropped without
+/// [`Workers::join`] (an error after start), they are stopped all the
+/// same: sockets closed, XDP programs detached.
 pub(super) struct Workers {
     jobs: Vec<mpsc::Sender<Job>>,
     threads: Vec<std::thread::JoinHandle<Sample>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.jobs.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Workers {
@@ -74,6 +89,7 @@ impl Workers {
         let mut workers = Workers {
             jobs: Vec::with_capacity(n),
             threads: Vec::with_capacity(n),
+            stop: Arc::clone(&shared.stop),
         };
         let mut started_err = None;
         for k in 0..n {
@@ -134,12 +150,22 @@ impl Workers {
         out.into_iter().flatten().collect()
     }
 
+    /// Runs `job` on worker `k` between two of its batches, without
+    /// waiting for it.
+    #[cfg(debug_assertions)]
+    pub(super) fn post(&self, k: usize, job: impl FnOnce(&mut WorkerState) + Send + 'static) {
+        if let Some(j) = self.jobs.get(k) {
+            let _ = j.send(Box::new(job));
+        }
+    }
+
     /// Stops every worker (the caller set the stop flag) and collects their
     /// last samples.
-    pub(super) fn join(self) -> Vec<Sample> {
-        drop(self.jobs);
+    pub(super) fn join(mut self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.jobs.clear();
         self.threads
-            .into_iter()
+            .drain(..)
             .filter_map(|t| t.join().ok())
             .collect()
     }
@@ -266,6 +292,7 @@ fn worker_main(
         }
         if last_service.elapsed() >= Duration::from_millis(2) {
             last_service = Instant::now();
+            w.health.beat(k, last_service);
             c.worker
                 .pipeline_mut()
                 .drain_logs(|l| eprintln!("log: {l}"));

@@ -4,6 +4,7 @@
 //! host (kernel, live): whether a tool is there, root, a command's output.
 #![allow(dead_code)]
 
+pub mod lab;
 pub mod seed;
 
 use std::net::Ipv4Addr;

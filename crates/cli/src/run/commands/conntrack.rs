@@ -293,13 +293,13 @@ fn conntrack_on_worker(
 
 /// A `conntrack -E` listener: where its lines go, its filters and options.
 pub(in crate::run) struct EventSub {
-    tx: mpsc::SyncSender<String>,
+    tx: control::StreamSender,
     filter: TraceFilter,
     opts: EventOpts,
 }
 
 impl EventSub {
-    pub(super) fn new(tx: mpsc::SyncSender<String>, filter: TraceFilter, opts: EventOpts) -> Self {
+    pub(super) fn new(tx: control::StreamSender, filter: TraceFilter, opts: EventOpts) -> Self {
         EventSub { tx, filter, opts }
     }
 }

@@ -9,7 +9,7 @@ mod rules;
 mod stats;
 mod trace;
 
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Instant;
 
 use fastables_config::Config;
@@ -25,6 +25,7 @@ pub(super) use conntrack::publish_events;
 use conntrack::{conntrack_cmd, parse_ct_args, ConntrackOp, EventSub};
 pub(super) use rules::reload;
 use rules::{list_cmd, restore_cmd, save_cmd};
+pub(super) use stats::nat_ports;
 use stats::stats_cmd;
 use trace::parse_trace_args;
 pub(super) use trace::publish_trace;
@@ -40,7 +41,7 @@ pub(super) struct ControlState {
     /// Per worker, the latency since start (per batch, per packet).
     pub(super) latency: Vec<(Latency, Latency)>,
     /// The `fastables trace` listener and how many records it still wants.
-    pub(super) trace_sub: Option<(mpsc::SyncSender<String>, Option<u64>)>,
+    pub(super) trace_sub: Option<(control::StreamSender, Option<u64>)>,
     pub(super) cfg: Arc<Config>,
     /// The interfaces' counters at the last interval, for the rates.
     pub(super) last_sample: Option<(Instant, Vec<fastables_stats::IfaceSample>)>,
@@ -123,7 +124,30 @@ pub(super) fn answer(
             }
         },
         Some((&"stats", rest)) => stats_cmd(rest, state, workers),
+        Some((&"reload", [])) => match reload(workers, state) {
+            Ok(m) => control::Reply::ok(format!("{m}\n")),
+            Err(m) => control::Reply::fail(format!(
+                "fastables: reload: {m}\nfastables: reload: the running ruleset is unchanged\n"
+            )),
+        },
+        #[cfg(debug_assertions)]
+        Some((&"test-stall-worker", [k, ms])) => stall_worker(workers, k, ms),
         _ => control::Reply::fail(format!("fastables: unknown request {:?}", req.args)),
+    }
+}
+
+/// Test builds only: worker `k` sleeps `ms` milliseconds between two
+/// batches (a stalled worker, for the readiness and watchdog tests).
+#[cfg(debug_assertions)]
+fn stall_worker(workers: &Workers, k: &str, ms: &str) -> control::Reply {
+    match (k.parse::<usize>(), ms.parse::<u64>()) {
+        (Ok(k), Ok(ms)) => {
+            workers.post(k, move |_| {
+                std::thread::sleep(std::time::Duration::from_millis(ms))
+            });
+            control::Reply::ok(format!("worker {k} stalls for {ms} ms\n"))
+        }
+        _ => control::Reply::fail("fastables: test-stall-worker K MS\n"),
     }
 }
 

@@ -1,7 +1,6 @@
 //! The ruleset on a running instance: `list`, `save`, `restore`, and the
 //! rules file again on SIGHUP.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use fastables_rules::compile::CompiledRuleset;
@@ -115,6 +114,11 @@ pub(super) fn restore_cmd(
             }
         }
     };
+    if new.tables.is_empty() {
+        return control::Reply::fail(format!(
+            "fastables: restore: {name} {NO_TABLE}; nothing was applied\n"
+        ));
+    }
     if !counters {
         for t in &mut new.tables {
             for c in &mut t.chains {
@@ -164,23 +168,31 @@ fn commit_restore(
     control::Reply::ok(String::new())
 }
 
-/// SIGHUP: the rules file again, all or nothing (counters start afresh, as
-/// after `iptables-restore` without `-c`).
-pub(in crate::run) fn reload(workers: &Workers, state: &mut ControlState, file: Option<&PathBuf>) {
-    let Some(file) = file else {
-        eprintln!("reload: the configuration names no rules file; nothing to reload");
-        return;
+/// SIGHUP (and `fastables reload`): the rules file again, all or nothing
+/// (counters start afresh, as after `iptables-restore` without `-c`). A
+/// file that holds no table is refused: an empty or truncated file would
+/// otherwise remove every rule.
+pub(in crate::run) fn reload(
+    workers: &Workers,
+    state: &mut ControlState,
+) -> Result<String, String> {
+    let Some(file) = state.cfg.rules.clone() else {
+        return Err("the configuration names no rules file; nothing to reload".into());
     };
-    let res = load_rules(file)
-        .and_then(|rs| compile(&rs, &state.names(), &file.display().to_string()).map(|c| (rs, c)));
-    match res {
-        Ok((rs, c)) => {
-            let c = Arc::new(c);
-            workers.set_ruleset(&c);
-            state.rs = rs;
-            state.compiled = c;
-            eprintln!("reload: {} loaded", file.display());
-        }
-        Err(e) => eprintln!("reload: {e}\nreload: the running ruleset is unchanged"),
+    let name = file.display().to_string();
+    let rs = load_rules(&file).map_err(|e| e.to_string())?;
+    if rs.tables.is_empty() {
+        return Err(format!("{name}: {NO_TABLE}"));
     }
+    let c = compile(&rs, &state.names(), &name).map_err(|e| e.to_string())?;
+    let c = Arc::new(c);
+    workers.set_ruleset(&c);
+    state.rs = rs;
+    state.compiled = c;
+    Ok(format!("{name} loaded"))
 }
+
+/// Why a rules file without a table is refused, and how to empty a table.
+const NO_TABLE: &str = "holds no table (no `*TABLE` ... `COMMIT` block): refused, as an \
+    empty or truncated file would remove every rule; to empty a table on purpose, give its \
+    block with no rules (`*filter`, then `COMMIT`)";

@@ -316,43 +316,32 @@ struct WorkerJson<'a> {
 /// Source NAT in use: translated ports (ICMP ids) per address and
 /// protocol, and for each SNAT/MASQUERADE rule with a port range how many
 /// of its ports connections hold (of that rule's protocol, any address).
-struct NatPorts {
-    addresses: Vec<((u32, u8), u64)>,
-    ranges: Vec<NatRangeUse>,
+pub(in crate::run) struct NatPorts {
+    pub(in crate::run) addresses: Vec<((u32, u8), u64)>,
+    pub(in crate::run) ranges: Vec<NatRangeUse>,
 }
 
 /// A SNAT/MASQUERADE rule's port range and the ports of it in use.
 #[derive(serde::Serialize)]
-struct NatRangeUse {
-    rule: String,
-    lo: u16,
-    hi: u16,
-    in_use: u64,
+pub(in crate::run) struct NatRangeUse {
+    pub(in crate::run) rule: String,
+    pub(in crate::run) lo: u16,
+    pub(in crate::run) hi: u16,
+    pub(in crate::run) in_use: u64,
+    /// The rule's chain and number (from 1), for the metrics.
+    #[serde(skip)]
+    pub(in crate::run) at: (String, usize),
 }
 
-fn nat_ports(state: &ControlState, workers: &Workers) -> NatPorts {
+/// A port range of a rule: its protocol (any: `None`) and bounds.
+type RangeSpec = (Option<u8>, u16, u16);
+
+/// Counts the ports in use on every worker (each counts its own table,
+/// between two batches) and adds the counts up.
+pub(in crate::run) fn nat_ports(state: &ControlState, workers: &Workers) -> NatPorts {
     use fastables_rules::model::Target;
-    // (address, protocol, port) of every source-NATed connection.
-    let held = workers.map(|c| {
-        let now = c.port.now_ns();
-        c.worker.pipeline().conntrack().map_or_else(Vec::new, |t| {
-            t.iter()
-                .filter(|(_, e)| {
-                    e.status & fastables_conntrack::status::SRC_NAT != 0 && !e.is_expired(now)
-                })
-                .map(|(_, e)| {
-                    let r = e.reply();
-                    (r.dst, r.proto, r.dport)
-                })
-                .collect::<Vec<_>>()
-        })
-    });
-    let held: Vec<(u32, u8, u16)> = held.into_iter().flatten().collect();
-    let mut addresses: std::collections::BTreeMap<(u32, u8), u64> = Default::default();
-    for (a, p, _) in &held {
-        *addresses.entry((*a, *p)).or_default() += 1;
-    }
     let mut ranges = Vec::new();
+    let mut specs: Vec<RangeSpec> = Vec::new();
     for t in state.rs.tables.iter().filter(|t| t.table == Table::Nat) {
         for c in &t.chains {
             for (i, r) in c.rules.iter().enumerate() {
@@ -362,20 +351,45 @@ fn nat_ports(state: &ControlState, workers: &Workers) -> NatPorts {
                     _ => None,
                 };
                 let Some(p) = ports else { continue };
-                let proto = r.proto.filter(|x| !x.inv).map(|x| x.val);
-                let in_use = held
-                    .iter()
-                    .filter(|(_, pr, port)| {
-                        proto.is_none_or(|x| x == *pr) && (p.lo..=p.hi).contains(port)
-                    })
-                    .count() as u64;
+                specs.push((r.proto.filter(|x| !x.inv).map(|x| x.val), p.lo, p.hi));
                 ranges.push(NatRangeUse {
                     rule: format!("nat {} rule {}", c.name, i + 1),
                     lo: p.lo,
                     hi: p.hi,
-                    in_use,
+                    in_use: 0,
+                    at: (c.name.clone(), i + 1),
                 });
             }
+        }
+    }
+    let specs = std::sync::Arc::new(specs);
+    let parts = workers.map(move |c| {
+        let mut addresses: std::collections::BTreeMap<(u32, u8), u64> = Default::default();
+        let mut in_use = vec![0u64; specs.len()];
+        let now = c.port.now_ns();
+        if let Some(t) = c.worker.pipeline().conntrack() {
+            let nat = t.iter().filter(|(_, e)| {
+                e.status & fastables_conntrack::status::SRC_NAT != 0 && !e.is_expired(now)
+            });
+            for (_, e) in nat {
+                let r = e.reply();
+                *addresses.entry((r.dst, r.proto)).or_default() += 1;
+                for (n, (proto, lo, hi)) in in_use.iter_mut().zip(specs.iter()) {
+                    if proto.is_none_or(|x| x == r.proto) && (*lo..=*hi).contains(&r.dport) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        (addresses, in_use)
+    });
+    let mut addresses: std::collections::BTreeMap<(u32, u8), u64> = Default::default();
+    for (a, in_use) in parts {
+        for (k, n) in a {
+            *addresses.entry(k).or_default() += n;
+        }
+        for (r, n) in ranges.iter_mut().zip(in_use) {
+            r.in_use += n;
         }
     }
     NatPorts {
@@ -427,6 +441,7 @@ mod tests {
                     lo: 55666,
                     hi: 55680,
                     in_use: 7,
+                    at: ("POST\"ROUTING".into(), 1),
                 }],
             },
             rates,
